@@ -1,0 +1,191 @@
+// smyrf — efficient attention. The public contract.
+//
+// One plain parameter struct (raw pointers, explicit strides, sizes, flags), one
+// configuration struct per method, and one entry point:
+//
+//     smyrf::AttentionParams p = smyrf::AttentionParams::contiguous(B, H, Nq, Nk, d, dv,
+//                                                                   q, k, v, o);
+//     smyrf::attention(p, smyrf::SmyrfConfig{.n_hashes = 8, .q_cluster_size = 32,
+//                                             .k_cluster_size = 32});
+//
+// Nothing in this header depends on a framework; bindings convert their tensors to
+// AttentionParams.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <variant>
+
+#include "smyrf/version.h"
+
+namespace smyrf {
+
+// ---------------------------------------------------------------------------------------
+// Errors. Every check at the API edge throws smyrf::Error; its message names the parameter
+// and the offending value, e.g. "smyrf: params.nq = 0: must be >= 1".
+class Error : public std::invalid_argument {
+ public:
+  explicit Error(const std::string& what) : std::invalid_argument(what) {}
+};
+
+// Element type of the Q, K, V inputs. Only f32 is implemented now; the field exists so that
+// further input types can be added without changing the layout callers fill in.
+enum class DType : std::uint8_t { f32 = 0 };
+
+// ---------------------------------------------------------------------------------------
+// The problem. Shapes:
+//   Q [B, H, Nq, d]    K [B, H, Nk, d]    V [B, H, Nk, dv]    O [B, H, Nq, dv]  (O is f32)
+//   key_mask [B, Nk], query_mask [B, Nq]: optional, uint8, nonzero = the token takes part.
+// Strides are in elements. The last dimension of every tensor must be contiguous (stride 1).
+// Input strides may be 0 (broadcast, e.g. one K/V head shared by all query heads) or any
+// value >= the row length; O's layout must not map two elements to the same address, and O
+// must not overlap Q, K or V.
+//
+// Semantics, for every method:
+//   O[b,h,i] = sum_j softmax_j(scale * Q[b,h,i] . K[b,h,j]) V[b,h,j]   over visible keys j
+// (for approximate methods: over the keys the method lets query i see).
+//   * A masked key (key_mask[b,j] == 0) is never attended to.
+//   * A masked query (query_mask[b,i] == 0) gets O = 0 and does not influence other rows.
+//   * A query with no visible key (all keys of its batch masked) gets O = 0.
+//   * Non-finite inputs: with check_finite (default) the call scans the unmasked rows of Q, K
+//     and V and throws smyrf::Error naming the tensor and the first non-finite element. With
+//     check_finite = false such inputs give unspecified output values (never a crash).
+struct AttentionParams {
+  std::int64_t batch = 0, heads = 0;  // B, H
+  std::int64_t nq = 0, nk = 0;        // query and key sequence lengths
+  std::int64_t d = 0, dv = 0;         // head dimension of Q/K and of V/O
+
+  DType dtype = DType::f32;  // element type of q, k and v
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  float* o = nullptr;
+
+  std::int64_t q_batch_stride = 0, q_head_stride = 0, q_row_stride = 0;
+  std::int64_t k_batch_stride = 0, k_head_stride = 0, k_row_stride = 0;
+  std::int64_t v_batch_stride = 0, v_head_stride = 0, v_row_stride = 0;
+  std::int64_t o_batch_stride = 0, o_head_stride = 0, o_row_stride = 0;
+
+  const std::uint8_t* key_mask = nullptr;  // [B, Nk] or nullptr (every key visible)
+  std::int64_t key_mask_batch_stride = 0;
+  const std::uint8_t* query_mask = nullptr;  // [B, Nq] or nullptr (every query active)
+  std::int64_t query_mask_batch_stride = 0;
+
+  // Softmax scale; empty means 1/sqrt(d). Must be finite.
+  std::optional<float> scale;
+  // Seed of every random choice a method makes. Same seed, same inputs -> same bits,
+  // whatever the thread count.
+  std::uint64_t seed = 0;
+  // Worker threads; 0 means all threads OpenMP offers (OMP_NUM_THREADS).
+  int num_threads = 0;
+  bool check_finite = true;
+
+  // Row-major contiguous tensors: Q [B,H,Nq,d], K [B,H,Nk,d], V [B,H,Nk,dv], O [B,H,Nq,dv].
+  static AttentionParams contiguous(std::int64_t batch, std::int64_t heads, std::int64_t nq,
+                                    std::int64_t nk, std::int64_t d, std::int64_t dv,
+                                    const float* q, const float* k, const float* v, float* o);
+  // Sets the mask pointers with contiguous [B, N] layout (either may be nullptr).
+  AttentionParams& with_masks(const std::uint8_t* key_mask_bn, const std::uint8_t* query_mask_bn);
+};
+
+// ---------------------------------------------------------------------------------------
+// Methods. Each has its own configuration; MethodConfig selects one.
+
+// Naive attention accumulated in double: the test oracle. O(Nq*Nk) time, O(Nk) memory per
+// thread. Never optimised on purpose.
+struct ReferenceConfig {};
+
+// Exact attention with an online softmax over key tiles (flash-attention style): O(N) extra
+// memory, SIMD kernels with runtime ISA dispatch, threads over batch x heads x query tiles.
+struct DenseConfig {};
+
+// Asymmetric transform that turns maximum-inner-product search into nearest-neighbour search.
+// With MQ, MK the largest query and key norms of the (batch, head) and m = alsh_m:
+//   xbox_plus: q -> [q, 0, sqrt(MQ^2+MK^2-|q|^2)],  k -> [k, sqrt(MQ^2+MK^2-|k|^2), 0]
+//   xbox:      q -> [q, 0],                         k -> [k, sqrt(MK^2-|k|^2)]
+//   h2_alsh:   q -> [q * MK/|q|, 0],                k -> [k, sqrt(MK^2-|k|^2)]   (QNF)
+//   l2_alsh:   q -> [q/|q|, 1/2, ..., 1/2],         k -> [U k/MK, |k'|^2, |k'|^4, ..., |k'|^(2^m)]
+// Arguments of sqrt are clamped at 0; a zero-norm vector is scaled by 0.
+enum class Transform : std::uint8_t { xbox_plus = 0, xbox = 1, h2_alsh = 2, l2_alsh = 3 };
+
+// SMYRF (Daras et al., NeurIPS 2020). Per (batch, head) and for each of n_hashes rounds:
+// transform, project on one Gaussian direction a (the same for queries and keys), sort queries
+// and keys by their hash, cut both sorted lists into C balanced clusters; query cluster i
+// attends to key cluster i; rounds are merged with softmax weights over each query's
+// per-round logsumexp.
+//
+// Hash: with r == 0, h(x) = a.x' (the projection itself; buckets of one point). With r > 0,
+// the E2LSH hash h(x) = floor((a.x' + b) / r), b ~ U(0, r), and tokens with equal hash are
+// ordered by position (so a large r tends to local attention).
+//
+// Cluster rule (any lengths, any masks): with n_q, n_k the unmasked queries and keys of a
+// batch element, C = max(ceil(n_q / q_cluster_size), ceil(n_k / k_cluster_size)). Cluster i
+// holds sorted queries [floor(i n_q / C), floor((i+1) n_q / C)) and sorted keys
+// [floor(i n_k / C), max(floor((i+1) n_k / C), floor(i n_k / C) + 1)): sizes differ by at most
+// one, never exceed the configured sizes, and every key cluster is non-empty when n_k >= 1
+// (when n_k < C a key may serve several clusters). With Nq/q_cluster_size = Nk/k_cluster_size
+// and exact divisibility this is the original SMYRF chunking. Masked tokens are excluded before
+// hashing and from the max norms. When q_cluster_size >= Nq and k_cluster_size >= Nk the
+// result is exactly the dense one (the dense kernel is used).
+//
+// A negative softmax scale hashes -q, so clusters still gather the largest logits.
+// Attention memory: n_hashes * Nq * k_cluster_size scores instead of Nq * Nk.
+struct SmyrfConfig {
+  int n_hashes = 8;
+  int q_cluster_size = 32;
+  int k_cluster_size = 32;
+  float r = 0.0f;  // E2LSH bucket width; 0 = order by the projection itself
+  Transform transform = Transform::xbox_plus;
+  int alsh_m = 3;         // l2_alsh only: number of appended norm powers
+  float alsh_u = 0.83f;   // l2_alsh only: largest key norm after scaling, in (0, 1)
+};
+
+using MethodConfig = std::variant<ReferenceConfig, DenseConfig, SmyrfConfig>;
+
+// The method's name as the CLI spells it: "reference", "dense", "smyrf".
+const char* method_name(const MethodConfig& config);
+
+// ---------------------------------------------------------------------------------------
+// Reusable scratch memory. Passing the same Workspace to repeated calls avoids allocating
+// (and page-faulting) large buffers every call. Not thread-safe: one per concurrent caller.
+class Workspace {
+ public:
+  Workspace();
+  ~Workspace();
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  Workspace(Workspace&&) noexcept;
+  Workspace& operator=(Workspace&&) noexcept;
+  // Bytes currently reserved.
+  std::size_t capacity_bytes() const;
+
+  struct Impl;
+  Impl* impl() { return impl_.get(); }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// What a call did: the scratch memory it needed and the time of its phases (seconds).
+struct RunInfo {
+  std::size_t workspace_bytes = 0;  // extra memory beyond the caller's tensors
+  std::size_t attention_scores = 0;  // score entries computed (Nq*Nk for dense), all rounds
+  double seconds_total = 0;
+  double seconds_transform = 0;  // SMYRF: norms, projections (hashing)
+  double seconds_sort = 0;       // SMYRF: sorting tokens by hash, cluster ranges
+  double seconds_attention = 0;  // attention inside clusters / tiles, including merging
+};
+
+// Computes attention into params.o with the chosen method. Throws smyrf::Error on invalid
+// parameters (before touching o). workspace may be nullptr (scratch is then allocated and
+// freed inside the call).
+RunInfo attention(const AttentionParams& params, const MethodConfig& config,
+                  Workspace* workspace = nullptr);
+
+// The SIMD target chosen at run time for this CPU (e.g. "AVX3", "AVX2").
+std::string simd_target();
+
+}  // namespace smyrf

@@ -1,0 +1,235 @@
+#include "api/validate.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/parallel.h"
+
+namespace smyrf::detail {
+namespace {
+
+__extension__ using Int128 = __int128;  // exact offset arithmetic for the overflow checks
+
+[[noreturn]] void fail(const std::string& parameter, const std::string& value,
+                       const std::string& why) {
+  throw Error("smyrf: " + parameter + " = " + value + ": " + why);
+}
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+std::string str(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+std::string ptr(const void* p) {
+  std::ostringstream s;
+  s << p;
+  return s.str();
+}
+
+void require_size(const char* name, std::int64_t v) {
+  if (v < 1) fail(std::string("params.") + name, str(v), "must be >= 1");
+}
+
+// Largest element offset a tensor with these extents/strides can address, or throws on
+// overflow of the int64 offset arithmetic.
+std::int64_t max_offset(const std::string& tensor, std::array<std::int64_t, 3> extent,
+                        std::array<std::int64_t, 3> stride, std::int64_t row_len) {
+  Int128 off = row_len - 1;
+  for (int i = 0; i < 3; ++i) off += static_cast<Int128>(extent[i] - 1) * stride[i];
+  if (off > std::numeric_limits<std::int64_t>::max() / 8)
+    fail("params." + tensor + " strides", "(too large)", "element offsets overflow");
+  return static_cast<std::int64_t>(off);
+}
+
+void check_input_strides(const std::string& t, std::int64_t B, std::int64_t H, std::int64_t N,
+                         std::int64_t row_len, std::int64_t bs, std::int64_t hs,
+                         std::int64_t rs) {
+  if (bs < 0) fail("params." + t + "_batch_stride", str(bs), "must be >= 0");
+  if (hs < 0) fail("params." + t + "_head_stride", str(hs), "must be >= 0");
+  if (rs < 0) fail("params." + t + "_row_stride", str(rs), "must be >= 0");
+  if (rs != 0 && rs < row_len)
+    fail("params." + t + "_row_stride", str(rs),
+         "rows overlap: must be 0 (broadcast) or >= the row length " + str(row_len));
+  max_offset(t, {B, H, N}, {bs, hs, rs}, row_len);
+}
+
+// O must be writable without two elements sharing an address: sorting the dimensions by
+// stride, each stride must exceed the span of the dimensions inside it.
+void check_output_strides(const AttentionParams& p) {
+  const std::int64_t B = p.batch, H = p.heads, N = p.nq;
+  if (p.o_batch_stride < 0) fail("params.o_batch_stride", str(p.o_batch_stride), "must be >= 0");
+  if (p.o_head_stride < 0) fail("params.o_head_stride", str(p.o_head_stride), "must be >= 0");
+  if (p.o_row_stride < 0) fail("params.o_row_stride", str(p.o_row_stride), "must be >= 0");
+  struct Dim {
+    const char* name;
+    std::int64_t extent, stride;
+  };
+  std::array<Dim, 3> dims{{{"params.o_row_stride", N, p.o_row_stride},
+                           {"params.o_head_stride", H, p.o_head_stride},
+                           {"params.o_batch_stride", B, p.o_batch_stride}}};
+  std::stable_sort(dims.begin(), dims.end(),
+                   [](const Dim& a, const Dim& b) { return a.stride < b.stride; });
+  Int128 span = p.dv;  // elements covered by the dimensions checked so far
+  for (const Dim& dim : dims) {
+    if (dim.extent == 1) continue;
+    if (dim.stride < span)
+      fail(dim.name, str(dim.stride),
+           "output elements would overlap: must be >= " + str(static_cast<std::int64_t>(span)));
+    span = static_cast<Int128>(dim.stride) * (dim.extent - 1) + span;
+  }
+  max_offset("o", {B, H, N}, {p.o_batch_stride, p.o_head_stride, p.o_row_stride}, p.dv);
+}
+
+void check_mask(const char* name, const std::uint8_t* mask, std::int64_t stride, std::int64_t n) {
+  if (mask == nullptr) return;
+  if (stride != 0 && stride < n)
+    fail(std::string("params.") + name + "_batch_stride", str(stride),
+         "must be 0 (one mask for every batch element) or >= the sequence length " + str(n));
+}
+
+struct Range {
+  std::uintptr_t lo, hi;
+};
+Range byte_range(const void* base, std::int64_t max_off) {
+  const auto lo = reinterpret_cast<std::uintptr_t>(base);
+  return {lo, lo + static_cast<std::uintptr_t>(max_off + 1) * sizeof(float)};
+}
+
+}  // namespace
+
+Problem validate_params(const AttentionParams& p) {
+  require_size("batch", p.batch);
+  require_size("heads", p.heads);
+  require_size("nq", p.nq);
+  require_size("nk", p.nk);
+  require_size("d", p.d);
+  require_size("dv", p.dv);
+  constexpr std::int64_t kMaxLen = std::numeric_limits<std::int32_t>::max();
+  if (p.nq > kMaxLen) fail("params.nq", str(p.nq), "must be < 2^31");
+  if (p.nk > kMaxLen) fail("params.nk", str(p.nk), "must be < 2^31");
+  if (p.dtype != DType::f32)
+    fail("params.dtype", str(static_cast<std::int64_t>(p.dtype)), "only DType::f32 is supported");
+  if (p.q == nullptr) fail("params.q", "nullptr", "must point to the queries");
+  if (p.k == nullptr) fail("params.k", "nullptr", "must point to the keys");
+  if (p.v == nullptr) fail("params.v", "nullptr", "must point to the values");
+  if (p.o == nullptr) fail("params.o", "nullptr", "must point to the output");
+  check_input_strides("q", p.batch, p.heads, p.nq, p.d, p.q_batch_stride, p.q_head_stride,
+                      p.q_row_stride);
+  check_input_strides("k", p.batch, p.heads, p.nk, p.d, p.k_batch_stride, p.k_head_stride,
+                      p.k_row_stride);
+  check_input_strides("v", p.batch, p.heads, p.nk, p.dv, p.v_batch_stride, p.v_head_stride,
+                      p.v_row_stride);
+  check_output_strides(p);
+  check_mask("key_mask", p.key_mask, p.key_mask_batch_stride, p.nk);
+  check_mask("query_mask", p.query_mask, p.query_mask_batch_stride, p.nq);
+  if (p.scale && !std::isfinite(*p.scale))
+    fail("params.scale", str(static_cast<double>(*p.scale)), "must be finite");
+  if (p.num_threads < 0) fail("params.num_threads", str(std::int64_t{p.num_threads}),
+                              "must be >= 0 (0 = all available threads)");
+
+  // O must not overlap the inputs (the kernels read Q, K, V after writing O).
+  const Range o = byte_range(p.o, max_offset("o", {p.batch, p.heads, p.nq},
+                                             {p.o_batch_stride, p.o_head_stride, p.o_row_stride},
+                                             p.dv));
+  const std::array<std::pair<const char*, Range>, 3> inputs{{
+      {"params.q", byte_range(p.q, max_offset("q", {p.batch, p.heads, p.nq},
+                                              {p.q_batch_stride, p.q_head_stride, p.q_row_stride},
+                                              p.d))},
+      {"params.k", byte_range(p.k, max_offset("k", {p.batch, p.heads, p.nk},
+                                              {p.k_batch_stride, p.k_head_stride, p.k_row_stride},
+                                              p.d))},
+      {"params.v", byte_range(p.v, max_offset("v", {p.batch, p.heads, p.nk},
+                                              {p.v_batch_stride, p.v_head_stride, p.v_row_stride},
+                                              p.dv))},
+  }};
+  for (const auto& [name, r] : inputs)
+    if (r.lo < o.hi && o.lo < r.hi)
+      fail("params.o", ptr(p.o), std::string("output memory overlaps ") + name);
+
+  Problem pr;
+  pr.p = &p;
+  pr.B = p.batch;
+  pr.H = p.heads;
+  pr.Nq = p.nq;
+  pr.Nk = p.nk;
+  pr.d = p.d;
+  pr.dv = p.dv;
+  pr.scale = p.scale ? *p.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.d)));
+  pr.threads = resolve_threads(p.num_threads);
+  return pr;
+}
+
+void validate_config(const SmyrfConfig& c) {
+  if (c.n_hashes < 1 || c.n_hashes > 1024)
+    fail("SmyrfConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be in [1, 1024]");
+  if (c.q_cluster_size < 1)
+    fail("SmyrfConfig.q_cluster_size", str(std::int64_t{c.q_cluster_size}), "must be >= 1");
+  if (c.k_cluster_size < 1)
+    fail("SmyrfConfig.k_cluster_size", str(std::int64_t{c.k_cluster_size}), "must be >= 1");
+  if (!(std::isfinite(c.r) && c.r >= 0.0f))
+    fail("SmyrfConfig.r", str(static_cast<double>(c.r)),
+         "must be finite and >= 0 (0 = order by the projection)");
+  const auto t = static_cast<int>(c.transform);
+  if (t < 0 || t > static_cast<int>(Transform::l2_alsh))
+    fail("SmyrfConfig.transform", str(std::int64_t{t}), "is not a Transform value");
+  if (c.transform == Transform::l2_alsh) {
+    if (c.alsh_m < 1 || c.alsh_m > 8)
+      fail("SmyrfConfig.alsh_m", str(std::int64_t{c.alsh_m}), "must be in [1, 8]");
+    if (!(c.alsh_u > 0.0f && c.alsh_u < 1.0f))
+      fail("SmyrfConfig.alsh_u", str(static_cast<double>(c.alsh_u)), "must be in (0, 1)");
+  }
+}
+
+void check_inputs_finite(const Problem& pr) {
+  // Each (b, h) task records its first non-finite element; the lowest task wins, so the
+  // message does not depend on the thread count.
+  struct Hit {
+    int tensor = -1;  // 0 = q, 1 = k, 2 = v
+    std::int64_t row = 0, col = 0;
+    float value = 0;
+  };
+  const std::int64_t tasks = pr.B * pr.H;
+  std::vector<Hit> hits(static_cast<std::size_t>(tasks));
+  auto scan = [](const float* row, std::int64_t n, std::int64_t* col) {
+    for (std::int64_t c = 0; c < n; ++c)
+      if (!std::isfinite(row[c])) {
+        *col = c;
+        return true;
+      }
+    return false;
+  };
+  parallel_for(tasks, pr.threads, [&](std::int64_t t) {
+    const std::int64_t b = t / pr.H, h = t % pr.H;
+    Hit& hit = hits[static_cast<std::size_t>(t)];
+    for (std::int64_t i = 0; i < pr.Nq && hit.tensor < 0; ++i)
+      if (pr.query_active(b, i) && scan(pr.q_row(b, h, i), pr.d, &hit.col)) {
+        hit = {0, i, hit.col, pr.q_row(b, h, i)[hit.col]};
+      }
+    for (std::int64_t j = 0; j < pr.Nk && hit.tensor < 0; ++j) {
+      if (!pr.key_visible(b, j)) continue;
+      if (scan(pr.k_row(b, h, j), pr.d, &hit.col)) {
+        hit = {1, j, hit.col, pr.k_row(b, h, j)[hit.col]};
+      } else if (scan(pr.v_row(b, h, j), pr.dv, &hit.col)) {
+        hit = {2, j, hit.col, pr.v_row(b, h, j)[hit.col]};
+      }
+    }
+  });
+  for (std::int64_t t = 0; t < tasks; ++t) {
+    const Hit& hit = hits[static_cast<std::size_t>(t)];
+    if (hit.tensor < 0) continue;
+    static constexpr const char* kNames[] = {"params.q", "params.k", "params.v"};
+    std::ostringstream where;
+    where << "[" << t / pr.H << ", " << t % pr.H << ", " << hit.row << ", " << hit.col << "]";
+    fail(std::string(kNames[hit.tensor]) + where.str(), str(static_cast<double>(hit.value)),
+         "non-finite input (set params.check_finite = false to skip this scan)");
+  }
+}
+
+}  // namespace smyrf::detail

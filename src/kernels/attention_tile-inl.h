@@ -1,0 +1,266 @@
+// Attention over one tile of queries against packed keys, written once with Highway and
+// compiled per SIMD target (include this from a file that uses hwy/foreach_target.h).
+//
+// The three steps of an online-softmax (flash-attention) tile, shared by every method:
+//   ScoreTile     S = scale * Q K^T          Q by row pointers (rows may be gathered),
+//                                            K packed transposed: kt[t * ldk + j]
+//   SoftmaxUpdate running max m, running sum l, rescale acc, S <- exp(S - m)
+//   PVAccumulate  acc += P V                 V packed row-major: vp[j * ldv + c]
+// and Finalize: o = acc / l, lse = m + log(l).
+//
+// Packed buffers are padded with zeros to whole vectors (ldk, ldv multiples of Lanes), so
+// the kernels never read past a row and never need masked loads; padded score columns are
+// set to -inf so that exp() turns them into exact zeros.
+
+#if defined(SMYRF_KERNELS_ATTENTION_TILE_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SMYRF_KERNELS_ATTENTION_TILE_INL_H_
+#undef SMYRF_KERNELS_ATTENTION_TILE_INL_H_
+#else
+#define SMYRF_KERNELS_ATTENTION_TILE_INL_H_
+#endif
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smyrf {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Register blocking: R rows x C vectors of accumulators. AVX-512 has 32 vector registers,
+// the other x86 targets 16; R*C accumulators + C operands + 1 broadcast must fit.
+#if HWY_TARGET <= HWY_AVX3
+constexpr size_t kTileRows = 6;
+constexpr size_t kTileCols = 4;
+#else
+constexpr size_t kTileRows = 3;
+constexpr size_t kTileCols = 3;
+#endif
+
+inline size_t FloatLanes() { return hn::Lanes(DF()); }
+// Rounds n up to whole float vectors.
+inline size_t PadToLanes(size_t n) {
+  const size_t L = FloatLanes();
+  return (n + L - 1) / L * L;
+}
+
+// ---------------------------------------------------------------------------------------
+// S[r][c] = scale * sum_t q_r[t] * kt[t][c] for R rows, C vectors of columns.
+template <size_t R, size_t C>
+HWY_INLINE void ScoreBlock(const float* const* qrows, size_t d, const float* HWY_RESTRICT kt,
+                           size_t ldk, float scale, float* HWY_RESTRICT s, size_t lds) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  VF acc[R][C];
+  for (size_t r = 0; r < R; ++r)
+    for (size_t c = 0; c < C; ++c) acc[r][c] = hn::Zero(df);
+  for (size_t t = 0; t < d; ++t) {
+    VF kv[C];
+    for (size_t c = 0; c < C; ++c) kv[c] = hn::Load(df, kt + t * ldk + c * L);
+    for (size_t r = 0; r < R; ++r) {
+      const VF qv = hn::Set(df, qrows[r][t]);
+      for (size_t c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(qv, kv[c], acc[r][c]);
+    }
+  }
+  const VF vscale = hn::Set(df, scale);
+  for (size_t r = 0; r < R; ++r)
+    for (size_t c = 0; c < C; ++c) hn::Store(hn::Mul(acc[r][c], vscale), df, s + r * lds + c * L);
+}
+
+template <size_t R>
+HWY_INLINE void ScoreRows(const float* const* qrows, size_t d, const float* kt, size_t ldk,
+                          size_t ncols_padded, float scale, float* s, size_t lds) {
+  const size_t L = FloatLanes();
+  size_t col = 0;
+  for (; col + kTileCols * L <= ncols_padded; col += kTileCols * L)
+    ScoreBlock<R, kTileCols>(qrows, d, kt + col, ldk, scale, s + col, lds);
+  switch ((ncols_padded - col) / L) {
+    case 0: break;
+    case 1: ScoreBlock<R, 1>(qrows, d, kt + col, ldk, scale, s + col, lds); break;
+    case 2: ScoreBlock<R, 2>(qrows, d, kt + col, ldk, scale, s + col, lds); break;
+    default:
+      if constexpr (kTileCols > 3) ScoreBlock<R, 3>(qrows, d, kt + col, ldk, scale, s + col, lds);
+      break;
+  }
+}
+
+// Scores of m query rows against n packed keys; s has row stride lds >= PadToLanes(n).
+// Columns [n, PadToLanes(n)) are set to -inf.
+HWY_INLINE void ScoreTile(const float* const* qrows, size_t m, size_t d, const float* kt,
+                          size_t ldk, size_t n, float scale, float* s, size_t lds) {
+  const size_t npad = PadToLanes(n);
+  size_t row = 0;
+  for (; row + kTileRows <= m; row += kTileRows)
+    ScoreRows<kTileRows>(qrows + row, d, kt, ldk, npad, scale, s + row * lds, lds);
+  switch (m - row) {
+    case 0: break;
+    case 1: ScoreRows<1>(qrows + row, d, kt, ldk, npad, scale, s + row * lds, lds); break;
+    case 2: ScoreRows<2>(qrows + row, d, kt, ldk, npad, scale, s + row * lds, lds); break;
+    case 3: ScoreRows<3>(qrows + row, d, kt, ldk, npad, scale, s + row * lds, lds); break;
+    case 4: ScoreRows<4>(qrows + row, d, kt, ldk, npad, scale, s + row * lds, lds); break;
+    default: ScoreRows<5>(qrows + row, d, kt, ldk, npad, scale, s + row * lds, lds); break;
+  }
+  if (npad != n) {
+    const float ninf = -std::numeric_limits<float>::infinity();
+    for (size_t r = 0; r < m; ++r)
+      for (size_t c = n; c < npad; ++c) s[r * lds + c] = ninf;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Online softmax over one more key tile (Milakov & Gimelshein 2018; Dao et al. 2022): for each
+// row, m' = max(m, max_j s_j); l = l e^(m - m') + sum_j e^(s_j - m'); acc *= e^(m - m');
+// s_j <- e^(s_j - m'). Rows start with m = -inf, l = 0, acc = 0.
+HWY_INLINE void SoftmaxUpdate(float* s, size_t lds, size_t m, size_t n, float* row_max,
+                              float* row_sum, float* acc, size_t ldacc) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const size_t npad = PadToLanes(n);
+  for (size_t r = 0; r < m; ++r) {
+    float* srow = s + r * lds;
+    VF vmax = hn::Load(df, srow);
+    for (size_t c = L; c < npad; c += L) vmax = hn::Max(vmax, hn::Load(df, srow + c));
+    const float tile_max = hn::GetLane(hn::MaxOfLanes(df, vmax));
+    const float new_max = std::max(row_max[r], tile_max);
+    const VF vnew = hn::Set(df, new_max);
+    VF vsum = hn::Zero(df);
+    for (size_t c = 0; c < npad; c += L) {
+      const VF p = hn::Exp(df, hn::Sub(hn::Load(df, srow + c), vnew));
+      hn::Store(p, df, srow + c);
+      vsum = hn::Add(vsum, p);
+    }
+    const float tile_sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+    if (row_max[r] == new_max) {
+      row_sum[r] += tile_sum;
+    } else {
+      // row_max = -inf on the first tile gives corr = 0: acc and l start from nothing.
+      const float corr = std::exp(row_max[r] - new_max);
+      row_sum[r] = row_sum[r] * corr + tile_sum;
+      const VF vcorr = hn::Set(df, corr);
+      float* arow = acc + r * ldacc;
+      for (size_t c = 0; c < ldacc; c += L)
+        hn::Store(hn::Mul(hn::Load(df, arow + c), vcorr), df, arow + c);
+    }
+    row_max[r] = new_max;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// acc[r][c] += sum_j p[r][j] * vp[j][c] for R rows, C vectors of value columns.
+template <size_t R, size_t C>
+HWY_INLINE void PVBlock(const float* HWY_RESTRICT p, size_t lds, size_t n,
+                        const float* HWY_RESTRICT vp, size_t ldv, float* HWY_RESTRICT acc,
+                        size_t ldacc) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  VF a[R][C];
+  for (size_t r = 0; r < R; ++r)
+    for (size_t c = 0; c < C; ++c) a[r][c] = hn::Load(df, acc + r * ldacc + c * L);
+  for (size_t j = 0; j < n; ++j) {
+    VF vv[C];
+    for (size_t c = 0; c < C; ++c) vv[c] = hn::Load(df, vp + j * ldv + c * L);
+    for (size_t r = 0; r < R; ++r) {
+      const VF pv = hn::Set(df, p[r * lds + j]);
+      for (size_t c = 0; c < C; ++c) a[r][c] = hn::MulAdd(pv, vv[c], a[r][c]);
+    }
+  }
+  for (size_t r = 0; r < R; ++r)
+    for (size_t c = 0; c < C; ++c) hn::Store(a[r][c], df, acc + r * ldacc + c * L);
+}
+
+template <size_t R>
+HWY_INLINE void PVRows(const float* p, size_t lds, size_t n, const float* vp, size_t ldv,
+                       float* acc, size_t ldacc) {
+  const size_t L = FloatLanes();
+  size_t col = 0;
+  for (; col + kTileCols * L <= ldacc; col += kTileCols * L)
+    PVBlock<R, kTileCols>(p, lds, n, vp + col, ldv, acc + col, ldacc);
+  switch ((ldacc - col) / L) {
+    case 0: break;
+    case 1: PVBlock<R, 1>(p, lds, n, vp + col, ldv, acc + col, ldacc); break;
+    case 2: PVBlock<R, 2>(p, lds, n, vp + col, ldv, acc + col, ldacc); break;
+    default:
+      if constexpr (kTileCols > 3) PVBlock<R, 3>(p, lds, n, vp + col, ldv, acc + col, ldacc);
+      break;
+  }
+}
+
+// acc (m rows, row stride ldacc = padded dv) += P (m x n) * V (n packed rows of ldv).
+HWY_INLINE void PVAccumulate(const float* p, size_t lds, size_t m, size_t n, const float* vp,
+                             size_t ldv, float* acc, size_t ldacc) {
+  size_t row = 0;
+  for (; row + kTileRows <= m; row += kTileRows)
+    PVRows<kTileRows>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc);
+  switch (m - row) {
+    case 0: break;
+    case 1: PVRows<1>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    case 2: PVRows<2>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    case 3: PVRows<3>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    case 4: PVRows<4>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    default: PVRows<5>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Packing: K rows (gathered by index) into kt[t * ldk + j], zero-padded to ldk columns;
+// V rows into vp[j * ldv + c], zero-padded to ldv columns.
+template <class RowFn>
+HWY_INLINE void PackKeysTransposed(RowFn key_row, size_t n, size_t d, float* kt, size_t ldk) {
+  for (size_t t = 0; t < d; ++t) {
+    float* dst = kt + t * ldk;
+    for (size_t j = n; j < ldk; ++j) dst[j] = 0.0f;
+  }
+  // Blocks of 16 keys keep the destination lines in L1 while the sources stream.
+  constexpr size_t kBlock = 16;
+  for (size_t j0 = 0; j0 < n; j0 += kBlock) {
+    const size_t j1 = std::min(n, j0 + kBlock);
+    const float* rows[kBlock];
+    for (size_t j = j0; j < j1; ++j) rows[j - j0] = key_row(j);
+    for (size_t t = 0; t < d; ++t) {
+      float* dst = kt + t * ldk;
+      for (size_t j = j0; j < j1; ++j) dst[j] = rows[j - j0][t];
+    }
+  }
+}
+
+template <class RowFn>
+HWY_INLINE void PackValues(RowFn value_row, size_t n, size_t dv, float* vp, size_t ldv) {
+  for (size_t j = 0; j < n; ++j) {
+    const float* src = value_row(j);
+    float* dst = vp + j * ldv;
+    for (size_t c = 0; c < dv; ++c) dst[c] = src[c];
+    for (size_t c = dv; c < ldv; ++c) dst[c] = 0.0f;
+  }
+}
+
+// Starts m rows of online-softmax state.
+HWY_INLINE void ResetTileState(size_t m, size_t ldacc, float* row_max, float* row_sum,
+                               float* acc) {
+  for (size_t r = 0; r < m; ++r) {
+    row_max[r] = -std::numeric_limits<float>::infinity();
+    row_sum[r] = 0.0f;
+  }
+  for (size_t i = 0; i < m * ldacc; ++i) acc[i] = 0.0f;
+}
+
+// Normalises row r of acc in place: acc /= l; returns lse = m + log(l).
+HWY_INLINE float FinalizeRow(float* arow, size_t ldacc, float row_max, float row_sum) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const VF inv = hn::Set(df, 1.0f / row_sum);
+  for (size_t c = 0; c < ldacc; c += L) hn::Store(hn::Mul(hn::Load(df, arow + c), inv), df, arow + c);
+  return row_max + std::log(row_sum);
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smyrf
+HWY_AFTER_NAMESPACE();
+
+#endif  // SMYRF_KERNELS_ATTENTION_TILE_INL_H_

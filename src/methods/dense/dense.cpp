@@ -1,0 +1,124 @@
+// Exact attention: one task per (batch, head, tile of active queries); each task streams over
+// tiles of packed keys with an online softmax, so extra memory is O(N) (the packed K^T and V)
+// plus one score tile per thread.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "methods/dense/dense.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/heuristics.h"
+#include "common/parallel.h"
+#include "common/problem.h"
+#include "hwy/highway.h"
+#include "kernels/attention_tile-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smyrf {
+namespace HWY_NAMESPACE {
+
+// kt_all: [B*H][d][ldk], vp_all: [B*H][Nk][ldv]; scratch: per thread, `per_thread` floats.
+void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, float* kt_all,
+                 float* vp_all, float* scratch, std::size_t per_thread) {
+  using detail::kDenseKeyTile;
+  using detail::kDenseQueryTile;
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  const std::size_t ldk = detail::pad_floats(static_cast<std::size_t>(pr.Nk));
+  const std::size_t ldv = detail::pad_floats(dv);
+  const std::int64_t BH = pr.B * pr.H;
+
+  // Pack every (b, h): K^T of the visible keys and their V rows.
+  detail::parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    const std::size_t n = static_cast<std::size_t>(lists.k_count[b]);
+    PackKeysTransposed([&](std::size_t j) { return pr.k_row(b, h, keys[j]); }, n, d,
+                       kt_all + static_cast<std::size_t>(bh) * d * ldk, ldk);
+    PackValues([&](std::size_t j) { return pr.v_row(b, h, keys[j]); }, n, dv,
+               vp_all + static_cast<std::size_t>(bh) * static_cast<std::size_t>(pr.Nk) * ldv,
+               ldv);
+  });
+
+  const std::int64_t tiles_per_bh =
+      (pr.Nq + static_cast<std::int64_t>(kDenseQueryTile) - 1) / kDenseQueryTile;
+  detail::parallel_for_tid(BH * tiles_per_bh, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / tiles_per_bh, tile = task % tiles_per_bh;
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int64_t q0 = tile * static_cast<std::int64_t>(kDenseQueryTile);
+    const std::int64_t nkeys = lists.k_count[b];
+    if (q0 >= lists.q_count[b] || nkeys == 0) return;
+    const std::size_t m =
+        static_cast<std::size_t>(std::min<std::int64_t>(kDenseQueryTile, lists.q_count[b] - q0));
+    const std::int32_t* qidx = lists.queries(b, pr.Nq) + q0;
+
+    float* s = scratch + static_cast<std::size_t>(tid) * per_thread;
+    float* acc = s + kDenseQueryTile * kDenseKeyTile;
+    float* row_max = acc + kDenseQueryTile * ldv;
+    float* row_sum = row_max + kDenseQueryTile;
+    const float* qrows[kDenseQueryTile];
+    for (std::size_t r = 0; r < m; ++r) qrows[r] = pr.q_row(b, h, qidx[r]);
+
+    const float* kt = kt_all + static_cast<std::size_t>(bh) * d * ldk;
+    const float* vp = vp_all + static_cast<std::size_t>(bh) * static_cast<std::size_t>(pr.Nk) * ldv;
+    ResetTileState(m, ldv, row_max, row_sum, acc);
+    for (std::int64_t j0 = 0; j0 < nkeys; j0 += static_cast<std::int64_t>(kDenseKeyTile)) {
+      const std::size_t n =
+          static_cast<std::size_t>(std::min<std::int64_t>(kDenseKeyTile, nkeys - j0));
+      ScoreTile(qrows, m, d, kt + j0, ldk, n, pr.scale, s, kDenseKeyTile);
+      SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
+      PVAccumulate(s, kDenseKeyTile, m, n, vp + static_cast<std::size_t>(j0) * ldv, ldv, acc, ldv);
+    }
+    for (std::size_t r = 0; r < m; ++r) {
+      float* arow = acc + r * ldv;
+      FinalizeRow(arow, ldv, row_max[r], row_sum[r]);
+      std::copy_n(arow, dv, pr.o_row(b, h, qidx[r]));
+    }
+  });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smyrf
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "common/timer.h"
+#include "methods/dense/dense.h"
+
+namespace smyrf::detail {
+HWY_EXPORT(DenseAttend);
+
+RunInfo dense_forward(const Problem& pr, Workspace* workspace) {
+  Timer timer;
+  const std::size_t d = static_cast<std::size_t>(pr.d);
+  const std::size_t ldk = pad_floats(static_cast<std::size_t>(pr.Nk));
+  const std::size_t ldv = pad_floats(static_cast<std::size_t>(pr.dv));
+  const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);
+  const std::size_t per_thread = kDenseQueryTile * kDenseKeyTile + kDenseQueryTile * ldv +
+                                 2 * pad_floats(kDenseQueryTile);
+
+  Arena arena;
+  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  const std::size_t kt_slot = arena.add<float>(BH * d * ldk);
+  const std::size_t vp_slot = arena.add<float>(BH * static_cast<std::size_t>(pr.Nk) * ldv);
+  const std::size_t scratch_slot =
+      arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
+  Workspace local;
+  bind_scratch(arena, workspace, local);
+  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+
+  zero_unattended_rows(pr, lists);
+  HWY_DYNAMIC_DISPATCH(DenseAttend)(pr, lists, arena.at<float>(kt_slot), arena.at<float>(vp_slot),
+                                    arena.at<float>(scratch_slot), per_thread);
+  RunInfo info;
+  info.workspace_bytes = arena.bytes();
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    info.attention_scores += static_cast<std::size_t>(lists.q_count[b]) *
+                             static_cast<std::size_t>(lists.k_count[b]) *
+                             static_cast<std::size_t>(pr.H);
+  info.seconds_total = info.seconds_attention = timer.seconds();
+  return info;
+}
+
+}  // namespace smyrf::detail
+#endif  // HWY_ONCE

@@ -1,0 +1,11 @@
+// Exact attention, flash-attention style (see smyrf.h, DenseConfig).
+#pragma once
+
+#include "common/problem.h"
+#include "smyrf/smyrf.h"
+
+namespace smyrf::detail {
+
+RunInfo dense_forward(const Problem& pr, Workspace* workspace);
+
+}  // namespace smyrf::detail

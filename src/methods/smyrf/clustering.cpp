@@ -1,0 +1,247 @@
+#include "methods/smyrf/clustering.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "api/validate.h"
+#include "common/parallel.h"
+#include "common/rng.h"
+#include "common/timer.h"
+
+namespace smyrf::detail {
+
+int transform_extra_dims(const SmyrfConfig& config) {
+  switch (config.transform) {
+    case Transform::xbox_plus: return 2;
+    case Transform::xbox:
+    case Transform::h2_alsh: return 1;
+    case Transform::l2_alsh: return config.alsh_m;
+  }
+  return 0;
+}
+
+void make_directions(const SmyrfConfig& config, std::uint64_t seed, std::int64_t head,
+                     std::int64_t d, std::size_t lanes, double* a, double* offsets) {
+  const std::int64_t dims = d + transform_extra_dims(config);
+  std::fill_n(a, static_cast<std::size_t>(dims) * lanes, 0.0);
+  for (int r = 0; r < config.n_hashes; ++r) {
+    const std::uint64_t stream =
+        static_cast<std::uint64_t>(head) * 1024u + static_cast<std::uint64_t>(r);
+    for (std::int64_t j = 0; j < dims; ++j)
+      a[static_cast<std::size_t>(j) * lanes + static_cast<std::size_t>(r)] =
+          standard_normal(seed, stream, static_cast<std::uint64_t>(j));
+    offsets[r] = static_cast<double>(config.r) * uniform_open01(seed, stream, 1ull << 40);
+  }
+}
+
+double hash_value(const SmyrfConfig& config, bool is_query, double dot, double n2,
+                  const NormStats& stats, const double* a_ext, std::size_t a_ext_stride,
+                  double offset) {
+  double alpha = 1.0;
+  double ext[8] = {};
+  int E = 0;
+  switch (config.transform) {
+    case Transform::xbox_plus: {
+      const double m2 = stats.max_q2 + stats.max_k2;
+      const double e = std::sqrt(std::max(0.0, m2 - n2));
+      ext[0] = is_query ? 0.0 : e;
+      ext[1] = is_query ? e : 0.0;
+      E = 2;
+      break;
+    }
+    case Transform::xbox:
+    case Transform::h2_alsh: {
+      if (is_query) {
+        if (config.transform == Transform::h2_alsh)
+          alpha = n2 > 0.0 ? std::sqrt(stats.max_k2) / std::sqrt(n2) : 0.0;
+        ext[0] = 0.0;
+      } else {
+        ext[0] = std::sqrt(std::max(0.0, stats.max_k2 - n2));
+      }
+      E = 1;
+      break;
+    }
+    case Transform::l2_alsh: {
+      E = config.alsh_m;
+      if (is_query) {
+        alpha = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
+        for (int e = 0; e < E; ++e) ext[e] = 0.5;
+      } else {
+        alpha = stats.max_k2 > 0.0 ? static_cast<double>(config.alsh_u) / std::sqrt(stats.max_k2)
+                                   : 0.0;
+        ext[0] = alpha * alpha * n2;
+        for (int e = 1; e < E; ++e) ext[e] = ext[e - 1] * ext[e - 1];
+      }
+      break;
+    }
+  }
+  double p = alpha * dot;
+  for (int e = 0; e < E; ++e) p = std::fma(ext[e], a_ext[static_cast<std::size_t>(e) * a_ext_stride], p);
+  if (config.r > 0.0f) p = std::floor((p + offset) / static_cast<double>(config.r));
+  return p;
+}
+
+std::int64_t cluster_count(std::int64_t n_q, std::int64_t n_k, const SmyrfConfig& config) {
+  const std::int64_t cq = (n_q + config.q_cluster_size - 1) / config.q_cluster_size;
+  const std::int64_t ck = (n_k + config.k_cluster_size - 1) / config.k_cluster_size;
+  return std::max<std::int64_t>({cq, ck, 1});
+}
+
+HashingSlots plan_hashing(Arena& arena, const Problem& pr, const SmyrfConfig& config) {
+  const std::size_t lanes = projection_lanes(config.n_hashes);
+  const std::size_t R = static_cast<std::size_t>(config.n_hashes);
+  const std::size_t dims = static_cast<std::size_t>(pr.d + transform_extra_dims(config));
+  const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);
+  const std::size_t Nq = static_cast<std::size_t>(pr.Nq), Nk = static_cast<std::size_t>(pr.Nk);
+  HashingSlots s;
+  s.directions = arena.add<double>(static_cast<std::size_t>(pr.H) * dims * lanes);
+  s.offsets = arena.add<double>(static_cast<std::size_t>(pr.H) * R);
+  s.q_proj = arena.add<double>(BH * Nq * lanes);
+  s.k_proj = arena.add<double>(BH * Nk * lanes);
+  s.stats = arena.add<NormStats>(BH);
+  s.sort_tmp = arena.add<std::pair<std::uint64_t, std::int32_t>>(
+      static_cast<std::size_t>(pr.threads) * std::max(Nq, Nk));
+  s.q_sorted = arena.add<std::int32_t>(BH * R * Nq);
+  s.k_sorted = arena.add<std::int32_t>(BH * R * Nk);
+  s.n_clusters = arena.add<std::int64_t>(static_cast<std::size_t>(pr.B));
+  return s;
+}
+
+SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const TokenLists& lists,
+                           const Arena& arena, const HashingSlots& slots, RunInfo& info) {
+  Timer timer;
+  const int R = config.n_hashes;
+  const std::size_t lanes = projection_lanes(R);
+  const std::size_t d = static_cast<std::size_t>(pr.d);
+  const std::size_t dims = d + static_cast<std::size_t>(transform_extra_dims(config));
+  const std::int64_t BH = pr.B * pr.H;
+  auto* dirs = arena.at<double>(slots.directions);
+  auto* offsets = arena.at<double>(slots.offsets);
+  auto* q_proj = arena.at<double>(slots.q_proj);
+  auto* k_proj = arena.at<double>(slots.k_proj);
+  auto* stats = arena.at<NormStats>(slots.stats);
+  auto* sort_tmp = arena.at<std::pair<std::uint64_t, std::int32_t>>(slots.sort_tmp);
+
+  SortedTokens out;
+  out.rounds = R;
+  out.q_sorted = arena.at<std::int32_t>(slots.q_sorted);
+  out.k_sorted = arena.at<std::int32_t>(slots.k_sorted);
+  out.n_clusters = arena.at<std::int64_t>(slots.n_clusters);
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    out.n_clusters[b] = cluster_count(lists.q_count[b], lists.k_count[b], config);
+
+  for (std::int64_t h = 0; h < pr.H; ++h)
+    make_directions(config, pr.p->seed, h, pr.d, lanes,
+                    dirs + static_cast<std::size_t>(h) * dims * lanes,
+                    offsets + static_cast<std::size_t>(h) * static_cast<std::size_t>(R));
+
+  // 1. Projections and squared norms: tasks of up to kBlock tokens, queries then keys.
+  constexpr std::int64_t kBlock = 1024;
+  const std::int64_t q_blocks = (pr.Nq + kBlock - 1) / kBlock;
+  const std::int64_t k_blocks = (pr.Nk + kBlock - 1) / kBlock;
+  parallel_for(BH * (q_blocks + k_blocks), pr.threads, [&](std::int64_t task) {
+    const std::int64_t bh = task / (q_blocks + k_blocks);
+    std::int64_t blk = task % (q_blocks + k_blocks);
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const bool is_query = blk < q_blocks;
+    if (!is_query) blk -= q_blocks;
+    const std::int64_t N = is_query ? pr.Nq : pr.Nk;
+    const std::int64_t count = is_query ? lists.q_count[b] : lists.k_count[b];
+    const std::int64_t i0 = blk * kBlock;
+    if (i0 >= count) return;
+    const std::int64_t n = std::min(kBlock, count - i0);
+    const std::int32_t* idx = (is_query ? lists.queries(b, N) : lists.keys(b, N)) + i0;
+    const float* base = is_query ? pr.q_row(b, h, 0) : pr.k_row(b, h, 0);
+    const std::int64_t stride = is_query ? pr.p->q_row_stride : pr.p->k_row_stride;
+    double* proj = (is_query ? q_proj : k_proj) +
+                   (static_cast<std::size_t>(bh) * static_cast<std::size_t>(N) +
+                    static_cast<std::size_t>(i0)) * lanes;
+    project_rows(base, stride, idx, static_cast<std::size_t>(n), d,
+                 dirs + static_cast<std::size_t>(h) * dims * lanes, lanes, R, proj);
+  });
+
+  // 2. Largest squared norms per (b, h).
+  parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H;
+    NormStats st;
+    const double* qp = q_proj + static_cast<std::size_t>(bh * pr.Nq) * lanes;
+    for (std::int32_t i = 0; i < lists.q_count[b]; ++i)
+      st.max_q2 = std::max(st.max_q2, qp[static_cast<std::size_t>(i) * lanes + R]);
+    const double* kp = k_proj + static_cast<std::size_t>(bh * pr.Nk) * lanes;
+    for (std::int32_t j = 0; j < lists.k_count[b]; ++j)
+      st.max_k2 = std::max(st.max_k2, kp[static_cast<std::size_t>(j) * lanes + R]);
+    stats[bh] = st;
+  });
+  info.seconds_transform += timer.lap();
+
+  // 3. Per (b, h, round): hash values, sort by (hash, position).
+  const double qsign = pr.scale < 0.0f ? -1.0 : 1.0;
+  parallel_for_tid(BH * R, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / R;
+    const int r = static_cast<int>(task % R);
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const double* a = dirs + static_cast<std::size_t>(h) * dims * lanes;
+    const double* a_ext = a + d * lanes + static_cast<std::size_t>(r);
+    const double offset = offsets[static_cast<std::size_t>(h * R + r)];
+    auto* tmp = sort_tmp + static_cast<std::size_t>(tid) * static_cast<std::size_t>(std::max(pr.Nq, pr.Nk));
+    for (int side = 0; side < 2; ++side) {
+      const bool is_query = side == 0;
+      const std::int64_t N = is_query ? pr.Nq : pr.Nk;
+      const std::int32_t n = is_query ? lists.q_count[b] : lists.k_count[b];
+      const std::int32_t* idx = is_query ? lists.queries(b, N) : lists.keys(b, N);
+      const double* proj = (is_query ? q_proj : k_proj) + static_cast<std::size_t>(bh * N) * lanes;
+      for (std::int32_t i = 0; i < n; ++i) {
+        const double* pi = proj + static_cast<std::size_t>(i) * lanes;
+        const double dot = is_query ? qsign * pi[r] : pi[r];
+        const double hv = hash_value(config, is_query, dot, pi[R], stats[bh], a_ext, lanes, offset);
+        tmp[i] = {order_key(hv), idx[i]};
+      }
+      std::sort(tmp, tmp + n);
+      std::int32_t* dst = (is_query ? out.q_sorted : out.k_sorted) +
+                          static_cast<std::size_t>((bh * R + r) * N);
+      for (std::int32_t i = 0; i < n; ++i) dst[i] = tmp[i].second;
+    }
+  });
+  info.seconds_sort += timer.lap();
+  return out;
+}
+
+ClusterLists compute_clusters(const AttentionParams& params, const SmyrfConfig& config) {
+  const Problem pr = validate_params(params);
+  validate_config(config);
+  Arena arena;
+  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  const HashingSlots slots = plan_hashing(arena, pr, config);
+  Workspace local;
+  bind_scratch(arena, nullptr, local);
+  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  RunInfo info;
+  const SortedTokens sorted = hash_and_sort(pr, config, lists, arena, slots, info);
+
+  ClusterLists c;
+  c.B = pr.B;
+  c.H = pr.H;
+  c.Nq = pr.Nq;
+  c.Nk = pr.Nk;
+  c.rounds = sorted.rounds;
+  const std::size_t nq = static_cast<std::size_t>(pr.B * pr.H * sorted.rounds * pr.Nq);
+  const std::size_t nk = static_cast<std::size_t>(pr.B * pr.H * sorted.rounds * pr.Nk);
+  c.q_sorted.assign(sorted.q_sorted, sorted.q_sorted + nq);
+  c.k_sorted.assign(sorted.k_sorted, sorted.k_sorted + nk);
+  c.q_count.assign(lists.q_count, lists.q_count + pr.B);
+  c.k_count.assign(lists.k_count, lists.k_count + pr.B);
+  c.n_clusters.assign(sorted.n_clusters, sorted.n_clusters + pr.B);
+  // Unused tails (masked tokens) hold no defined value; make the copies deterministic.
+  for (std::int64_t bhr = 0; bhr < pr.B * pr.H * sorted.rounds; ++bhr) {
+    const std::int64_t b = bhr / (pr.H * sorted.rounds);
+    std::fill(c.q_sorted.begin() + bhr * pr.Nq + lists.q_count[b],
+              c.q_sorted.begin() + (bhr + 1) * pr.Nq, -1);
+    std::fill(c.k_sorted.begin() + bhr * pr.Nk + lists.k_count[b],
+              c.k_sorted.begin() + (bhr + 1) * pr.Nk, -1);
+  }
+  return c;
+}
+
+}  // namespace smyrf::detail

@@ -1,0 +1,107 @@
+// SMYRF clustering: asymmetric transform, LSH projections, sorting, balanced cluster ranges.
+//
+// The hash of token x (query or key) in round r of head h is defined, in double precision and
+// in this exact order of operations, as:
+//   dot   = fma chain over j = 0..d-1 of x[j] * a_r[j]       (dot = fma(x[j], a_r[j], dot))
+//   n2    = fma chain over j = 0..d-1 of x[j] * x[j]
+//   dot   = -dot for queries when the softmax scale is negative
+//   p     = alpha * dot;  p = fma(ext_e, a_r[d + e], p) for e = 0..E-1
+//   hash  = r == 0 ? p : floor((p + b_r) / r)
+// where alpha and ext_e are the transform's (smyrf.h, Transform) for the (batch, head)'s max
+// squared norms. Tokens are ordered by (hash, position); -0 and +0 are the same hash.
+// Directions a_r ~ N(0, I) and offsets b_r ~ U(0, r) depend on (seed, head, round) only, so a
+// sequence gets the same clusters whatever batch slot it occupies.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/problem.h"
+#include "smyrf/smyrf.h"
+
+namespace smyrf::detail {
+
+// Number of coordinates the transform appends (E).
+int transform_extra_dims(const SmyrfConfig& config);
+
+// Lanes per token in the projection buffer: R rounds, one lane for the squared norm, padded
+// to whole AVX-512 double vectors.
+inline std::size_t projection_lanes(int n_hashes) {
+  return (static_cast<std::size_t>(n_hashes) + 1 + 7) / 8 * 8;
+}
+
+// Directions of head h: a[j * lanes + r] for j < d + E, r < R (lanes >= R + 1; the other
+// lanes are 0); offsets[r] = b_r.
+void make_directions(const SmyrfConfig& config, std::uint64_t seed, std::int64_t head,
+                     std::int64_t d, std::size_t lanes, double* a, double* offsets);
+
+struct NormStats {
+  double max_q2 = 0;  // largest squared norm of the active queries
+  double max_k2 = 0;  // largest squared norm of the visible keys
+};
+
+// The hash defined above, from dot and n2.
+double hash_value(const SmyrfConfig& config, bool is_query, double dot, double n2,
+                  const NormStats& stats, const double* a_ext, std::size_t a_ext_stride,
+                  double offset);
+
+// Maps a double to an unsigned integer with the same order (IEEE total order; -0 -> +0).
+inline std::uint64_t order_key(double v) {
+  if (v == 0.0) v = 0.0;
+  std::uint64_t u;
+  static_assert(sizeof(u) == sizeof(v));
+  __builtin_memcpy(&u, &v, sizeof(u));
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+// Balanced clusters (rule in smyrf.h, SmyrfConfig).
+std::int64_t cluster_count(std::int64_t n_q, std::int64_t n_k, const SmyrfConfig& config);
+struct IndexRange {
+  std::int64_t begin, end;
+};
+inline IndexRange query_cluster(std::int64_t i, std::int64_t n_q, std::int64_t C) {
+  return {i * n_q / C, (i + 1) * n_q / C};
+}
+inline IndexRange key_cluster(std::int64_t i, std::int64_t n_k, std::int64_t C) {
+  const std::int64_t begin = i * n_k / C;
+  const std::int64_t end = (i + 1) * n_k / C;
+  return {begin, end > begin ? end : begin + 1};
+}
+
+// Result of hashing and sorting a whole problem, laid out in caller-provided memory.
+struct SortedTokens {
+  int rounds = 0;
+  // q_sorted[(bh * R + r) * Nq + t]: the t-th active query of (b, h) in round r's hash order
+  // (original positions); the first q_count[b] entries are used. Same for keys with Nk.
+  std::int32_t* q_sorted = nullptr;
+  std::int32_t* k_sorted = nullptr;
+  std::int64_t* n_clusters = nullptr;  // [B]
+};
+
+// Scratch the hashing needs, in floats-agnostic bytes, for arena planning.
+struct HashingSlots {
+  std::size_t directions, offsets, q_proj, k_proj, stats, sort_tmp, q_sorted, k_sorted,
+      n_clusters;
+};
+HashingSlots plan_hashing(Arena& arena, const Problem& pr, const SmyrfConfig& config);
+// Runs transform + projections + sort; returns the sorted lists. Adds phase times to info.
+SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const TokenLists& lists,
+                           const Arena& arena, const HashingSlots& slots, RunInfo& info);
+
+// Per-target projection kernel (hashing.cpp): for n rows base + idx[i] * row_stride, writes
+// out[i * lanes + r] = dot with round r's direction, out[i * lanes + R] = squared norm.
+void project_rows(const float* base, std::int64_t row_stride, const std::int32_t* idx,
+                  std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
+                  double* out);
+
+// Inspection entry for tests and tools: validates, hashes and sorts, and returns copies.
+struct ClusterLists {
+  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0;
+  int rounds = 0;
+  std::vector<std::int32_t> q_sorted, k_sorted;  // layout as in SortedTokens
+  std::vector<std::int32_t> q_count, k_count;   // [B]
+  std::vector<std::int64_t> n_clusters;         // [B]
+};
+ClusterLists compute_clusters(const AttentionParams& params, const SmyrfConfig& config);
+
+}  // namespace smyrf::detail

@@ -1,0 +1,194 @@
+// SMYRF forward: hash and sort (clustering.cpp), then for each round attention inside every
+// (batch, head, cluster) with the shared tile kernels, merged into O on the fly.
+//
+// Merging (Daras et al. 2020, eq. 6; as in Reformer): with o_r, lse_r a query's output and
+// logsumexp in round r, O = sum_r softmax_r(lse_r) o_r. Rounds run one after another and each
+// query keeps a running (max lse, sum of weights), so O itself is the only per-round state:
+// no n_hashes x Nq x dv buffer. Within a round every query is in exactly one cluster, so the
+// tasks of a round write disjoint rows.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "methods/smyrf/smyrf.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "common/heuristics.h"
+#include "common/parallel.h"
+#include "common/problem.h"
+#include "hwy/highway.h"
+#include "kernels/attention_tile-inl.h"
+#include "methods/smyrf/clustering.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smyrf {
+namespace HWY_NAMESPACE {
+
+// Scratch of one thread, in floats (every part a multiple of 16 floats).
+struct RoundScratch {
+  std::size_t key_cap, ldk, ldv, d;
+  std::size_t s_floats() const { return detail::kDenseQueryTile * detail::kDenseKeyTile; }
+  std::size_t acc_floats() const { return detail::kDenseQueryTile * ldv; }
+  std::size_t state_floats() const { return 2 * detail::pad_floats(detail::kDenseQueryTile); }
+  std::size_t kt_floats() const { return d * ldk; }
+  std::size_t vp_floats() const { return key_cap * ldv; }
+  std::size_t total() const {
+    return s_floats() + acc_floats() + state_floats() + kt_floats() + vp_floats();
+  }
+};
+
+// O_row <- merge of O_row (weight sum `*sum`, max `*mx`) with o (logsumexp lse).
+HWY_INLINE void MergeRow(float* orow, const float* o, std::size_t dv, float lse, float* mx,
+                         float* sum) {
+  const float m_new = std::max(*mx, lse);
+  const float a = *sum * std::exp(*mx - m_new);
+  const float w = std::exp(lse - m_new);
+  const float s_new = a + w;
+  const float ca = a / s_new, cw = w / s_new;
+  const DF df;
+  const std::size_t L = hn::Lanes(df);
+  const VF va = hn::Set(df, ca), vw = hn::Set(df, cw);
+  std::size_t c = 0;
+  for (; c + L <= dv; c += L)
+    hn::StoreU(hn::MulAdd(hn::LoadU(df, orow + c), va, hn::Mul(hn::LoadU(df, o + c), vw)), df,
+               orow + c);
+  for (; c < dv; ++c) orow[c] = orow[c] * ca + o[c] * cw;
+  *mx = m_new;
+  *sum = s_new;
+}
+
+void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
+                      const detail::TokenLists& lists, const detail::SortedTokens& sorted,
+                      int round, float* merge_max, float* merge_sum, float* scratch,
+                      std::size_t per_thread, std::int64_t max_clusters,
+                      std::int64_t* scores_per_task) {
+  using detail::kDenseKeyTile;
+  using detail::kDenseQueryTile;
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  const std::int64_t key_cap = std::min<std::int64_t>(config.k_cluster_size, pr.Nk);
+  const RoundScratch layout{static_cast<std::size_t>(key_cap),
+                            detail::pad_floats(static_cast<std::size_t>(key_cap)),
+                            detail::pad_floats(dv), d};
+  const std::size_t ldk = layout.ldk, ldv = layout.ldv;
+  const int R = sorted.rounds;
+
+  detail::parallel_for_tid(pr.B * pr.H * max_clusters, pr.threads, [&](std::int64_t task,
+                                                                        int tid) {
+    scores_per_task[task] = 0;
+    const std::int64_t bh = task / max_clusters, c = task % max_clusters;
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int64_t C = sorted.n_clusters[b];
+    const std::int64_t nq = lists.q_count[b], nk = lists.k_count[b];
+    // With one cluster every round sees the same sets: round 0 is the whole answer.
+    if (c >= C || nk == 0 || (C == 1 && round > 0)) return;
+    const detail::IndexRange qr = detail::query_cluster(c, nq, C);
+    if (qr.end <= qr.begin) return;
+    const detail::IndexRange kr = detail::key_cluster(c, nk, C);
+    const std::int32_t* qidx = sorted.q_sorted + (bh * R + round) * pr.Nq + qr.begin;
+    const std::int32_t* kidx = sorted.k_sorted + (bh * R + round) * pr.Nk + kr.begin;
+    const std::size_t n_keys = static_cast<std::size_t>(kr.end - kr.begin);
+
+    float* s = scratch + static_cast<std::size_t>(tid) * per_thread;
+    float* acc = s + layout.s_floats();
+    float* row_max = acc + layout.acc_floats();
+    float* row_sum = row_max + detail::pad_floats(kDenseQueryTile);
+    float* kt = row_max + layout.state_floats();
+    float* vp = kt + layout.kt_floats();
+    PackKeysTransposed([&](std::size_t j) { return pr.k_row(b, h, kidx[j]); }, n_keys, d, kt, ldk);
+    PackValues([&](std::size_t j) { return pr.v_row(b, h, kidx[j]); }, n_keys, dv, vp, ldv);
+
+    for (std::int64_t q0 = 0; q0 < qr.end - qr.begin; q0 += static_cast<std::int64_t>(kDenseQueryTile)) {
+      const std::size_t m = static_cast<std::size_t>(
+          std::min<std::int64_t>(kDenseQueryTile, qr.end - qr.begin - q0));
+      const float* qrows[kDenseQueryTile];
+      for (std::size_t i = 0; i < m; ++i) qrows[i] = pr.q_row(b, h, qidx[q0 + static_cast<std::int64_t>(i)]);
+      ResetTileState(m, ldv, row_max, row_sum, acc);
+      for (std::size_t j0 = 0; j0 < n_keys; j0 += kDenseKeyTile) {
+        const std::size_t n = std::min(kDenseKeyTile, n_keys - j0);
+        ScoreTile(qrows, m, d, kt + j0, ldk, n, pr.scale, s, kDenseKeyTile);
+        SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
+        PVAccumulate(s, kDenseKeyTile, m, n, vp + j0 * ldv, ldv, acc, ldv);
+      }
+      for (std::size_t i = 0; i < m; ++i) {
+        const std::int32_t qi = qidx[q0 + static_cast<std::int64_t>(i)];
+        float* arow = acc + i * ldv;
+        const float lse = FinalizeRow(arow, ldv, row_max[i], row_sum[i]);
+        float* orow = pr.o_row(b, h, qi);
+        const std::size_t st = static_cast<std::size_t>(bh * pr.Nq + qi);
+        if (round == 0) {
+          std::copy_n(arow, dv, orow);
+          merge_max[st] = lse;
+          merge_sum[st] = 1.0f;
+        } else {
+          MergeRow(orow, arow, dv, lse, &merge_max[st], &merge_sum[st]);
+        }
+      }
+    }
+    scores_per_task[task] = (qr.end - qr.begin) * static_cast<std::int64_t>(n_keys);
+  });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smyrf
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "api/validate.h"
+#include "common/timer.h"
+#include "methods/dense/dense.h"
+#include "methods/smyrf/smyrf.h"
+
+namespace smyrf::detail {
+HWY_EXPORT(SmyrfAttendRound);
+
+RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace) {
+  // Clusters at least as large as the sequences: one cluster, exactly dense attention.
+  if (config.q_cluster_size >= pr.Nq && config.k_cluster_size >= pr.Nk)
+    return dense_forward(pr, workspace);
+
+  Timer total;
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  const std::int64_t key_cap = std::min<std::int64_t>(config.k_cluster_size, pr.Nk);
+  const std::size_t ldk = pad_floats(static_cast<std::size_t>(key_cap));
+  const std::size_t ldv = pad_floats(dv);
+  const std::size_t per_thread = kDenseQueryTile * kDenseKeyTile + kDenseQueryTile * ldv +
+                                 2 * pad_floats(kDenseQueryTile) + d * ldk +
+                                 static_cast<std::size_t>(key_cap) * ldv;
+  const std::int64_t max_clusters =
+      cluster_count(pr.Nq, pr.Nk, config);  // masks only lower the count
+
+  Arena arena;
+  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  const HashingSlots hash_slots = plan_hashing(arena, pr, config);
+  const std::size_t BHN = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
+  const std::size_t max_slot = arena.add<float>(BHN);
+  const std::size_t sum_slot = arena.add<float>(BHN);
+  const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
+  const std::size_t scores_slot =
+      arena.add<std::int64_t>(static_cast<std::size_t>(pr.B * pr.H * max_clusters));
+  Workspace local;
+  bind_scratch(arena, workspace, local);
+  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+
+  RunInfo info;
+  info.workspace_bytes = arena.bytes();
+  zero_unattended_rows(pr, lists);
+  const SortedTokens sorted = hash_and_sort(pr, config, lists, arena, hash_slots, info);
+
+  Timer attn;
+  auto* scores = arena.at<std::int64_t>(scores_slot);
+  for (int r = 0; r < config.n_hashes; ++r) {
+    HWY_DYNAMIC_DISPATCH(SmyrfAttendRound)(pr, config, lists, sorted, r, arena.at<float>(max_slot),
+                                           arena.at<float>(sum_slot), arena.at<float>(scratch_slot),
+                                           per_thread, max_clusters, scores);
+    for (std::int64_t t = 0; t < pr.B * pr.H * max_clusters; ++t)
+      info.attention_scores += static_cast<std::size_t>(scores[t]);
+  }
+  info.seconds_attention = attn.seconds();
+  info.seconds_total = total.seconds();
+  return info;
+}
+
+}  // namespace smyrf::detail
+#endif  // HWY_ONCE
