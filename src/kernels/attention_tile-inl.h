@@ -34,6 +34,12 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
+// The accumulator arrays below only live in registers if the loops over them are fully
+// unrolled; GCC does not always do it on its own (it kept them in memory, at 1/3 the speed).
+#ifndef SMYRF_UNROLL
+#define SMYRF_UNROLL _Pragma("GCC unroll 16")
+#endif
+
 // Register blocking: R rows x C vectors of accumulators. AVX-512 has 32 vector registers,
 // the other x86 targets 16; R*C accumulators + C operands + 1 broadcast must fit.
 #if HWY_TARGET <= HWY_AVX3
@@ -59,18 +65,25 @@ HWY_INLINE void ScoreBlock(const float* const* qrows, size_t d, const float* HWY
   const DF df;
   const size_t L = hn::Lanes(df);
   VF acc[R][C];
+  SMYRF_UNROLL
   for (size_t r = 0; r < R; ++r)
+    SMYRF_UNROLL
     for (size_t c = 0; c < C; ++c) acc[r][c] = hn::Zero(df);
   for (size_t t = 0; t < d; ++t) {
     VF kv[C];
+    SMYRF_UNROLL
     for (size_t c = 0; c < C; ++c) kv[c] = hn::Load(df, kt + t * ldk + c * L);
+    SMYRF_UNROLL
     for (size_t r = 0; r < R; ++r) {
       const VF qv = hn::Set(df, qrows[r][t]);
+      SMYRF_UNROLL
       for (size_t c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(qv, kv[c], acc[r][c]);
     }
   }
   const VF vscale = hn::Set(df, scale);
+  SMYRF_UNROLL
   for (size_t r = 0; r < R; ++r)
+    SMYRF_UNROLL
     for (size_t c = 0; c < C; ++c) hn::Store(hn::Mul(acc[r][c], vscale), df, s + r * lds + c * L);
 }
 
@@ -161,17 +174,24 @@ HWY_INLINE void PVBlock(const float* HWY_RESTRICT p, size_t lds, size_t n,
   const DF df;
   const size_t L = hn::Lanes(df);
   VF a[R][C];
+  SMYRF_UNROLL
   for (size_t r = 0; r < R; ++r)
+    SMYRF_UNROLL
     for (size_t c = 0; c < C; ++c) a[r][c] = hn::Load(df, acc + r * ldacc + c * L);
   for (size_t j = 0; j < n; ++j) {
     VF vv[C];
+    SMYRF_UNROLL
     for (size_t c = 0; c < C; ++c) vv[c] = hn::Load(df, vp + j * ldv + c * L);
+    SMYRF_UNROLL
     for (size_t r = 0; r < R; ++r) {
       const VF pv = hn::Set(df, p[r * lds + j]);
+      SMYRF_UNROLL
       for (size_t c = 0; c < C; ++c) a[r][c] = hn::MulAdd(pv, vv[c], a[r][c]);
     }
   }
+  SMYRF_UNROLL
   for (size_t r = 0; r < R; ++r)
+    SMYRF_UNROLL
     for (size_t c = 0; c < C; ++c) hn::Store(a[r][c], df, acc + r * ldacc + c * L);
 }
 
@@ -211,19 +231,69 @@ HWY_INLINE void PVAccumulate(const float* p, size_t lds, size_t m, size_t n, con
 // ---------------------------------------------------------------------------------------
 // Packing: K rows (gathered by index) into kt[t * ldk + j], zero-padded to ldk columns;
 // V rows into vp[j * ldv + c], zero-padded to ldv columns.
+//
+// The transposition is as frequent as the attention itself in SMYRF (every key of every round
+// is packed once), and element by element it cost as much as the score FMAs; on AVX-512 it
+// goes through registers, 16 x 16 floats at a time.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define SMYRF_HAVE_TRANSPOSE16 1
+// dst[c * ldd + r] = src_r[c] for r, c < 16 (dst 16-float aligned rows).
+HWY_INLINE void Transpose16x16(const float* const src[16], float* HWY_RESTRICT dst, size_t ldd) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src[i]);
+  // Interleave 32-bit pairs, then 64-bit pairs: u[4k + m], 128-bit block l holds rows
+  // 4k..4k+3 of column 4l + m.
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    const __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * k + 1]), e = _mm512_castps_pd(t[4 * k + 3]);
+    r[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, e));
+    r[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, e));
+  }
+  // Gather the four 128-bit blocks of each column: 0x88 picks blocks (0, 2), 0xDD (1, 3).
+  for (int m = 0; m < 4; ++m) {
+    const __m512 v0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);
+    const __m512 v1 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xDD);
+    const __m512 v2 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
+    const __m512 v3 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xDD);
+    _mm512_store_ps(dst + (0 + m) * ldd, _mm512_shuffle_f32x4(v0, v2, 0x88));
+    _mm512_store_ps(dst + (8 + m) * ldd, _mm512_shuffle_f32x4(v0, v2, 0xDD));
+    _mm512_store_ps(dst + (4 + m) * ldd, _mm512_shuffle_f32x4(v1, v3, 0x88));
+    _mm512_store_ps(dst + (12 + m) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+  }
+}
+#else
+#define SMYRF_HAVE_TRANSPOSE16 0
+#endif
+
 template <class RowFn>
 HWY_INLINE void PackKeysTransposed(RowFn key_row, size_t n, size_t d, float* kt, size_t ldk) {
   for (size_t t = 0; t < d; ++t) {
     float* dst = kt + t * ldk;
     for (size_t j = n; j < ldk; ++j) dst[j] = 0.0f;
   }
-  // Blocks of 16 keys keep the destination lines in L1 while the sources stream.
   constexpr size_t kBlock = 16;
   for (size_t j0 = 0; j0 < n; j0 += kBlock) {
     const size_t j1 = std::min(n, j0 + kBlock);
     const float* rows[kBlock];
     for (size_t j = j0; j < j1; ++j) rows[j - j0] = key_row(j);
-    for (size_t t = 0; t < d; ++t) {
+    size_t t0 = 0;
+#if SMYRF_HAVE_TRANSPOSE16
+    if (j1 - j0 == kBlock) {
+      for (; t0 + kBlock <= d; t0 += kBlock) {
+        const float* src[kBlock];
+        for (size_t j = 0; j < kBlock; ++j) src[j] = rows[j] + t0;
+        Transpose16x16(src, kt + t0 * ldk + j0, ldk);
+      }
+    }
+#endif
+    // Remaining coordinates (and partial blocks of keys) element by element.
+    for (size_t t = t0; t < d; ++t) {
       float* dst = kt + t * ldk;
       for (size_t j = j0; j < j1; ++j) dst[j] = rows[j - j0][t];
     }
@@ -232,11 +302,15 @@ HWY_INLINE void PackKeysTransposed(RowFn key_row, size_t n, size_t d, float* kt,
 
 template <class RowFn>
 HWY_INLINE void PackValues(RowFn value_row, size_t n, size_t dv, float* vp, size_t ldv) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
   for (size_t j = 0; j < n; ++j) {
-    const float* src = value_row(j);
-    float* dst = vp + j * ldv;
-    for (size_t c = 0; c < dv; ++c) dst[c] = src[c];
-    for (size_t c = dv; c < ldv; ++c) dst[c] = 0.0f;
+    const float* HWY_RESTRICT src = value_row(j);
+    float* HWY_RESTRICT dst = vp + j * ldv;
+    size_t c = 0;
+    for (; c + L <= dv; c += L) hn::Store(hn::LoadU(df, src + c), df, dst + c);
+    for (; c < dv; ++c) dst[c] = src[c];
+    for (; c < ldv; ++c) dst[c] = 0.0f;
   }
 }
 

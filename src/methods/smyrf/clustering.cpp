@@ -9,6 +9,7 @@
 #include "common/parallel.h"
 #include "common/rng.h"
 #include "common/timer.h"
+#include "kernels/radix_sort.h"
 
 namespace smyrf::detail {
 
@@ -101,8 +102,7 @@ HashingSlots plan_hashing(Arena& arena, const Problem& pr, const SmyrfConfig& co
   s.q_proj = arena.add<double>(BH * Nq * lanes);
   s.k_proj = arena.add<double>(BH * Nk * lanes);
   s.stats = arena.add<NormStats>(BH);
-  s.sort_tmp = arena.add<std::pair<std::uint64_t, std::int32_t>>(
-      static_cast<std::size_t>(pr.threads) * std::max(Nq, Nk));
+  s.sort_tmp = arena.add<KeyIndex>(2 * static_cast<std::size_t>(pr.threads) * std::max(Nq, Nk));
   s.q_sorted = arena.add<std::int32_t>(BH * R * Nq);
   s.k_sorted = arena.add<std::int32_t>(BH * R * Nk);
   s.n_clusters = arena.add<std::int64_t>(static_cast<std::size_t>(pr.B));
@@ -122,7 +122,7 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
   auto* q_proj = arena.at<double>(slots.q_proj);
   auto* k_proj = arena.at<double>(slots.k_proj);
   auto* stats = arena.at<NormStats>(slots.stats);
-  auto* sort_tmp = arena.at<std::pair<std::uint64_t, std::int32_t>>(slots.sort_tmp);
+  auto* sort_tmp = arena.at<KeyIndex>(slots.sort_tmp);
 
   SortedTokens out;
   out.rounds = R;
@@ -176,7 +176,8 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
   });
   info.seconds_transform += timer.lap();
 
-  // 3. Per (b, h, round): hash values, sort by (hash, position).
+  // 3. Per (b, h, round): hash values, sort by (hash, position) with a stable radix sort of
+  //    the active tokens (listed in ascending position).
   const double qsign = pr.scale < 0.0f ? -1.0 : 1.0;
   parallel_for_tid(BH * R, pr.threads, [&](std::int64_t task, int tid) {
     const std::int64_t bh = task / R;
@@ -185,7 +186,8 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
     const double* a = dirs + static_cast<std::size_t>(h) * dims * lanes;
     const double* a_ext = a + d * lanes + static_cast<std::size_t>(r);
     const double offset = offsets[static_cast<std::size_t>(h * R + r)];
-    auto* tmp = sort_tmp + static_cast<std::size_t>(tid) * static_cast<std::size_t>(std::max(pr.Nq, pr.Nk));
+    const std::size_t nmax = static_cast<std::size_t>(std::max(pr.Nq, pr.Nk));
+    KeyIndex* tmp = sort_tmp + 2 * static_cast<std::size_t>(tid) * nmax;
     for (int side = 0; side < 2; ++side) {
       const bool is_query = side == 0;
       const std::int64_t N = is_query ? pr.Nq : pr.Nk;
@@ -198,10 +200,10 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
         const double hv = hash_value(config, is_query, dot, pi[R], stats[bh], a_ext, lanes, offset);
         tmp[i] = {order_key(hv), idx[i]};
       }
-      std::sort(tmp, tmp + n);
+      radix_sort(tmp, tmp + nmax, static_cast<std::size_t>(n));
       std::int32_t* dst = (is_query ? out.q_sorted : out.k_sorted) +
                           static_cast<std::size_t>((bh * R + r) * N);
-      for (std::int32_t i = 0; i < n; ++i) dst[i] = tmp[i].second;
+      for (std::int32_t i = 0; i < n; ++i) dst[i] = tmp[i].index;
     }
   });
   info.seconds_sort += timer.lap();

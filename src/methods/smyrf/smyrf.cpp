@@ -18,6 +18,7 @@
 #include "common/parallel.h"
 #include "common/problem.h"
 #include "hwy/highway.h"
+#include "hwy/cache_control.h"
 #include "kernels/attention_tile-inl.h"
 #include "methods/smyrf/clustering.h"
 
@@ -58,6 +59,25 @@ HWY_INLINE void MergeRow(float* orow, const float* o, std::size_t dv, float lse,
   *sum = s_new;
 }
 
+constexpr std::int64_t kClustersPerTask = 8;
+
+// Prefetches every cache line of the Q, K, V and O rows of cluster c.
+HWY_INLINE void PrefetchCluster(const detail::Problem& pr, std::int64_t b, std::int64_t h,
+                                const std::int32_t* q_order, const std::int32_t* k_order,
+                                std::int64_t c, std::int64_t nq, std::int64_t nk, std::int64_t C) {
+  constexpr std::int64_t kLine = 64 / sizeof(float);
+  const detail::IndexRange qr = detail::query_cluster(c, nq, C);
+  const detail::IndexRange kr = detail::key_cluster(c, nk, C);
+  for (std::int64_t t = qr.begin; t < qr.end; ++t) {
+    for (std::int64_t x = 0; x < pr.d; x += kLine) hwy::Prefetch(pr.q_row(b, h, q_order[t]) + x);
+    for (std::int64_t x = 0; x < pr.dv; x += kLine) hwy::Prefetch(pr.o_row(b, h, q_order[t]) + x);
+  }
+  for (std::int64_t t = kr.begin; t < kr.end; ++t) {
+    for (std::int64_t x = 0; x < pr.d; x += kLine) hwy::Prefetch(pr.k_row(b, h, k_order[t]) + x);
+    for (std::int64_t x = 0; x < pr.dv; x += kLine) hwy::Prefetch(pr.v_row(b, h, k_order[t]) + x);
+  }
+}
+
 void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
                       const detail::TokenLists& lists, const detail::SortedTokens& sorted,
                       int round, float* merge_max, float* merge_sum, float* scratch,
@@ -73,21 +93,22 @@ void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
   const std::size_t ldk = layout.ldk, ldv = layout.ldv;
   const int R = sorted.rounds;
 
-  detail::parallel_for_tid(pr.B * pr.H * max_clusters, pr.threads, [&](std::int64_t task,
-                                                                        int tid) {
+  // Tasks are runs of kClustersPerTask consecutive clusters: fewer scheduling events, and while
+  // one cluster is computed the rows of the next are prefetched (they are gathered from
+  // random positions, which the hardware prefetcher cannot predict).
+  const std::int64_t chunks = (max_clusters + kClustersPerTask - 1) / kClustersPerTask;
+  detail::parallel_for_tid(pr.B * pr.H * chunks, pr.threads, [&](std::int64_t task, int tid) {
     scores_per_task[task] = 0;
-    const std::int64_t bh = task / max_clusters, c = task % max_clusters;
+    const std::int64_t bh = task / chunks, chunk = task % chunks;
     const std::int64_t b = bh / pr.H, h = bh % pr.H;
     const std::int64_t C = sorted.n_clusters[b];
     const std::int64_t nq = lists.q_count[b], nk = lists.k_count[b];
     // With one cluster every round sees the same sets: round 0 is the whole answer.
-    if (c >= C || nk == 0 || (C == 1 && round > 0)) return;
-    const detail::IndexRange qr = detail::query_cluster(c, nq, C);
-    if (qr.end <= qr.begin) return;
-    const detail::IndexRange kr = detail::key_cluster(c, nk, C);
-    const std::int32_t* qidx = sorted.q_sorted + (bh * R + round) * pr.Nq + qr.begin;
-    const std::int32_t* kidx = sorted.k_sorted + (bh * R + round) * pr.Nk + kr.begin;
-    const std::size_t n_keys = static_cast<std::size_t>(kr.end - kr.begin);
+    if (nk == 0 || (C == 1 && round > 0)) return;
+    const std::int32_t* q_order = sorted.q_sorted + (bh * R + round) * pr.Nq;
+    const std::int32_t* k_order = sorted.k_sorted + (bh * R + round) * pr.Nk;
+    const std::int64_t c_begin = chunk * kClustersPerTask;
+    const std::int64_t c_end = std::min(C, c_begin + kClustersPerTask);
 
     float* s = scratch + static_cast<std::size_t>(tid) * per_thread;
     float* acc = s + layout.s_floats();
@@ -95,37 +116,48 @@ void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
     float* row_sum = row_max + detail::pad_floats(kDenseQueryTile);
     float* kt = row_max + layout.state_floats();
     float* vp = kt + layout.kt_floats();
-    PackKeysTransposed([&](std::size_t j) { return pr.k_row(b, h, kidx[j]); }, n_keys, d, kt, ldk);
-    PackValues([&](std::size_t j) { return pr.v_row(b, h, kidx[j]); }, n_keys, dv, vp, ldv);
+    std::int64_t scores = 0;
+    for (std::int64_t c = c_begin; c < c_end; ++c) {
+      const detail::IndexRange qr = detail::query_cluster(c, nq, C);
+      if (qr.end <= qr.begin) continue;
+      const detail::IndexRange kr = detail::key_cluster(c, nk, C);
+      if (c + 1 < c_end) PrefetchCluster(pr, b, h, q_order, k_order, c + 1, nq, nk, C);
+      const std::int32_t* qidx = q_order + qr.begin;
+      const std::int32_t* kidx = k_order + kr.begin;
+      const std::size_t n_keys = static_cast<std::size_t>(kr.end - kr.begin);
+      PackKeysTransposed([&](std::size_t j) { return pr.k_row(b, h, kidx[j]); }, n_keys, d, kt, ldk);
+      PackValues([&](std::size_t j) { return pr.v_row(b, h, kidx[j]); }, n_keys, dv, vp, ldv);
 
-    for (std::int64_t q0 = 0; q0 < qr.end - qr.begin; q0 += static_cast<std::int64_t>(kDenseQueryTile)) {
-      const std::size_t m = static_cast<std::size_t>(
-          std::min<std::int64_t>(kDenseQueryTile, qr.end - qr.begin - q0));
-      const float* qrows[kDenseQueryTile];
-      for (std::size_t i = 0; i < m; ++i) qrows[i] = pr.q_row(b, h, qidx[q0 + static_cast<std::int64_t>(i)]);
-      ResetTileState(m, ldv, row_max, row_sum, acc);
-      for (std::size_t j0 = 0; j0 < n_keys; j0 += kDenseKeyTile) {
-        const std::size_t n = std::min(kDenseKeyTile, n_keys - j0);
-        ScoreTile(qrows, m, d, kt + j0, ldk, n, pr.scale, s, kDenseKeyTile);
-        SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
-        PVAccumulate(s, kDenseKeyTile, m, n, vp + j0 * ldv, ldv, acc, ldv);
-      }
-      for (std::size_t i = 0; i < m; ++i) {
-        const std::int32_t qi = qidx[q0 + static_cast<std::int64_t>(i)];
-        float* arow = acc + i * ldv;
-        const float lse = FinalizeRow(arow, ldv, row_max[i], row_sum[i]);
-        float* orow = pr.o_row(b, h, qi);
-        const std::size_t st = static_cast<std::size_t>(bh * pr.Nq + qi);
-        if (round == 0) {
-          std::copy_n(arow, dv, orow);
-          merge_max[st] = lse;
-          merge_sum[st] = 1.0f;
-        } else {
-          MergeRow(orow, arow, dv, lse, &merge_max[st], &merge_sum[st]);
+      for (std::int64_t q0 = 0; q0 < qr.end - qr.begin; q0 += static_cast<std::int64_t>(kDenseQueryTile)) {
+        const std::size_t m = static_cast<std::size_t>(
+            std::min<std::int64_t>(kDenseQueryTile, qr.end - qr.begin - q0));
+        const float* qrows[kDenseQueryTile];
+        for (std::size_t i = 0; i < m; ++i) qrows[i] = pr.q_row(b, h, qidx[q0 + static_cast<std::int64_t>(i)]);
+        ResetTileState(m, ldv, row_max, row_sum, acc);
+        for (std::size_t j0 = 0; j0 < n_keys; j0 += kDenseKeyTile) {
+          const std::size_t n = std::min(kDenseKeyTile, n_keys - j0);
+          ScoreTile(qrows, m, d, kt + j0, ldk, n, pr.scale, s, kDenseKeyTile);
+          SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
+          PVAccumulate(s, kDenseKeyTile, m, n, vp + j0 * ldv, ldv, acc, ldv);
+        }
+        for (std::size_t i = 0; i < m; ++i) {
+          const std::int32_t qi = qidx[q0 + static_cast<std::int64_t>(i)];
+          float* arow = acc + i * ldv;
+          const float lse = FinalizeRow(arow, ldv, row_max[i], row_sum[i]);
+          float* orow = pr.o_row(b, h, qi);
+          const std::size_t st = static_cast<std::size_t>(bh * pr.Nq + qi);
+          if (round == 0) {
+            std::copy_n(arow, dv, orow);
+            merge_max[st] = lse;
+            merge_sum[st] = 1.0f;
+          } else {
+            MergeRow(orow, arow, dv, lse, &merge_max[st], &merge_sum[st]);
+          }
         }
       }
+      scores += (qr.end - qr.begin) * static_cast<std::int64_t>(n_keys);
     }
-    scores_per_task[task] = (qr.end - qr.begin) * static_cast<std::int64_t>(n_keys);
+    scores_per_task[task] = scores;
   });
 }
 
@@ -157,6 +189,7 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
                                  static_cast<std::size_t>(key_cap) * ldv;
   const std::int64_t max_clusters =
       cluster_count(pr.Nq, pr.Nk, config);  // masks only lower the count
+  const std::int64_t tasks = pr.B * pr.H * ((max_clusters + 7) / 8);
 
   Arena arena;
   const TokenListSlots list_slots = plan_token_lists(arena, pr);
@@ -166,7 +199,7 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   const std::size_t sum_slot = arena.add<float>(BHN);
   const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
   const std::size_t scores_slot =
-      arena.add<std::int64_t>(static_cast<std::size_t>(pr.B * pr.H * max_clusters));
+      arena.add<std::int64_t>(static_cast<std::size_t>(tasks));
   Workspace local;
   bind_scratch(arena, workspace, local);
   const TokenLists lists = fill_token_lists(arena, list_slots, pr);
@@ -182,7 +215,7 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
     HWY_DYNAMIC_DISPATCH(SmyrfAttendRound)(pr, config, lists, sorted, r, arena.at<float>(max_slot),
                                            arena.at<float>(sum_slot), arena.at<float>(scratch_slot),
                                            per_thread, max_clusters, scores);
-    for (std::int64_t t = 0; t < pr.B * pr.H * max_clusters; ++t)
+    for (std::int64_t t = 0; t < tasks; ++t)
       info.attention_scores += static_cast<std::size_t>(scores[t]);
   }
   info.seconds_attention = attn.seconds();
