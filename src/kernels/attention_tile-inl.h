@@ -150,10 +150,10 @@ HWY_INLINE void SoftmaxUpdate(float* s, size_t lds, size_t m, size_t n, float* r
       vsum = hn::Add(vsum, p);
     }
     const float tile_sum = hn::GetLane(hn::SumOfLanes(df, vsum));
-    if (row_max[r] == new_max) {
+    if (row_max[r] == new_max || row_sum[r] == 0.0f) {
+      // Same max, or the row's first tile (acc and l are still zero): nothing to rescale.
       row_sum[r] += tile_sum;
     } else {
-      // row_max = -inf on the first tile gives corr = 0: acc and l start from nothing.
       const float corr = std::exp(row_max[r] - new_max);
       row_sum[r] = row_sum[r] * corr + tile_sum;
       const VF vcorr = hn::Set(df, corr);
