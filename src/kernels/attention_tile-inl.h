@@ -235,6 +235,7 @@ HWY_INLINE void PVAccumulate(const float* p, size_t lds, size_t m, size_t n, con
 // The transposition is as frequent as the attention itself in SMYRF (every key of every round
 // is packed once), and element by element it cost as much as the score FMAs; on AVX-512 it
 // goes through registers, 16 x 16 floats at a time.
+#undef SMYRF_HAVE_TRANSPOSE16
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 #define SMYRF_HAVE_TRANSPOSE16 1
 // dst[c * ldd + r] = src_r[c] for r, c < 16 (dst 16-float aligned rows).
