@@ -46,6 +46,12 @@ RunInfo reference_forward(const Problem& pr) {
     }
   });
   RunInfo info;
+  for (std::int64_t b = 0; b < pr.B; ++b) {
+    std::size_t nq = 0, nk = 0;
+    for (std::int64_t i = 0; i < pr.Nq; ++i) nq += pr.query_active(b, i) ? 1 : 0;
+    for (std::int64_t j = 0; j < pr.Nk; ++j) nk += pr.key_visible(b, j) ? 1 : 0;
+    info.attention_scores += nq * nk * static_cast<std::size_t>(pr.H);
+  }
   info.workspace_bytes = static_cast<std::size_t>(pr.threads) *
                          static_cast<std::size_t>(pr.Nk + pr.dv) * sizeof(double);
   info.seconds_total = info.seconds_attention = timer.seconds();

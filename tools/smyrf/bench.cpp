@@ -1,0 +1,349 @@
+#include "bench.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+
+#include "metrics.h"
+#include "peak.h"
+#include "progress.h"
+#include "smyrf/smyrf.h"
+
+namespace smyrf::cli {
+namespace {
+
+using json = nlohmann::json;
+
+struct Row {
+  std::string input, method, settings, truth;
+  std::int64_t batch, heads, nq, nk, d, dv;
+  int n_hashes = 0, q_cluster = 0, k_cluster = 0;
+  double median_s = 0, min_s = 0;
+  int repeats = 0;
+  std::size_t workspace_bytes = 0, scores = 0;
+  double memory_fraction = 0;  // scores / dense scores
+  double gflops = 0, peak_fraction = 0;
+  ErrorMetrics error;
+  double transform_s = 0, sort_s = 0, attention_s = 0;
+  double speedup_vs_dense = std::numeric_limits<double>::quiet_NaN();
+};
+
+Transform parse_transform(const std::string& name) {
+  if (name == "xbox_plus") return Transform::xbox_plus;
+  if (name == "xbox") return Transform::xbox;
+  if (name == "h2_alsh") return Transform::h2_alsh;
+  if (name == "l2_alsh") return Transform::l2_alsh;
+  throw std::invalid_argument("unknown transform '" + name +
+                              "' (valid: xbox_plus, xbox, h2_alsh, l2_alsh)");
+}
+
+// One method on one problem: `repeats` timed calls after a warm-up, buffers reused.
+struct Timing {
+  std::vector<double> seconds;
+  RunInfo info;  // of the last call; phases averaged over the timed calls
+};
+
+Timing time_method(const AttentionParams& params, const MethodConfig& config, int repeats,
+                   Workspace& ws) {
+  Timing t;
+  attention(params, config, &ws);  // warm-up: sizes the workspace, faults pages in
+  double tr = 0, so = 0, at = 0;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    t.info = attention(params, config, &ws);
+    t.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    tr += t.info.seconds_transform;
+    so += t.info.seconds_sort;
+    at += t.info.seconds_attention;
+  }
+  t.info.seconds_transform = tr / repeats;
+  t.info.seconds_sort = so / repeats;
+  t.info.seconds_attention = at / repeats;
+  return t;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string fmt(const char* f, double v) {
+  if (std::isnan(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+void print_header() {
+  std::printf("%-10s %6s %6s %4s %-10s %-14s %10s %9s %6s %9s %6s %9s %8s %8s %8s\n", "input", "Nq",
+              "Nk", "d", "method", "settings", "median_ms", "GFLOP/s", "%peak", "extra_MiB", "mem%",
+              "rel_err", "mean_cos", "vs_dense", "truth");
+}
+
+void print_row(const Row& r) {
+  std::printf("%-10s %6lld %6lld %4lld %-10s %-14s %10s %9s %6s %9s %6s %9s %8s %8s %8s\n",
+              r.input.c_str(), static_cast<long long>(r.nq), static_cast<long long>(r.nk),
+              static_cast<long long>(r.d), r.method.c_str(), r.settings.c_str(),
+              fmt("%.3f", r.median_s * 1e3).c_str(), fmt("%.1f", r.gflops).c_str(),
+              fmt("%.1f", 100 * r.peak_fraction).c_str(),
+              fmt("%.2f", static_cast<double>(r.workspace_bytes) / (1 << 20)).c_str(),
+              fmt("%.1f", 100 * r.memory_fraction).c_str(),
+              fmt("%.2e", r.error.rel_frobenius).c_str(), fmt("%.4f", r.error.mean_cosine).c_str(),
+              fmt("%.2fx", r.speedup_vs_dense).c_str(), r.truth.c_str());
+  std::fflush(stdout);
+}
+
+json to_json(const Row& r) {
+  auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
+  return {{"input", r.input},
+          {"method", r.method},
+          {"settings", r.settings},
+          {"batch", r.batch},
+          {"heads", r.heads},
+          {"nq", r.nq},
+          {"nk", r.nk},
+          {"d", r.d},
+          {"dv", r.dv},
+          {"n_hashes", r.n_hashes},
+          {"q_cluster", r.q_cluster},
+          {"k_cluster", r.k_cluster},
+          {"median_s", r.median_s},
+          {"min_s", r.min_s},
+          {"repeats", r.repeats},
+          {"workspace_bytes", r.workspace_bytes},
+          {"scores", r.scores},
+          {"memory_fraction", r.memory_fraction},
+          {"gflops", r.gflops},
+          {"peak_fraction", num(r.peak_fraction)},
+          {"rel_frobenius", r.error.rel_frobenius},
+          {"mean_cosine", r.error.mean_cosine},
+          {"min_cosine", r.error.min_cosine},
+          {"truth", r.truth},
+          {"transform_s", r.transform_s},
+          {"sort_s", r.sort_s},
+          {"attention_s", r.attention_s},
+          {"speedup_vs_dense", num(r.speedup_vs_dense)}};
+}
+
+// Writes through a temporary file so a failed run leaves no partial output.
+void write_file(const std::string& path, const std::string& text) {
+  if (path.empty()) return;
+  const std::filesystem::path p(path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << text;
+    if (!f) throw std::runtime_error("cannot write " + tmp);
+  }
+  std::filesystem::rename(tmp, p);
+}
+
+std::string to_csv(const json& rows) {
+  std::ostringstream out;
+  if (rows.empty()) return "";
+  bool first = true;
+  for (const auto& [key, value] : rows.front().items()) {
+    out << (first ? "" : ",") << key;
+    first = false;
+  }
+  out << "\n";
+  for (const auto& row : rows) {
+    first = true;
+    for (const auto& [key, value] : row.items()) {
+      out << (first ? "" : ",");
+      first = false;
+      if (value.is_string())
+        out << value.get<std::string>();
+      else if (!value.is_null())
+        out << value.dump();
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace
+
+int run_bench(const BenchOptions& o) {
+  const Transform transform = parse_transform(o.transform);
+  for (const auto& m : o.methods)
+    if (m != "reference" && m != "dense" && m != "smyrf")
+      throw std::invalid_argument("unknown method '" + m + "' (valid: reference, dense, smyrf)");
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  auto wants = [&](const char* m) { return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end(); };
+
+  std::printf("smyrf %s | SIMD target %s | %d threads\n", SMYRF_VERSION_STRING,
+              simd_target().c_str(), threads);
+  Peak peak;
+  if (o.measure_peak) {
+    peak = measure_fma_peak(threads);
+    std::printf("measured fp32 FMA peak: %.1f GFLOP/s on %d threads\n", peak.gflops, threads);
+  }
+  std::printf("attention FLOPs = 4 * scores * d (dense: scores = Nq*Nk); hashing and sorting are "
+              "in the time, not in the FLOPs\n\n");
+
+  std::size_t smyrf_settings = o.n_hashes.size() * o.q_cluster.size() * o.k_cluster.size();
+  std::size_t steps = 0;
+  for (std::size_t i = 0; i < o.inputs.size() * o.n.size() * o.d.size(); ++i)
+    steps += (wants("reference") ? 1 : 0) + (wants("dense") ? 1 : 0) +
+             (wants("smyrf") ? smyrf_settings : 0);
+  Progress progress(steps, o.quiet);
+
+  json rows = json::array();
+  bool skipped_reference = false;
+  print_header();
+  for (const auto& input : o.inputs) {
+    InputSpec spec = o.spec;
+    spec.kind = input;
+    for (const std::int64_t n : o.n) {
+      for (const std::int64_t d : o.d) {
+        const std::int64_t nk = std::max<std::int64_t>(1, std::llround(static_cast<double>(n) * o.nk_ratio));
+        const std::int64_t dv = o.dv > 0 ? o.dv : d;
+        const Tensors t = make_inputs(spec, o.batch, o.heads, n, nk, d, dv, o.seed);
+        std::vector<float> out(static_cast<std::size_t>(o.batch * o.heads * n * dv));
+        std::vector<float> truth_out;
+        AttentionParams p = AttentionParams::contiguous(o.batch, o.heads, n, nk, d, dv, t.q.data(),
+                                                        t.k.data(), t.v.data(), out.data());
+        p.seed = o.seed;
+        p.num_threads = threads;
+        p.scale = static_cast<float>(1.0 / (std::sqrt(static_cast<double>(d)) *
+                                            (input == "clustered" ? spec.temperature : 1.0)));
+        const double dense_scores = static_cast<double>(o.batch * o.heads) * static_cast<double>(n) *
+                                    static_cast<double>(nk);
+        std::string truth_name;
+        double dense_median = std::numeric_limits<double>::quiet_NaN();
+
+        auto record = [&](const std::string& method, const std::string& settings,
+                          const Timing& tm, const SmyrfConfig* sc) {
+          Row r;
+          r.input = input;
+          r.method = method;
+          r.settings = settings;
+          r.batch = o.batch;
+          r.heads = o.heads;
+          r.nq = n;
+          r.nk = nk;
+          r.d = d;
+          r.dv = dv;
+          if (sc) {
+            r.n_hashes = sc->n_hashes;
+            r.q_cluster = sc->q_cluster_size;
+            r.k_cluster = sc->k_cluster_size;
+          }
+          r.median_s = median(tm.seconds);
+          r.min_s = *std::min_element(tm.seconds.begin(), tm.seconds.end());
+          r.repeats = static_cast<int>(tm.seconds.size());
+          r.workspace_bytes = tm.info.workspace_bytes;
+          r.scores = tm.info.attention_scores;
+          r.memory_fraction = static_cast<double>(r.scores) / dense_scores;
+          r.gflops = 4.0 * static_cast<double>(r.scores) * static_cast<double>(d) / r.median_s / 1e9;
+          r.peak_fraction = o.measure_peak ? r.gflops / peak.gflops : std::numeric_limits<double>::quiet_NaN();
+          r.truth = truth_name;
+          r.error = compare(out, truth_out, static_cast<std::size_t>(dv));
+          r.transform_s = tm.info.seconds_transform;
+          r.sort_s = tm.info.seconds_sort;
+          r.attention_s = tm.info.seconds_attention;
+          if (method == "dense") dense_median = r.median_s;
+          r.speedup_vs_dense = dense_median / r.median_s;
+          progress.clear();
+          print_row(r);
+          rows.push_back(to_json(r));
+        };
+
+        const std::string where = "N=" + std::to_string(n) + " d=" + std::to_string(d) + " " + input;
+        // Ground truth: the double-precision reference where affordable, else dense.
+        Workspace ws;
+        const bool reference_affordable =
+            static_cast<double>(n) * static_cast<double>(nk) <=
+            static_cast<double>(o.reference_max_n) * static_cast<double>(o.reference_max_n);
+        if (wants("reference") && reference_affordable) {
+          // One timed call: the oracle is slow by design and its time only orients.
+          const Timing tm = time_method(p, ReferenceConfig{}, 1, ws);
+          truth_out = out;
+          truth_name = "reference";
+          record("reference", "double", tm, nullptr);
+          progress.step("reference " + where);
+        } else if (wants("reference")) {
+          skipped_reference = true;
+        }
+        if (wants("dense") || truth_name.empty()) {
+          const Timing tm = time_method(p, DenseConfig{}, o.repeats, ws);
+          if (truth_name.empty()) {
+            truth_out = out;
+            truth_name = "dense";
+          }
+          if (wants("dense")) {
+            record("dense", "flash", tm, nullptr);
+            progress.step("dense " + where);
+          }
+        }
+        if (!wants("smyrf")) continue;
+        for (const int hashes : o.n_hashes)
+          for (const int qc : o.q_cluster)
+            for (const int kc : o.k_cluster) {
+              SmyrfConfig sc;
+              sc.n_hashes = hashes;
+              sc.q_cluster_size = qc;
+              sc.k_cluster_size = kc;
+              sc.r = o.r;
+              sc.transform = transform;
+              const Timing tm = time_method(p, sc, o.repeats, ws);
+              record("smyrf", std::to_string(hashes) + "x" + std::to_string(qc) + "/" + std::to_string(kc),
+                     tm, &sc);
+              progress.step("smyrf " + where);
+            }
+      }
+    }
+  }
+  if (skipped_reference)
+    std::printf("\nreference skipped where Nq*Nk > %lld^2 (naive O(N^2) in double; "
+                "--reference-max-n raises the limit); dense served as the exact result there\n",
+                static_cast<long long>(o.reference_max_n));
+
+  json doc = {{"machine",
+               {{"simd_target", simd_target()},
+                {"threads", threads},
+                {"version", SMYRF_VERSION_STRING},
+                {"fma_peak_gflops", o.measure_peak ? json(peak.gflops) : json(nullptr)}}},
+              {"config",
+               {{"n", o.n},
+                {"nk_ratio", o.nk_ratio},
+                {"d", o.d},
+                {"dv", o.dv},
+                {"batch", o.batch},
+                {"heads", o.heads},
+                {"n_hashes", o.n_hashes},
+                {"q_cluster", o.q_cluster},
+                {"k_cluster", o.k_cluster},
+                {"r", o.r},
+                {"transform", o.transform},
+                {"methods", o.methods},
+                {"inputs", o.inputs},
+                {"keys_per_center", o.spec.keys_per_center},
+                {"center_norm", o.spec.center_norm},
+                {"noise", o.spec.noise},
+                {"temperature", o.spec.temperature},
+                {"repeats", o.repeats},
+                {"seed", o.seed},
+                {"reference_max_n", o.reference_max_n}}},
+              {"results", rows}};
+  write_file(o.json, doc.dump(2) + "\n");
+  write_file(o.csv, to_csv(rows));
+  if (!o.json.empty() || !o.csv.empty())
+    std::printf("\nwrote %s %s\n", o.json.c_str(), o.csv.c_str());
+  return 0;
+}
+
+}  // namespace smyrf::cli

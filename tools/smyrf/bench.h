@@ -1,0 +1,37 @@
+// `smyrf bench`: sweeps problem sizes and methods, reports time, memory and error.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "inputs.h"
+
+namespace smyrf::cli {
+
+struct BenchOptions {
+  std::vector<std::int64_t> n{1024, 2048, 4096, 8192, 16384};
+  double nk_ratio = 1.0;  // Nk = round(N * nk_ratio)
+  std::vector<std::int64_t> d{64};
+  std::int64_t dv = 0;  // 0: dv = d
+  std::int64_t batch = 1, heads = 1;
+  std::vector<int> n_hashes{8}, q_cluster{32}, k_cluster{32};
+  float r = 0.0f;
+  std::string transform = "xbox_plus";
+  std::vector<std::string> methods{"reference", "dense", "smyrf"};
+  std::vector<std::string> inputs{"gaussian", "clustered"};
+  InputSpec spec;
+  int repeats = 5;
+  int threads = 0;
+  std::uint64_t seed = 1;
+  std::int64_t reference_max_n = 4096;
+  bool measure_peak = true;
+  std::string json = "out/bench.json";
+  std::string csv = "out/bench.csv";
+  bool quiet = false;
+};
+
+// Runs the sweep, prints the table, writes JSON and CSV. Returns the process exit code.
+int run_bench(const BenchOptions& options);
+
+}  // namespace smyrf::cli

@@ -1,0 +1,57 @@
+#include "inputs.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <stdexcept>
+
+namespace smyrf::cli {
+namespace {
+
+void fill_normal(std::vector<float>& x, std::mt19937_64& rng) {
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (float& v : x) v = n(rng);
+}
+
+// Rows of `x` ([rows, d]) become centre + noise * N(0, I) with a uniformly drawn centre.
+void fill_mixture(std::vector<float>& x, std::int64_t d, const std::vector<float>& centers,
+                  float noise, std::mt19937_64& rng) {
+  const std::int64_t n_centers = static_cast<std::int64_t>(centers.size()) / d;
+  std::uniform_int_distribution<std::int64_t> pick(0, n_centers - 1);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (std::size_t row = 0; row < x.size() / static_cast<std::size_t>(d); ++row) {
+    const float* c = centers.data() + pick(rng) * d;
+    float* r = x.data() + row * static_cast<std::size_t>(d);
+    for (std::int64_t t = 0; t < d; ++t) r[t] = c[t] + noise * n(rng);
+  }
+}
+
+}  // namespace
+
+Tensors make_inputs(const InputSpec& spec, std::int64_t B, std::int64_t H, std::int64_t Nq,
+                    std::int64_t Nk, std::int64_t d, std::int64_t dv, std::uint64_t seed) {
+  Tensors t{B, H, Nq, Nk, d, dv, {}, {}, {}};
+  t.q.resize(static_cast<std::size_t>(B * H * Nq * d));
+  t.k.resize(static_cast<std::size_t>(B * H * Nk * d));
+  t.v.resize(static_cast<std::size_t>(B * H * Nk * dv));
+  std::mt19937_64 rng(seed);
+  if (spec.kind == "gaussian") {
+    fill_normal(t.q, rng);
+    fill_normal(t.k, rng);
+  } else if (spec.kind == "clustered") {
+    const std::int64_t n_centers = std::max<std::int64_t>(1, Nk / spec.keys_per_center);
+    std::vector<float> centers(static_cast<std::size_t>(n_centers * d));
+    fill_normal(centers, rng);
+    const float s = spec.center_norm / std::sqrt(static_cast<float>(d));
+    for (float& c : centers) c *= s;
+    fill_mixture(t.q, d, centers, spec.noise, rng);
+    fill_mixture(t.k, d, centers, spec.noise, rng);
+  } else {
+    throw std::invalid_argument("unknown input kind '" + spec.kind +
+                                "' (valid: gaussian, clustered)");
+  }
+  fill_normal(t.v, rng);
+  return t;
+}
+
+}  // namespace smyrf::cli

@@ -1,0 +1,40 @@
+// A progress bar on stderr for long sweeps: redrawn in place on a terminal, one line per
+// step otherwise (CI logs), silent with --quiet.
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+namespace smyrf::cli {
+
+class Progress {
+ public:
+  Progress(std::size_t total, bool quiet) : total_(total), quiet_(quiet), tty_(isatty(2) != 0) {}
+  // Erases the bar so that a table row printed next starts on a clean line.
+  void clear() {
+    if (!quiet_ && tty_) std::fprintf(stderr, "\r\033[K");
+  }
+  void step(const std::string& what) {
+    ++done_;
+    if (quiet_) return;
+    // Without a terminal (logs), about ten lines in all.
+    const std::size_t every = total_ >= 10 ? total_ / 10 : 1;
+    if (!tty_ && done_ % every != 0 && done_ != total_) return;
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(kWidth * done_ / (total_ == 0 ? 1 : total_));
+    std::string bar(static_cast<std::size_t>(filled), '#');
+    bar.resize(kWidth, '.');
+    std::fprintf(stderr, "%s[%s] %zu/%zu %s%s", tty_ ? "\r\033[K" : "", bar.c_str(), done_, total_,
+                 what.c_str(), tty_ ? "" : "\n");
+    if (tty_ && done_ == total_) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  std::size_t total_, done_ = 0;
+  bool quiet_, tty_;
+};
+
+}  // namespace smyrf::cli
