@@ -11,6 +11,9 @@ PACKAGES=(
   libbenchmark-dev    # micro-benchmarks
 )
 
+# --plot: also what scripts/plot_bench.py needs.
+[[ "${1:-}" == "--plot" ]] && PACKAGES+=(python3-matplotlib)
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

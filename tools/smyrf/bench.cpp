@@ -126,9 +126,9 @@ json to_json(const Row& r) {
           {"memory_fraction", r.memory_fraction},
           {"gflops", r.gflops},
           {"peak_fraction", num(r.peak_fraction)},
-          {"rel_frobenius", r.error.rel_frobenius},
-          {"mean_cosine", r.error.mean_cosine},
-          {"min_cosine", r.error.min_cosine},
+          {"rel_frobenius", num(r.error.rel_frobenius)},
+          {"mean_cosine", num(r.error.mean_cosine)},
+          {"min_cosine", num(r.error.min_cosine)},
           {"truth", r.truth},
           {"transform_s", r.transform_s},
           {"sort_s", r.sort_s},
@@ -250,8 +250,13 @@ int run_bench(const BenchOptions& o) {
           r.memory_fraction = static_cast<double>(r.scores) / dense_scores;
           r.gflops = 4.0 * static_cast<double>(r.scores) * static_cast<double>(d) / r.median_s / 1e9;
           r.peak_fraction = o.measure_peak ? r.gflops / peak.gflops : std::numeric_limits<double>::quiet_NaN();
-          r.truth = truth_name;
-          r.error = compare(out, truth_out, static_cast<std::size_t>(dv));
+          r.truth = truth_name.empty() ? "none" : truth_name;
+          if (truth_name.empty()) {
+            const double nan = std::numeric_limits<double>::quiet_NaN();
+            r.error = {nan, nan, nan};
+          } else {
+            r.error = compare(out, truth_out, static_cast<std::size_t>(dv));
+          }
           r.transform_s = tm.info.seconds_transform;
           r.sort_s = tm.info.seconds_sort;
           r.attention_s = tm.info.seconds_attention;
@@ -278,7 +283,8 @@ int run_bench(const BenchOptions& o) {
         } else if (wants("reference")) {
           skipped_reference = true;
         }
-        if (wants("dense") || truth_name.empty()) {
+        const bool exact_affordable = n <= o.exact_max_n && nk <= o.exact_max_n;
+        if (wants("dense") || (truth_name.empty() && exact_affordable)) {
           const Timing tm = time_method(p, DenseConfig{}, o.repeats, ws);
           if (truth_name.empty()) {
             truth_out = out;
@@ -337,7 +343,8 @@ int run_bench(const BenchOptions& o) {
                 {"temperature", o.spec.temperature},
                 {"repeats", o.repeats},
                 {"seed", o.seed},
-                {"reference_max_n", o.reference_max_n}}},
+                {"reference_max_n", o.reference_max_n},
+                {"exact_max_n", o.exact_max_n}}},
               {"results", rows}};
   write_file(o.json, doc.dump(2) + "\n");
   write_file(o.csv, to_csv(rows));

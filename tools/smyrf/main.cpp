@@ -77,6 +77,10 @@ int main(int argc, char** argv) {
   bench->add_option("--reference-max-n", b.reference_max_n,
                     "Run the O(N^2) double-precision reference only where Nq*Nk <= this^2")
       ->check(kNonNegative)->capture_default_str();
+  bench->add_option("--exact-max-n", b.exact_max_n,
+                    "Compute the exact result with dense (for errors) only up to this length when "
+                    "dense is not among --methods")
+      ->check(kNonNegative)->capture_default_str();
   bench->add_flag("!--no-peak", b.measure_peak, "Skip measuring the FMA peak");
   bench->add_option("--json", b.json, "JSON output file ('' for none)")->capture_default_str();
   bench->add_option("--csv", b.csv, "CSV output file ('' for none)")->capture_default_str();
