@@ -169,14 +169,28 @@ class Workspace {
   std::unique_ptr<Impl> impl_;
 };
 
-// What a call did: the scratch memory it needed and the time of its phases (seconds).
+// One phase of a call: wall-clock seconds and an estimate of the bytes it reads and writes
+// (model in src/common/phases.h).
+struct Phase {
+  double seconds = 0;
+  double bytes = 0;
+};
+
+// What a call did: the scratch memory it needed and where its time went.
 struct RunInfo {
-  std::size_t workspace_bytes = 0;  // extra memory beyond the caller's tensors
+  std::size_t workspace_bytes = 0;   // extra memory beyond the caller's tensors
   std::size_t attention_scores = 0;  // score entries computed (Nq*Nk for dense), all rounds
   double seconds_total = 0;
-  double seconds_transform = 0;  // SMYRF: norms, projections (hashing)
-  double seconds_sort = 0;       // SMYRF: sorting tokens by hash, cluster ranges
-  double seconds_attention = 0;  // attention inside clusters / tiles, including merging
+  // SMYRF: norms and projections on every round's direction (one pass over Q and K).
+  Phase transform;
+  // SMYRF: hash values and the radix sort of queries and keys, per round.
+  Phase sort;
+  // Gathering rows into packed tiles (SMYRF: per cluster; dense: K^T and V once).
+  Phase gather;
+  // Scores, online softmax and P.V.
+  Phase attention;
+  // SMYRF: merging each round into O with the running logsumexp; dense: writing O.
+  Phase merge;
 };
 
 // Computes attention into params.o with the chosen method. Throws smyrf::Error on invalid

@@ -239,6 +239,9 @@ HWY_INLINE void PVAccumulate(const float* p, size_t lds, size_t m, size_t n, con
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 #define SMYRF_HAVE_TRANSPOSE16 1
 // dst[c * ldd + r] = src_r[c] for r, c < 16 (dst 16-float aligned rows).
+// GCC 12 warns inside its own unpack intrinsics (their `__Y = __Y` idiom); the inputs are set.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 HWY_INLINE void Transpose16x16(const float* const src[16], float* HWY_RESTRICT dst, size_t ldd) {
   __m512 r[16], t[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src[i]);
@@ -268,6 +271,7 @@ HWY_INLINE void Transpose16x16(const float* const src[16], float* HWY_RESTRICT d
     _mm512_store_ps(dst + (12 + m) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
   }
 }
+#pragma GCC diagnostic pop
 #else
 #define SMYRF_HAVE_TRANSPOSE16 0
 #endif
@@ -315,25 +319,44 @@ HWY_INLINE void PackValues(RowFn value_row, size_t n, size_t dv, float* vp, size
   }
 }
 
-// Starts m rows of online-softmax state.
+// Starts m rows of online-softmax state (row_max, row_sum hold PadToLanes(m) floats).
 HWY_INLINE void ResetTileState(size_t m, size_t ldacc, float* row_max, float* row_sum,
                                float* acc) {
-  for (size_t r = 0; r < m; ++r) {
+  // The state of the rows up to the next whole vector is set too: FinalizeRows reads it.
+  const size_t m_padded = PadToLanes(m);
+  for (size_t r = 0; r < m_padded; ++r) {
     row_max[r] = -std::numeric_limits<float>::infinity();
-    row_sum[r] = 0.0f;
+    row_sum[r] = r < m ? 0.0f : 1.0f;
   }
   for (size_t i = 0; i < m * ldacc; ++i) acc[i] = 0.0f;
 }
 
-// Normalises row r of acc in place: acc /= l; returns lse = m + log(l).
-HWY_INLINE float FinalizeRow(float* arow, size_t ldacc, float row_max, float row_sum) {
+// Writes out[c] = arow[c] * factor for c < n (n need not be a whole number of vectors; out
+// may be a caller's row, so the tail is written element by element).
+HWY_INLINE void ScaleRowTo(const float* HWY_RESTRICT arow, float factor, float* HWY_RESTRICT out,
+                           size_t n) {
   const DF df;
   const size_t L = hn::Lanes(df);
-  const VF inv = hn::Set(df, 1.0f / row_sum);
-  for (size_t c = 0; c < ldacc; c += L) hn::Store(hn::Mul(hn::Load(df, arow + c), inv), df, arow + c);
-  return row_max + std::log(row_sum);
+  const VF f = hn::Set(df, factor);
+  size_t c = 0;
+  for (; c + L <= n; c += L) hn::StoreU(hn::Mul(hn::Load(df, arow + c), f), df, out + c);
+  for (; c < n; ++c) out[c] = arow[c] * factor;
 }
 
+// For m rows of finished online-softmax state, vectorised over rows: inv[r] = 1 / l[r] and,
+// when lse is given, lse[r] = m[r] + log(l[r]) (the row's logsumexp). Buffers hold whole
+// vectors (padded to 16 floats).
+HWY_INLINE void FinalizeRows(size_t m, const float* row_max, const float* row_sum, float* inv,
+                             float* lse) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const VF one = hn::Set(df, 1.0f);
+  for (size_t r = 0; r < m; r += L) {
+    const VF l = hn::Load(df, row_sum + r);
+    hn::Store(hn::Div(one, l), df, inv + r);
+    if (lse != nullptr) hn::Store(hn::Add(hn::Load(df, row_max + r), hn::Log(df, l)), df, lse + r);
+  }
+}
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
 HWY_AFTER_NAMESPACE();

@@ -14,14 +14,16 @@ struct KeyIndex {
   std::int32_t index;
 };
 
-// Sorts data[0, n) by key; tmp must hold n entries. The result is in data.
-inline void radix_sort(KeyIndex* data, KeyIndex* tmp, std::size_t n) {
+// Sorts data[0, n) by key; tmp must hold n entries. The result is in data. Returns the number
+// of passes that moved data.
+inline int radix_sort(KeyIndex* data, KeyIndex* tmp, std::size_t n) {
   constexpr int kBits = 8, kBuckets = 1 << kBits, kPasses = 64 / kBits;
   std::size_t counts[kPasses][kBuckets] = {};
   for (std::size_t i = 0; i < n; ++i)
     for (int p = 0; p < kPasses; ++p) ++counts[p][(data[i].key >> (p * kBits)) & (kBuckets - 1)];
   KeyIndex* src = data;
   KeyIndex* dst = tmp;
+  int moved = 0;
   for (int p = 0; p < kPasses; ++p) {
     std::size_t* c = counts[p];
     bool trivial = false;
@@ -40,9 +42,11 @@ inline void radix_sort(KeyIndex* data, KeyIndex* tmp, std::size_t n) {
     const int shift = p * kBits;
     for (std::size_t i = 0; i < n; ++i) dst[c[(src[i].key >> shift) & (kBuckets - 1)]++] = src[i];
     std::swap(src, dst);
+    ++moved;
   }
   if (src != data)
     for (std::size_t i = 0; i < n; ++i) data[i] = src[i];
+  return moved;
 }
 
 }  // namespace smyrf::detail

@@ -54,7 +54,7 @@ RunInfo reference_forward(const Problem& pr) {
   }
   info.workspace_bytes = static_cast<std::size_t>(pr.threads) *
                          static_cast<std::size_t>(pr.Nk + pr.dv) * sizeof(double);
-  info.seconds_total = info.seconds_attention = timer.seconds();
+  info.seconds_total = info.attention.seconds = timer.seconds();
   return info;
 }
 

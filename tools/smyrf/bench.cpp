@@ -34,7 +34,7 @@ struct Row {
   double memory_fraction = 0;  // scores / dense scores
   double gflops = 0, peak_fraction = 0;
   ErrorMetrics error;
-  double transform_s = 0, sort_s = 0, attention_s = 0;
+  RunInfo phases;  // per-phase seconds (mean over repeats) and bytes
   double speedup_vs_dense = std::numeric_limits<double>::quiet_NaN();
 };
 
@@ -57,18 +57,21 @@ Timing time_method(const AttentionParams& params, const MethodConfig& config, in
                    Workspace& ws) {
   Timing t;
   attention(params, config, &ws);  // warm-up: sizes the workspace, faults pages in
-  double tr = 0, so = 0, at = 0;
+  RunInfo sum;
   for (int i = 0; i < repeats; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     t.info = attention(params, config, &ws);
     t.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    tr += t.info.seconds_transform;
-    so += t.info.seconds_sort;
-    at += t.info.seconds_attention;
+    for (auto [total, one] : {std::pair{&sum.transform, &t.info.transform}, std::pair{&sum.sort, &t.info.sort},
+                              std::pair{&sum.gather, &t.info.gather}, std::pair{&sum.attention, &t.info.attention},
+                              std::pair{&sum.merge, &t.info.merge}})
+      total->seconds += one->seconds / repeats;
   }
-  t.info.seconds_transform = tr / repeats;
-  t.info.seconds_sort = so / repeats;
-  t.info.seconds_attention = at / repeats;
+  t.info.transform.seconds = sum.transform.seconds;
+  t.info.sort.seconds = sum.sort.seconds;
+  t.info.gather.seconds = sum.gather.seconds;
+  t.info.attention.seconds = sum.attention.seconds;
+  t.info.merge.seconds = sum.merge.seconds;
   return t;
 }
 
@@ -104,6 +107,26 @@ void print_row(const Row& r) {
   std::fflush(stdout);
 }
 
+// SMYRF's time by phase: ms, and the estimated bytes moved as GB/s.
+void print_phases(const std::vector<Row>& rows) {
+  if (rows.empty()) return;
+  std::printf("\nSMYRF phases: ms (GB/s of estimated bytes moved); wall time of the call = sum + "
+              "checks\n%-10s %6s %-12s %16s %16s %16s %16s %16s %9s\n",
+              "input", "N", "settings", "transform", "sort", "gather", "attention", "merge", "total_ms");
+  for (const Row& r : rows) {
+    auto cell = [](const Phase& p) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f (%.1f)", p.seconds * 1e3,
+                    p.seconds > 0 ? p.bytes / p.seconds / 1e9 : 0.0);
+      return std::string(buf);
+    };
+    std::printf("%-10s %6lld %-12s %16s %16s %16s %16s %16s %9.2f\n", r.input.c_str(),
+                static_cast<long long>(r.nq), r.settings.c_str(), cell(r.phases.transform).c_str(),
+                cell(r.phases.sort).c_str(), cell(r.phases.gather).c_str(),
+                cell(r.phases.attention).c_str(), cell(r.phases.merge).c_str(), r.median_s * 1e3);
+  }
+}
+
 json to_json(const Row& r) {
   auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
   return {{"input", r.input},
@@ -130,9 +153,16 @@ json to_json(const Row& r) {
           {"mean_cosine", num(r.error.mean_cosine)},
           {"min_cosine", num(r.error.min_cosine)},
           {"truth", r.truth},
-          {"transform_s", r.transform_s},
-          {"sort_s", r.sort_s},
-          {"attention_s", r.attention_s},
+          {"transform_s", r.phases.transform.seconds},
+          {"transform_bytes", r.phases.transform.bytes},
+          {"sort_s", r.phases.sort.seconds},
+          {"sort_bytes", r.phases.sort.bytes},
+          {"gather_s", r.phases.gather.seconds},
+          {"gather_bytes", r.phases.gather.bytes},
+          {"attention_s", r.phases.attention.seconds},
+          {"attention_bytes", r.phases.attention.bytes},
+          {"merge_s", r.phases.merge.seconds},
+          {"merge_bytes", r.phases.merge.bytes},
           {"speedup_vs_dense", num(r.speedup_vs_dense)}};
 }
 
@@ -202,6 +232,7 @@ int run_bench(const BenchOptions& o) {
   Progress progress(steps, o.quiet);
 
   json rows = json::array();
+  std::vector<Row> smyrf_rows;
   bool skipped_reference = false;
   print_header();
   for (const auto& input : o.inputs) {
@@ -257,13 +288,12 @@ int run_bench(const BenchOptions& o) {
           } else {
             r.error = compare(out, truth_out, static_cast<std::size_t>(dv));
           }
-          r.transform_s = tm.info.seconds_transform;
-          r.sort_s = tm.info.seconds_sort;
-          r.attention_s = tm.info.seconds_attention;
+          r.phases = tm.info;
           if (method == "dense") dense_median = r.median_s;
           r.speedup_vs_dense = dense_median / r.median_s;
           progress.clear();
           print_row(r);
+          if (method == "smyrf") smyrf_rows.push_back(r);
           rows.push_back(to_json(r));
         };
 
@@ -313,6 +343,7 @@ int run_bench(const BenchOptions& o) {
       }
     }
   }
+  print_phases(smyrf_rows);
   if (skipped_reference)
     std::printf("\nreference skipped where Nq*Nk > %lld^2 (naive O(N^2) in double; "
                 "--reference-max-n raises the limit); dense served as the exact result there\n",

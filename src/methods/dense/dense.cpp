@@ -11,6 +11,7 @@
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/problem.h"
+#include "common/timer.h"
 #include "hwy/highway.h"
 #include "kernels/attention_tile-inl.h"
 
@@ -20,7 +21,7 @@ namespace HWY_NAMESPACE {
 
 // kt_all: [B*H][d][ldk], vp_all: [B*H][Nk][ldv]; scratch: per thread, `per_thread` floats.
 void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, float* kt_all,
-                 float* vp_all, float* scratch, std::size_t per_thread) {
+                 float* vp_all, float* scratch, std::size_t per_thread, RunInfo* info) {
   using detail::kDenseKeyTile;
   using detail::kDenseQueryTile;
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
@@ -28,6 +29,7 @@ void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, flo
   const std::size_t ldv = detail::pad_floats(dv);
   const std::int64_t BH = pr.B * pr.H;
 
+  detail::Timer timer;
   // Pack every (b, h): K^T of the visible keys and their V rows.
   detail::parallel_for(BH, pr.threads, [&](std::int64_t bh) {
     const std::int64_t b = bh / pr.H, h = bh % pr.H;
@@ -40,6 +42,7 @@ void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, flo
                ldv);
   });
 
+  info->gather.seconds = timer.lap();
   const std::int64_t tiles_per_bh =
       (pr.Nq + static_cast<std::int64_t>(kDenseQueryTile) - 1) / kDenseQueryTile;
   detail::parallel_for_tid(BH * tiles_per_bh, pr.threads, [&](std::int64_t task, int tid) {
@@ -69,12 +72,10 @@ void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, flo
       SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
       PVAccumulate(s, kDenseKeyTile, m, n, vp + static_cast<std::size_t>(j0) * ldv, ldv, acc, ldv);
     }
-    for (std::size_t r = 0; r < m; ++r) {
-      float* arow = acc + r * ldv;
-      FinalizeRow(arow, ldv, row_max[r], row_sum[r]);
-      std::copy_n(arow, dv, pr.o_row(b, h, qidx[r]));
-    }
+    FinalizeRows(m, row_max, row_sum, row_sum, nullptr);
+    for (std::size_t r = 0; r < m; ++r) ScaleRowTo(acc + r * ldv, row_sum[r], pr.o_row(b, h, qidx[r]), dv);
   });
+  info->attention.seconds = timer.lap();
 }
 
 }  // namespace HWY_NAMESPACE
@@ -82,7 +83,8 @@ void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, flo
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "common/timer.h"
+#include <cmath>
+
 #include "methods/dense/dense.h"
 
 namespace smyrf::detail {
@@ -107,16 +109,23 @@ RunInfo dense_forward(const Problem& pr, Workspace* workspace) {
   bind_scratch(arena, workspace, local);
   const TokenLists lists = fill_token_lists(arena, list_slots, pr);
 
+  RunInfo info;
   zero_unattended_rows(pr, lists);
   HWY_DYNAMIC_DISPATCH(DenseAttend)(pr, lists, arena.at<float>(kt_slot), arena.at<float>(vp_slot),
-                                    arena.at<float>(scratch_slot), per_thread);
-  RunInfo info;
+                                    arena.at<float>(scratch_slot), per_thread, &info);
   info.workspace_bytes = arena.bytes();
-  for (std::int64_t b = 0; b < pr.B; ++b)
-    info.attention_scores += static_cast<std::size_t>(lists.q_count[b]) *
-                             static_cast<std::size_t>(lists.k_count[b]) *
-                             static_cast<std::size_t>(pr.H);
-  info.seconds_total = info.seconds_attention = timer.seconds();
+  // Bytes: packing reads and writes every visible key's K and V row once; each query tile then
+  // reads all packed keys, its Q rows, and writes its O rows.
+  const double f = sizeof(float);
+  for (std::int64_t b = 0; b < pr.B; ++b) {
+    const double nq = lists.q_count[b], nk = lists.k_count[b];
+    const double tiles = std::ceil(nq / static_cast<double>(kDenseQueryTile));
+    info.attention_scores += static_cast<std::size_t>(nq * nk) * static_cast<std::size_t>(pr.H);
+    info.gather.bytes += static_cast<double>(pr.H) * nk * static_cast<double>(pr.d + pr.dv) * f * 2;
+    info.attention.bytes += static_cast<double>(pr.H) *
+                            (tiles * nk * static_cast<double>(pr.d + pr.dv) + nq * static_cast<double>(pr.d + pr.dv)) * f;
+  }
+  info.seconds_total = timer.seconds();
   return info;
 }
 

@@ -174,8 +174,13 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
       st.max_k2 = std::max(st.max_k2, kp[static_cast<std::size_t>(j) * lanes + R]);
     stats[bh] = st;
   });
-  info.seconds_transform += timer.lap();
+  info.transform.seconds += timer.lap();
+  for (std::int64_t b = 0; b < pr.B; ++b)  // read the active rows, write their projections
+    info.transform.bytes += static_cast<double>(pr.H) *
+                            static_cast<double>(lists.q_count[b] + lists.k_count[b]) *
+                            (static_cast<double>(pr.d) * sizeof(float) + static_cast<double>(lanes) * sizeof(double));
 
+  std::vector<double> sort_bytes(static_cast<std::size_t>(BH * R), 0.0);
   // 3. Per (b, h, round): hash values, sort by (hash, position) with a stable radix sort of
   //    the active tokens (listed in ascending position).
   const double qsign = pr.scale < 0.0f ? -1.0 : 1.0;
@@ -200,13 +205,17 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
         const double hv = hash_value(config, is_query, dot, pi[R], stats[bh], a_ext, lanes, offset);
         tmp[i] = {order_key(hv), idx[i]};
       }
-      radix_sort(tmp, tmp + nmax, static_cast<std::size_t>(n));
+      const int passes = radix_sort(tmp, tmp + nmax, static_cast<std::size_t>(n));
+      sort_bytes[static_cast<std::size_t>(task)] += static_cast<double>(n) * (20.0 + 32.0 * passes);
       std::int32_t* dst = (is_query ? out.q_sorted : out.k_sorted) +
                           static_cast<std::size_t>((bh * R + r) * N);
       for (std::int32_t i = 0; i < n; ++i) dst[i] = tmp[i].index;
     }
   });
-  info.seconds_sort += timer.lap();
+  info.sort.seconds += timer.lap();
+  // Per round and token: two projection lanes read, the index written, and each radix pass
+  // reads and writes one 16-byte (key, index) pair.
+  for (const double bytes : sort_bytes) info.sort.bytes += bytes;
   return out;
 }
 
