@@ -264,39 +264,52 @@ TEST(Smyrf, BucketWidthRIsHonoured) {
 }
 
 TEST(Smyrf, XboxPlusTransformPreservesInnerProducts) {
-  // Extract the appended coordinates with unit directions along them, then check
-  // q'.k' = q.k and |q'| = |k'| = sqrt(MQ^2 + MK^2).
-  SmyrfConfig c = cfg(1, 4, 4);
-  detail::NormStats st{9.0, 16.0};  // MQ = 3, MK = 4
-  const double unit[2] = {1.0, 0.0}, unit2[2] = {0.0, 1.0};
+  // q' = [q, 0, e_q], k' = [k, e_k, 0]: q'.k' = q.k and |q'| = |k'| = sqrt(MQ^2 + MK^2).
+  const SmyrfConfig c = cfg(1, 4, 4);
+  const detail::NormStats st{9.0, 16.0};  // MQ = 3, MK = 4
   const double qn2 = 4.0, kn2 = 7.0;
-  const double q_e0 = detail::hash_value(c, true, 0.0, qn2, st, unit, 1, 0.0);
-  const double q_e1 = detail::hash_value(c, true, 0.0, qn2, st, unit2, 1, 0.0);
-  const double k_e0 = detail::hash_value(c, false, 0.0, kn2, st, unit, 1, 0.0);
-  const double k_e1 = detail::hash_value(c, false, 0.0, kn2, st, unit2, 1, 0.0);
-  EXPECT_DOUBLE_EQ(q_e0 * k_e0 + q_e1 * k_e1, 0.0);  // appended parts are orthogonal
-  EXPECT_DOUBLE_EQ(qn2 + q_e0 * q_e0 + q_e1 * q_e1, 25.0);
-  EXPECT_DOUBLE_EQ(kn2 + k_e0 * k_e0 + k_e1 * k_e1, 25.0);
+  const auto q = detail::transform_token(c, true, qn2, st);
+  const auto k = detail::transform_token(c, false, kn2, st);
+  ASSERT_EQ(q.extra, 2);
+  EXPECT_EQ(q.alpha, 1.0);
+  EXPECT_EQ(q.ext[0] * k.ext[0] + q.ext[1] * k.ext[1], 0.0);  // appended parts orthogonal
+  EXPECT_NEAR(qn2 + q.ext[0] * q.ext[0] + q.ext[1] * q.ext[1], 25.0, 1e-12);
+  EXPECT_NEAR(kn2 + k.ext[0] * k.ext[0] + k.ext[1] * k.ext[1], 25.0, 1e-12);
   // A norm above the max (not possible for real data) is clamped, never NaN.
-  EXPECT_EQ(detail::hash_value(c, false, 0.0, 26.0, st, unit, 1, 0.0), 0.0);
+  EXPECT_EQ(detail::transform_token(c, false, 26.0, st).ext[0], 0.0);
 }
 
 TEST(Smyrf, L2AlshAndH2AlshTransforms) {
-  SmyrfConfig l2 = cfg(1, 4, 4, Transform::l2_alsh);
-  detail::NormStats st{9.0, 16.0};
-  const double e[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
-  // Key of norm 2 scaled by U/MK = 0.83/4: appended |k'|^2, |k'|^4, |k'|^8.
-  const double kk = std::pow(static_cast<double>(0.83f) / 4.0 * 2.0, 2.0);
-  for (int i = 0; i < 3; ++i)
-    EXPECT_NEAR(detail::hash_value(l2, false, 0.0, 4.0, st, e[i], 1, 0.0), std::pow(kk, 1 << i), 1e-12);
-  EXPECT_DOUBLE_EQ(detail::hash_value(l2, true, 0.0, 4.0, st, e[1], 1, 0.0), 0.5);
-  // Query scaled to unit norm: projection alpha * dot = dot / |q|.
-  const double zeros[3] = {0, 0, 0};
-  EXPECT_DOUBLE_EQ(detail::hash_value(l2, true, 6.0, 4.0, st, zeros, 1, 0.0), 3.0);
-  SmyrfConfig h2 = cfg(1, 4, 4, Transform::h2_alsh);
-  // QNF: q scaled to the largest key norm (4): dot 6 with |q| = 2 becomes 12.
-  const double zero = 0.0;
-  EXPECT_DOUBLE_EQ(detail::hash_value(h2, true, 6.0, 4.0, st, &zero, 1, 0.0), 12.0);
+  const detail::NormStats st{9.0, 16.0};
+  // L2-ALSH key of norm 2 scaled by U/MK: appended |k'|^2, |k'|^4, |k'|^8.
+  const auto l2k = detail::transform_token(cfg(1, 4, 4, Transform::l2_alsh), false, 4.0, st);
+  const double u = static_cast<double>(0.83f);
+  ASSERT_EQ(l2k.extra, 3);
+  EXPECT_DOUBLE_EQ(l2k.alpha, u / 4.0);
+  const double kk = (u / 4.0) * (u / 4.0) * 4.0;
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(l2k.ext[i], std::pow(kk, 1 << i), 1e-15);
+  // L2-ALSH query: unit norm, appended 1/2s.
+  const auto l2q = detail::transform_token(cfg(1, 4, 4, Transform::l2_alsh), true, 4.0, st);
+  EXPECT_DOUBLE_EQ(l2q.alpha, 0.5);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(l2q.ext[i], 0.5);
+  // H2-ALSH (QNF): the query scaled to the largest key norm, 4 / |q| = 2.
+  const auto h2q = detail::transform_token(cfg(1, 4, 4, Transform::h2_alsh), true, 4.0, st);
+  EXPECT_DOUBLE_EQ(h2q.alpha, 2.0);
+  const auto h2k = detail::transform_token(cfg(1, 4, 4, Transform::h2_alsh), false, 7.0, st);
+  EXPECT_DOUBLE_EQ(h2k.ext[0], 3.0);  // sqrt(16 - 7)
+  // Zero-norm queries are scaled by 0, not NaN.
+  EXPECT_EQ(detail::transform_token(cfg(1, 4, 4, Transform::h2_alsh), true, 0.0, st).alpha, 0.0);
+}
+
+TEST(Smyrf, HashRoundsOnceToFloatAndQuantisesWithR) {
+  const detail::NormStats st{9.0, 16.0};
+  SmyrfConfig c = cfg(1, 4, 4);
+  const auto t = detail::transform_token(c, false, 7.0, st);
+  const double a_ext[2] = {0.5, -1.0};
+  const double p = std::fma(t.ext[1], -1.0, std::fma(t.ext[0], 0.5, 1.0 / 3.0));
+  EXPECT_EQ(detail::hash_from(c, t, 1.0 / 3.0, a_ext, 1, 0.0), static_cast<float>(p));
+  c.r = 0.25f;
+  EXPECT_EQ(detail::hash_from(c, t, 1.0 / 3.0, a_ext, 1, 0.1), static_cast<float>(std::floor((p + 0.1) / 0.25)));
 }
 
 double rel_error(const std::vector<float>& a, const std::vector<float>& b) {

@@ -1,5 +1,5 @@
-// Stable LSD radix sort of (64-bit key, 32-bit payload) pairs: O(n) per pass, 8 passes of
-// 8 bits, skipping passes whose digit is the same for every key (common for the high bits of
+// Stable LSD radix sort of (32-bit key, 32-bit payload) pairs: O(n) per pass, 3 passes of
+// 11 bits, skipping passes whose digit is the same for every key (common for the high bits of
 // hash values that share sign and exponent). Stability makes ties keep their input order.
 #pragma once
 
@@ -10,22 +10,22 @@
 namespace smyrf::detail {
 
 struct KeyIndex {
-  std::uint64_t key;
+  std::uint32_t key;
   std::int32_t index;
 };
 
 // Sorts data[0, n) by key; tmp must hold n entries. The result is in data. Returns the number
 // of passes that moved data.
 inline int radix_sort(KeyIndex* data, KeyIndex* tmp, std::size_t n) {
-  constexpr int kBits = 8, kBuckets = 1 << kBits, kPasses = 64 / kBits;
-  std::size_t counts[kPasses][kBuckets] = {};
+  constexpr int kBits = 11, kBuckets = 1 << kBits, kPasses = (32 + kBits - 1) / kBits;
+  std::uint32_t counts[kPasses][kBuckets] = {};
   for (std::size_t i = 0; i < n; ++i)
     for (int p = 0; p < kPasses; ++p) ++counts[p][(data[i].key >> (p * kBits)) & (kBuckets - 1)];
   KeyIndex* src = data;
   KeyIndex* dst = tmp;
   int moved = 0;
   for (int p = 0; p < kPasses; ++p) {
-    std::size_t* c = counts[p];
+    std::uint32_t* c = counts[p];
     bool trivial = false;
     for (int b = 0; b < kBuckets; ++b)
       if (c[b] != 0) {
@@ -33,9 +33,9 @@ inline int radix_sort(KeyIndex* data, KeyIndex* tmp, std::size_t n) {
         break;
       }
     if (trivial) continue;
-    std::size_t offset = 0;
+    std::uint32_t offset = 0;
     for (int b = 0; b < kBuckets; ++b) {
-      const std::size_t count = c[b];
+      const std::uint32_t count = c[b];
       c[b] = offset;
       offset += count;
     }

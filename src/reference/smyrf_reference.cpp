@@ -11,7 +11,7 @@ namespace smyrf::reference {
 namespace {
 
 struct Token {
-  double hash;
+  float hash;
   std::int32_t position;
 };
 
@@ -42,7 +42,7 @@ detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfCo
   const detail::Problem pr = detail::validate_params(params);
   detail::validate_config(config);
   const int R = config.n_hashes;
-  const std::size_t lanes = detail::projection_lanes(R);
+  const std::size_t lanes = detail::projection_lanes(R, detail::transform_extra_dims(config));
   const std::int64_t dims = pr.d + detail::transform_extra_dims(config);
 
   detail::ClusterLists c;

@@ -37,51 +37,52 @@ void make_directions(const SmyrfConfig& config, std::uint64_t seed, std::int64_t
   }
 }
 
-double hash_value(const SmyrfConfig& config, bool is_query, double dot, double n2,
-                  const NormStats& stats, const double* a_ext, std::size_t a_ext_stride,
-                  double offset) {
-  double alpha = 1.0;
-  double ext[8] = {};
-  int E = 0;
+TokenTransform transform_token(const SmyrfConfig& config, bool is_query, double n2,
+                               const NormStats& stats) {
+  TokenTransform t;
   switch (config.transform) {
     case Transform::xbox_plus: {
       const double m2 = stats.max_q2 + stats.max_k2;
       const double e = std::sqrt(std::max(0.0, m2 - n2));
-      ext[0] = is_query ? 0.0 : e;
-      ext[1] = is_query ? e : 0.0;
-      E = 2;
+      t.ext[0] = is_query ? 0.0 : e;
+      t.ext[1] = is_query ? e : 0.0;
+      t.extra = 2;
       break;
     }
     case Transform::xbox:
     case Transform::h2_alsh: {
       if (is_query) {
         if (config.transform == Transform::h2_alsh)
-          alpha = n2 > 0.0 ? std::sqrt(stats.max_k2) / std::sqrt(n2) : 0.0;
-        ext[0] = 0.0;
+          t.alpha = n2 > 0.0 ? std::sqrt(stats.max_k2) / std::sqrt(n2) : 0.0;
+        t.ext[0] = 0.0;
       } else {
-        ext[0] = std::sqrt(std::max(0.0, stats.max_k2 - n2));
+        t.ext[0] = std::sqrt(std::max(0.0, stats.max_k2 - n2));
       }
-      E = 1;
+      t.extra = 1;
       break;
     }
     case Transform::l2_alsh: {
-      E = config.alsh_m;
+      t.extra = config.alsh_m;
       if (is_query) {
-        alpha = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
-        for (int e = 0; e < E; ++e) ext[e] = 0.5;
+        t.alpha = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
+        for (int e = 0; e < t.extra; ++e) t.ext[e] = 0.5;
       } else {
-        alpha = stats.max_k2 > 0.0 ? static_cast<double>(config.alsh_u) / std::sqrt(stats.max_k2)
-                                   : 0.0;
-        ext[0] = alpha * alpha * n2;
-        for (int e = 1; e < E; ++e) ext[e] = ext[e - 1] * ext[e - 1];
+        t.alpha = stats.max_k2 > 0.0 ? static_cast<double>(config.alsh_u) / std::sqrt(stats.max_k2)
+                                     : 0.0;
+        t.ext[0] = t.alpha * t.alpha * n2;
+        for (int e = 1; e < t.extra; ++e) t.ext[e] = t.ext[e - 1] * t.ext[e - 1];
       }
       break;
     }
   }
-  double p = alpha * dot;
-  for (int e = 0; e < E; ++e) p = std::fma(ext[e], a_ext[static_cast<std::size_t>(e) * a_ext_stride], p);
-  if (config.r > 0.0f) p = std::floor((p + offset) / static_cast<double>(config.r));
-  return p;
+  return t;
+}
+
+float hash_value(const SmyrfConfig& config, bool is_query, double dot, double n2,
+                 const NormStats& stats, const double* a_ext, std::size_t a_ext_stride,
+                 double offset) {
+  return hash_from(config, transform_token(config, is_query, n2, stats), dot, a_ext, a_ext_stride,
+                   offset);
 }
 
 std::int64_t cluster_count(std::int64_t n_q, std::int64_t n_k, const SmyrfConfig& config) {
@@ -91,7 +92,7 @@ std::int64_t cluster_count(std::int64_t n_q, std::int64_t n_k, const SmyrfConfig
 }
 
 HashingSlots plan_hashing(Arena& arena, const Problem& pr, const SmyrfConfig& config) {
-  const std::size_t lanes = projection_lanes(config.n_hashes);
+  const std::size_t lanes = projection_lanes(config.n_hashes, transform_extra_dims(config));
   const std::size_t R = static_cast<std::size_t>(config.n_hashes);
   const std::size_t dims = static_cast<std::size_t>(pr.d + transform_extra_dims(config));
   const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);
@@ -113,7 +114,8 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
                            const Arena& arena, const HashingSlots& slots, RunInfo& info) {
   Timer timer;
   const int R = config.n_hashes;
-  const std::size_t lanes = projection_lanes(R);
+  const int E = transform_extra_dims(config);
+  const std::size_t lanes = projection_lanes(R, E);
   const std::size_t d = static_cast<std::size_t>(pr.d);
   const std::size_t dims = d + static_cast<std::size_t>(transform_extra_dims(config));
   const std::int64_t BH = pr.B * pr.H;
@@ -174,6 +176,24 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
       st.max_k2 = std::max(st.max_k2, kp[static_cast<std::size_t>(j) * lanes + R]);
     stats[bh] = st;
   });
+
+  // 3. Each token's transform (alpha and appended coordinates) into lanes R+1 .. R+1+E.
+  parallel_for(BH * (q_blocks + k_blocks), pr.threads, [&](std::int64_t task) {
+    const std::int64_t bh = task / (q_blocks + k_blocks);
+    std::int64_t blk = task % (q_blocks + k_blocks);
+    const std::int64_t b = bh / pr.H;
+    const bool is_query = blk < q_blocks;
+    if (!is_query) blk -= q_blocks;
+    const std::int64_t N = is_query ? pr.Nq : pr.Nk;
+    const std::int64_t count = is_query ? lists.q_count[b] : lists.k_count[b];
+    double* proj = (is_query ? q_proj : k_proj) + static_cast<std::size_t>(bh * N) * lanes;
+    for (std::int64_t i = blk * kBlock; i < std::min(count, (blk + 1) * kBlock); ++i) {
+      double* pi = proj + static_cast<std::size_t>(i) * lanes;
+      const TokenTransform t = transform_token(config, is_query, pi[R], stats[bh]);
+      pi[R + 1] = t.alpha;
+      for (int e = 0; e < E; ++e) pi[R + 2 + e] = t.ext[e];
+    }
+  });
   info.transform.seconds += timer.lap();
   for (std::int64_t b = 0; b < pr.B; ++b)  // read the active rows, write their projections
     info.transform.bytes += static_cast<double>(pr.H) *
@@ -181,7 +201,7 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
                             (static_cast<double>(pr.d) * sizeof(float) + static_cast<double>(lanes) * sizeof(double));
 
   std::vector<double> sort_bytes(static_cast<std::size_t>(BH * R), 0.0);
-  // 3. Per (b, h, round): hash values, sort by (hash, position) with a stable radix sort of
+  // 4. Per (b, h, round): hash values, sort by (hash, position) with a stable radix sort of
   //    the active tokens (listed in ascending position).
   const double qsign = pr.scale < 0.0f ? -1.0 : 1.0;
   parallel_for_tid(BH * R, pr.threads, [&](std::int64_t task, int tid) {
@@ -199,22 +219,25 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
       const std::int32_t n = is_query ? lists.q_count[b] : lists.k_count[b];
       const std::int32_t* idx = is_query ? lists.queries(b, N) : lists.keys(b, N);
       const double* proj = (is_query ? q_proj : k_proj) + static_cast<std::size_t>(bh * N) * lanes;
+      TokenTransform t;
+      t.extra = E;
       for (std::int32_t i = 0; i < n; ++i) {
         const double* pi = proj + static_cast<std::size_t>(i) * lanes;
         const double dot = is_query ? qsign * pi[r] : pi[r];
-        const double hv = hash_value(config, is_query, dot, pi[R], stats[bh], a_ext, lanes, offset);
-        tmp[i] = {order_key(hv), idx[i]};
+        t.alpha = pi[R + 1];
+        for (int e = 0; e < E; ++e) t.ext[e] = pi[R + 2 + e];
+        tmp[i] = {order_key(hash_from(config, t, dot, a_ext, lanes, offset)), idx[i]};
       }
       const int passes = radix_sort(tmp, tmp + nmax, static_cast<std::size_t>(n));
-      sort_bytes[static_cast<std::size_t>(task)] += static_cast<double>(n) * (20.0 + 32.0 * passes);
+      sort_bytes[static_cast<std::size_t>(task)] += static_cast<double>(n) * (8.0 * (3 + E) + 4.0 + 16.0 * passes);
       std::int32_t* dst = (is_query ? out.q_sorted : out.k_sorted) +
                           static_cast<std::size_t>((bh * R + r) * N);
       for (std::int32_t i = 0; i < n; ++i) dst[i] = tmp[i].index;
     }
   });
   info.sort.seconds += timer.lap();
-  // Per round and token: two projection lanes read, the index written, and each radix pass
-  // reads and writes one 16-byte (key, index) pair.
+  // Per round and token: its projection and transform lanes read, the index written, and each
+  // radix pass reads and writes one 8-byte (key, index) pair.
   for (const double bytes : sort_bytes) info.sort.bytes += bytes;
   return out;
 }

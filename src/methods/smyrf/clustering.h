@@ -6,9 +6,11 @@
 //   n2    = fma chain over j = 0..d-1 of x[j] * x[j]
 //   dot   = -dot for queries when the softmax scale is negative
 //   p     = alpha * dot;  p = fma(ext_e, a_r[d + e], p) for e = 0..E-1
-//   hash  = r == 0 ? p : floor((p + b_r) / r)
+//   hash  = float(r == 0 ? p : floor((p + b_r) / r))     (rounded once to float)
 // where alpha and ext_e are the transform's (smyrf.h, Transform) for the (batch, head)'s max
-// squared norms. Tokens are ordered by (hash, position); -0 and +0 are the same hash.
+// squared norms. Tokens are ordered by (hash, position); -0 and +0 are the same hash. The
+// rounding to float makes the sort keys 32-bit (a 3-pass radix sort); it merges only
+// projections within ~6e-8 of each other, which then keep their position order.
 // Directions a_r ~ N(0, I) and offsets b_r ~ U(0, r) depend on (seed, head, round) only, so a
 // sequence gets the same clusters whatever batch slot it occupies.
 #pragma once
@@ -24,10 +26,11 @@ namespace smyrf::detail {
 // Number of coordinates the transform appends (E).
 int transform_extra_dims(const SmyrfConfig& config);
 
-// Lanes per token in the projection buffer: R rounds, one lane for the squared norm, padded
-// to whole AVX-512 double vectors.
-inline std::size_t projection_lanes(int n_hashes) {
-  return (static_cast<std::size_t>(n_hashes) + 1 + 7) / 8 * 8;
+// Lanes per token in the projection buffer: R rounds, one lane for the squared norm, then the
+// token's transform (alpha and the E appended coordinates, filled once the max norms are
+// known), padded to whole AVX-512 double vectors.
+inline std::size_t projection_lanes(int n_hashes, int extra_dims) {
+  return (static_cast<std::size_t>(n_hashes) + 2 + static_cast<std::size_t>(extra_dims) + 7) / 8 * 8;
 }
 
 // Directions of head h: a[j * lanes + r] for j < d + E, r < R (lanes >= R + 1; the other
@@ -40,18 +43,38 @@ struct NormStats {
   double max_k2 = 0;  // largest squared norm of the visible keys
 };
 
-// The hash defined above, from dot and n2.
-double hash_value(const SmyrfConfig& config, bool is_query, double dot, double n2,
-                  const NormStats& stats, const double* a_ext, std::size_t a_ext_stride,
-                  double offset);
+// A token's transform: x' = [alpha x, ext_0, ..., ext_{E-1}].
+struct TokenTransform {
+  double alpha = 1.0;
+  double ext[8] = {};
+  int extra = 0;  // E
+};
+TokenTransform transform_token(const SmyrfConfig& config, bool is_query, double n2,
+                               const NormStats& stats);
 
-// Maps a double to an unsigned integer with the same order (IEEE total order; -0 -> +0).
-inline std::uint64_t order_key(double v) {
-  if (v == 0.0) v = 0.0;
-  std::uint64_t u;
+// The hash defined above from the projection `dot` of x on a_r[0..d) and the transform;
+// a_ext[e * a_ext_stride] = a_r[d + e].
+inline float hash_from(const SmyrfConfig& config, const TokenTransform& t, double dot,
+                       const double* a_ext, std::size_t a_ext_stride, double offset) {
+  double p = t.alpha * dot;
+  for (int e = 0; e < t.extra; ++e)
+    p = __builtin_fma(t.ext[e], a_ext[static_cast<std::size_t>(e) * a_ext_stride], p);
+  if (config.r > 0.0f) p = __builtin_floor((p + offset) / static_cast<double>(config.r));
+  return static_cast<float>(p);
+}
+
+// Both steps at once.
+float hash_value(const SmyrfConfig& config, bool is_query, double dot, double n2,
+                 const NormStats& stats, const double* a_ext, std::size_t a_ext_stride,
+                 double offset);
+
+// Maps a float to an unsigned integer with the same order (IEEE total order; -0 -> +0).
+inline std::uint32_t order_key(float v) {
+  if (v == 0.0f) v = 0.0f;
+  std::uint32_t u;
   static_assert(sizeof(u) == sizeof(v));
   __builtin_memcpy(&u, &v, sizeof(u));
-  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
 // Balanced clusters (rule in smyrf.h, SmyrfConfig).
