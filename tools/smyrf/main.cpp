@@ -8,6 +8,7 @@
 
 #include "bench.h"
 #include "peak.h"
+#include "perf.h"
 #include "smyrf/smyrf.h"
 
 namespace {
@@ -90,9 +91,25 @@ int main(int argc, char** argv) {
   CLI::App* peak = app.add_subcommand("peak", "Measure the fp32 FMA peak (GFLOP/s) of this machine");
   peak->add_option("--threads", peak_threads, "Threads (0: all)")->check(kNonNegative);
 
+  smyrf::cli::PerfOptions perf_options;
+  CLI::App* perf = app.add_subcommand(
+      "perf", "The performance targets, each measured as a ratio in one run (vs the measured "
+              "peak, another method or another thread count), with the raw times");
+  perf->add_option("--repeats", perf_options.repeats, "Timed repeats after a warm-up")->check(CLI::Range(1, 100))->capture_default_str();
+  perf->add_option("--large-n", perf_options.large_n, "N of the scaling and memory targets")->check(kPositive)->capture_default_str();
+  perf->add_option("--json", perf_options.json, "JSON output file ('' for none)")->capture_default_str();
+  perf->add_flag("--quiet", perf_options.quiet, "No progress lines");
+
+  std::int64_t probe_n = 0;
+  CLI::App* probe = app.add_subcommand("rss-probe", "(internal) peak memory of one SMYRF call");
+  probe->group("");  // hidden from --help
+  probe->add_option("--n", probe_n)->required()->check(kPositive);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (bench->parsed()) return smyrf::cli::run_bench(b);
+    if (perf->parsed()) return smyrf::cli::run_perf(perf_options, "/proc/self/exe");
+    if (probe->parsed()) return smyrf::cli::run_rss_probe(probe_n);
     if (peak->parsed()) {
       for (int t : {1, peak_threads}) {
         const smyrf::cli::Peak p = smyrf::cli::measure_fma_peak(t);
