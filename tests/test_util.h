@@ -122,6 +122,38 @@ struct Problem {
     params.with_masks(key_mask.data(), query_mask.data());
   }
 
+  // Switches the inputs to bf16: every addressed element is rounded to the nearest bf16 (ties
+  // to even) in the float buffers too, so the f32 and bf16 problems hold the same values.
+  std::vector<std::uint16_t> q16, k16, v16;
+  void use_bf16() {
+    auto convert = [](std::vector<float>& f, std::vector<std::uint16_t>& h) {
+      h.assign(f.size(), 0x7FC0);  // padding: bf16 NaN, like the float padding
+      for (std::size_t i = 0; i < f.size(); ++i) {
+        if (std::isnan(f[i])) continue;
+        std::uint32_t bits;
+        std::memcpy(&bits, &f[i], 4);
+        bits += 0x7FFF + ((bits >> 16) & 1);  // round to nearest even
+        h[i] = static_cast<std::uint16_t>(bits >> 16);
+        const std::uint32_t back = static_cast<std::uint32_t>(h[i]) << 16;
+        std::memcpy(&f[i], &back, 4);
+      }
+    };
+    convert(q, q16);
+    convert(k, k16);
+    convert(v, v16);
+    params.q = q16.data();
+    params.k = k16.data();
+    params.v = v16.data();
+    params.dtype = DType::bf16;
+  }
+  // Back to the float buffers (holding the same, bf16-rounded values).
+  void use_f32() {
+    params.q = q.data();
+    params.k = k.data();
+    params.v = v.data();
+    params.dtype = DType::f32;
+  }
+
   // Output rows gathered densely [B, H, Nq, dv].
   std::vector<float> output() {
     std::vector<float> out;

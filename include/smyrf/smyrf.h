@@ -31,9 +31,12 @@ class Error : public std::invalid_argument {
   explicit Error(const std::string& what) : std::invalid_argument(what) {}
 };
 
-// Element type of the Q, K, V inputs. Only f32 is implemented now; the field exists so that
-// further input types can be added without changing the layout callers fill in.
-enum class DType : std::uint8_t { f32 = 0 };
+// Element type of the Q, K, V inputs (the output is always f32):
+//   f32:  IEEE float.
+//   bf16: bfloat16 stored as uint16 (the upper half of a float, as in PyTorch/TF). Converted to
+//         f32 exactly where the kernels pack their tiles; every product and sum is accumulated
+//         in f32, so the f32 error rule applies to the bf16 values as given.
+enum class DType : std::uint8_t { f32 = 0, bf16 = 1 };
 
 // ---------------------------------------------------------------------------------------
 // The problem. Shapes:

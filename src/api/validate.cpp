@@ -97,9 +97,9 @@ void check_mask(const char* name, const std::uint8_t* mask, std::int64_t stride,
 struct Range {
   std::uintptr_t lo, hi;
 };
-Range byte_range(const void* base, std::int64_t max_off) {
+Range byte_range(const void* base, std::int64_t max_off, std::size_t elem_bytes) {
   const auto lo = reinterpret_cast<std::uintptr_t>(base);
-  return {lo, lo + static_cast<std::uintptr_t>(max_off + 1) * sizeof(float)};
+  return {lo, lo + static_cast<std::uintptr_t>(max_off + 1) * elem_bytes};
 }
 
 }  // namespace
@@ -114,8 +114,8 @@ Problem validate_params(const AttentionParams& p) {
   constexpr std::int64_t kMaxLen = std::numeric_limits<std::int32_t>::max();
   if (p.nq > kMaxLen) fail("params.nq", str(p.nq), "must be < 2^31");
   if (p.nk > kMaxLen) fail("params.nk", str(p.nk), "must be < 2^31");
-  if (p.dtype != DType::f32)
-    fail("params.dtype", str(static_cast<std::int64_t>(p.dtype)), "only DType::f32 is supported");
+  if (p.dtype != DType::f32 && p.dtype != DType::bf16)
+    fail("params.dtype", str(static_cast<std::int64_t>(p.dtype)), "must be DType::f32 or DType::bf16");
   if (p.q == nullptr) fail("params.q", "nullptr", "must point to the queries");
   if (p.k == nullptr) fail("params.k", "nullptr", "must point to the keys");
   if (p.v == nullptr) fail("params.v", "nullptr", "must point to the values");
@@ -137,17 +137,18 @@ Problem validate_params(const AttentionParams& p) {
   // O must not overlap the inputs (the kernels read Q, K, V after writing O).
   const Range o = byte_range(p.o, max_offset("o", {p.batch, p.heads, p.nq},
                                              {p.o_batch_stride, p.o_head_stride, p.o_row_stride},
-                                             p.dv));
+                                             p.dv), sizeof(float));
+  const std::size_t in_bytes = p.dtype == DType::bf16 ? 2 : 4;
   const std::array<std::pair<const char*, Range>, 3> inputs{{
       {"params.q", byte_range(p.q, max_offset("q", {p.batch, p.heads, p.nq},
                                               {p.q_batch_stride, p.q_head_stride, p.q_row_stride},
-                                              p.d))},
+                                              p.d), in_bytes)},
       {"params.k", byte_range(p.k, max_offset("k", {p.batch, p.heads, p.nk},
                                               {p.k_batch_stride, p.k_head_stride, p.k_row_stride},
-                                              p.d))},
+                                              p.d), in_bytes)},
       {"params.v", byte_range(p.v, max_offset("v", {p.batch, p.heads, p.nk},
                                               {p.v_batch_stride, p.v_head_stride, p.v_row_stride},
-                                              p.dv))},
+                                              p.dv), in_bytes)},
   }};
   for (const auto& [name, r] : inputs)
     if (r.lo < o.hi && o.lo < r.hi)
@@ -163,6 +164,7 @@ Problem validate_params(const AttentionParams& p) {
   pr.dv = p.dv;
   pr.scale = p.scale ? *p.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.d)));
   pr.threads = resolve_threads(p.num_threads);
+  pr.dtype = p.dtype;
   return pr;
 }
 
@@ -197,29 +199,32 @@ void check_inputs_finite(const Problem& pr) {
   };
   const std::int64_t tasks = pr.B * pr.H;
   std::vector<Hit> hits(static_cast<std::size_t>(tasks));
-  auto scan = [](const float* row, std::int64_t n, std::int64_t* col) {
-    for (std::int64_t c = 0; c < n; ++c)
-      if (!std::isfinite(row[c])) {
-        *col = c;
-        return true;
+  with_input_type(pr.dtype, [&](auto type_tag) {
+    using T = decltype(type_tag);
+    auto scan = [](const T* row, std::int64_t n, std::int64_t* col) {
+      for (std::int64_t c = 0; c < n; ++c)
+        if (!std::isfinite(to_float(row[c]))) {
+          *col = c;
+          return true;
+        }
+      return false;
+    };
+    parallel_for(tasks, pr.threads, [&](std::int64_t t) {
+      const std::int64_t b = t / pr.H, h = t % pr.H;
+      Hit& hit = hits[static_cast<std::size_t>(t)];
+      for (std::int64_t i = 0; i < pr.Nq && hit.tensor < 0; ++i)
+        if (pr.query_active(b, i) && scan(pr.q_row<T>(b, h, i), pr.d, &hit.col)) {
+          hit = {0, i, hit.col, to_float(pr.q_row<T>(b, h, i)[hit.col])};
+        }
+      for (std::int64_t j = 0; j < pr.Nk && hit.tensor < 0; ++j) {
+        if (!pr.key_visible(b, j)) continue;
+        if (scan(pr.k_row<T>(b, h, j), pr.d, &hit.col)) {
+          hit = {1, j, hit.col, to_float(pr.k_row<T>(b, h, j)[hit.col])};
+        } else if (scan(pr.v_row<T>(b, h, j), pr.dv, &hit.col)) {
+          hit = {2, j, hit.col, to_float(pr.v_row<T>(b, h, j)[hit.col])};
+        }
       }
-    return false;
-  };
-  parallel_for(tasks, pr.threads, [&](std::int64_t t) {
-    const std::int64_t b = t / pr.H, h = t % pr.H;
-    Hit& hit = hits[static_cast<std::size_t>(t)];
-    for (std::int64_t i = 0; i < pr.Nq && hit.tensor < 0; ++i)
-      if (pr.query_active(b, i) && scan(pr.q_row(b, h, i), pr.d, &hit.col)) {
-        hit = {0, i, hit.col, pr.q_row(b, h, i)[hit.col]};
-      }
-    for (std::int64_t j = 0; j < pr.Nk && hit.tensor < 0; ++j) {
-      if (!pr.key_visible(b, j)) continue;
-      if (scan(pr.k_row(b, h, j), pr.d, &hit.col)) {
-        hit = {1, j, hit.col, pr.k_row(b, h, j)[hit.col]};
-      } else if (scan(pr.v_row(b, h, j), pr.dv, &hit.col)) {
-        hit = {2, j, hit.col, pr.v_row(b, h, j)[hit.col]};
-      }
-    }
+    });
   });
   for (std::int64_t t = 0; t < tasks; ++t) {
     const Hit& hit = hits[static_cast<std::size_t>(t)];

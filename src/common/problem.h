@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "common/workspace.h"
+#include "hwy/base.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf::detail {
@@ -16,18 +17,39 @@ struct Problem {
   std::int64_t B = 0, H = 0, Nq = 0, Nk = 0, d = 0, dv = 0;
   float scale = 1.0f;
   int threads = 1;
+  DType dtype = DType::f32;  // of Q, K, V: T below is float for f32, hwy::bfloat16_t for bf16
 
-  const float* q_row(std::int64_t b, std::int64_t h, std::int64_t i) const {
-    return static_cast<const float*>(p->q) + b * p->q_batch_stride + h * p->q_head_stride +
+  template <class T = float>
+  const T* q_row(std::int64_t b, std::int64_t h, std::int64_t i) const {
+    return static_cast<const T*>(p->q) + b * p->q_batch_stride + h * p->q_head_stride +
            i * p->q_row_stride;
   }
-  const float* k_row(std::int64_t b, std::int64_t h, std::int64_t j) const {
-    return static_cast<const float*>(p->k) + b * p->k_batch_stride + h * p->k_head_stride +
+  template <class T = float>
+  const T* k_row(std::int64_t b, std::int64_t h, std::int64_t j) const {
+    return static_cast<const T*>(p->k) + b * p->k_batch_stride + h * p->k_head_stride +
            j * p->k_row_stride;
   }
-  const float* v_row(std::int64_t b, std::int64_t h, std::int64_t j) const {
-    return static_cast<const float*>(p->v) + b * p->v_batch_stride + h * p->v_head_stride +
+  template <class T = float>
+  const T* v_row(std::int64_t b, std::int64_t h, std::int64_t j) const {
+    return static_cast<const T*>(p->v) + b * p->v_batch_stride + h * p->v_head_stride +
            j * p->v_row_stride;
+  }
+  // Addresses of input rows whatever the element type.
+  std::size_t elem_bytes() const { return dtype == DType::bf16 ? 2 : 4; }
+  const void* q_addr(std::int64_t b, std::int64_t h, std::int64_t i) const {
+    return static_cast<const char*>(p->q) +
+           (b * p->q_batch_stride + h * p->q_head_stride + i * p->q_row_stride) *
+               static_cast<std::int64_t>(elem_bytes());
+  }
+  const void* k_addr(std::int64_t b, std::int64_t h, std::int64_t j) const {
+    return static_cast<const char*>(p->k) +
+           (b * p->k_batch_stride + h * p->k_head_stride + j * p->k_row_stride) *
+               static_cast<std::int64_t>(elem_bytes());
+  }
+  const void* v_addr(std::int64_t b, std::int64_t h, std::int64_t j) const {
+    return static_cast<const char*>(p->v) +
+           (b * p->v_batch_stride + h * p->v_head_stride + j * p->v_row_stride) *
+               static_cast<std::int64_t>(elem_bytes());
   }
   float* o_row(std::int64_t b, std::int64_t h, std::int64_t i) const {
     return p->o + b * p->o_batch_stride + h * p->o_head_stride + i * p->o_row_stride;
@@ -39,6 +61,18 @@ struct Problem {
     return p->key_mask == nullptr || p->key_mask[b * p->key_mask_batch_stride + j] != 0;
   }
 };
+
+// An input element as float (bf16 -> f32 is exact).
+inline float to_float(float x) { return x; }
+inline float to_float(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }
+
+// Calls fn(T{}) with T the element type of the inputs: the one place where the runtime dtype
+// becomes a compile-time type.
+template <class Fn>
+decltype(auto) with_input_type(DType dtype, Fn&& fn) {
+  if (dtype == DType::bf16) return fn(hwy::bfloat16_t{});
+  return fn(float{});
+}
 
 // Per batch element: the indices of active queries and visible keys, ascending.
 struct TokenLists {

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <type_traits>
 
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
@@ -56,6 +57,15 @@ inline size_t PadToLanes(size_t n) {
   const size_t L = FloatLanes();
   return (n + L - 1) / L * L;
 }
+
+// A whole vector of input elements as floats (bf16 -> f32 is exact).
+HWY_INLINE VF LoadAsFloat(DF df, const float* p) { return hn::LoadU(df, p); }
+HWY_INLINE VF LoadAsFloat(DF df, const hwy::bfloat16_t* p) {
+  const hn::Rebind<hwy::bfloat16_t, DF> dbf;
+  return hn::PromoteTo(df, hn::LoadU(dbf, p));
+}
+inline float ElementAsFloat(float x) { return x; }
+inline float ElementAsFloat(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }
 
 // ---------------------------------------------------------------------------------------
 // S[r][c] = scale * sum_t q_r[t] * kt[t][c] for R rows, C vectors of columns.
@@ -242,9 +252,15 @@ HWY_INLINE void PVAccumulate(const float* p, size_t lds, size_t m, size_t n, con
 // GCC 12 warns inside its own unpack intrinsics (their `__Y = __Y` idiom); the inputs are set.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-HWY_INLINE void Transpose16x16(const float* const src[16], float* HWY_RESTRICT dst, size_t ldd) {
+HWY_INLINE __m512 Load16AsFloat(const float* p) { return _mm512_loadu_ps(p); }
+HWY_INLINE __m512 Load16AsFloat(const hwy::bfloat16_t* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+template <class T>
+HWY_INLINE void Transpose16x16(const T* const src[16], float* HWY_RESTRICT dst, size_t ldd) {
   __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src[i]);
+  for (int i = 0; i < 16; ++i) r[i] = Load16AsFloat(src[i]);
   // Interleave 32-bit pairs, then 64-bit pairs: u[4k + m], 128-bit block l holds rows
   // 4k..4k+3 of column 4l + m.
   for (int k = 0; k < 8; ++k) {
@@ -276,8 +292,10 @@ HWY_INLINE void Transpose16x16(const float* const src[16], float* HWY_RESTRICT d
 #define SMYRF_HAVE_TRANSPOSE16 0
 #endif
 
+// key_row(j) returns a pointer to key j's d elements (float or bf16).
 template <class RowFn>
 HWY_INLINE void PackKeysTransposed(RowFn key_row, size_t n, size_t d, float* kt, size_t ldk) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(key_row(size_t{0}))>>;
   for (size_t t = 0; t < d; ++t) {
     float* dst = kt + t * ldk;
     for (size_t j = n; j < ldk; ++j) dst[j] = 0.0f;
@@ -285,13 +303,13 @@ HWY_INLINE void PackKeysTransposed(RowFn key_row, size_t n, size_t d, float* kt,
   constexpr size_t kBlock = 16;
   for (size_t j0 = 0; j0 < n; j0 += kBlock) {
     const size_t j1 = std::min(n, j0 + kBlock);
-    const float* rows[kBlock];
+    const T* rows[kBlock];
     for (size_t j = j0; j < j1; ++j) rows[j - j0] = key_row(j);
     size_t t0 = 0;
 #if SMYRF_HAVE_TRANSPOSE16
     if (j1 - j0 == kBlock) {
       for (; t0 + kBlock <= d; t0 += kBlock) {
-        const float* src[kBlock];
+        const T* src[kBlock];
         for (size_t j = 0; j < kBlock; ++j) src[j] = rows[j] + t0;
         Transpose16x16(src, kt + t0 * ldk + j0, ldk);
       }
@@ -300,22 +318,36 @@ HWY_INLINE void PackKeysTransposed(RowFn key_row, size_t n, size_t d, float* kt,
     // Remaining coordinates (and partial blocks of keys) element by element.
     for (size_t t = t0; t < d; ++t) {
       float* dst = kt + t * ldk;
-      for (size_t j = j0; j < j1; ++j) dst[j] = rows[j - j0][t];
+      for (size_t j = j0; j < j1; ++j) dst[j] = ElementAsFloat(rows[j - j0][t]);
     }
   }
 }
 
+// value_row(j) returns a pointer to row j's dv elements (float or bf16).
 template <class RowFn>
 HWY_INLINE void PackValues(RowFn value_row, size_t n, size_t dv, float* vp, size_t ldv) {
   const DF df;
   const size_t L = hn::Lanes(df);
   for (size_t j = 0; j < n; ++j) {
-    const float* HWY_RESTRICT src = value_row(j);
+    const auto* HWY_RESTRICT src = value_row(j);
     float* HWY_RESTRICT dst = vp + j * ldv;
     size_t c = 0;
-    for (; c + L <= dv; c += L) hn::Store(hn::LoadU(df, src + c), df, dst + c);
-    for (; c < dv; ++c) dst[c] = src[c];
+    for (; c + L <= dv; c += L) hn::Store(LoadAsFloat(df, src + c), df, dst + c);
+    for (; c < dv; ++c) dst[c] = ElementAsFloat(src[c]);
     for (; c < ldv; ++c) dst[c] = 0.0f;
+  }
+}
+
+// Query rows for ScoreTile: float inputs are used in place; other types are converted into
+// `buffer` (rows of ld floats) first.
+template <class T, class RowFn>
+HWY_INLINE void QueryRows(RowFn query_row, size_t m, size_t d, float* buffer, size_t ld,
+                          const float** rows) {
+  if constexpr (std::is_same_v<T, float>) {
+    for (size_t i = 0; i < m; ++i) rows[i] = query_row(i);
+  } else {
+    PackValues(query_row, m, d, buffer, ld);
+    for (size_t i = 0; i < m; ++i) rows[i] = buffer + i * ld;
   }
 }
 

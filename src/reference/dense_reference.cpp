@@ -8,8 +8,10 @@
 
 namespace smyrf::detail {
 
-RunInfo reference_forward(const Problem& pr) {
-  Timer timer;
+namespace {
+
+template <class T>
+void reference_rows(const Problem& pr) {
   parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
     const std::int64_t b = bh / pr.H, h = bh % pr.H;
     std::vector<double> logits(static_cast<std::size_t>(pr.Nk));
@@ -20,12 +22,13 @@ RunInfo reference_forward(const Problem& pr) {
       double max_logit = -INFINITY;
       bool any = false;
       if (pr.query_active(b, i)) {
-        const float* q = pr.q_row(b, h, i);
+        const T* q = pr.q_row<T>(b, h, i);
         for (std::int64_t j = 0; j < pr.Nk; ++j) {
           if (!pr.key_visible(b, j)) continue;
-          const float* k = pr.k_row(b, h, j);
+          const T* k = pr.k_row<T>(b, h, j);
           double dot = 0;
-          for (std::int64_t t = 0; t < pr.d; ++t) dot += static_cast<double>(q[t]) * k[t];
+          for (std::int64_t t = 0; t < pr.d; ++t)
+            dot += static_cast<double>(to_float(q[t])) * to_float(k[t]);
           logits[static_cast<std::size_t>(j)] = static_cast<double>(pr.scale) * dot;
           max_logit = std::max(max_logit, logits[static_cast<std::size_t>(j)]);
           any = true;
@@ -37,14 +40,22 @@ RunInfo reference_forward(const Problem& pr) {
           if (!pr.key_visible(b, j)) continue;
           const double p = std::exp(logits[static_cast<std::size_t>(j)] - max_logit);
           denom += p;
-          const float* v = pr.v_row(b, h, j);
-          for (std::int64_t c = 0; c < pr.dv; ++c) out[static_cast<std::size_t>(c)] += p * v[c];
+          const T* v = pr.v_row<T>(b, h, j);
+          for (std::int64_t c = 0; c < pr.dv; ++c)
+            out[static_cast<std::size_t>(c)] += p * to_float(v[c]);
         }
         for (auto& x : out) x /= denom;
       }
       for (std::int64_t c = 0; c < pr.dv; ++c) o[c] = static_cast<float>(out[static_cast<std::size_t>(c)]);
     }
   });
+}
+
+}  // namespace
+
+RunInfo reference_forward(const Problem& pr) {
+  Timer timer;
+  with_input_type(pr.dtype, [&](auto tag) { reference_rows<decltype(tag)>(pr); });
   RunInfo info;
   for (std::int64_t b = 0; b < pr.B; ++b) {
     std::size_t nq = 0, nk = 0;

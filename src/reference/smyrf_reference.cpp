@@ -16,11 +16,12 @@ struct Token {
 };
 
 // Squared norm and projection on `a` (stride `lanes`), fma chains in index order.
-void dot_and_norm(const float* x, std::int64_t d, const double* a, std::size_t lanes,
-                  double* dot, double* n2) {
+template <class T>
+void dot_and_norm(const T* x, std::int64_t d, const double* a, std::size_t lanes, double* dot,
+                  double* n2) {
   double s = 0, n = 0;
   for (std::int64_t j = 0; j < d; ++j) {
-    const double xj = x[j];
+    const double xj = detail::to_float(x[j]);
     s = std::fma(xj, a[static_cast<std::size_t>(j) * lanes], s);
     n = std::fma(xj, xj, n);
   }
@@ -28,7 +29,8 @@ void dot_and_norm(const float* x, std::int64_t d, const double* a, std::size_t l
   *n2 = n;
 }
 
-double norm2(const float* x, std::int64_t d) {
+template <class T>
+double norm2(const T* x, std::int64_t d) {
   double dot, n2;
   const double zero = 0.0;
   // A direction of zeros with stride 0 leaves only the norm.
@@ -38,7 +40,10 @@ double norm2(const float* x, std::int64_t d) {
 
 }  // namespace
 
-detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfConfig& config) {
+namespace {
+
+template <class T>
+detail::ClusterLists clusters_as(const AttentionParams& params, const SmyrfConfig& config) {
   const detail::Problem pr = detail::validate_params(params);
   detail::validate_config(config);
   const int R = config.n_hashes;
@@ -69,9 +74,9 @@ detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfCo
     for (std::int64_t b = 0; b < pr.B; ++b) {
       detail::NormStats st;
       for (std::int64_t i = 0; i < pr.Nq; ++i)
-        if (pr.query_active(b, i)) st.max_q2 = std::max(st.max_q2, norm2(pr.q_row(b, h, i), pr.d));
+        if (pr.query_active(b, i)) st.max_q2 = std::max(st.max_q2, norm2(pr.q_row<T>(b, h, i), pr.d));
       for (std::int64_t j = 0; j < pr.Nk; ++j)
-        if (pr.key_visible(b, j)) st.max_k2 = std::max(st.max_k2, norm2(pr.k_row(b, h, j), pr.d));
+        if (pr.key_visible(b, j)) st.max_k2 = std::max(st.max_k2, norm2(pr.k_row<T>(b, h, j), pr.d));
       for (int r = 0; r < R; ++r) {
         const double* ar = a.data() + r;
         const double* a_ext = ar + static_cast<std::size_t>(pr.d) * lanes;
@@ -82,7 +87,8 @@ detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfCo
           for (std::int64_t i = 0; i < N; ++i) {
             if (is_query ? !pr.query_active(b, i) : !pr.key_visible(b, i)) continue;
             double dot, n2;
-            dot_and_norm(is_query ? pr.q_row(b, h, i) : pr.k_row(b, h, i), pr.d, ar, lanes, &dot, &n2);
+            dot_and_norm(is_query ? pr.q_row<T>(b, h, i) : pr.k_row<T>(b, h, i), pr.d, ar, lanes, &dot,
+                         &n2);
             if (is_query && pr.scale < 0.0f) dot = -dot;
             tokens.push_back({detail::hash_value(config, is_query, dot, n2, st, a_ext, lanes,
                                                  offsets[static_cast<std::size_t>(r)]),
@@ -101,7 +107,8 @@ detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfCo
   return c;
 }
 
-void smyrf_attention(const AttentionParams& params, const SmyrfConfig& config) {
+template <class T>
+void attention_as(const AttentionParams& params, const SmyrfConfig& config) {
   const detail::Problem pr = detail::validate_params(params);
   const detail::ClusterLists cl = smyrf_clusters(params, config);
   const int R = cl.rounds;
@@ -125,12 +132,13 @@ void smyrf_attention(const AttentionParams& params, const SmyrfConfig& config) {
           const std::int64_t k_begin = cluster * nk / C;
           const std::int64_t k_end = std::max((cluster + 1) * nk / C, k_begin + 1);
           const std::int32_t qi = qs[t];
-          const float* q = pr.q_row(b, h, qi);
+          const T* q = pr.q_row<T>(b, h, qi);
           std::vector<double> logits;
           for (std::int64_t u = k_begin; u < k_end; ++u) {
-            const float* k = pr.k_row(b, h, ks[u]);
+            const T* k = pr.k_row<T>(b, h, ks[u]);
             double dot = 0;
-            for (std::int64_t j = 0; j < pr.d; ++j) dot += static_cast<double>(q[j]) * k[j];
+            for (std::int64_t j = 0; j < pr.d; ++j)
+              dot += static_cast<double>(detail::to_float(q[j])) * detail::to_float(k[j]);
             logits.push_back(static_cast<double>(pr.scale) * dot);
           }
           const double mx = *std::max_element(logits.begin(), logits.end());
@@ -139,8 +147,8 @@ void smyrf_attention(const AttentionParams& params, const SmyrfConfig& config) {
           for (std::int64_t u = k_begin; u < k_end; ++u) {
             const double p = std::exp(logits[static_cast<std::size_t>(u - k_begin)] - mx);
             denom += p;
-            const float* v = pr.v_row(b, h, ks[u]);
-            for (std::size_t c = 0; c < dv; ++c) o[c] += p * v[c];
+            const T* v = pr.v_row<T>(b, h, ks[u]);
+            for (std::size_t c = 0; c < dv; ++c) o[c] += p * detail::to_float(v[c]);
           }
           for (std::size_t c = 0; c < dv; ++c) o[c] /= denom;
           lse[static_cast<std::size_t>(r * pr.Nq + qi)] = mx + std::log(denom);
@@ -163,6 +171,18 @@ void smyrf_attention(const AttentionParams& params, const SmyrfConfig& config) {
         for (std::size_t c = 0; c < dv; ++c) orow[c] = static_cast<float>(acc[c] / wsum);
       }
     }
+}
+
+}  // namespace
+
+detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfConfig& config) {
+  return detail::with_input_type(params.dtype, [&](auto tag) {
+    return clusters_as<decltype(tag)>(params, config);
+  });
+}
+
+void smyrf_attention(const AttentionParams& params, const SmyrfConfig& config) {
+  detail::with_input_type(params.dtype, [&](auto tag) { attention_as<decltype(tag)>(params, config); });
 }
 
 }  // namespace smyrf::reference

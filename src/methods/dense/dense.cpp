@@ -20,8 +20,10 @@ namespace smyrf {
 namespace HWY_NAMESPACE {
 
 // kt_all: [B*H][d][ldk], vp_all: [B*H][Nk][ldv]; scratch: per thread, `per_thread` floats.
-void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, float* kt_all,
-                 float* vp_all, float* scratch, std::size_t per_thread, RunInfo* info) {
+// T: the input element type.
+template <class T>
+void DenseAttendT(const detail::Problem& pr, const detail::TokenLists& lists, float* kt_all,
+                  float* vp_all, float* scratch, std::size_t per_thread, RunInfo* info) {
   using detail::kDenseKeyTile;
   using detail::kDenseQueryTile;
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
@@ -35,9 +37,9 @@ void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, flo
     const std::int64_t b = bh / pr.H, h = bh % pr.H;
     const std::int32_t* keys = lists.keys(b, pr.Nk);
     const std::size_t n = static_cast<std::size_t>(lists.k_count[b]);
-    PackKeysTransposed([&](std::size_t j) { return pr.k_row(b, h, keys[j]); }, n, d,
+    PackKeysTransposed([&](std::size_t j) { return pr.k_row<T>(b, h, keys[j]); }, n, d,
                        kt_all + static_cast<std::size_t>(bh) * d * ldk, ldk);
-    PackValues([&](std::size_t j) { return pr.v_row(b, h, keys[j]); }, n, dv,
+    PackValues([&](std::size_t j) { return pr.v_row<T>(b, h, keys[j]); }, n, dv,
                vp_all + static_cast<std::size_t>(bh) * static_cast<std::size_t>(pr.Nk) * ldv,
                ldv);
   });
@@ -59,8 +61,10 @@ void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, flo
     float* acc = s + kDenseQueryTile * kDenseKeyTile;
     float* row_max = acc + kDenseQueryTile * ldv;
     float* row_sum = row_max + kDenseQueryTile;
+    float* q_buffer = row_sum + kDenseQueryTile;
     const float* qrows[kDenseQueryTile];
-    for (std::size_t r = 0; r < m; ++r) qrows[r] = pr.q_row(b, h, qidx[r]);
+    QueryRows<T>([&](std::size_t r) { return pr.q_row<T>(b, h, qidx[r]); }, m, d, q_buffer,
+                 detail::pad_floats(d), qrows);
 
     const float* kt = kt_all + static_cast<std::size_t>(bh) * d * ldk;
     const float* vp = vp_all + static_cast<std::size_t>(bh) * static_cast<std::size_t>(pr.Nk) * ldv;
@@ -76,6 +80,13 @@ void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, flo
     for (std::size_t r = 0; r < m; ++r) ScaleRowTo(acc + r * ldv, row_sum[r], pr.o_row(b, h, qidx[r]), dv);
   });
   info->attention.seconds = timer.lap();
+}
+
+void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, float* kt_all,
+                 float* vp_all, float* scratch, std::size_t per_thread, RunInfo* info) {
+  detail::with_input_type(pr.dtype, [&](auto tag) {
+    DenseAttendT<decltype(tag)>(pr, lists, kt_all, vp_all, scratch, per_thread, info);
+  });
 }
 
 }  // namespace HWY_NAMESPACE
@@ -96,8 +107,9 @@ RunInfo dense_forward(const Problem& pr, Workspace* workspace) {
   const std::size_t ldk = pad_floats(static_cast<std::size_t>(pr.Nk));
   const std::size_t ldv = pad_floats(static_cast<std::size_t>(pr.dv));
   const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);
+  // Score tile, accumulators, row max and sum, converted query rows (non-f32 inputs).
   const std::size_t per_thread = kDenseQueryTile * kDenseKeyTile + kDenseQueryTile * ldv +
-                                 2 * pad_floats(kDenseQueryTile);
+                                 2 * pad_floats(kDenseQueryTile) + kDenseQueryTile * pad_floats(d);
 
   Arena arena;
   const TokenListSlots list_slots = plan_token_lists(arena, pr);

@@ -155,12 +155,12 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
     if (i0 >= count) return;
     const std::int64_t n = std::min(kBlock, count - i0);
     const std::int32_t* idx = (is_query ? lists.queries(b, N) : lists.keys(b, N)) + i0;
-    const float* base = is_query ? pr.q_row(b, h, 0) : pr.k_row(b, h, 0);
+    const void* base = is_query ? pr.q_addr(b, h, 0) : pr.k_addr(b, h, 0);
     const std::int64_t stride = is_query ? pr.p->q_row_stride : pr.p->k_row_stride;
     double* proj = (is_query ? q_proj : k_proj) +
                    (static_cast<std::size_t>(bh) * static_cast<std::size_t>(N) +
                     static_cast<std::size_t>(i0)) * lanes;
-    project_rows(base, stride, idx, static_cast<std::size_t>(n), d,
+    project_rows(pr.dtype, base, stride, idx, static_cast<std::size_t>(n), d,
                  dirs + static_cast<std::size_t>(h) * dims * lanes, lanes, R, proj);
   });
 

@@ -111,9 +111,10 @@ HashingSlots plan_hashing(Arena& arena, const Problem& pr, const SmyrfConfig& co
 SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const TokenLists& lists,
                            const Arena& arena, const HashingSlots& slots, RunInfo& info);
 
-// Per-target projection kernel (hashing.cpp): for n rows base + idx[i] * row_stride, writes
-// out[i * lanes + r] = dot with round r's direction, out[i * lanes + R] = squared norm.
-void project_rows(const float* base, std::int64_t row_stride, const std::int32_t* idx,
+// Per-target projection kernel (hashing.cpp): for n rows base + idx[i] * row_stride (elements
+// of type dtype), writes out[i * lanes + r] = dot with round r's direction and
+// out[i * lanes + R] = squared norm.
+void project_rows(DType dtype, const void* base, std::int64_t row_stride, const std::int32_t* idx,
                   std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
                   double* out);
 

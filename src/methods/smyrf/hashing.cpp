@@ -19,8 +19,11 @@ using DD = hn::ScalableTag<double>;
 using VD = hn::Vec<DD>;
 
 // Four tokens at a time: four independent fma chains hide the fma latency.
-template <bool kNormGroup>
-HWY_INLINE void ProjectGroup(const float* const rows[4], std::size_t ntok, std::size_t d,
+inline double AsDouble(float x) { return x; }
+inline double AsDouble(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }
+
+template <bool kNormGroup, class T>
+HWY_INLINE void ProjectGroup(const T* const rows[4], std::size_t ntok, std::size_t d,
                              const double* a, std::size_t lanes, std::size_t g, int norm_lane,
                              double* const out[4]) {
   const DD dd;
@@ -31,7 +34,7 @@ HWY_INLINE void ProjectGroup(const float* const rows[4], std::size_t ntok, std::
     const VD aj = hn::LoadU(dd, a + j * lanes + g * L);
     for (std::size_t t = 0; t < 4; ++t) {
       if (t >= ntok) break;
-      const VD x = hn::Set(dd, static_cast<double>(rows[t][j]));
+      const VD x = hn::Set(dd, AsDouble(rows[t][j]));
       const VD coeff = kNormGroup ? hn::IfThenElse(norm_mask, x, aj) : aj;
       acc[t] = hn::MulAdd(x, coeff, acc[t]);
     }
@@ -39,9 +42,9 @@ HWY_INLINE void ProjectGroup(const float* const rows[4], std::size_t ntok, std::
   for (std::size_t t = 0; t < ntok; ++t) hn::StoreU(acc[t], dd, out[t] + g * L);
 }
 
-void ProjectRows(const float* base, std::int64_t row_stride, const std::int32_t* idx,
-                 std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
-                 double* out) {
+template <class T>
+void ProjectRowsT(const T* base, std::int64_t row_stride, const std::int32_t* idx, std::size_t n,
+                  std::size_t d, const double* a, std::size_t lanes, int rounds, double* out) {
   const DD dd;
   const std::size_t L = hn::Lanes(dd);
   const std::size_t groups = lanes / L;
@@ -49,7 +52,7 @@ void ProjectRows(const float* base, std::int64_t row_stride, const std::int32_t*
   const int norm_lane = rounds % static_cast<int>(L);
   for (std::size_t i0 = 0; i0 < n; i0 += 4) {
     const std::size_t ntok = n - i0 < 4 ? n - i0 : 4;
-    const float* rows[4];
+    const T* rows[4];
     double* outs[4];
     for (std::size_t t = 0; t < 4; ++t) {
       const std::size_t i = i0 + (t < ntok ? t : 0);
@@ -65,6 +68,18 @@ void ProjectRows(const float* base, std::int64_t row_stride, const std::int32_t*
   }
 }
 
+void ProjectRowsF32(const void* base, std::int64_t row_stride, const std::int32_t* idx,
+                    std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
+                    double* out) {
+  ProjectRowsT(static_cast<const float*>(base), row_stride, idx, n, d, a, lanes, rounds, out);
+}
+void ProjectRowsBF16(const void* base, std::int64_t row_stride, const std::int32_t* idx,
+                     std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
+                     double* out) {
+  ProjectRowsT(static_cast<const hwy::bfloat16_t*>(base), row_stride, idx, n, d, a, lanes, rounds,
+               out);
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
 HWY_AFTER_NAMESPACE();
@@ -73,12 +88,16 @@ HWY_AFTER_NAMESPACE();
 #include "methods/smyrf/clustering.h"
 
 namespace smyrf::detail {
-HWY_EXPORT(ProjectRows);
+HWY_EXPORT(ProjectRowsF32);
+HWY_EXPORT(ProjectRowsBF16);
 
-void project_rows(const float* base, std::int64_t row_stride, const std::int32_t* idx,
+void project_rows(DType dtype, const void* base, std::int64_t row_stride, const std::int32_t* idx,
                   std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
                   double* out) {
-  HWY_DYNAMIC_DISPATCH(ProjectRows)(base, row_stride, idx, n, d, a, lanes, rounds, out);
+  if (dtype == DType::bf16)
+    HWY_DYNAMIC_DISPATCH(ProjectRowsBF16)(base, row_stride, idx, n, d, a, lanes, rounds, out);
+  else
+    HWY_DYNAMIC_DISPATCH(ProjectRowsF32)(base, row_stride, idx, n, d, a, lanes, rounds, out);
 }
 
 }  // namespace smyrf::detail

@@ -34,10 +34,11 @@ struct RoundScratch {
   std::size_t acc_floats() const { return detail::kDenseQueryTile * ldv; }
   // row_max, row_sum, inv, lse, and the merge's mx, sum, keep, take.
   std::size_t state_floats() const { return 8 * detail::pad_floats(detail::kDenseQueryTile); }
+  std::size_t q_floats() const { return detail::kDenseQueryTile * detail::pad_floats(d); }
   std::size_t kt_floats() const { return d * ldk; }
   std::size_t vp_floats() const { return key_cap * ldv; }
   std::size_t total() const {
-    return s_floats() + acc_floats() + state_floats() + kt_floats() + vp_floats();
+    return s_floats() + acc_floats() + state_floats() + q_floats() + kt_floats() + vp_floats();
   }
 };
 
@@ -80,23 +81,29 @@ HWY_INLINE void BlendRow(float* orow, const float* arow, std::size_t n, float ke
 constexpr std::int64_t kClustersPerTask = 8;
 
 // Prefetches every cache line of the Q, K, V and O rows of cluster c.
+HWY_INLINE void PrefetchBytes(const void* p, std::int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (std::int64_t x = 0; x < bytes; x += 64) hwy::Prefetch(c + x);
+}
+
 HWY_INLINE void PrefetchCluster(const detail::Problem& pr, std::int64_t b, std::int64_t h,
                                 const std::int32_t* q_order, const std::int32_t* k_order,
                                 std::int64_t c, std::int64_t nq, std::int64_t nk, std::int64_t C) {
-  constexpr std::int64_t kLine = 64 / sizeof(float);
+  const std::int64_t e = static_cast<std::int64_t>(pr.elem_bytes());
   const detail::IndexRange qr = detail::query_cluster(c, nq, C);
   const detail::IndexRange kr = detail::key_cluster(c, nk, C);
   for (std::int64_t t = qr.begin; t < qr.end; ++t) {
-    for (std::int64_t x = 0; x < pr.d; x += kLine) hwy::Prefetch(pr.q_row(b, h, q_order[t]) + x);
-    for (std::int64_t x = 0; x < pr.dv; x += kLine) hwy::Prefetch(pr.o_row(b, h, q_order[t]) + x);
+    PrefetchBytes(pr.q_addr(b, h, q_order[t]), pr.d * e);
+    PrefetchBytes(pr.o_row(b, h, q_order[t]), pr.dv * static_cast<std::int64_t>(sizeof(float)));
   }
   for (std::int64_t t = kr.begin; t < kr.end; ++t) {
-    for (std::int64_t x = 0; x < pr.d; x += kLine) hwy::Prefetch(pr.k_row(b, h, k_order[t]) + x);
-    for (std::int64_t x = 0; x < pr.dv; x += kLine) hwy::Prefetch(pr.v_row(b, h, k_order[t]) + x);
+    PrefetchBytes(pr.k_addr(b, h, k_order[t]), pr.d * e);
+    PrefetchBytes(pr.v_addr(b, h, k_order[t]), pr.dv * e);
   }
 }
 
-void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
+template <class T>
+void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
                       const detail::TokenLists& lists, const detail::SortedTokens& sorted,
                       int round, float* merge_max, float* merge_sum, float* scratch,
                       std::size_t per_thread, std::int64_t max_clusters,
@@ -138,7 +145,8 @@ void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
     float* sm = mx + detail::pad_floats(kDenseQueryTile);
     float* keep = sm + detail::pad_floats(kDenseQueryTile);
     float* take = keep + detail::pad_floats(kDenseQueryTile);
-    float* kt = row_max + layout.state_floats();
+    float* q_buffer = row_max + layout.state_floats();
+    float* kt = q_buffer + layout.q_floats();
     float* vp = kt + layout.kt_floats();
     std::int64_t scores = 0;
     detail::PhaseTicks& ticks = phase_ticks[tid];
@@ -151,8 +159,8 @@ void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
       const std::int32_t* qidx = q_order + qr.begin;
       const std::int32_t* kidx = k_order + kr.begin;
       const std::size_t n_keys = static_cast<std::size_t>(kr.end - kr.begin);
-      PackKeysTransposed([&](std::size_t j) { return pr.k_row(b, h, kidx[j]); }, n_keys, d, kt, ldk);
-      PackValues([&](std::size_t j) { return pr.v_row(b, h, kidx[j]); }, n_keys, dv, vp, ldv);
+      PackKeysTransposed([&](std::size_t j) { return pr.k_row<T>(b, h, kidx[j]); }, n_keys, d, kt, ldk);
+      PackValues([&](std::size_t j) { return pr.v_row<T>(b, h, kidx[j]); }, n_keys, dv, vp, ldv);
       std::uint64_t t_attention = detail::ticks();
       ticks.gather += t_attention - t_gather;
 
@@ -160,7 +168,8 @@ void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
         const std::size_t m = static_cast<std::size_t>(
             std::min<std::int64_t>(kDenseQueryTile, qr.end - qr.begin - q0));
         const float* qrows[kDenseQueryTile];
-        for (std::size_t i = 0; i < m; ++i) qrows[i] = pr.q_row(b, h, qidx[q0 + static_cast<std::int64_t>(i)]);
+        QueryRows<T>([&](std::size_t i) { return pr.q_row<T>(b, h, qidx[q0 + static_cast<std::int64_t>(i)]); },
+                     m, d, q_buffer, detail::pad_floats(d), qrows);
         ResetTileState(m, ldv, row_max, row_sum, acc);
         for (std::size_t j0 = 0; j0 < n_keys; j0 += kDenseKeyTile) {
           const std::size_t n = std::min(kDenseKeyTile, n_keys - j0);
@@ -198,6 +207,18 @@ void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
       scores += (qr.end - qr.begin) * static_cast<std::int64_t>(n_keys);
     }
     scores_per_task[task] = scores;
+  });
+}
+
+void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
+                      const detail::TokenLists& lists, const detail::SortedTokens& sorted,
+                      int round, float* merge_max, float* merge_sum, float* scratch,
+                      std::size_t per_thread, std::int64_t max_clusters,
+                      std::int64_t* scores_per_task, detail::PhaseTicks* phase_ticks) {
+  detail::with_input_type(pr.dtype, [&](auto tag) {
+    SmyrfAttendRoundT<decltype(tag)>(pr, config, lists, sorted, round, merge_max, merge_sum,
+                                     scratch, per_thread, max_clusters, scores_per_task,
+                                     phase_ticks);
   });
 }
 
@@ -244,7 +265,8 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   const std::size_t ldk = pad_floats(static_cast<std::size_t>(key_cap));
   const std::size_t ldv = pad_floats(dv);
   const std::size_t per_thread = kDenseQueryTile * kDenseKeyTile + kDenseQueryTile * ldv +
-                                 8 * pad_floats(kDenseQueryTile) + d * ldk +
+                                 8 * pad_floats(kDenseQueryTile) +
+                                 kDenseQueryTile * pad_floats(d) + d * ldk +
                                  static_cast<std::size_t>(key_cap) * ldv;
   const std::int64_t max_clusters =
       cluster_count(pr.Nq, pr.Nk, config);  // masks only lower the count
