@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -36,6 +38,8 @@ struct Row {
   ErrorMetrics error;
   RunInfo phases;  // per-phase seconds (mean over repeats) and bytes
   double speedup_vs_dense = std::numeric_limits<double>::quiet_NaN();
+  std::string dtype = "f32";
+  double speedup_vs_f32 = std::numeric_limits<double>::quiet_NaN();
 };
 
 Transform parse_transform(const std::string& name) {
@@ -88,22 +92,35 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
+// Rounds to the nearest bfloat16, ties to even (NaN kept quiet).
+std::vector<std::uint16_t> to_bf16(const std::vector<float>& x) {
+  std::vector<std::uint16_t> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &x[i], sizeof bits);
+    out[i] = std::isnan(x[i]) ? static_cast<std::uint16_t>(0x7FC0)
+                              : static_cast<std::uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+  }
+  return out;
+}
+
 void print_header() {
-  std::printf("%-10s %6s %6s %4s %-10s %-14s %10s %9s %6s %9s %6s %9s %8s %8s %8s\n", "input", "Nq",
-              "Nk", "d", "method", "settings", "median_ms", "GFLOP/s", "%peak", "extra_MiB", "mem%",
-              "rel_err", "mean_cos", "vs_dense", "truth");
+  std::printf("%-10s %6s %6s %4s %-5s %-10s %-14s %10s %9s %6s %9s %6s %9s %8s %8s %7s %9s\n",
+              "input", "Nq", "Nk", "d", "dtype", "method", "settings", "median_ms", "GFLOP/s", "%peak",
+              "extra_MiB", "mem%", "rel_err", "mean_cos", "vs_dense", "vs_f32", "truth");
 }
 
 void print_row(const Row& r) {
-  std::printf("%-10s %6lld %6lld %4lld %-10s %-14s %10s %9s %6s %9s %6s %9s %8s %8s %8s\n",
+  std::printf("%-10s %6lld %6lld %4lld %-5s %-10s %-14s %10s %9s %6s %9s %6s %9s %8s %8s %7s %9s\n",
               r.input.c_str(), static_cast<long long>(r.nq), static_cast<long long>(r.nk),
-              static_cast<long long>(r.d), r.method.c_str(), r.settings.c_str(),
+              static_cast<long long>(r.d), r.dtype.c_str(), r.method.c_str(), r.settings.c_str(),
               fmt("%.3f", r.median_s * 1e3).c_str(), fmt("%.1f", r.gflops).c_str(),
               fmt("%.1f", 100 * r.peak_fraction).c_str(),
               fmt("%.2f", static_cast<double>(r.workspace_bytes) / (1 << 20)).c_str(),
               fmt("%.1f", 100 * r.memory_fraction).c_str(),
               fmt("%.2e", r.error.rel_frobenius).c_str(), fmt("%.4f", r.error.mean_cosine).c_str(),
-              fmt("%.2fx", r.speedup_vs_dense).c_str(), r.truth.c_str());
+              fmt("%.2fx", r.speedup_vs_dense).c_str(), fmt("%.2fx", r.speedup_vs_f32).c_str(),
+              r.truth.c_str());
   std::fflush(stdout);
 }
 
@@ -111,8 +128,8 @@ void print_row(const Row& r) {
 void print_phases(const std::vector<Row>& rows) {
   if (rows.empty()) return;
   std::printf("\nSMYRF phases: ms (GB/s of estimated bytes moved); wall time of the call = sum + "
-              "checks\n%-10s %6s %-12s %16s %16s %16s %16s %16s %9s\n",
-              "input", "N", "settings", "transform", "sort", "gather", "attention", "merge", "total_ms");
+              "checks\n%-10s %6s %-5s %-12s %16s %16s %16s %16s %16s %9s\n",
+              "input", "N", "dtype", "settings", "transform", "sort", "gather", "attention", "merge", "total_ms");
   for (const Row& r : rows) {
     auto cell = [](const Phase& p) {
       char buf[64];
@@ -120,8 +137,8 @@ void print_phases(const std::vector<Row>& rows) {
                     p.seconds > 0 ? p.bytes / p.seconds / 1e9 : 0.0);
       return std::string(buf);
     };
-    std::printf("%-10s %6lld %-12s %16s %16s %16s %16s %16s %9.2f\n", r.input.c_str(),
-                static_cast<long long>(r.nq), r.settings.c_str(), cell(r.phases.transform).c_str(),
+    std::printf("%-10s %6lld %-5s %-12s %16s %16s %16s %16s %16s %9.2f\n", r.input.c_str(),
+                static_cast<long long>(r.nq), r.dtype.c_str(), r.settings.c_str(), cell(r.phases.transform).c_str(),
                 cell(r.phases.sort).c_str(), cell(r.phases.gather).c_str(),
                 cell(r.phases.attention).c_str(), cell(r.phases.merge).c_str(), r.median_s * 1e3);
   }
@@ -163,7 +180,9 @@ json to_json(const Row& r) {
           {"attention_bytes", r.phases.attention.bytes},
           {"merge_s", r.phases.merge.seconds},
           {"merge_bytes", r.phases.merge.bytes},
-          {"speedup_vs_dense", num(r.speedup_vs_dense)}};
+          {"speedup_vs_dense", num(r.speedup_vs_dense)},
+          {"dtype", r.dtype},
+          {"speedup_vs_f32", num(r.speedup_vs_f32)}};
 }
 
 // Writes through a temporary file so a failed run leaves no partial output.
@@ -243,10 +262,22 @@ int run_bench(const BenchOptions& o) {
         const std::int64_t nk = std::max<std::int64_t>(1, std::llround(static_cast<double>(n) * o.nk_ratio));
         const std::int64_t dv = o.dv > 0 ? o.dv : d;
         const Tensors t = make_inputs(spec, o.batch, o.heads, n, nk, d, dv, o.seed);
+        std::map<std::string, double> f32_median;  // by method and settings
+        for (const std::string& dtype : o.dtypes) {
+        const bool bf16 = dtype == "bf16";
+        const std::vector<std::uint16_t> q16 = bf16 ? to_bf16(t.q) : std::vector<std::uint16_t>{};
+        const std::vector<std::uint16_t> k16 = bf16 ? to_bf16(t.k) : std::vector<std::uint16_t>{};
+        const std::vector<std::uint16_t> v16 = bf16 ? to_bf16(t.v) : std::vector<std::uint16_t>{};
         std::vector<float> out(static_cast<std::size_t>(o.batch * o.heads * n * dv));
         std::vector<float> truth_out;
         AttentionParams p = AttentionParams::contiguous(o.batch, o.heads, n, nk, d, dv, t.q.data(),
                                                         t.k.data(), t.v.data(), out.data());
+        if (bf16) {
+          p.dtype = DType::bf16;
+          p.q = q16.data();
+          p.k = k16.data();
+          p.v = v16.data();
+        }
         p.seed = o.seed;
         p.num_threads = threads;
         p.scale = static_cast<float>(1.0 / (std::sqrt(static_cast<double>(d)) *
@@ -291,6 +322,10 @@ int run_bench(const BenchOptions& o) {
           r.phases = tm.info;
           if (method == "dense") dense_median = r.median_s;
           r.speedup_vs_dense = dense_median / r.median_s;
+          r.dtype = dtype;
+          if (!bf16) f32_median[method + settings] = r.median_s;
+          const auto f32 = f32_median.find(method + settings);
+          if (bf16 && f32 != f32_median.end()) r.speedup_vs_f32 = f32->second / r.median_s;
           progress.clear();
           print_row(r);
           if (method == "smyrf") smyrf_rows.push_back(r);
@@ -340,6 +375,7 @@ int run_bench(const BenchOptions& o) {
                      tm, &sc);
               progress.step("smyrf " + where);
             }
+        }
       }
     }
   }
@@ -367,6 +403,7 @@ int run_bench(const BenchOptions& o) {
                 {"r", o.r},
                 {"transform", o.transform},
                 {"methods", o.methods},
+                {"dtypes", o.dtypes},
                 {"inputs", o.inputs},
                 {"keys_per_center", o.spec.keys_per_center},
                 {"center_norm", o.spec.center_norm},

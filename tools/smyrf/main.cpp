@@ -65,6 +65,9 @@ int main(int argc, char** argv) {
                     "clustering); clustered: Q and K near shared centres (peaked attention, as in "
                     "trained models)")
       ->delimiter(',')->check(CLI::IsMember({"gaussian", "clustered"}))->capture_default_str();
+  bench->add_option("--dtypes", b.dtypes,
+                    "Input element types: f32, bf16 (bf16 rows also report the speed-up over f32)")
+      ->delimiter(',')->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
   bench->add_option("--keys-per-center", b.spec.keys_per_center,
                     "clustered: centres = Nk / this; each centre c ~ N(0, I) * center-norm / sqrt(d)")
       ->check(kPositive)->capture_default_str();

@@ -133,9 +133,10 @@ RunInfo dense_forward(const Problem& pr, Workspace* workspace) {
     const double nq = lists.q_count[b], nk = lists.k_count[b];
     const double tiles = std::ceil(nq / static_cast<double>(kDenseQueryTile));
     info.attention_scores += static_cast<std::size_t>(nq * nk) * static_cast<std::size_t>(pr.H);
-    info.gather.bytes += static_cast<double>(pr.H) * nk * static_cast<double>(pr.d + pr.dv) * f * 2;
-    info.attention.bytes += static_cast<double>(pr.H) *
-                            (tiles * nk * static_cast<double>(pr.d + pr.dv) + nq * static_cast<double>(pr.d + pr.dv)) * f;
+    const double e = static_cast<double>(pr.elem_bytes());  // input element
+    info.gather.bytes += static_cast<double>(pr.H) * nk * static_cast<double>(pr.d + pr.dv) * (e + f);
+    info.attention.bytes += static_cast<double>(pr.H) * (tiles * nk * static_cast<double>(pr.d + pr.dv) * f +
+                                                         nq * (static_cast<double>(pr.d) * e + static_cast<double>(pr.dv) * f));
   }
   info.seconds_total = timer.seconds();
   return info;

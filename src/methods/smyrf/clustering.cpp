@@ -198,7 +198,8 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
   for (std::int64_t b = 0; b < pr.B; ++b)  // read the active rows, write their projections
     info.transform.bytes += static_cast<double>(pr.H) *
                             static_cast<double>(lists.q_count[b] + lists.k_count[b]) *
-                            (static_cast<double>(pr.d) * sizeof(float) + static_cast<double>(lanes) * sizeof(double));
+                            (static_cast<double>(pr.d * static_cast<std::int64_t>(pr.elem_bytes())) +
+                             static_cast<double>(lanes) * sizeof(double));
 
   std::vector<double> sort_bytes(static_cast<std::size_t>(BH * R), 0.0);
   // 4. Per (b, h, round): hash values, sort by (hash, position) with a stable radix sort of

@@ -248,8 +248,9 @@ void add_round_bytes(const Problem& pr, const SmyrfConfig& config, const TokenLi
     const double rounds = sorted.n_clusters[b] == 1 ? 1.0 : config.n_hashes;
     const double keys = std::max(nk, C);  // keys packed per round, over all clusters
     const double heads = static_cast<double>(pr.H);
-    info.gather.bytes += rounds * heads * keys * static_cast<double>(pr.d + pr.dv) * f * 2;
-    info.attention.bytes += rounds * heads * (nq * static_cast<double>(pr.d) + keys * static_cast<double>(pr.d + pr.dv)) * f;
+    const double e = static_cast<double>(pr.elem_bytes());  // input element
+    info.gather.bytes += rounds * heads * keys * static_cast<double>(pr.d + pr.dv) * (e + f);
+    info.attention.bytes += rounds * heads * (nq * static_cast<double>(pr.d) * e + keys * static_cast<double>(pr.d + pr.dv) * f);
     info.merge.bytes += heads * nq * static_cast<double>(pr.dv) * f * (1 + 2 * (rounds - 1));
   }
 }
