@@ -22,6 +22,7 @@
 #include "hwy/cache_control.h"
 #include "kernels/attention_tile-inl.h"
 #include "methods/smyrf/clustering.h"
+#include "methods/smyrf/smyrf.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
@@ -105,7 +106,7 @@ HWY_INLINE void PrefetchCluster(const detail::Problem& pr, std::int64_t b, std::
 template <class T>
 void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
                       const detail::TokenLists& lists, const detail::SortedTokens& sorted,
-                      int round, float* merge_max, float* merge_sum, float* scratch,
+                      int round, detail::MergeState* merge, float* scratch,
                       std::size_t per_thread, std::int64_t max_clusters,
                       std::int64_t* scores_per_task, detail::PhaseTicks* phase_ticks) {
   using detail::kDenseKeyTile;
@@ -186,19 +187,18 @@ void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
         if (round == 0) {
           for (std::size_t i = 0; i < m; ++i) {
             ScaleRowTo(acc + i * ldv, inv[i], pr.o_row(b, h, rows[i]), dv);
-            merge_max[st0 + static_cast<std::size_t>(rows[i])] = lse[i];
-            merge_sum[st0 + static_cast<std::size_t>(rows[i])] = 1.0f;
+            merge[st0 + static_cast<std::size_t>(rows[i])] = {lse[i], 1.0f};
           }
         } else {
           for (std::size_t i = 0; i < m; ++i) {
-            mx[i] = merge_max[st0 + static_cast<std::size_t>(rows[i])];
-            sm[i] = merge_sum[st0 + static_cast<std::size_t>(rows[i])];
+            const detail::MergeState& state = merge[st0 + static_cast<std::size_t>(rows[i])];
+            mx[i] = state.max;
+            sm[i] = state.sum;
           }
           MergeWeights(m, lse, inv, mx, sm, keep, take);
           for (std::size_t i = 0; i < m; ++i) {
             BlendRow(pr.o_row(b, h, rows[i]), acc + i * ldv, dv, keep[i], take[i]);
-            merge_max[st0 + static_cast<std::size_t>(rows[i])] = mx[i];
-            merge_sum[st0 + static_cast<std::size_t>(rows[i])] = sm[i];
+            merge[st0 + static_cast<std::size_t>(rows[i])] = {mx[i], sm[i]};
           }
         }
         t_attention = detail::ticks();
@@ -212,11 +212,11 @@ void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
 
 void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
                       const detail::TokenLists& lists, const detail::SortedTokens& sorted,
-                      int round, float* merge_max, float* merge_sum, float* scratch,
+                      int round, detail::MergeState* merge, float* scratch,
                       std::size_t per_thread, std::int64_t max_clusters,
                       std::int64_t* scores_per_task, detail::PhaseTicks* phase_ticks) {
   detail::with_input_type(pr.dtype, [&](auto tag) {
-    SmyrfAttendRoundT<decltype(tag)>(pr, config, lists, sorted, round, merge_max, merge_sum,
+    SmyrfAttendRoundT<decltype(tag)>(pr, config, lists, sorted, round, merge,
                                      scratch, per_thread, max_clusters, scores_per_task,
                                      phase_ticks);
   });
@@ -277,8 +277,7 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   const TokenListSlots list_slots = plan_token_lists(arena, pr);
   const HashingSlots hash_slots = plan_hashing(arena, pr, config);
   const std::size_t BHN = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
-  const std::size_t max_slot = arena.add<float>(BHN);
-  const std::size_t sum_slot = arena.add<float>(BHN);
+  const std::size_t merge_slot = arena.add<MergeState>(BHN);
   const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
   const std::size_t scores_slot = arena.add<std::int64_t>(static_cast<std::size_t>(tasks));
   const std::size_t ticks_slot = arena.add<PhaseTicks>(static_cast<std::size_t>(pr.threads));
@@ -296,8 +295,8 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   auto* phase_ticks = arena.at<PhaseTicks>(ticks_slot);
   std::fill_n(phase_ticks, pr.threads, PhaseTicks{});
   for (int r = 0; r < config.n_hashes; ++r) {
-    HWY_DYNAMIC_DISPATCH(SmyrfAttendRound)(pr, config, lists, sorted, r, arena.at<float>(max_slot),
-                                           arena.at<float>(sum_slot), arena.at<float>(scratch_slot),
+    HWY_DYNAMIC_DISPATCH(SmyrfAttendRound)(pr, config, lists, sorted, r, arena.at<MergeState>(merge_slot),
+                                           arena.at<float>(scratch_slot),
                                            per_thread, max_clusters, scores, phase_ticks);
     for (std::int64_t t = 0; t < tasks; ++t)
       info.attention_scores += static_cast<std::size_t>(scores[t]);
