@@ -93,8 +93,8 @@ std::string fmt(const char* f, double v) {
 }
 
 // Rounds to the nearest bfloat16, ties to even (NaN kept quiet).
-std::vector<std::uint16_t> to_bf16(const std::vector<float>& x) {
-  std::vector<std::uint16_t> out(x.size());
+std::vector<std::uint16_t, CacheAligned<std::uint16_t>> to_bf16(const Floats& x) {
+  std::vector<std::uint16_t, CacheAligned<std::uint16_t>> out(x.size());
   for (std::size_t i = 0; i < x.size(); ++i) {
     std::uint32_t bits;
     std::memcpy(&bits, &x[i], sizeof bits);
@@ -265,11 +265,11 @@ int run_bench(const BenchOptions& o) {
         std::map<std::string, double> f32_median;  // by method and settings
         for (const std::string& dtype : o.dtypes) {
         const bool bf16 = dtype == "bf16";
-        const std::vector<std::uint16_t> q16 = bf16 ? to_bf16(t.q) : std::vector<std::uint16_t>{};
-        const std::vector<std::uint16_t> k16 = bf16 ? to_bf16(t.k) : std::vector<std::uint16_t>{};
-        const std::vector<std::uint16_t> v16 = bf16 ? to_bf16(t.v) : std::vector<std::uint16_t>{};
-        std::vector<float> out(static_cast<std::size_t>(o.batch * o.heads * n * dv));
-        std::vector<float> truth_out;
+        const auto q16 = bf16 ? to_bf16(t.q) : decltype(to_bf16(t.q)){};
+        const auto k16 = bf16 ? to_bf16(t.k) : decltype(to_bf16(t.k)){};
+        const auto v16 = bf16 ? to_bf16(t.v) : decltype(to_bf16(t.v)){};
+        Floats out(static_cast<std::size_t>(o.batch * o.heads * n * dv));
+        Floats truth_out;
         AttentionParams p = AttentionParams::contiguous(o.batch, o.heads, n, nk, d, dv, t.q.data(),
                                                         t.k.data(), t.v.data(), out.data());
         if (bf16) {

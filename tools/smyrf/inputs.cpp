@@ -8,13 +8,14 @@
 namespace smyrf::cli {
 namespace {
 
-void fill_normal(std::vector<float>& x, std::mt19937_64& rng) {
+template <class Vec>
+void fill_normal(Vec& x, std::mt19937_64& rng) {
   std::normal_distribution<float> n(0.0f, 1.0f);
   for (float& v : x) v = n(rng);
 }
 
 // Rows of `x` ([rows, d]) become centre + noise * N(0, I) with a uniformly drawn centre.
-void fill_mixture(std::vector<float>& x, std::int64_t d, const std::vector<float>& centers,
+void fill_mixture(Floats& x, std::int64_t d, const std::vector<float>& centers,
                   float noise, std::mt19937_64& rng) {
   const std::int64_t n_centers = static_cast<std::int64_t>(centers.size()) / d;
   std::uniform_int_distribution<std::int64_t> pick(0, n_centers - 1);

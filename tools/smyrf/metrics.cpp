@@ -5,7 +5,7 @@
 
 namespace smyrf::cli {
 
-ErrorMetrics compare(const std::vector<float>& a, const std::vector<float>& exact,
+ErrorMetrics compare(std::span<const float> a, std::span<const float> exact,
                      std::size_t cols) {
   ErrorMetrics m;
   double diff2 = 0, ref2 = 0, cos_sum = 0, cos_min = 1;

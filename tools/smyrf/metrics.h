@@ -1,7 +1,7 @@
 // Error of an approximate attention output against the exact one.
 #pragma once
 
-#include <vector>
+#include <span>
 
 namespace smyrf::cli {
 
@@ -13,7 +13,7 @@ struct ErrorMetrics {
 
 // a and exact: [rows, cols] row-major. Accumulated in double. Rows where either vector is zero
 // count as cosine 1 when both are zero, else 0.
-ErrorMetrics compare(const std::vector<float>& a, const std::vector<float>& exact,
+ErrorMetrics compare(std::span<const float> a, std::span<const float> exact,
                      std::size_t cols);
 
 }  // namespace smyrf::cli

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "inputs.h"
 #include "peak.h"
 #include "smyrf/smyrf.h"
 
@@ -26,7 +27,7 @@ namespace {
 
 struct Problem {
   std::int64_t B, H, N, d;
-  std::vector<float> q, k, v, o;
+  Floats q, k, v, o;
   AttentionParams params;
   Problem(std::int64_t B_, std::int64_t H_, std::int64_t N_, std::int64_t d_)
       : B(B_), H(H_), N(N_), d(d_) {
