@@ -190,14 +190,18 @@ void validate_config(const SmyrfConfig& c) {
 }
 
 void check_inputs_finite(const Problem& pr) {
-  // Each (b, h) task records its first non-finite element; the lowest task wins, so the
-  // message does not depend on the thread count.
+  // Tasks are blocks of rows in a fixed order — per (b, h): query rows, then key rows (K row j,
+  // then V row j) — and each records its first non-finite element; the lowest task wins, so
+  // the message does not depend on the thread count.
   struct Hit {
     int tensor = -1;  // 0 = q, 1 = k, 2 = v
     std::int64_t row = 0, col = 0;
     float value = 0;
   };
-  const std::int64_t tasks = pr.B * pr.H;
+  constexpr std::int64_t kRows = 512;
+  const std::int64_t q_blocks = (pr.Nq + kRows - 1) / kRows, k_blocks = (pr.Nk + kRows - 1) / kRows;
+  const std::int64_t per_head = q_blocks + k_blocks;
+  const std::int64_t tasks = pr.B * pr.H * per_head;
   std::vector<Hit> hits(static_cast<std::size_t>(tasks));
   with_input_type(pr.dtype, [&](auto type_tag) {
     using T = decltype(type_tag);
@@ -210,13 +214,18 @@ void check_inputs_finite(const Problem& pr) {
       return false;
     };
     parallel_for(tasks, pr.threads, [&](std::int64_t t) {
-      const std::int64_t b = t / pr.H, h = t % pr.H;
+      const std::int64_t bh = t / per_head, block = t % per_head;
+      const std::int64_t b = bh / pr.H, h = bh % pr.H;
       Hit& hit = hits[static_cast<std::size_t>(t)];
-      for (std::int64_t i = 0; i < pr.Nq && hit.tensor < 0; ++i)
-        if (pr.query_active(b, i) && scan(pr.q_row<T>(b, h, i), pr.d, &hit.col)) {
-          hit = {0, i, hit.col, to_float(pr.q_row<T>(b, h, i)[hit.col])};
-        }
-      for (std::int64_t j = 0; j < pr.Nk && hit.tensor < 0; ++j) {
+      if (block < q_blocks) {
+        for (std::int64_t i = block * kRows; i < std::min(pr.Nq, (block + 1) * kRows) && hit.tensor < 0; ++i)
+          if (pr.query_active(b, i) && scan(pr.q_row<T>(b, h, i), pr.d, &hit.col)) {
+            hit = {0, i, hit.col, to_float(pr.q_row<T>(b, h, i)[hit.col])};
+          }
+        return;
+      }
+      const std::int64_t kb = block - q_blocks;
+      for (std::int64_t j = kb * kRows; j < std::min(pr.Nk, (kb + 1) * kRows) && hit.tensor < 0; ++j) {
         if (!pr.key_visible(b, j)) continue;
         if (scan(pr.k_row<T>(b, h, j), pr.d, &hit.col)) {
           hit = {1, j, hit.col, to_float(pr.k_row<T>(b, h, j)[hit.col])};
@@ -231,7 +240,8 @@ void check_inputs_finite(const Problem& pr) {
     if (hit.tensor < 0) continue;
     static constexpr const char* kNames[] = {"params.q", "params.k", "params.v"};
     std::ostringstream where;
-    where << "[" << t / pr.H << ", " << t % pr.H << ", " << hit.row << ", " << hit.col << "]";
+    const std::int64_t bh = t / per_head;
+    where << "[" << bh / pr.H << ", " << bh % pr.H << ", " << hit.row << ", " << hit.col << "]";
     fail(std::string(kNames[hit.tensor]) + where.str(), str(static_cast<double>(hit.value)),
          "non-finite input (set params.check_finite = false to skip this scan)");
   }

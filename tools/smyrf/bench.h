@@ -20,7 +20,7 @@ struct BenchOptions {
   std::string transform = "xbox_plus";
   std::vector<std::string> methods{"reference", "dense", "smyrf"};
   std::vector<std::string> inputs{"gaussian", "clustered"};
-  std::vector<std::string> dtypes{"f32"};  // f32, bf16
+  std::vector<std::string> dtypes{"f32", "bf16"};
   InputSpec spec;
   int repeats = 5;
   int threads = 0;

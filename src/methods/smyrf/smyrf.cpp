@@ -79,7 +79,6 @@ HWY_INLINE void BlendRow(float* orow, const float* arow, std::size_t n, float ke
   for (; c < n; ++c) orow[c] = orow[c] * keep + arow[c] * take;
 }
 
-constexpr std::int64_t kClustersPerTask = 8;
 
 // Prefetches every cache line of the Q, K, V and O rows of cluster c.
 HWY_INLINE void PrefetchBytes(const void* p, std::int64_t bytes) {
@@ -108,7 +107,8 @@ void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
                       const detail::TokenLists& lists, const detail::SortedTokens& sorted,
                       int round, detail::MergeState* merge, float* scratch,
                       std::size_t per_thread, std::int64_t max_clusters,
-                      std::int64_t* scores_per_task, detail::PhaseTicks* phase_ticks) {
+                      std::int64_t clusters_per_task, std::int64_t* scores_per_task,
+                      detail::PhaseTicks* phase_ticks) {
   using detail::kDenseKeyTile;
   using detail::kDenseQueryTile;
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
@@ -119,10 +119,10 @@ void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
   const std::size_t ldk = layout.ldk, ldv = layout.ldv;
   const int R = sorted.rounds;
 
-  // Tasks are runs of kClustersPerTask consecutive clusters: fewer scheduling events, and while
+  // Tasks are runs of clusters_per_task consecutive clusters: fewer scheduling events, and while
   // one cluster is computed the rows of the next are prefetched (they are gathered from
   // random positions, which the hardware prefetcher cannot predict).
-  const std::int64_t chunks = (max_clusters + kClustersPerTask - 1) / kClustersPerTask;
+  const std::int64_t chunks = (max_clusters + clusters_per_task - 1) / clusters_per_task;
   detail::parallel_for_tid(pr.B * pr.H * chunks, pr.threads, [&](std::int64_t task, int tid) {
     scores_per_task[task] = 0;
     const std::int64_t bh = task / chunks, chunk = task % chunks;
@@ -133,8 +133,8 @@ void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
     if (nk == 0 || (C == 1 && round > 0)) return;
     const std::int32_t* q_order = sorted.q_sorted + (bh * R + round) * pr.Nq;
     const std::int32_t* k_order = sorted.k_sorted + (bh * R + round) * pr.Nk;
-    const std::int64_t c_begin = chunk * kClustersPerTask;
-    const std::int64_t c_end = std::min(C, c_begin + kClustersPerTask);
+    const std::int64_t c_begin = chunk * clusters_per_task;
+    const std::int64_t c_end = std::min(C, c_begin + clusters_per_task);
 
     float* s = scratch + static_cast<std::size_t>(tid) * per_thread;
     float* acc = s + layout.s_floats();
@@ -214,11 +214,12 @@ void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
                       const detail::TokenLists& lists, const detail::SortedTokens& sorted,
                       int round, detail::MergeState* merge, float* scratch,
                       std::size_t per_thread, std::int64_t max_clusters,
-                      std::int64_t* scores_per_task, detail::PhaseTicks* phase_ticks) {
+                      std::int64_t clusters_per_task, std::int64_t* scores_per_task,
+                      detail::PhaseTicks* phase_ticks) {
   detail::with_input_type(pr.dtype, [&](auto tag) {
     SmyrfAttendRoundT<decltype(tag)>(pr, config, lists, sorted, round, merge,
-                                     scratch, per_thread, max_clusters, scores_per_task,
-                                     phase_ticks);
+                                     scratch, per_thread, max_clusters, clusters_per_task,
+                                     scores_per_task, phase_ticks);
   });
 }
 
@@ -271,7 +272,12 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
                                  static_cast<std::size_t>(key_cap) * ldv;
   const std::int64_t max_clusters =
       cluster_count(pr.Nq, pr.Nk, config);  // masks only lower the count
-  const std::int64_t tasks = pr.B * pr.H * ((max_clusters + 7) / 8);
+  // Up to 8 clusters per task (fewer scheduling events, room to prefetch the next cluster),
+  // but at least 4 tasks per thread per round so that short sequences still use every core.
+  const std::int64_t clusters_per_task = std::clamp<std::int64_t>(
+      pr.B * pr.H * max_clusters / (4 * static_cast<std::int64_t>(pr.threads)), 1, 8);
+  const std::int64_t tasks =
+      pr.B * pr.H * ((max_clusters + clusters_per_task - 1) / clusters_per_task);
 
   Arena arena;
   const TokenListSlots list_slots = plan_token_lists(arena, pr);
@@ -297,7 +303,8 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   for (int r = 0; r < config.n_hashes; ++r) {
     HWY_DYNAMIC_DISPATCH(SmyrfAttendRound)(pr, config, lists, sorted, r, arena.at<MergeState>(merge_slot),
                                            arena.at<float>(scratch_slot),
-                                           per_thread, max_clusters, scores, phase_ticks);
+                                           per_thread, max_clusters, clusters_per_task, scores,
+                                           phase_ticks);
     for (std::int64_t t = 0; t < tasks; ++t)
       info.attention_scores += static_cast<std::size_t>(scores[t]);
   }
