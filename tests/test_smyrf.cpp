@@ -229,10 +229,13 @@ TEST(Smyrf, NoVisibleKeyGivesZeros) {
 }
 
 TEST(Smyrf, SingleKeyIsEveryQuerysOutput) {
+  // Every one of the 9 clusters gets the one key; each round's output is that key's value and
+  // the round merge only reweights equal rows (exact up to the rule's rounding).
   Problem pr(1, 1, 33, 1, 8, 5);
   const auto out = pr.run(cfg(3, 4, 4));
   for (std::int64_t i = 0; i < 33; ++i)
-    for (std::int64_t c = 0; c < 5; ++c) ASSERT_EQ(out[static_cast<std::size_t>(i * 5 + c)], pr.v_at(0, 0, 0)[c]);
+    for (std::int64_t c = 0; c < 5; ++c)
+      ASSERT_NEAR(out[static_cast<std::size_t>(i * 5 + c)], pr.v_at(0, 0, 0)[c], pr.tolerance(1));
 }
 
 TEST(Smyrf, SeedDecidesClusters) {
