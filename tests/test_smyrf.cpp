@@ -2,10 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <numeric>
+#include <random>
 #include <set>
 #include <string>
 #include <tuple>
 
+#include "kernels/radix_sort.h"
 #include "methods/smyrf/clustering.h"
 #include "reference/smyrf_reference.h"
 #include "test_util.h"
@@ -156,6 +158,25 @@ TEST(SmyrfClusters, BalancedRuleForAllSmallSizes) {
           }
           ASSERT_EQ(C, std::max((nq + qc - 1) / qc, (nk + kc - 1) / kc));
         }
+}
+
+TEST(SmyrfClusters, RadixSortIsAStableSortByKey) {
+  // Keys with many ties (few distinct values) and with distinct high digits only, around the
+  // small-input cut-over.
+  std::mt19937_64 rng(3);
+  for (std::size_t n : {0, 1, 2, 255, 256, 257, 1000, 5000}) {
+    for (std::uint32_t mask : {0x7u, 0xFFFFFFFFu, 0xFFE00000u}) {
+      std::vector<detail::KeyIndex> a(n), tmp(n);
+      for (std::size_t i = 0; i < n; ++i) a[i] = {static_cast<std::uint32_t>(rng()) & mask, static_cast<std::int32_t>(i)};
+      auto b = a;
+      std::stable_sort(b.begin(), b.end(), [](const auto& x, const auto& y) { return x.key < y.key; });
+      detail::radix_sort(a.data(), tmp.data(), n);
+      for (std::size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(a[i].key, b[i].key) << n;
+        ASSERT_EQ(a[i].index, b[i].index) << n;
+      }
+    }
+  }
 }
 
 TEST(SmyrfClusters, DivisibleCaseIsTheOriginalChunking) {

@@ -3,20 +3,29 @@
 // hash values that share sign and exponent). Stability makes ties keep their input order.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
 
 namespace smyrf::detail {
 
+inline constexpr std::size_t kSmallSort = 256;
+
 struct KeyIndex {
   std::uint32_t key;
   std::int32_t index;
 };
 
-// Sorts data[0, n) by key; tmp must hold n entries. The result is in data. Returns the number
-// of passes that moved data.
+// Sorts data[0, n) by key, stably; tmp must hold n entries. The result is in data. Returns the
+// number of radix passes that moved data (0 for the comparison sort of short inputs).
 inline int radix_sort(KeyIndex* data, KeyIndex* tmp, std::size_t n) {
+  // Below a few hundred items the 3 x 2048 counters cost more than the items: a stable
+  // comparison sort gives the same order.
+  if (n < kSmallSort) {
+    std::stable_sort(data, data + n, [](const KeyIndex& a, const KeyIndex& b) { return a.key < b.key; });
+    return 0;
+  }
   constexpr int kBits = 11, kBuckets = 1 << kBits, kPasses = (32 + kBits - 1) / kBits;
   std::uint32_t counts[kPasses][kBuckets] = {};
   for (std::size_t i = 0; i < n; ++i)
