@@ -103,12 +103,19 @@ HWY_INLINE void PrefetchCluster(const detail::Problem& pr, std::int64_t b, std::
 }
 
 template <class T>
-void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
-                      const detail::TokenLists& lists, const detail::SortedTokens& sorted,
-                      int round, detail::MergeState* merge, float* scratch,
-                      std::size_t per_thread, std::int64_t max_clusters,
-                      std::int64_t clusters_per_task, std::int64_t* scores_per_task,
-                      detail::PhaseTicks* phase_ticks) {
+void SmyrfAttendRoundT(const detail::RoundArgs& args) {
+  const detail::Problem& pr = *args.pr;
+  const SmyrfConfig& config = *args.config;
+  const detail::TokenLists& lists = *args.lists;
+  const detail::SortedTokens& sorted = *args.sorted;
+  const int round = args.round;
+  detail::MergeState* merge = args.merge;
+  float* scratch = args.scratch;
+  const std::size_t per_thread = args.per_thread;
+  const std::int64_t max_clusters = args.max_clusters;
+  const std::int64_t clusters_per_task = args.clusters_per_task;
+  std::int64_t* scores_per_task = args.scores_per_task;
+  detail::PhaseTicks* phase_ticks = args.phase_ticks;
   using detail::kDenseKeyTile;
   using detail::kDenseQueryTile;
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
@@ -210,17 +217,8 @@ void SmyrfAttendRoundT(const detail::Problem& pr, const SmyrfConfig& config,
   });
 }
 
-void SmyrfAttendRound(const detail::Problem& pr, const SmyrfConfig& config,
-                      const detail::TokenLists& lists, const detail::SortedTokens& sorted,
-                      int round, detail::MergeState* merge, float* scratch,
-                      std::size_t per_thread, std::int64_t max_clusters,
-                      std::int64_t clusters_per_task, std::int64_t* scores_per_task,
-                      detail::PhaseTicks* phase_ticks) {
-  detail::with_input_type(pr.dtype, [&](auto tag) {
-    SmyrfAttendRoundT<decltype(tag)>(pr, config, lists, sorted, round, merge,
-                                     scratch, per_thread, max_clusters, clusters_per_task,
-                                     scores_per_task, phase_ticks);
-  });
+void SmyrfAttendRound(const detail::RoundArgs& args) {
+  detail::with_input_type(args.pr->dtype, [&](auto tag) { SmyrfAttendRoundT<decltype(tag)>(args); });
 }
 
 }  // namespace HWY_NAMESPACE
@@ -301,10 +299,10 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   auto* phase_ticks = arena.at<PhaseTicks>(ticks_slot);
   std::fill_n(phase_ticks, pr.threads, PhaseTicks{});
   for (int r = 0; r < config.n_hashes; ++r) {
-    HWY_DYNAMIC_DISPATCH(SmyrfAttendRound)(pr, config, lists, sorted, r, arena.at<MergeState>(merge_slot),
-                                           arena.at<float>(scratch_slot),
-                                           per_thread, max_clusters, clusters_per_task, scores,
-                                           phase_ticks);
+    const RoundArgs args{&pr, &config, &lists, &sorted, r, arena.at<MergeState>(merge_slot),
+                         arena.at<float>(scratch_slot), per_thread, max_clusters,
+                         clusters_per_task, scores, phase_ticks};
+    HWY_DYNAMIC_DISPATCH(SmyrfAttendRound)(args);
     for (std::int64_t t = 0; t < tasks; ++t)
       info.attention_scores += static_cast<std::size_t>(scores[t]);
   }
