@@ -1,6 +1,7 @@
-// bf16 inputs. bf16 -> f32 is exact and every kernel accumulates in f32 after converting, so on
-// the same (bf16-representable) values the bf16 path must give exactly the f32 path's bits; the
-// f32 tests then cover its accuracy, and one direct check against the reference confirms it.
+// bf16 inputs. bf16 -> f32 is exact and the kernels accumulate in f32, so on the same
+// (bf16-representable) values the bf16 path gives exactly the f32 path's bits — except dense on
+// CPUs with AVX512_BF16, whose scores come from bf16 pair dot products (other rounding order):
+// there the tolerance rule against the reference applies.
 #include <gtest/gtest.h>
 
 #include <tuple>
@@ -47,7 +48,11 @@ TEST_P(Bf16Shapes, SameBitsAsF32OnTheSameValues) {
     pr.params.k = pr.k16.data();
     pr.params.v = pr.v16.data();
     pr.params.dtype = DType::bf16;
-    EXPECT_TRUE(bitwise_equal(bf16, f32)) << method_name(m);
+    if (std::holds_alternative<DenseConfig>(m)) {
+      EXPECT_LE(max_abs_diff(bf16, f32), 2 * pr.tolerance());
+    } else {
+      EXPECT_TRUE(bitwise_equal(bf16, f32)) << method_name(m);
+    }
   }
 }
 

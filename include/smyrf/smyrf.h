@@ -34,7 +34,8 @@ class Error : public std::invalid_argument {
 // Element type of the Q, K, V inputs (the output is always f32):
 //   f32:  IEEE float.
 //   bf16: bfloat16 stored as uint16 (the upper half of a float, as in PyTorch/TF). Converted to
-//         f32 exactly where the kernels pack their tiles; every product and sum is accumulated
+//         f32 exactly where the kernels pack their tiles, or (dense scores, on CPUs with
+//         AVX512_BF16) multiplied in bf16 pairs with exact products; every sum is accumulated
 //         in f32, so the f32 error rule applies to the bf16 values as given.
 enum class DType : std::uint8_t { f32 = 0, bf16 = 1 };
 
