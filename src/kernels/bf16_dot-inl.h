@@ -103,7 +103,7 @@ SMYRF_BF16_ATTR inline void ScoreRowsBf16(const std::uint32_t* const* qp, std::s
 
 // As ScoreTile (attention_tile-inl.h), from pairs. The block ladders repeat ScoreTile's shape
 // on purpose: they must carry the AVX512_BF16 target attribute for the kernel to inline.
-// S = S = scale * Q K^T for m rows and n keys,
+// S = scale * Q K^T for m rows and n keys,
 // columns [n, n rounded up to 16) set to -inf.
 SMYRF_BF16_ATTR inline void ScoreTileBf16(const std::uint32_t* const* qp, std::size_t m,
                                           std::size_t d, const std::uint32_t* kt2,
