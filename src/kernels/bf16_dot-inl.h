@@ -17,8 +17,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
+#include "common/heuristics.h"
 #include "hwy/highway.h"
+#include "kernels/attention_tile-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
@@ -129,6 +132,69 @@ SMYRF_BF16_ATTR inline void ScoreTileBf16(const std::uint32_t* const* qp, std::s
 #else
 #define SMYRF_HAVE_BF16_DOT 0
 #endif
+
+// ---------------------------------------------------------------------------------------
+// The score step for any input type: the methods call these three and stay unaware of which
+// kernel runs. `pairs` is UseBf16Dot<T>() (bf16 inputs on a CPU with AVX512_BF16).
+template <class T>
+HWY_INLINE bool UseBf16Dot() {
+#if SMYRF_HAVE_BF16_DOT
+  if constexpr (std::is_same_v<T, hwy::bfloat16_t>) return Bf16DotAvailable();
+#endif
+  return false;
+}
+
+// Packs n keys into kt (room for d x ldk floats): bf16 pairs or K^T floats.
+template <class T, class RowFn>
+HWY_INLINE void PackKeysForScores(bool pairs, RowFn key_row, std::size_t n, std::size_t d,
+                                  float* kt, std::size_t ldk) {
+#if SMYRF_HAVE_BF16_DOT
+  if constexpr (std::is_same_v<T, hwy::bfloat16_t>) {
+    if (pairs) return PackKeyPairs(key_row, n, d, reinterpret_cast<std::uint32_t*>(kt), ldk);
+  }
+#endif
+  (void)pairs;
+  PackKeysTransposed(key_row, n, d, kt, ldk);
+}
+
+// The m query rows of a tile, as float rows (qrows) or bf16 pairs (qpairs); buffer holds
+// m rows of ld floats.
+struct QueryTile {
+  const float* rows[detail::kDenseQueryTile];
+  const std::uint32_t* pairs[detail::kDenseQueryTile];
+};
+template <class T, class RowFn>
+HWY_INLINE void PrepareQueries(bool pairs, RowFn query_row, std::size_t m, std::size_t d,
+                               float* buffer, std::size_t ld, QueryTile* tile) {
+#if SMYRF_HAVE_BF16_DOT
+  if constexpr (std::is_same_v<T, hwy::bfloat16_t>) {
+    if (pairs) {
+      auto* qp = reinterpret_cast<std::uint32_t*>(buffer);
+      for (std::size_t r = 0; r < m; ++r) {
+        QueryPairs(query_row(r), d, qp + r * ld);
+        tile->pairs[r] = qp + r * ld;
+      }
+      return;
+    }
+  }
+#endif
+  (void)pairs;
+  QueryRows<T>(query_row, m, d, buffer, ld, tile->rows);
+}
+
+// S = scale * Q K^T for the tile's m rows against packed keys [j0, j0 + n).
+HWY_INLINE void TileScores(bool pairs, const QueryTile& tile, std::size_t m, std::size_t d,
+                           const float* kt, std::size_t ldk, std::size_t j0, std::size_t n,
+                           float scale, float* s, std::size_t lds) {
+#if SMYRF_HAVE_BF16_DOT
+  if (pairs) {
+    return ScoreTileBf16(tile.pairs, m, d, reinterpret_cast<const std::uint32_t*>(kt) + j0, ldk,
+                         n, scale, s, lds);
+  }
+#endif
+  (void)pairs;
+  ScoreTile(tile.rows, m, d, kt + j0, ldk, n, scale, s, lds);
+}
 
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf

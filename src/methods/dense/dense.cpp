@@ -7,14 +7,12 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/problem.h"
 #include "common/timer.h"
 #include "hwy/highway.h"
-#include "kernels/attention_tile-inl.h"
 #include "kernels/bf16_dot-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -33,30 +31,17 @@ void DenseAttendT(const detail::Problem& pr, const detail::TokenLists& lists, fl
   const std::size_t ldv = detail::pad_floats(dv);
   const std::int64_t BH = pr.B * pr.H;
 
-  // bf16 inputs on a CPU with AVX512_BF16: K^T packed as bf16 pairs (in the same buffer, which
-  // has room for d floats per key) and scores by dot products of pairs.
-#if SMYRF_HAVE_BF16_DOT
-  constexpr bool kBf16Input = std::is_same_v<T, hwy::bfloat16_t>;
-  const bool pairs = kBf16Input && Bf16DotAvailable();
-#else
-  const bool pairs = false;
-#endif
+  // bf16 inputs on a CPU with AVX512_BF16: keys packed as bf16 pairs (in the same buffer, which
+  // has room for d floats per key) and scores by pair dot products.
+  const bool pairs = UseBf16Dot<T>();
   detail::Timer timer;
   // Pack every (b, h): K^T of the visible keys and their V rows.
   detail::parallel_for(BH, pr.threads, [&](std::int64_t bh) {
     const std::int64_t b = bh / pr.H, h = bh % pr.H;
     const std::int32_t* keys = lists.keys(b, pr.Nk);
     const std::size_t n = static_cast<std::size_t>(lists.k_count[b]);
-    float* kt = kt_all + static_cast<std::size_t>(bh) * d * ldk;
-#if SMYRF_HAVE_BF16_DOT
-    if constexpr (kBf16Input) {
-      if (pairs) {
-        PackKeyPairs([&](std::size_t j) { return pr.k_row<T>(b, h, keys[j]); }, n, d,
-                     reinterpret_cast<std::uint32_t*>(kt), ldk);
-      }
-    }
-#endif
-    if (!pairs) PackKeysTransposed([&](std::size_t j) { return pr.k_row<T>(b, h, keys[j]); }, n, d, kt, ldk);
+    PackKeysForScores<T>(pairs, [&](std::size_t j) { return pr.k_row<T>(b, h, keys[j]); }, n, d,
+                         kt_all + static_cast<std::size_t>(bh) * d * ldk, ldk);
     PackValues([&](std::size_t j) { return pr.v_row<T>(b, h, keys[j]); }, n, dv,
                vp_all + static_cast<std::size_t>(bh) * static_cast<std::size_t>(pr.Nk) * ldv,
                ldv);
@@ -80,40 +65,17 @@ void DenseAttendT(const detail::Problem& pr, const detail::TokenLists& lists, fl
     float* row_max = acc + kDenseQueryTile * ldv;
     float* row_sum = row_max + kDenseQueryTile;
     float* q_buffer = row_sum + kDenseQueryTile;
-    const float* qrows[kDenseQueryTile];
-    [[maybe_unused]] const std::uint32_t* qpairs[kDenseQueryTile];
-    if (!pairs) {
-      QueryRows<T>([&](std::size_t r) { return pr.q_row<T>(b, h, qidx[r]); }, m, d, q_buffer,
-                   detail::pad_floats(d), qrows);
-    }
-#if SMYRF_HAVE_BF16_DOT
-    if constexpr (kBf16Input) {
-      if (pairs) {
-        auto* qp = reinterpret_cast<std::uint32_t*>(q_buffer);
-        for (std::size_t r = 0; r < m; ++r) {
-          QueryPairs(pr.q_row<T>(b, h, qidx[r]), d, qp + r * detail::pad_floats(d));
-          qpairs[r] = qp + r * detail::pad_floats(d);
-        }
-      }
-    }
-#endif
-
+    QueryTile tile_q;
+    PrepareQueries<T>(pairs, [&](std::size_t r) { return pr.q_row<T>(b, h, qidx[r]); }, m, d,
+                      q_buffer, detail::pad_floats(d), &tile_q);
     const float* kt = kt_all + static_cast<std::size_t>(bh) * d * ldk;
     const float* vp = vp_all + static_cast<std::size_t>(bh) * static_cast<std::size_t>(pr.Nk) * ldv;
     ResetTileState(m, ldv, row_max, row_sum, acc);
     for (std::int64_t j0 = 0; j0 < nkeys; j0 += static_cast<std::int64_t>(kDenseKeyTile)) {
       const std::size_t n =
           static_cast<std::size_t>(std::min<std::int64_t>(kDenseKeyTile, nkeys - j0));
-#if SMYRF_HAVE_BF16_DOT
-      if (pairs) {
-        ScoreTileBf16(qpairs, m, d, reinterpret_cast<const std::uint32_t*>(kt) + j0, ldk, n,
-                      pr.scale, s, kDenseKeyTile);
-      } else {
-        ScoreTile(qrows, m, d, kt + j0, ldk, n, pr.scale, s, kDenseKeyTile);
-      }
-#else
-      ScoreTile(qrows, m, d, kt + j0, ldk, n, pr.scale, s, kDenseKeyTile);
-#endif
+      TileScores(pairs, tile_q, m, d, kt, ldk, static_cast<std::size_t>(j0), n, pr.scale, s,
+                 kDenseKeyTile);
       SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
       PVAccumulate(s, kDenseKeyTile, m, n, vp + static_cast<std::size_t>(j0) * ldv, ldv, acc, ldv);
     }
