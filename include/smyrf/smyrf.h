@@ -193,7 +193,8 @@ struct RunInfo {
   Phase gather;
   // Scores, online softmax and P.V.
   Phase attention;
-  // SMYRF: merging each round into O with the running logsumexp; dense: writing O.
+  // SMYRF: merging each round into O with the running logsumexp (dense: 0, its O writes are
+  // part of attention).
   Phase merge;
 };
 

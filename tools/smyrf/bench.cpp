@@ -16,6 +16,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "methods.h"
 #include "metrics.h"
 #include "peak.h"
 #include "progress.h"
@@ -24,7 +25,8 @@
 namespace smyrf::cli {
 namespace {
 
-using json = nlohmann::json;
+// Ordered so that JSON rows and the CSV columns read in the order to_json() lists them.
+using json = nlohmann::ordered_json;
 
 struct Row {
   std::string input, method, settings, truth;
@@ -41,15 +43,6 @@ struct Row {
   std::string dtype = "f32";
   double speedup_vs_f32 = std::numeric_limits<double>::quiet_NaN();
 };
-
-Transform parse_transform(const std::string& name) {
-  if (name == "xbox_plus") return Transform::xbox_plus;
-  if (name == "xbox") return Transform::xbox;
-  if (name == "h2_alsh") return Transform::h2_alsh;
-  if (name == "l2_alsh") return Transform::l2_alsh;
-  throw std::invalid_argument("unknown transform '" + name +
-                              "' (valid: xbox_plus, xbox, h2_alsh, l2_alsh)");
-}
 
 // One method on one problem: `repeats` timed calls after a warm-up, buffers reused.
 struct Timing {
@@ -147,29 +140,32 @@ void print_phases(const std::vector<Row>& rows) {
 json to_json(const Row& r) {
   auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
   return {{"input", r.input},
-          {"method", r.method},
-          {"settings", r.settings},
+          {"dtype", r.dtype},
           {"batch", r.batch},
           {"heads", r.heads},
           {"nq", r.nq},
           {"nk", r.nk},
           {"d", r.d},
           {"dv", r.dv},
+          {"method", r.method},
+          {"settings", r.settings},
           {"n_hashes", r.n_hashes},
           {"q_cluster", r.q_cluster},
           {"k_cluster", r.k_cluster},
           {"median_s", r.median_s},
           {"min_s", r.min_s},
           {"repeats", r.repeats},
+          {"speedup_vs_dense", num(r.speedup_vs_dense)},
+          {"speedup_vs_f32", num(r.speedup_vs_f32)},
           {"workspace_bytes", r.workspace_bytes},
           {"scores", r.scores},
           {"memory_fraction", r.memory_fraction},
           {"gflops", r.gflops},
           {"peak_fraction", num(r.peak_fraction)},
+          {"truth", r.truth},
           {"rel_frobenius", num(r.error.rel_frobenius)},
           {"mean_cosine", num(r.error.mean_cosine)},
           {"min_cosine", num(r.error.min_cosine)},
-          {"truth", r.truth},
           {"transform_s", r.phases.transform.seconds},
           {"transform_bytes", r.phases.transform.bytes},
           {"sort_s", r.phases.sort.seconds},
@@ -179,24 +175,29 @@ json to_json(const Row& r) {
           {"attention_s", r.phases.attention.seconds},
           {"attention_bytes", r.phases.attention.bytes},
           {"merge_s", r.phases.merge.seconds},
-          {"merge_bytes", r.phases.merge.bytes},
-          {"speedup_vs_dense", num(r.speedup_vs_dense)},
-          {"dtype", r.dtype},
-          {"speedup_vs_f32", num(r.speedup_vs_f32)}};
+          {"merge_bytes", r.phases.merge.bytes}};
 }
 
-// Writes through a temporary file so a failed run leaves no partial output.
-void write_file(const std::string& path, const std::string& text) {
-  if (path.empty()) return;
-  const std::filesystem::path p(path);
-  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
-  const std::string tmp = path + ".tmp";
-  {
+// Each file is written in full to FILE.tmp first and renamed only once every file is
+// written, so a failed run leaves no partial (or half-updated) output behind.
+void write_files(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::vector<std::pair<std::string, std::string>> written;  // (tmp, final)
+  for (const auto& [path, text] : files) {
+    if (path.empty()) continue;
+    const std::filesystem::path p(path);
+    if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+    const std::string tmp = path + ".tmp";
     std::ofstream f(tmp, std::ios::binary);
     f << text;
-    if (!f) throw std::runtime_error("cannot write " + tmp);
+    f.close();
+    if (!f) {
+      for (const auto& w : written) std::filesystem::remove(w.first);
+      std::filesystem::remove(tmp);
+      throw std::runtime_error("cannot write " + tmp);
+    }
+    written.emplace_back(tmp, path);
   }
-  std::filesystem::rename(tmp, p);
+  for (const auto& [tmp, path] : written) std::filesystem::rename(tmp, path);
 }
 
 std::string to_csv(const json& rows) {
@@ -227,9 +228,7 @@ std::string to_csv(const json& rows) {
 
 int run_bench(const BenchOptions& o) {
   const Transform transform = parse_transform(o.transform);
-  for (const auto& m : o.methods)
-    if (m != "reference" && m != "dense" && m != "smyrf")
-      throw std::invalid_argument("unknown method '" + m + "' (valid: reference, dense, smyrf)");
+  for (const auto& m : o.methods) parse_method(m, SmyrfConfig{});  // throws on unknown names
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   auto wants = [&](const char* m) { return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end(); };
 
@@ -245,7 +244,7 @@ int run_bench(const BenchOptions& o) {
 
   std::size_t smyrf_settings = o.n_hashes.size() * o.q_cluster.size() * o.k_cluster.size();
   std::size_t steps = 0;
-  for (std::size_t i = 0; i < o.inputs.size() * o.n.size() * o.d.size(); ++i)
+  for (std::size_t i = 0; i < o.inputs.size() * o.n.size() * o.d.size() * o.dtypes.size(); ++i)
     steps += (wants("reference") ? 1 : 0) + (wants("dense") ? 1 : 0) +
              (wants("smyrf") ? smyrf_settings : 0);
   Progress progress(steps, o.quiet);
@@ -259,7 +258,8 @@ int run_bench(const BenchOptions& o) {
     spec.kind = input;
     for (const std::int64_t n : o.n) {
       for (const std::int64_t d : o.d) {
-        const std::int64_t nk = std::max<std::int64_t>(1, std::llround(static_cast<double>(n) * o.nk_ratio));
+        const std::int64_t nk =
+            o.nk > 0 ? o.nk : std::max<std::int64_t>(1, std::llround(static_cast<double>(n) * o.nk_ratio));
         const std::int64_t dv = o.dv > 0 ? o.dv : d;
         const Tensors t = make_inputs(spec, o.batch, o.heads, n, nk, d, dv, o.seed);
         std::map<std::string, double> f32_median;  // by method and settings
@@ -280,8 +280,7 @@ int run_bench(const BenchOptions& o) {
         }
         p.seed = o.seed;
         p.num_threads = threads;
-        p.scale = static_cast<float>(1.0 / (std::sqrt(static_cast<double>(d)) *
-                                            (input == "clustered" ? spec.temperature : 1.0)));
+        p.scale = softmax_scale(spec, d);
         const double dense_scores = static_cast<double>(o.batch * o.heads) * static_cast<double>(n) *
                                     static_cast<double>(nk);
         std::string truth_name;
@@ -313,7 +312,8 @@ int run_bench(const BenchOptions& o) {
           r.gflops = 4.0 * static_cast<double>(r.scores) * static_cast<double>(d) / r.median_s / 1e9;
           r.peak_fraction = o.measure_peak ? r.gflops / peak.gflops : std::numeric_limits<double>::quiet_NaN();
           r.truth = truth_name.empty() ? "none" : truth_name;
-          if (truth_name.empty()) {
+          // The row that is the exact result has no error to report ("-", null in JSON).
+          if (truth_name.empty() || truth_name == method) {
             const double nan = std::numeric_limits<double>::quiet_NaN();
             r.error = {nan, nan, nan};
           } else {
@@ -332,7 +332,8 @@ int run_bench(const BenchOptions& o) {
           rows.push_back(to_json(r));
         };
 
-        const std::string where = "N=" + std::to_string(n) + " d=" + std::to_string(d) + " " + input;
+        const std::string where =
+            "N=" + std::to_string(n) + " d=" + std::to_string(d) + " " + input + " " + dtype;
         // Ground truth: the double-precision reference where affordable, else dense.
         Workspace ws;
         const bool reference_affordable =
@@ -340,6 +341,7 @@ int run_bench(const BenchOptions& o) {
             static_cast<double>(o.reference_max_n) * static_cast<double>(o.reference_max_n);
         if (wants("reference") && reference_affordable) {
           // One timed call: the oracle is slow by design and its time only orients.
+          progress.begin("reference " + where);
           const Timing tm = time_method(p, ReferenceConfig{}, 1, ws);
           truth_out = out;
           truth_name = "reference";
@@ -347,9 +349,11 @@ int run_bench(const BenchOptions& o) {
           progress.step("reference " + where);
         } else if (wants("reference")) {
           skipped_reference = true;
+          progress.step("reference skipped " + where);
         }
         const bool exact_affordable = n <= o.exact_max_n && nk <= o.exact_max_n;
         if (wants("dense") || (truth_name.empty() && exact_affordable)) {
+          progress.begin("dense " + where);
           const Timing tm = time_method(p, DenseConfig{}, o.repeats, ws);
           if (truth_name.empty()) {
             truth_out = out;
@@ -370,10 +374,12 @@ int run_bench(const BenchOptions& o) {
               sc.k_cluster_size = kc;
               sc.r = o.r;
               sc.transform = transform;
+              const std::string settings =
+                  std::to_string(hashes) + "x" + std::to_string(qc) + "/" + std::to_string(kc);
+              progress.begin("smyrf " + settings + " " + where);
               const Timing tm = time_method(p, sc, o.repeats, ws);
-              record("smyrf", std::to_string(hashes) + "x" + std::to_string(qc) + "/" + std::to_string(kc),
-                     tm, &sc);
-              progress.step("smyrf " + where);
+              record("smyrf", settings, tm, &sc);
+              progress.step("smyrf " + settings + " " + where);
             }
         }
       }
@@ -392,6 +398,7 @@ int run_bench(const BenchOptions& o) {
                 {"fma_peak_gflops", o.measure_peak ? json(peak.gflops) : json(nullptr)}}},
               {"config",
                {{"n", o.n},
+                {"nk", o.nk},
                 {"nk_ratio", o.nk_ratio},
                 {"d", o.d},
                 {"dv", o.dv},
@@ -406,6 +413,7 @@ int run_bench(const BenchOptions& o) {
                 {"dtypes", o.dtypes},
                 {"inputs", o.inputs},
                 {"keys_per_center", o.spec.keys_per_center},
+                {"centers", o.spec.centers},
                 {"center_norm", o.spec.center_norm},
                 {"noise", o.spec.noise},
                 {"temperature", o.spec.temperature},
@@ -414,8 +422,7 @@ int run_bench(const BenchOptions& o) {
                 {"reference_max_n", o.reference_max_n},
                 {"exact_max_n", o.exact_max_n}}},
               {"results", rows}};
-  write_file(o.json, doc.dump(2) + "\n");
-  write_file(o.csv, to_csv(rows));
+  write_files({{o.json, doc.dump(2) + "\n"}, {o.csv, to_csv(rows)}});
   if (!o.json.empty() || !o.csv.empty())
     std::printf("\nwrote %s %s\n", o.json.c_str(), o.csv.c_str());
   return 0;

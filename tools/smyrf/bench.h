@@ -11,7 +11,8 @@ namespace smyrf::cli {
 
 struct BenchOptions {
   std::vector<std::int64_t> n{1024, 2048, 4096, 8192, 16384};
-  double nk_ratio = 1.0;  // Nk = round(N * nk_ratio)
+  std::int64_t nk = 0;    // > 0: Nk fixed for every N (e.g. a fixed memory)
+  double nk_ratio = 1.0;  // otherwise Nk = round(N * nk_ratio)
   std::vector<std::int64_t> d{64};
   std::int64_t dv = 0;  // 0: dv = d
   std::int64_t batch = 1, heads = 1;

@@ -29,6 +29,11 @@ void fill_mixture(Floats& x, std::int64_t d, const std::vector<float>& centers,
 
 }  // namespace
 
+float softmax_scale(const InputSpec& spec, std::int64_t d) {
+  const double temperature = spec.kind == "clustered" ? spec.temperature : 1.0;
+  return static_cast<float>(1.0 / (std::sqrt(static_cast<double>(d)) * temperature));
+}
+
 Tensors make_inputs(const InputSpec& spec, std::int64_t B, std::int64_t H, std::int64_t Nq,
                     std::int64_t Nk, std::int64_t d, std::int64_t dv, std::uint64_t seed) {
   Tensors t{B, H, Nq, Nk, d, dv, {}, {}, {}};
@@ -40,7 +45,8 @@ Tensors make_inputs(const InputSpec& spec, std::int64_t B, std::int64_t H, std::
     fill_normal(t.q, rng);
     fill_normal(t.k, rng);
   } else if (spec.kind == "clustered") {
-    const std::int64_t n_centers = std::max<std::int64_t>(1, Nk / spec.keys_per_center);
+    const std::int64_t n_centers =
+        spec.centers > 0 ? spec.centers : std::max<std::int64_t>(1, Nk / spec.keys_per_center);
     std::vector<float> centers(static_cast<std::size_t>(n_centers * d));
     fill_normal(centers, rng);
     const float s = spec.center_norm / std::sqrt(static_cast<float>(d));

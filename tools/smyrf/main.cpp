@@ -1,5 +1,7 @@
 // The smyrf command-line tool.
 //   smyrf bench   sweep sizes and methods: time, memory, error against the exact result
+//   smyrf run     one method on one generated problem (RunInfo, error): for profiling
+//   smyrf perf    the performance targets, each as a ratio measured in one run
 //   smyrf peak    the machine's measured fp32 FMA peak
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -9,6 +11,7 @@
 #include "bench.h"
 #include "peak.h"
 #include "perf.h"
+#include "run.h"
 #include "smyrf/smyrf.h"
 
 namespace {
@@ -31,6 +34,33 @@ const CLI::Validator kNonNegative(
       return "must be a number >= 0, got '" + value + "'";
     },
     "NON-NEGATIVE");
+
+// The options of the generated inputs, shared by `bench` and `run`. The construction is
+// documented in inputs.h.
+void add_clustered_options(CLI::App* cmd, smyrf::cli::InputSpec& spec) {
+  CLI::Option* per_center =
+      cmd->add_option("--keys-per-center", spec.keys_per_center,
+                      "clustered: number of centres M = Nk / this (so the keys per centre stay "
+                      "the same at every N)")
+          ->check(kPositive)->capture_default_str();
+  cmd->add_option("--centers", spec.centers, "clustered: exactly this many centres M at every N")
+      ->check(kPositive)->excludes(per_center);
+  cmd->add_option("--center-norm", spec.center_norm,
+                  "clustered: centre c_m ~ N(0, I) * center-norm / sqrt(d), so |c_m| ~ center-norm")
+      ->check(kPositive)->capture_default_str();
+  cmd->add_option("--noise", spec.noise,
+                  "clustered: every query and key = a uniformly drawn centre + noise * N(0, I)")
+      ->check(kNonNegative)->capture_default_str();
+  cmd->add_option("--temperature", spec.temperature,
+                  "clustered: softmax scale = 1 / (sqrt(d) * temperature)")
+      ->check(kPositive)->capture_default_str();
+}
+
+const char* const kInputsHelp =
+    "gaussian: Q, K, V iid N(0,1) (nearly uniform attention, the worst case for clustering); "
+    "clustered: Q and K drawn from a mixture of Gaussians around M shared centres, V iid N(0,1) "
+    "(a query's largest logits are the keys of its own centre: peaked attention, as in trained "
+    "models)";
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -46,8 +76,12 @@ int main(int argc, char** argv) {
       "extra memory, and the error against the exact result (relative Frobenius error of O and "
       "mean cosine per query row). Table on stdout, JSON and CSV to files.");
   bench->add_option("--n", b.n, "Query lengths N")->delimiter(',')->check(kPositive)->capture_default_str();
-  bench->add_option("--nk-ratio", b.nk_ratio, "Nk = N * ratio (e.g. 0.25: keys pooled 2x2 as in BigGAN)")
-      ->check(kPositive)->capture_default_str();
+  CLI::Option* nk_ratio =
+      bench->add_option("--nk-ratio", b.nk_ratio,
+                        "Key length Nk = N * ratio (e.g. 0.25: keys pooled 2x2 as in BigGAN)")
+          ->check(kPositive)->capture_default_str();
+  bench->add_option("--nk", b.nk, "Key length Nk, the same for every N (default: from --nk-ratio)")
+      ->check(kPositive)->excludes(nk_ratio);
   bench->add_option("--d", b.d, "Head dimensions d")->delimiter(',')->check(kPositive)->capture_default_str();
   bench->add_option("--dv", b.dv, "Value dimension (0: = d)")->check(kNonNegative)->capture_default_str();
   bench->add_option("--batch", b.batch, "Batch size B")->check(kPositive)->capture_default_str();
@@ -60,21 +94,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"xbox_plus", "xbox", "h2_alsh", "l2_alsh"}))->capture_default_str();
   bench->add_option("--methods", b.methods, "Methods: reference, dense, smyrf")->delimiter(',')
       ->check(CLI::IsMember({"reference", "dense", "smyrf"}))->capture_default_str();
-  bench->add_option("--inputs", b.inputs,
-                    "gaussian: Q, K, V iid N(0,1) (nearly uniform attention, the worst case for "
-                    "clustering); clustered: Q and K near shared centres (peaked attention, as in "
-                    "trained models)")
+  bench->add_option("--inputs", b.inputs, kInputsHelp)
       ->delimiter(',')->check(CLI::IsMember({"gaussian", "clustered"}))->capture_default_str();
   bench->add_option("--dtypes", b.dtypes,
                     "Input element types: f32, bf16 (bf16 rows also report the speed-up over f32)")
       ->delimiter(',')->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
-  bench->add_option("--keys-per-center", b.spec.keys_per_center,
-                    "clustered: centres = Nk / this; each centre c ~ N(0, I) * center-norm / sqrt(d)")
-      ->check(kPositive)->capture_default_str();
-  bench->add_option("--center-norm", b.spec.center_norm, "clustered: norm of the centres")->check(kPositive)->capture_default_str();
-  bench->add_option("--noise", b.spec.noise, "clustered: token = centre + noise * N(0, I)")->check(kNonNegative)->capture_default_str();
-  bench->add_option("--temperature", b.spec.temperature, "clustered: softmax scale = 1 / (sqrt(d) * temperature)")
-      ->check(kPositive)->capture_default_str();
+  add_clustered_options(bench, b.spec);
   bench->add_option("--repeats", b.repeats, "Timed repeats after one warm-up (median reported)")->check(CLI::Range(1, 1000))->capture_default_str();
   bench->add_option("--threads", b.threads, "Threads (0: all)")->check(kNonNegative)->capture_default_str();
   bench->add_option("--seed", b.seed, "Seed of the inputs and of SMYRF's hashes")->capture_default_str();
@@ -89,6 +114,36 @@ int main(int argc, char** argv) {
   bench->add_option("--json", b.json, "JSON output file ('' for none)")->capture_default_str();
   bench->add_option("--csv", b.csv, "CSV output file ('' for none)")->capture_default_str();
   bench->add_flag("--quiet", b.quiet, "No progress bar");
+
+  smyrf::cli::RunOptions r;
+  CLI::App* run = app.add_subcommand(
+      "run", "Run one method on one generated problem and print its RunInfo (extra memory, "
+             "scores, time per phase) and its error against the exact result; for profiling");
+  run->add_option("--method", r.method, "reference | dense | smyrf")
+      ->check(CLI::IsMember({"reference", "dense", "smyrf"}))->capture_default_str();
+  run->add_option("--input", r.spec.kind, kInputsHelp)
+      ->check(CLI::IsMember({"gaussian", "clustered"}))->capture_default_str();
+  run->add_option("--n", r.n, "Query length N")->check(kPositive)->capture_default_str();
+  run->add_option("--nk", r.nk, "Key length Nk (0: = N)")->check(kNonNegative)->capture_default_str();
+  run->add_option("--d", r.d, "Head dimension d")->check(kPositive)->capture_default_str();
+  run->add_option("--dv", r.dv, "Value dimension (0: = d)")->check(kNonNegative)->capture_default_str();
+  run->add_option("--batch", r.batch, "Batch size B")->check(kPositive)->capture_default_str();
+  run->add_option("--heads", r.heads, "Heads H")->check(kPositive)->capture_default_str();
+  run->add_option("--n-hashes", r.smyrf.n_hashes, "SMYRF hashing rounds")->check(CLI::Range(1, 1024))->capture_default_str();
+  run->add_option("--q-cluster", r.smyrf.q_cluster_size, "SMYRF query cluster size")->check(kPositive)->capture_default_str();
+  run->add_option("--k-cluster", r.smyrf.k_cluster_size, "SMYRF key cluster size")->check(kPositive)->capture_default_str();
+  run->add_option("--r", r.smyrf.r, "E2LSH bucket width (0: order by the projection)")->check(kNonNegative)->capture_default_str();
+  run->add_option("--transform", r.transform, "xbox_plus | xbox | h2_alsh | l2_alsh")
+      ->check(CLI::IsMember({"xbox_plus", "xbox", "h2_alsh", "l2_alsh"}))->capture_default_str();
+  add_clustered_options(run, r.spec);
+  run->add_option("--repeats", r.repeats, "Calls (the first one, which sizes the workspace, is reported apart)")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  run->add_option("--threads", r.threads, "Threads (0: all)")->check(kNonNegative)->capture_default_str();
+  run->add_option("--seed", r.seed, "Seed of the inputs and of SMYRF's hashes")->capture_default_str();
+  run->add_option("--reference-max-n", r.reference_max_n,
+                  "The exact result is the double reference where Nq*Nk <= this^2, else dense")
+      ->check(kNonNegative)->capture_default_str();
+  run->add_flag("!--no-error", r.error, "Skip computing the exact result (cleaner profiles)");
 
   int peak_threads = 0;
   CLI::App* peak = app.add_subcommand("peak", "Measure the fp32 FMA peak (GFLOP/s) of this machine");
@@ -111,6 +166,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (bench->parsed()) return smyrf::cli::run_bench(b);
+    if (run->parsed()) return smyrf::cli::run_one(r);
     if (perf->parsed()) return smyrf::cli::run_perf(perf_options, "/proc/self/exe");
     if (probe->parsed()) return smyrf::cli::run_rss_probe(probe_n);
     if (peak->parsed()) {

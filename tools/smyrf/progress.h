@@ -1,5 +1,5 @@
-// A progress bar on stderr for long sweeps: redrawn in place on a terminal, one line per
-// step otherwise (CI logs), silent with --quiet.
+// A progress bar on stderr for long sweeps: redrawn in place on a terminal, about ten lines in
+// all otherwise (CI logs), silent with --quiet.
 #pragma once
 
 #include <unistd.h>
@@ -16,23 +16,31 @@ class Progress {
   void clear() {
     if (!quiet_ && tty_) std::fprintf(stderr, "\r\033[K");
   }
+  // Names the step about to run: a single step (the reference at 4096, dense at 16384) can take
+  // seconds, and the bar should say what it is waiting for.
+  void begin(const std::string& what) {
+    if (!quiet_ && tty_) draw(what + " ...");
+  }
   void step(const std::string& what) {
     ++done_;
     if (quiet_) return;
-    // Without a terminal (logs), about ten lines in all.
     const std::size_t every = total_ >= 10 ? total_ / 10 : 1;
     if (!tty_ && done_ % every != 0 && done_ != total_) return;
+    draw(what);
+    if (tty_ && done_ == total_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  void draw(const std::string& what) {
     constexpr int kWidth = 30;
     const int filled = static_cast<int>(kWidth * done_ / (total_ == 0 ? 1 : total_));
     std::string bar(static_cast<std::size_t>(filled), '#');
     bar.resize(kWidth, '.');
     std::fprintf(stderr, "%s[%s] %zu/%zu %s%s", tty_ ? "\r\033[K" : "", bar.c_str(), done_, total_,
                  what.c_str(), tty_ ? "" : "\n");
-    if (tty_ && done_ == total_) std::fprintf(stderr, "\n");
     std::fflush(stderr);
   }
 
- private:
   std::size_t total_, done_ = 0;
   bool quiet_, tty_;
 };
