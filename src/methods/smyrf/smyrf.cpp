@@ -28,21 +28,6 @@ HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
 
-// Scratch of one thread, in floats (every part a multiple of 16 floats).
-struct RoundScratch {
-  std::size_t key_cap, ldk, ldv, d;
-  std::size_t s_floats() const { return detail::kDenseQueryTile * detail::kDenseKeyTile; }
-  std::size_t acc_floats() const { return detail::kDenseQueryTile * ldv; }
-  // row_max, row_sum, inv, lse, and the merge's mx, sum, keep, take.
-  std::size_t state_floats() const { return 8 * detail::pad_floats(detail::kDenseQueryTile); }
-  std::size_t q_floats() const { return detail::kDenseQueryTile * detail::pad_floats(d); }
-  std::size_t kt_floats() const { return d * ldk; }
-  std::size_t vp_floats() const { return key_cap * ldv; }
-  std::size_t total() const {
-    return s_floats() + acc_floats() + state_floats() + q_floats() + kt_floats() + vp_floats();
-  }
-};
-
 // Merge weights of one more round for rows of a tile, vectorised over rows (exp and division
 // per row were a third of the merge time when scalar). For each row, with running max mx and
 // weight sum of the rounds so far and this round's lse:
@@ -105,13 +90,11 @@ HWY_INLINE void PrefetchCluster(const detail::Problem& pr, std::int64_t b, std::
 template <class T>
 void SmyrfAttendRoundT(const detail::RoundArgs& args) {
   const detail::Problem& pr = *args.pr;
-  const SmyrfConfig& config = *args.config;
   const detail::TokenLists& lists = *args.lists;
   const detail::SortedTokens& sorted = *args.sorted;
   const int round = args.round;
   detail::MergeState* merge = args.merge;
   float* scratch = args.scratch;
-  const std::size_t per_thread = args.per_thread;
   const std::int64_t max_clusters = args.max_clusters;
   const std::int64_t clusters_per_task = args.clusters_per_task;
   std::int64_t* scores_per_task = args.scores_per_task;
@@ -122,10 +105,7 @@ void SmyrfAttendRoundT(const detail::RoundArgs& args) {
   // pair packing of every cluster's keys costs more than the halved score FMAs save.
   const bool pairs = false;
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
-  const std::int64_t key_cap = std::min<std::int64_t>(config.k_cluster_size, pr.Nk);
-  const RoundScratch layout{static_cast<std::size_t>(key_cap),
-                            detail::pad_floats(static_cast<std::size_t>(key_cap)),
-                            detail::pad_floats(dv), d};
+  const detail::RoundScratch& layout = args.layout;
   const std::size_t ldk = layout.ldk, ldv = layout.ldv;
   const int R = sorted.rounds;
 
@@ -146,7 +126,7 @@ void SmyrfAttendRoundT(const detail::RoundArgs& args) {
     const std::int64_t c_begin = chunk * clusters_per_task;
     const std::int64_t c_end = std::min(C, c_begin + clusters_per_task);
 
-    float* s = scratch + static_cast<std::size_t>(tid) * per_thread;
+    float* s = scratch + static_cast<std::size_t>(tid) * layout.total();
     float* acc = s + layout.s_floats();
     float* row_max = acc + layout.acc_floats();
     float* row_sum = row_max + detail::pad_floats(kDenseQueryTile);
@@ -265,14 +245,8 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
     return dense_forward(pr, workspace);
 
   Timer total;
-  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
-  const std::int64_t key_cap = std::min<std::int64_t>(config.k_cluster_size, pr.Nk);
-  const std::size_t ldk = pad_floats(static_cast<std::size_t>(key_cap));
-  const std::size_t ldv = pad_floats(dv);
-  const std::size_t per_thread = kDenseQueryTile * kDenseKeyTile + kDenseQueryTile * ldv +
-                                 8 * pad_floats(kDenseQueryTile) +
-                                 kDenseQueryTile * pad_floats(d) + d * ldk +
-                                 static_cast<std::size_t>(key_cap) * ldv;
+  const RoundScratch layout = RoundScratch::make(pr, config);
+  const std::size_t per_thread = layout.total();
   const std::int64_t max_clusters =
       cluster_count(pr.Nq, pr.Nk, config);  // masks only lower the count
   // Up to 8 clusters per task (fewer scheduling events, room to prefetch the next cluster),
@@ -304,8 +278,8 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   auto* phase_ticks = arena.at<PhaseTicks>(ticks_slot);
   std::fill_n(phase_ticks, pr.threads, PhaseTicks{});
   for (int r = 0; r < config.n_hashes; ++r) {
-    const RoundArgs args{&pr, &config, &lists, &sorted, r, arena.at<MergeState>(merge_slot),
-                         arena.at<float>(scratch_slot), per_thread, max_clusters,
+    const RoundArgs args{&pr, &lists, &sorted, r, arena.at<MergeState>(merge_slot),
+                         arena.at<float>(scratch_slot), layout, max_clusters,
                          clusters_per_task, scores, phase_ticks};
     HWY_DYNAMIC_DISPATCH(SmyrfAttendRound)(args);
     for (std::int64_t t = 0; t < tasks; ++t)
