@@ -201,6 +201,29 @@ struct Problem {
   }
 };
 
+inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b);
+
+// Masks must be respected by `config` on `pr` (masks set): the contents of masked keys cannot
+// change any output bit (they are overwritten with values that would dominate every norm and
+// logit), and masked queries get exact zeros in every head.
+inline void expect_masks_respected(Problem& pr, const MethodConfig& config) {
+  const auto before = pr.run(config);
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t j = 0; j < pr.Nk; ++j)
+      if (!pr.key_mask[static_cast<std::size_t>(b * pr.Nk + j)])
+        for (std::int64_t h = 0; h < pr.H; ++h) {
+          std::fill_n(pr.k_at(b, h, j), pr.d, 1e5f);
+          std::fill_n(pr.v_at(b, h, j), pr.dv, -1e6f);
+        }
+  EXPECT_TRUE(bitwise_equal(before, pr.run(config))) << method_name(config);
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t i = 0; i < pr.Nq; ++i)
+        if (!pr.query_mask[static_cast<std::size_t>(b * pr.Nq + i)]) {
+          for (std::int64_t c = 0; c < pr.dv; ++c) ASSERT_EQ(pr.o_at(b, h, i)[c], 0.0f);
+        }
+}
+
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double m = 0;
