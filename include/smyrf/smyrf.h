@@ -115,6 +115,18 @@ struct DenseConfig {};
 // Arguments of sqrt are clamped at 0; a zero-norm vector is scaled by 0.
 enum class Transform : std::uint8_t { xbox_plus = 0, xbox = 1, h2_alsh = 2, l2_alsh = 3 };
 
+// How SMYRF chooses the keys each query cluster attends to.
+//   lsh:      the paper's asymmetric LSH: balanced clusters of hashed queries and keys, paired
+//             by rank, n_hashes rounds (below).
+//   centroid: queries are cut into clusters of q_cluster_size consecutive active positions
+//             (sequences with locality: text, audio); each cluster attends exactly to the
+//             k_cluster_size visible keys with the largest inner product with the cluster's
+//             mean query (ties by position). One round: n_hashes must be 1. Cost: besides the
+//             n_q * k_cluster_size attention scores, ceil(n_q / q_cluster_size) * n_k centroid
+//             scores (both counted in RunInfo::attention_scores): O(Nq Nk d / q_cluster_size)
+//             time, quadratic in N, for the short and medium sequences of pretrained models.
+enum class KeySelection : std::uint8_t { lsh = 0, centroid = 1 };
+
 // SMYRF (Daras et al., NeurIPS 2020). Per (batch, head) and for each of n_hashes rounds:
 // transform, project on one Gaussian direction a (the same for queries and keys), sort queries
 // and keys by their hash, cut both sorted lists into C balanced clusters; query cluster i
@@ -145,6 +157,7 @@ struct SmyrfConfig {
   Transform transform = Transform::xbox_plus;
   int alsh_m = 3;         // l2_alsh only: number of appended norm powers
   float alsh_u = 0.83f;   // l2_alsh only: largest key norm after scaling, in (0, 1)
+  KeySelection keys = KeySelection::lsh;
 };
 
 using MethodConfig = std::variant<ReferenceConfig, DenseConfig, SmyrfConfig>;

@@ -169,6 +169,10 @@ Problem validate_params(const AttentionParams& p) {
 }
 
 void validate_config(const SmyrfConfig& c) {
+  if (c.keys != KeySelection::lsh && c.keys != KeySelection::centroid)
+    fail("SmyrfConfig.keys", str(std::int64_t{static_cast<int>(c.keys)}), "is not a KeySelection value");
+  if (c.keys == KeySelection::centroid && c.n_hashes != 1)
+    fail("SmyrfConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be 1 with keys = centroid (one round)");
   if (c.n_hashes < 1 || c.n_hashes > 1024)
     fail("SmyrfConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be in [1, 1024]");
   if (c.q_cluster_size < 1)

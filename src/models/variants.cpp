@@ -10,7 +10,7 @@ namespace {
 
 [[noreturn]] void bad(std::string_view spec, const std::string& why) {
   throw Error("smyrf: attention variant '" + std::string(spec) + "': " + why +
-              " (expected dense, smyrf:H:F or smyrf:HxC)");
+              " (expected dense, smyrf:H:F, smyrf:HxC or smyrf-c:F[:Q])");
 }
 
 int parse_int(std::string_view spec, std::string_view s, const char* what) {
@@ -33,11 +33,14 @@ std::int64_t AttentionVariant::cluster_for(std::int64_t n) const {
     case Kind::smyrf_fixed: return cluster;
     case Kind::smyrf_budget:
       return std::max<std::int64_t>(1, std::llround(budget * static_cast<double>(n) / n_hashes));
+    case Kind::smyrf_centroid:
+      return std::max<std::int64_t>(1, std::llround(budget * static_cast<double>(n)) - (n + cluster - 1) / cluster);
   }
   return 0;
 }
 
 bool AttentionVariant::exact_at(std::int64_t n) const {
+  if (kind == Kind::smyrf_centroid) return cluster_for(n) >= n;
   return kind == Kind::dense || cluster_for(n) >= n;
 }
 
@@ -46,6 +49,10 @@ MethodConfig AttentionVariant::config_for(std::int64_t n) const {
   SmyrfConfig c;
   c.n_hashes = n_hashes;
   c.q_cluster_size = c.k_cluster_size = static_cast<int>(std::min<std::int64_t>(cluster_for(n), 1 << 30));
+  if (kind == Kind::smyrf_centroid) {
+    c.keys = KeySelection::centroid;
+    c.q_cluster_size = cluster;
+  }
   return c;
 }
 
@@ -57,6 +64,9 @@ std::string AttentionVariant::label() const {
     case Kind::smyrf_budget:
       std::snprintf(buf, sizeof buf, "smyrf %d x %g%%", n_hashes, budget * 100);
       break;
+    case Kind::smyrf_centroid:
+      std::snprintf(buf, sizeof buf, "smyrf-c/%d %g%%", cluster, budget * 100);
+      break;
   }
   return buf;
 }
@@ -65,6 +75,26 @@ AttentionVariant parse_variant(std::string_view spec) {
   AttentionVariant v;
   v.spec = std::string(spec);
   if (spec == "dense") return v;
+  if (spec.substr(0, 8) == "smyrf-c:") {
+    v.kind = AttentionVariant::Kind::smyrf_centroid;
+    v.n_hashes = 1;
+    v.cluster = 16;
+    std::string_view rest = spec.substr(8);
+    const std::size_t colon = rest.find(':');
+    if (colon != std::string_view::npos) {
+      v.cluster = parse_int(spec, rest.substr(colon + 1), "Q");
+      rest = rest.substr(0, colon);
+    }
+    const std::string f(rest);
+    std::size_t used = 0;
+    try {
+      v.budget = std::stod(f, &used);
+    } catch (const std::exception&) {
+      bad(spec, "F is not a number");
+    }
+    if (used != f.size() || !(v.budget > 0 && v.budget <= 1)) bad(spec, "F must be in (0, 1]");
+    return v;
+  }
   if (spec.substr(0, 6) != "smyrf:") bad(spec, "unknown method");
   const std::string_view rest = spec.substr(6);
   if (const std::size_t colon = rest.find(':'); colon != std::string_view::npos) {

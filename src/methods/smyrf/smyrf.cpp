@@ -243,6 +243,7 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   // Clusters at least as large as the sequences: one cluster, exactly dense attention.
   if (config.q_cluster_size >= pr.Nq && config.k_cluster_size >= pr.Nk)
     return dense_forward(pr, workspace);
+  if (config.keys == KeySelection::centroid) return smyrf_centroid_forward(pr, config, workspace);
 
   Timer total;
   const RoundScratch layout = RoundScratch::make(pr, config);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <vector>
 
 #include "common/heuristics.h"
 #include "common/phases.h"
@@ -58,5 +59,23 @@ struct RoundArgs {
 };
 
 RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace);
+
+// KeySelection::centroid (centroid.cpp).
+struct CentroidScratch {
+  std::vector<double> centroid;   // [d]
+  std::vector<double> score;      // [Nk]
+  std::vector<std::int32_t> order;  // [Nk]
+};
+struct CentroidArgs {
+  const Problem* pr;
+  const TokenLists* lists;
+  float* scratch;  // layout.total() floats per thread
+  RoundScratch layout;
+  std::int64_t q_cluster, k_cluster;
+  std::int64_t max_groups;        // query clusters of an unmasked batch element
+  std::int64_t* scores_per_task;  // out
+  CentroidScratch* per_thread;
+};
+RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace);
 
 }  // namespace smyrf::detail
