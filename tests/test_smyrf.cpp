@@ -9,6 +9,7 @@
 
 #include "kernels/radix_sort.h"
 #include "methods/smyrf/clustering.h"
+#include "methods/smyrf/smyrf.h"
 #include "reference/smyrf_reference.h"
 #include "test_util.h"
 
@@ -351,6 +352,106 @@ TEST(SmyrfQuality, LshClustersBeatContentBlindClustersAndImproveWithHashes) {
   EXPECT_LT(e8, 0.75 * e1);
   EXPECT_LT(e8_big, 0.75 * e8);
   EXPECT_LT(e8, 0.6 * blind);
+}
+
+// ---- KeySelection::centroid ----
+
+SmyrfConfig centroid_cfg(int qc, int kc) {
+  SmyrfConfig c = cfg(1, qc, kc);
+  c.keys = KeySelection::centroid;
+  return c;
+}
+
+struct CentroidCase {
+  std::string name;
+  int B, H, Nq, Nk, d, dv;
+  bool padded, masks;
+  int qc, kc;
+  float scale = 0.0f;
+};
+
+class SmyrfCentroid : public ::testing::TestWithParam<CentroidCase> {
+ protected:
+  Problem make() const {
+    const CentroidCase& c = GetParam();
+    Problem pr(c.B, c.H, c.Nq, c.Nk, c.d, c.dv, c.padded, 31 + c.Nq);
+    if (c.masks) pr.random_masks(5 + c.Nk, 0.7, 0.8);
+    if (c.scale != 0.0f) pr.params.scale = c.scale;
+    return pr;
+  }
+  SmyrfConfig config() const { return centroid_cfg(GetParam().qc, GetParam().kc); }
+};
+
+TEST_P(SmyrfCentroid, SelectedKeysEqualScalarReferenceExactly) {
+  Problem pr = make();
+  EXPECT_EQ(detail::centroid_keys(pr.params, config()), reference::centroid_selections(pr.params, config()));
+}
+
+TEST_P(SmyrfCentroid, OutputMatchesScalarReferenceWithinRule) {
+  Problem pr = make();
+  reference::smyrf_attention(pr.params, config());
+  const auto ref = pr.output();
+  const auto fast = pr.run(config());
+  EXPECT_LE(max_abs_diff(fast, ref), pr.tolerance(GetParam().kc));
+}
+
+TEST_P(SmyrfCentroid, SameBitsAtOneTwoAndThreeThreads) {
+  Problem pr = make();
+  const auto one = pr.run(config(), 1);
+  EXPECT_TRUE(bitwise_equal(one, pr.run(config(), 2)));
+  EXPECT_TRUE(bitwise_equal(one, pr.run(config(), 3)));
+}
+
+TEST_P(SmyrfCentroid, MasksRespected) {
+  Problem pr = make();
+  if (pr.key_mask.empty()) pr.random_masks(9, 0.7, 0.8);
+  expect_masks_respected(pr, config());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SmyrfCentroid,
+    ::testing::Values(CentroidCase{"text_like", 1, 4, 128, 128, 64, 64, false, false, 16, 56},
+                      CentroidCase{"ragged_padded", 2, 3, 113, 97, 24, 40, true, false, 16, 20},
+                      CentroidCase{"masks", 3, 2, 150, 140, 32, 32, true, true, 16, 24},
+                      CentroidCase{"big_groups_tiles", 1, 1, 300, 600, 32, 32, false, false, 100, 300},
+                      CentroidCase{"negative_scale", 1, 1, 90, 90, 16, 16, false, false, 8, 12, -0.25f},
+                      CentroidCase{"more_keys_than_visible", 1, 2, 40, 10, 8, 8, false, true, 16, 32}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(SmyrfCentroid, AllKeysIsDense) {
+  // Choosing every visible key is exact attention, whatever the query clusters.
+  Problem pr(2, 2, 77, 65, 16, 16, true, 3);
+  const auto dense = pr.run(DenseConfig{});
+  EXPECT_LE(max_abs_diff(pr.run(centroid_cfg(8, 65)), dense), pr.tolerance());
+}
+
+TEST(SmyrfCentroid, PicksTheKeysOfTheClusterMeanQuery) {
+  // Two query clusters pointing at e0 and e1; keys 0..3 along e0 with growing norm, 4..7
+  // along e1. With 2 keys per cluster, cluster 0 takes keys 2, 3 and cluster 1 keys 6, 7.
+  Problem pr(1, 1, 4, 8, 2, 1, false, 1);
+  for (int i = 0; i < 4; ++i) {
+    pr.q_at(0, 0, i)[0] = i < 2 ? 1.0f : 0.0f;
+    pr.q_at(0, 0, i)[1] = i < 2 ? 0.0f : 1.0f;
+  }
+  for (int j = 0; j < 8; ++j) {
+    pr.k_at(0, 0, j)[0] = j < 4 ? 1.0f + j : 0.0f;
+    pr.k_at(0, 0, j)[1] = j < 4 ? 0.0f : 1.0f + (j - 4);
+    pr.v_at(0, 0, j)[0] = static_cast<float>(j);
+  }
+  const std::vector<std::vector<std::int32_t>> expected{{2, 3}, {6, 7}};
+  EXPECT_EQ(detail::centroid_keys(pr.params, centroid_cfg(2, 2)), expected);
+}
+
+TEST(SmyrfCentroid, RejectsSeveralRounds) {
+  Problem pr(1, 1, 8, 8, 4, 4);
+  SmyrfConfig c = centroid_cfg(4, 4);
+  c.n_hashes = 2;
+  try {
+    pr.run(c);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("SmyrfConfig.n_hashes"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

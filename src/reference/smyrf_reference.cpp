@@ -173,7 +173,77 @@ void attention_as(const AttentionParams& params, const SmyrfConfig& config) {
     }
 }
 
+// KeySelection::centroid written out: active queries in position order, cut into clusters of
+// q_cluster_size; mean query in double (summed in query order); its inner product with every
+// visible key in double; the k_cluster_size best by (score desc, position asc); exact softmax.
+template <class T>
+std::vector<std::vector<std::int32_t>> centroid_as(const AttentionParams& params, const SmyrfConfig& config,
+                                                    bool write_output) {
+  const detail::Problem pr = detail::validate_params(params);
+  detail::validate_config(config);
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  std::vector<std::vector<std::int32_t>> selections;
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h) {
+      std::vector<std::int32_t> qs, ks;
+      for (std::int64_t i = 0; i < pr.Nq; ++i)
+        if (pr.query_active(b, i)) qs.push_back(static_cast<std::int32_t>(i));
+      for (std::int64_t j = 0; j < pr.Nk; ++j)
+        if (pr.key_visible(b, j)) ks.push_back(static_cast<std::int32_t>(j));
+      if (write_output)
+        for (std::int64_t i = 0; i < pr.Nq; ++i) std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
+      const std::size_t qc = static_cast<std::size_t>(config.q_cluster_size);
+      for (std::size_t g0 = 0; g0 < qs.size() && !ks.empty(); g0 += qc) {
+        const std::size_t g1 = std::min(qs.size(), g0 + qc);
+        std::vector<double> centroid(d, 0.0);
+        for (std::size_t i = g0; i < g1; ++i)
+          for (std::size_t c = 0; c < d; ++c) centroid[c] += static_cast<double>(detail::to_float(pr.q_row<T>(b, h, qs[i])[c]));
+        std::vector<std::pair<double, std::int32_t>> scored;
+        for (std::int32_t j : ks) {
+          double s = 0;
+          for (std::size_t c = 0; c < d; ++c) s += centroid[c] * static_cast<double>(detail::to_float(pr.k_row<T>(b, h, j)[c]));
+          scored.emplace_back(pr.scale < 0 ? -s : s, j);
+        }
+        std::sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) {
+          return x.first > y.first || (x.first == y.first && x.second < y.second);
+        });
+        std::vector<std::int32_t> sel;
+        for (std::size_t t = 0; t < std::min<std::size_t>(scored.size(), static_cast<std::size_t>(config.k_cluster_size)); ++t)
+          sel.push_back(scored[t].second);
+        std::sort(sel.begin(), sel.end());
+        selections.push_back(sel);
+        if (!write_output) continue;
+        for (std::size_t i = g0; i < g1; ++i) {
+          const T* q = pr.q_row<T>(b, h, qs[i]);
+          std::vector<double> logits;
+          for (std::int32_t j : sel) {
+            double dot = 0;
+            for (std::size_t c = 0; c < d; ++c)
+              dot += static_cast<double>(detail::to_float(q[c])) * detail::to_float(pr.k_row<T>(b, h, j)[c]);
+            logits.push_back(static_cast<double>(pr.scale) * dot);
+          }
+          const double mx = *std::max_element(logits.begin(), logits.end());
+          double denom = 0;
+          std::vector<double> o(dv, 0.0);
+          for (std::size_t u = 0; u < sel.size(); ++u) {
+            const double p = std::exp(logits[u] - mx);
+            denom += p;
+            for (std::size_t c = 0; c < dv; ++c) o[c] += p * detail::to_float(pr.v_row<T>(b, h, sel[u])[c]);
+          }
+          float* orow = pr.o_row(b, h, qs[i]);
+          for (std::size_t c = 0; c < dv; ++c) orow[c] = static_cast<float>(o[c] / denom);
+        }
+      }
+    }
+  return selections;
+}
+
 }  // namespace
+
+std::vector<std::vector<std::int32_t>> centroid_selections(const AttentionParams& params,
+                                                           const SmyrfConfig& config) {
+  return detail::with_input_type(params.dtype, [&](auto tag) { return centroid_as<decltype(tag)>(params, config, false); });
+}
 
 detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfConfig& config) {
   return detail::with_input_type(params.dtype, [&](auto tag) {
@@ -182,6 +252,10 @@ detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfCo
 }
 
 void smyrf_attention(const AttentionParams& params, const SmyrfConfig& config) {
+  if (config.keys == KeySelection::centroid) {
+    detail::with_input_type(params.dtype, [&](auto tag) { centroid_as<decltype(tag)>(params, config, true); });
+    return;
+  }
   detail::with_input_type(params.dtype, [&](auto tag) { attention_as<decltype(tag)>(params, config); });
 }
 

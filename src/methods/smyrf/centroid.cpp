@@ -68,6 +68,11 @@ void CentroidAttendT(const detail::CentroidArgs& a) {
     if (n_sel < nk) std::nth_element(idx, idx + n_sel, idx + nk, better);
     std::sort(idx, idx + n_sel);
     for (std::int64_t t = 0; t < n_sel; ++t) idx[t] = keys[idx[t]];
+    if (a.capture) {
+      std::int32_t* out = a.capture + task * a.k_cluster;
+      std::copy(idx, idx + n_sel, out);
+      std::fill(out + n_sel, out + a.k_cluster, -1);
+    }
 
     float* s = a.scratch + static_cast<std::size_t>(tid) * layout.total();
     float* acc = s + layout.s_floats();
@@ -111,12 +116,14 @@ void CentroidAttend(const detail::CentroidArgs& args) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+#include "api/validate.h"
 #include "common/timer.h"
 
 namespace smyrf::detail {
 HWY_EXPORT(CentroidAttend);
 
-RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace) {
+RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace,
+                               std::vector<std::int32_t>* capture) {
   Timer total;
   const RoundScratch layout = RoundScratch::make(pr, config);
   const std::int64_t qc = config.q_cluster_size;
@@ -142,14 +149,32 @@ RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Wor
   info.workspace_bytes = arena.bytes() + static_cast<std::size_t>(pr.threads) *
                                              (static_cast<std::size_t>(pr.d) * sizeof(double) +
                                               static_cast<std::size_t>(pr.Nk) * (sizeof(double) + sizeof(std::int32_t)));
+  if (capture) capture->assign(tasks * static_cast<std::size_t>(config.k_cluster_size), -2);
   const CentroidArgs args{&pr, &lists, arena.at<float>(scratch_slot), layout, qc, config.k_cluster_size,
-                          groups, arena.at<std::int64_t>(scores_slot), per_thread.data()};
+                          groups, arena.at<std::int64_t>(scores_slot), per_thread.data(),
+                          capture ? capture->data() : nullptr};
   Timer attn;
   HWY_DYNAMIC_DISPATCH(CentroidAttend)(args);
   info.attention.seconds = attn.seconds();
   for (std::size_t t = 0; t < tasks; ++t) info.attention_scores += static_cast<std::size_t>(args.scores_per_task[t]);
   info.seconds_total = total.seconds();
   return info;
+}
+
+std::vector<std::vector<std::int32_t>> centroid_keys(const AttentionParams& params, const SmyrfConfig& config) {
+  const Problem pr = validate_params(params);
+  validate_config(config);
+  std::vector<std::int32_t> capture;
+  smyrf_centroid_forward(pr, config, nullptr, &capture);
+  std::vector<std::vector<std::int32_t>> out;
+  const std::size_t k = static_cast<std::size_t>(config.k_cluster_size);
+  for (std::size_t t = 0; t * k < capture.size(); ++t) {
+    if (capture[t * k] == -2) continue;  // a task without queries or keys
+    std::vector<std::int32_t> sel;
+    for (std::size_t u = 0; u < k && capture[t * k + u] >= 0; ++u) sel.push_back(capture[t * k + u]);
+    out.push_back(sel);
+  }
+  return out;
 }
 
 }  // namespace smyrf::detail

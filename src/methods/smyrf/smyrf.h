@@ -75,7 +75,12 @@ struct CentroidArgs {
   std::int64_t max_groups;        // query clusters of an unmasked batch element
   std::int64_t* scores_per_task;  // out
   CentroidScratch* per_thread;
+  std::int32_t* capture = nullptr;  // optional [tasks * k_cluster]: selected key positions, -1 after
 };
-RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace);
+RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace,
+                               std::vector<std::int32_t>* capture = nullptr);
+// Inspection for tests: runs KeySelection::centroid on params (writing params.o) and returns
+// the keys of each query cluster, per (b, h) then cluster, ascending positions.
+std::vector<std::vector<std::int32_t>> centroid_keys(const AttentionParams& params, const SmyrfConfig& config);
 
 }  // namespace smyrf::detail
