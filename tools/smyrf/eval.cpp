@@ -217,12 +217,13 @@ int run_eval(const EvalOptions& o) {
     }
 
     std::printf("\n[%s] %s\n", regime.name.c_str(), regime.note.c_str());
-    std::printf("%zu texts (classifier: train %zu / test %zu); %zu have fewer than 128 tokens; clusters follow each "
-                "text's length (see 'exact')\n",
-                n_texts, split.train.size(), split.test.size(), short_texts);
-    std::printf("%-18s %7s %6s %9s %8s %8s %7s", "attention", "memory", "exact", "mean cos", "5th pct",
-                "min cos", "acc");
-    if (corpus.labelled()) std::printf(" %6s", "F1");
+    if (corpus.labelled())
+      std::printf("%zu texts (classifier: train %zu / test %zu); ", n_texts, split.train.size(), split.test.size());
+    else
+      std::printf("%zu texts (no labels: cosines only); ", n_texts);
+    std::printf("%zu have fewer than 128 tokens; clusters follow each text's length (see 'exact')\n", short_texts);
+    std::printf("%-18s %7s %6s %9s %8s %8s", "attention", "memory", "exact", "mean cos", "5th pct", "min cos");
+    if (corpus.labelled()) std::printf(" %7s %6s", "acc", "F1");
     if (o.cross_validate) std::printf(" %8s", "acc(CV)");
     std::printf(" %12s\n", "attn ms/text");
     for (std::size_t v = 0; v < variants.size(); ++v) {
