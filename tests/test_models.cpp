@@ -161,13 +161,13 @@ const Golden& golden() {
     g.emb_ext = floats(kGolden / "embeddings_extended.f32");
     std::ifstream meta_file(kGolden / "meta.json");
     const nlohmann::json meta = nlohmann::json::parse(meta_file);
-    const std::vector<std::string> ext_ids = meta.at("extended_ids");
+    const std::vector<std::string> ext_ids = meta.at("extended").at("ids");
     std::vector<std::string> ids;
     std::ifstream texts2(kGolden / "texts.jsonl");
     while (std::getline(texts2, line)) ids.push_back(nlohmann::json::parse(line).at("id"));
     for (const std::string& id : ext_ids)
       g.ext_rows.push_back(static_cast<std::size_t>(std::find(ids.begin(), ids.end(), id) - ids.begin()));
-    g.ext_tokens = meta.at("extended_max_tokens");
+    g.ext_tokens = meta.at("extended").at("max_len");
     return g;
   }();
   return g;
