@@ -3,7 +3,7 @@
 on the pretrained model, per regime: mean cosine to the dense embeddings (left) and the
 accuracy of the classifier trained on dense embeddings (right) vs attention memory.
 
-usage: plot_eval.py OUT.png EVAL.json
+usage: plot_eval.py OUT.png EVAL.json [EVAL.json ...]   (rows of all files together)
 Runs with Debian's python3-matplotlib (/usr/bin/python3)."""
 import json
 import sys
@@ -27,10 +27,11 @@ def family(row):
 
 
 def main():
-    out, path = sys.argv[1], sys.argv[2]
-    with open(path) as f:
-        doc = json.load(f)
-    rows = doc["rows"]
+    out = sys.argv[1]
+    rows = []
+    for path in sys.argv[2:]:
+        with open(path) as f:
+            rows.extend(json.load(f)["rows"])
     regimes = list(dict.fromkeys(r["regime"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"native": "-", "extended": "--"}

@@ -1,5 +1,6 @@
 // The smyrf command-line tool.
 //   smyrf eval    a real pretrained model with its attention swapped, on real text
+//   smyrf layers  per-layer attention error of the variants on the model's real activations
 //   smyrf bench   sweep sizes and methods: time, memory, error against the exact result
 //   smyrf run     one method on one generated problem (RunInfo, error): for profiling
 //   smyrf perf    the performance targets, each as a ratio measured in one run
@@ -12,6 +13,7 @@
 #include "bench.h"
 #if SMYRF_HAVE_MODELS
 #include "eval.h"
+#include "layers.h"
 #endif
 #include "peak.h"
 #include "perf.h"
@@ -200,6 +202,23 @@ int main(int argc, char** argv) {
   eval->add_option("--json", ev.json, "JSON output ('' for none)")->capture_default_str();
   eval->add_option("--csv", ev.csv, "CSV output ('' for none)")->capture_default_str();
   eval->add_flag("--quiet", ev.quiet, "No progress bar");
+
+  smyrf::cli::LayersOptions lo;
+  CLI::App* layers = app.add_subcommand(
+      "layers",
+      "Where a variant loses quality inside the pretrained model: each layer's attention inputs "
+      "captured under dense attention on real mails; relative error of each variant's attention "
+      "output, next to oracles (each query's exact top-k keys, a local window, content-blind "
+      "clusters) at the same budget");
+  layers->add_option("--model", lo.model, "Folder of model.json, its shards and vocab.json")->capture_default_str();
+  layers->add_option("--corpus", lo.corpus, "SpamAssassin data folder, .txt folder or JSONL file")->capture_default_str();
+  layers->add_option("--mail-text", lo.mail_text, "SpamAssassin mails: subject-body or raw")->capture_default_str();
+  layers->add_option("--limit", lo.limit, "Texts (every k-th of the corpus)")->check(kPositive)->capture_default_str();
+  layers->add_option("--max-tokens", lo.max_tokens, "Token clip (128 = the model's)")->check(kPositive)->capture_default_str();
+  layers->add_option("--budget", lo.budget, "Oracles' keys per query as a fraction of N")->check(kPositive)->capture_default_str();
+  layers->add_option("--variants", lo.variants, "Variants (as smyrf eval)")->delimiter(',')->capture_default_str();
+  layers->add_option("--seed", lo.seed, "Seed")->capture_default_str();
+  layers->add_option("--threads", lo.threads, "Threads (texts in parallel); 0 = all")->capture_default_str();
 #endif
 
   std::int64_t probe_n = 0;
@@ -211,6 +230,7 @@ int main(int argc, char** argv) {
   try {
 #if SMYRF_HAVE_MODELS
     if (eval->parsed()) return smyrf::cli::run_eval(ev);
+    if (layers->parsed()) return smyrf::cli::run_layers(lo);
 #endif
     if (bench->parsed()) return smyrf::cli::run_bench(b);
     if (run->parsed()) return smyrf::cli::run_one(r);
