@@ -16,7 +16,7 @@ struct EvalOptions {
   std::vector<std::string> regimes = {"native", "extended"};
   std::int64_t extended_tokens = 2048;
   std::size_t extended_limit = 100;  // extended regime: a seeded (stratified) part of the texts; 0 = all
-  std::vector<std::string> variants = {"dense", "smyrf:2:0.5", "smyrf:2:0.25", "smyrf:1:0.125"};
+  std::vector<std::string> variants = {"dense", "smyrf:2:0.5", "smyrf:2:0.25", "smyrf:1:0.125", "smyrf-c:0.5", "smyrf-c:0.25"};
   double lambda = 1e-3;
   bool cross_validate = false;
   double train_fraction = 0.7;
