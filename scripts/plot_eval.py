@@ -21,8 +21,10 @@ def family(row):
     if spec == "dense":
         return None
     parts = spec.split(":")
+    if parts[0] == "smyrf-c":
+        return f"smyrf centroid, clusters of {parts[2] if len(parts) == 3 else 16}"
     if len(parts) == 3:
-        return f"{parts[0]}, {parts[1]} round{'s' if parts[1] != '1' else ''}"
+        return f"smyrf LSH, {parts[1]} round{'s' if parts[1] != '1' else ''}"
     return spec
 
 
@@ -33,7 +35,7 @@ def main():
         with open(path) as f:
             rows.extend(json.load(f)["rows"])
     regimes = list(dict.fromkeys(r["regime"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6))
     styles = {"native": "-", "extended": "--"}
     colors = {}
     for regime in regimes:
@@ -78,11 +80,16 @@ def main():
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.set_xlim(0, 105)
-    axes[0].legend(fontsize=7, loc="lower right")
-    axes[1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[1].get_legend_handles_labels()
+    h0, l0 = axes[0].get_legend_handles_labels()
+    for h, l in zip(h0, l0):
+        if l not in labels:
+            handles.append(h)
+            labels.append(l)
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
     fig.suptitle("Universal Sentence Encoder lite, attention swapped without retraining "
                  "(SpamAssassin)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
 
