@@ -94,7 +94,7 @@ std::string subject_and_body(const std::string& raw) {
     if (lines[i].size() < 8 || strncasecmp(lines[i].c_str(), "subject:", 8) != 0) continue;
     subject = lines[i].substr(8);
     while (i + 1 < lines.size() && !lines[i + 1].empty() && (lines[i + 1][0] == ' ' || lines[i + 1][0] == '\t'))
-      subject += " " + trim(lines[++i]);
+      subject.append(1, ' ').append(trim(lines[++i]));
     subject = trim(subject);
     break;
   }
