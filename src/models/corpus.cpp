@@ -101,6 +101,12 @@ std::string subject_and_body(const std::string& raw) {
   return subject + "\n\n" + body;
 }
 
+MailText parse_mail_text(const std::string& name) {
+  if (name == "raw") return MailText::raw;
+  if (name == "subject-body") return MailText::subject_body;
+  throw Error("smyrf: mail text '" + name + "': must be subject-body or raw");
+}
+
 Corpus load_spam_assassin(const fs::path& data_dir, MailText mail_text) {
   static const std::pair<const char*, int> kGroups[] = {
       {"easy-ham-1", 0}, {"easy-ham-2", 0}, {"hard-ham-1", 0}, {"spam-1", 1}, {"spam-2", 1}};

@@ -26,6 +26,8 @@ struct Corpus {
 // after the first empty line), undecoded — what a person reads.
 enum class MailText { raw, subject_body };
 std::string subject_and_body(const std::string& raw_mail);
+// "raw" or "subject-body" (as the CLI spells them); throws smyrf::Error otherwise.
+MailText parse_mail_text(const std::string& name);
 
 // The five groups easy-ham-1, easy-ham-2, hard-ham-1 (label 0, "ham") and spam-1, spam-2
 // (label 1, "spam"), files in name order.

@@ -25,6 +25,20 @@ int parse_int(std::string_view spec, std::string_view s, const char* what) {
   return v;
 }
 
+// F of a spec: a number in (0, 1].
+double parse_budget(std::string_view spec, std::string_view s) {
+  const std::string f(s);
+  std::size_t used = 0;
+  double budget = 0;
+  try {
+    budget = std::stod(f, &used);
+  } catch (const std::exception&) {
+    bad(spec, "F is not a number");
+  }
+  if (used != f.size() || !(budget > 0 && budget <= 1)) bad(spec, "F must be in (0, 1]");
+  return budget;
+}
+
 }  // namespace
 
 std::int64_t AttentionVariant::cluster_for(std::int64_t n) const {
@@ -85,14 +99,7 @@ AttentionVariant parse_variant(std::string_view spec) {
       v.cluster = parse_int(spec, rest.substr(colon + 1), "Q");
       rest = rest.substr(0, colon);
     }
-    const std::string f(rest);
-    std::size_t used = 0;
-    try {
-      v.budget = std::stod(f, &used);
-    } catch (const std::exception&) {
-      bad(spec, "F is not a number");
-    }
-    if (used != f.size() || !(v.budget > 0 && v.budget <= 1)) bad(spec, "F must be in (0, 1]");
+    v.budget = parse_budget(spec, rest);
     return v;
   }
   if (spec.substr(0, 6) != "smyrf:") bad(spec, "unknown method");
@@ -100,14 +107,7 @@ AttentionVariant parse_variant(std::string_view spec) {
   if (const std::size_t colon = rest.find(':'); colon != std::string_view::npos) {
     v.kind = AttentionVariant::Kind::smyrf_budget;
     v.n_hashes = parse_int(spec, rest.substr(0, colon), "H");
-    const std::string f(rest.substr(colon + 1));
-    std::size_t used = 0;
-    try {
-      v.budget = std::stod(f, &used);
-    } catch (const std::exception&) {
-      bad(spec, "F is not a number");
-    }
-    if (used != f.size() || !(v.budget > 0 && v.budget <= 1)) bad(spec, "F must be in (0, 1]");
+    v.budget = parse_budget(spec, rest.substr(colon + 1));
     return v;
   }
   const std::size_t x = rest.find('x');

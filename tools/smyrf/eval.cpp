@@ -127,10 +127,7 @@ int run_eval(const EvalOptions& o) {
                  variants.end());
   variants.insert(variants.begin(), models::parse_variant("dense"));
 
-  if (o.mail_text != "subject-body" && o.mail_text != "raw")
-    throw Error("smyrf: eval: --mail-text '" + o.mail_text + "': must be subject-body or raw");
-  const models::Corpus corpus = models::load_corpus(
-      o.corpus, o.mail_text == "raw" ? models::MailText::raw : models::MailText::subject_body);
+  const models::Corpus corpus = models::load_corpus(o.corpus, models::parse_mail_text(o.mail_text));
   std::vector<int> corpus_labels;
   for (const models::Document& d : corpus.docs) corpus_labels.push_back(d.label);
   const std::vector<std::size_t> subset = choose_subset(corpus_labels, o.limit, o.seed);

@@ -102,8 +102,7 @@ int run_layers(const LayersOptions& o) {
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   std::vector<models::AttentionVariant> variants;
   for (const std::string& s : o.variants) variants.push_back(models::parse_variant(s));
-  const models::Corpus corpus = models::load_corpus(
-      o.corpus, o.mail_text == "raw" ? models::MailText::raw : models::MailText::subject_body);
+  const models::Corpus corpus = models::load_corpus(o.corpus, models::parse_mail_text(o.mail_text));
   const models::UseLite model = models::UseLite::load(o.model);
   // Every k-th text, so the sample spans the corpus (groups are stored in order).
   std::vector<std::size_t> docs;

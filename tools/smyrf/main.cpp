@@ -62,6 +62,18 @@ void add_clustered_options(CLI::App* cmd, smyrf::cli::InputSpec& spec) {
       ->check(kPositive)->capture_default_str();
 }
 
+// The model and text options shared by `eval` and `layers`.
+[[maybe_unused]] void add_model_options(CLI::App* cmd, std::string& model, std::string& corpus,
+                                        std::string& mail_text) {
+  cmd->add_option("--model", model, "Folder of model.json, its shards and vocab.json")->capture_default_str();
+  cmd->add_option("--corpus", corpus,
+                  "SpamAssassin data folder, a folder of .txt files, or a JSONL file with a 'text' "
+                  "and an optional 'label' field")->capture_default_str();
+  cmd->add_option("--mail-text", mail_text,
+                  "SpamAssassin mails: subject-body (the Subject value and the body, what a person "
+                  "reads) or raw (the whole message, headers included)")->capture_default_str();
+}
+
 const char* const kInputsHelp =
     "gaussian: Q, K, V iid N(0,1) (nearly uniform attention, the worst case for clustering); "
     "clustered: Q and K drawn from a mixture of Gaussians around M shared centres, V iid N(0,1) "
@@ -172,13 +184,7 @@ int main(int argc, char** argv) {
       "for each variant without retraining, in the native (128-token) and extended regimes; report "
       "each variant's attention memory, cosine to the dense embeddings, and the accuracy of a "
       "spam classifier trained on dense embeddings. Table on stdout, JSON and CSV to files.");
-  eval->add_option("--model", ev.model, "Folder of model.json, its shards and vocab.json")->capture_default_str();
-  eval->add_option("--corpus", ev.corpus,
-                   "SpamAssassin data folder, a folder of .txt files, or a JSONL file with a 'text' "
-                   "and an optional 'label' field")->capture_default_str();
-  eval->add_option("--mail-text", ev.mail_text,
-                   "SpamAssassin mails: subject-body (the Subject value and the body, what a person "
-                   "reads) or raw (the whole message, headers included)")->capture_default_str();
+  add_model_options(eval, ev.model, ev.corpus, ev.mail_text);
   eval->add_option("--limit", ev.limit, "Use a seeded (stratified) subset of this many texts; 0 = all")
       ->capture_default_str();
   eval->add_option("--regimes", ev.regimes, "native (the model's 128-token clip) and/or extended")
@@ -210,9 +216,7 @@ int main(int argc, char** argv) {
       "captured under dense attention on real mails; relative error of each variant's attention "
       "output, next to oracles (each query's exact top-k keys, a local window, content-blind "
       "clusters) at the same budget");
-  layers->add_option("--model", lo.model, "Folder of model.json, its shards and vocab.json")->capture_default_str();
-  layers->add_option("--corpus", lo.corpus, "SpamAssassin data folder, .txt folder or JSONL file")->capture_default_str();
-  layers->add_option("--mail-text", lo.mail_text, "SpamAssassin mails: subject-body or raw")->capture_default_str();
+  add_model_options(layers, lo.model, lo.corpus, lo.mail_text);
   layers->add_option("--limit", lo.limit, "Texts (every k-th of the corpus)")->check(kPositive)->capture_default_str();
   layers->add_option("--max-tokens", lo.max_tokens, "Token clip (128 = the model's)")->check(kPositive)->capture_default_str();
   layers->add_option("--budget", lo.budget, "Oracles' keys per query as a fraction of N")->check(kPositive)->capture_default_str();
