@@ -87,6 +87,18 @@ struct AttentionParams {
   int num_threads = 0;
   bool check_finite = true;
 
+  // Training (see attention_backward below).
+  // lse: optional output, [B, H, Nq] contiguous: each query's logsumexp of the scaled scores
+  // over every key it attends to (for SMYRF: over all rounds, a key counted once per round
+  // that pairs it with the query), so that O = sum over those (round, key) of
+  // exp(s - lse) V. -inf for a masked query or one with no visible key.
+  float* lse = nullptr;
+  // Dropout on the attention weights, probability in [0, 1). Weight (b, h, round, i, j) is
+  // kept with probability 1 - dropout and then scaled by 1 / (1 - dropout); lse is unchanged.
+  // The keep decision is a pure function of (seed, b, h, round, i, j): the same in the
+  // forward and the backward call, whatever the thread count.
+  float dropout = 0.0f;
+
   // Row-major contiguous tensors: Q [B,H,Nq,d], K [B,H,Nk,d], V [B,H,Nk,dv], O [B,H,Nq,dv].
   static AttentionParams contiguous(std::int64_t batch, std::int64_t heads, std::int64_t nq,
                                     std::int64_t nk, std::int64_t d, std::int64_t dv,
@@ -216,6 +228,47 @@ struct RunInfo {
 // freed inside the call).
 RunInfo attention(const AttentionParams& params, const MethodConfig& config,
                   Workspace* workspace = nullptr);
+
+// ---------------------------------------------------------------------------------------
+// Backward pass. Given the forward call's params (same inputs, masks, scale, seed, dropout
+// and method config: SMYRF's clusters are recomputed from them and treated as constants, as
+// in the paper) and dL/dO, writes dL/dQ, dL/dK, dL/dV. Only O and the per-query logsumexp of
+// the forward call are kept; scores are recomputed tile by tile (flash-attention style), so
+// extra memory is O(N). Rows of masked queries and keys get zero gradients.
+//   Q, K, V must be f32 without broadcast (non-zero strides): each gradient element belongs
+//   to one input element. Gradients use the layouts (strides) of Q, K and V; dO and the
+//   forward O use O's. SmyrfConfig::keys = centroid has no backward (throws).
+// Deterministic: same bits whatever the thread count.
+struct GradientParams {
+  const float* o = nullptr;       // the forward output, O's layout
+  const float* lse = nullptr;     // [B, H, Nq], the forward call's params.lse
+  const float* grad_o = nullptr;  // dL/dO, O's layout
+  float* grad_q = nullptr;        // written, Q's layout
+  float* grad_k = nullptr;        // written, K's layout
+  float* grad_v = nullptr;        // written, V's layout
+};
+
+RunInfo attention_backward(const AttentionParams& params, const GradientParams& grads,
+                           const MethodConfig& config, Workspace* workspace = nullptr);
+
+// Double-precision forward and backward of the same definitions (the test oracle, and what
+// gradient checks in double run against). Contiguous tensors: q [B,H,Nq,d], k [B,H,Nk,d],
+// v [B,H,Nk,dv], o [B,H,Nq,dv], lse [B,H,Nq]; masks [B,N] or nullptr. The method config
+// chooses the keys each query sees: reference and dense attend to every visible key, SMYRF
+// (lsh) to its clusters, computed from the inputs rounded to f32. Only the sizes, masks, scale,
+// seed, dropout and num_threads of params are read (its pointers and strides are ignored).
+// Masked queries get O = 0, lse = -inf and zero gradients, as in the f32 calls.
+struct DoubleTensors {
+  const double* q = nullptr;
+  const double* k = nullptr;
+  const double* v = nullptr;
+};
+void attention_f64(const AttentionParams& params, const DoubleTensors& in,
+                   const MethodConfig& config, double* o, double* lse);
+void attention_backward_f64(const AttentionParams& params, const DoubleTensors& in,
+                            const MethodConfig& config, const double* o, const double* lse,
+                            const double* grad_o, double* grad_q, double* grad_k,
+                            double* grad_v);
 
 // The SIMD target chosen at run time for this CPU (e.g. "AVX3", "AVX2").
 std::string simd_target();

@@ -1,4 +1,8 @@
 // The entry point: check once at the edge, then dispatch to one method.
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -7,7 +11,9 @@
 #include "hwy/targets.h"
 #include "methods/dense/dense.h"
 #include "methods/smyrf/smyrf.h"
+#include "methods/train/train.h"
 #include "reference/dense_reference.h"
+#include "reference/train_reference.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf {
@@ -62,23 +68,137 @@ const char* method_name(const MethodConfig& config) {
       config);
 }
 
+namespace {
+
+bool is_centroid(const MethodConfig& config) {
+  const auto* s = std::get_if<SmyrfConfig>(&config);
+  return s != nullptr && s->keys == KeySelection::centroid;
+}
+
+}  // namespace
+
 RunInfo attention(const AttentionParams& params, const MethodConfig& config,
                   Workspace* workspace) {
   detail::Timer timer;
-  const detail::Problem pr = detail::validate_params(params);
+  detail::validate_params(params);
   if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
+  if (params.dropout > 0.0f && is_centroid(config))
+    throw Error("smyrf: params.dropout = " + std::to_string(params.dropout) +
+                ": SmyrfConfig.keys = centroid has no dropout");
+  // Dropout reweights the forward's probabilities exp(s - lse): it needs each query's lse,
+  // in params.lse or in a buffer of its own.
+  AttentionParams with_lse = params;
+  std::vector<float> own_lse;
+  if (params.dropout > 0.0f && params.lse == nullptr) {
+    own_lse.resize(static_cast<std::size_t>(params.batch * params.heads * params.nq));
+    with_lse.lse = own_lse.data();
+  }
+  const detail::Problem pr = detail::validate_params(with_lse);
   if (params.check_finite) detail::check_inputs_finite(pr);
+  if (with_lse.lse != nullptr)
+    std::fill_n(with_lse.lse, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
   RunInfo info = std::visit(
       [&](const auto& c) -> RunInfo {
         using T = std::decay_t<decltype(c)>;
-        if constexpr (std::is_same_v<T, ReferenceConfig>) return detail::reference_forward(pr);
+        if constexpr (std::is_same_v<T, ReferenceConfig>) {
+          if (with_lse.lse == nullptr) return detail::reference_forward(pr);
+          detail::reference_train_forward(pr);
+          return RunInfo{};
+        }
         if constexpr (std::is_same_v<T, DenseConfig>) return detail::dense_forward(pr, workspace);
         if constexpr (std::is_same_v<T, SmyrfConfig>)
           return detail::smyrf_forward(pr, c, workspace);
       },
       config);
+  if (params.dropout > 0.0f && !std::holds_alternative<ReferenceConfig>(config))
+    detail::dropout_forward(pr, config, with_lse.lse);
   info.seconds_total = timer.seconds();
   return info;
+}
+
+RunInfo attention_backward(const AttentionParams& params, const GradientParams& grads,
+                           const MethodConfig& config, Workspace* /*workspace*/) {
+  detail::Timer timer;
+  const detail::Problem pr = detail::validate_params(params);
+  if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
+  detail::validate_gradients(params, grads);
+  if (is_centroid(config)) throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward");
+  if (params.check_finite) detail::check_inputs_finite(pr);
+  RunInfo info;
+  if (std::holds_alternative<ReferenceConfig>(config)) {
+    detail::reference_backward(pr, grads);
+  } else {
+    info = detail::train_backward(pr, grads, config);
+  }
+  info.seconds_total = timer.seconds();
+  return info;
+}
+
+namespace {
+
+// A float shadow of a double problem: its sizes, masks, scale, seed and dropout in a validated
+// AttentionParams whose inputs are the double tensors rounded to float (what SMYRF hashes).
+struct FloatShadow {
+  std::vector<float> q, k, v, o;
+  AttentionParams params;
+  FloatShadow(const AttentionParams& p, const DoubleTensors& in) {
+    if (in.q == nullptr) throw Error("smyrf: in.q = nullptr: must point to the queries");
+    if (in.k == nullptr) throw Error("smyrf: in.k = nullptr: must point to the keys");
+    if (in.v == nullptr) throw Error("smyrf: in.v = nullptr: must point to the values");
+    params = p;
+    params.q = params.k = params.v = nullptr;
+    params.o = nullptr;
+    params.lse = nullptr;
+    // Sizes first, before allocating; the full checks run on the contiguous copy below.
+    const std::pair<const char*, std::int64_t> sizes[] = {{"batch", p.batch}, {"heads", p.heads},
+                                                          {"nq", p.nq},       {"nk", p.nk},
+                                                          {"d", p.d},         {"dv", p.dv}};
+    for (const auto& [name, n] : sizes)
+      if (n < 1) throw Error(std::string("smyrf: params.") + name + " = " + std::to_string(n) + ": must be >= 1");
+    q.assign(in.q, in.q + p.batch * p.heads * p.nq * p.d);
+    k.assign(in.k, in.k + p.batch * p.heads * p.nk * p.d);
+    v.assign(in.v, in.v + p.batch * p.heads * p.nk * p.dv);
+    o.resize(static_cast<std::size_t>(p.batch * p.heads * p.nq * p.dv));
+    AttentionParams c = AttentionParams::contiguous(p.batch, p.heads, p.nq, p.nk, p.d, p.dv,
+                                                    q.data(), k.data(), v.data(), o.data());
+    c.key_mask = p.key_mask;
+    c.key_mask_batch_stride = p.key_mask_batch_stride;
+    c.query_mask = p.query_mask;
+    c.query_mask_batch_stride = p.query_mask_batch_stride;
+    c.scale = p.scale;
+    c.seed = p.seed;
+    c.num_threads = p.num_threads;
+    c.dropout = p.dropout;
+    c.check_finite = false;
+    params = c;
+  }
+};
+
+}  // namespace
+
+void attention_f64(const AttentionParams& params, const DoubleTensors& in,
+                   const MethodConfig& config, double* o, double* lse) {
+  if (o == nullptr) throw Error("smyrf: o = nullptr: must point to the output");
+  const FloatShadow shadow(params, in);
+  const detail::Problem pr = detail::validate_params(shadow.params);
+  if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
+  const detail::KeySets sets(pr, config);
+  detail::sets_forward({&pr, in.q, in.k, in.v}, sets, o, lse);
+}
+
+void attention_backward_f64(const AttentionParams& params, const DoubleTensors& in,
+                            const MethodConfig& config, const double* o, const double* lse,
+                            const double* grad_o, double* grad_q, double* grad_k,
+                            double* grad_v) {
+  if (o == nullptr || lse == nullptr || grad_o == nullptr)
+    throw Error("smyrf: o, lse and grad_o of attention_backward_f64 must not be nullptr");
+  if (grad_q == nullptr || grad_k == nullptr || grad_v == nullptr)
+    throw Error("smyrf: grad_q, grad_k and grad_v of attention_backward_f64 must not be nullptr");
+  const FloatShadow shadow(params, in);
+  const detail::Problem pr = detail::validate_params(shadow.params);
+  if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
+  const detail::KeySets sets(pr, config);
+  detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);
 }
 
 std::string simd_target() {

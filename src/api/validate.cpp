@@ -133,6 +133,10 @@ Problem validate_params(const AttentionParams& p) {
     fail("params.scale", str(static_cast<double>(*p.scale)), "must be finite");
   if (p.num_threads < 0) fail("params.num_threads", str(std::int64_t{p.num_threads}),
                               "must be >= 0 (0 = all available threads)");
+  if (!(p.dropout >= 0.0f && p.dropout < 1.0f))
+    fail("params.dropout", str(static_cast<double>(p.dropout)), "must be in [0, 1)");
+  if (p.dropout > 0.0f && p.dtype != DType::f32)
+    fail("params.dropout", str(static_cast<double>(p.dropout)), "dropout needs f32 inputs");
 
   // O must not overlap the inputs (the kernels read Q, K, V after writing O).
   const Range o = byte_range(p.o, max_offset("o", {p.batch, p.heads, p.nq},
@@ -166,6 +170,55 @@ Problem validate_params(const AttentionParams& p) {
   pr.threads = resolve_threads(p.num_threads);
   pr.dtype = p.dtype;
   return pr;
+}
+
+void validate_gradients(const AttentionParams& p, const GradientParams& g) {
+  if (p.dtype != DType::f32) fail("params.dtype", "bf16", "the backward pass needs f32 inputs");
+  const std::array<std::pair<const char*, const void*>, 6> ptrs{{{"grads.o", g.o},
+                                                                  {"grads.lse", g.lse},
+                                                                  {"grads.grad_o", g.grad_o},
+                                                                  {"grads.grad_q", g.grad_q},
+                                                                  {"grads.grad_k", g.grad_k},
+                                                                  {"grads.grad_v", g.grad_v}}};
+  for (const auto& [name, q] : ptrs)
+    if (q == nullptr) fail(name, "nullptr", "the backward pass needs it");
+  // Each gradient element belongs to one input element: no broadcast (zero) strides.
+  const std::array<std::pair<const char*, std::int64_t>, 9> strides{{
+      {"params.q_batch_stride", p.batch > 1 ? p.q_batch_stride : 1},
+      {"params.q_head_stride", p.heads > 1 ? p.q_head_stride : 1},
+      {"params.q_row_stride", p.nq > 1 ? p.q_row_stride : 1},
+      {"params.k_batch_stride", p.batch > 1 ? p.k_batch_stride : 1},
+      {"params.k_head_stride", p.heads > 1 ? p.k_head_stride : 1},
+      {"params.k_row_stride", p.nk > 1 ? p.k_row_stride : 1},
+      {"params.v_batch_stride", p.batch > 1 ? p.v_batch_stride : 1},
+      {"params.v_head_stride", p.heads > 1 ? p.v_head_stride : 1},
+      {"params.v_row_stride", p.nk > 1 ? p.v_row_stride : 1}}};
+  for (const auto& [name, v] : strides)
+    if (v == 0) fail(name, "0", "broadcast inputs have no backward (gradients would alias)");
+  // The gradients are written while Q, K, V, O, dO and lse are read: no overlaps.
+  auto range = [&](const void* base, std::array<std::int64_t, 3> extent,
+                   std::array<std::int64_t, 3> stride, std::int64_t row) {
+    return byte_range(base, max_offset("grads", extent, stride, row), sizeof(float));
+  };
+  const Range gq = range(g.grad_q, {p.batch, p.heads, p.nq}, {p.q_batch_stride, p.q_head_stride, p.q_row_stride}, p.d);
+  const Range gk = range(g.grad_k, {p.batch, p.heads, p.nk}, {p.k_batch_stride, p.k_head_stride, p.k_row_stride}, p.d);
+  const Range gv = range(g.grad_v, {p.batch, p.heads, p.nk}, {p.v_batch_stride, p.v_head_stride, p.v_row_stride}, p.dv);
+  const std::array<std::pair<const char*, Range>, 9> all{{
+      {"grads.grad_q", gq},
+      {"grads.grad_k", gk},
+      {"grads.grad_v", gv},
+      {"params.q", range(p.q, {p.batch, p.heads, p.nq}, {p.q_batch_stride, p.q_head_stride, p.q_row_stride}, p.d)},
+      {"params.k", range(p.k, {p.batch, p.heads, p.nk}, {p.k_batch_stride, p.k_head_stride, p.k_row_stride}, p.d)},
+      {"params.v", range(p.v, {p.batch, p.heads, p.nk}, {p.v_batch_stride, p.v_head_stride, p.v_row_stride}, p.dv)},
+      {"grads.o", range(g.o, {p.batch, p.heads, p.nq}, {p.o_batch_stride, p.o_head_stride, p.o_row_stride}, p.dv)},
+      {"grads.grad_o", range(g.grad_o, {p.batch, p.heads, p.nq}, {p.o_batch_stride, p.o_head_stride, p.o_row_stride}, p.dv)},
+      {"grads.lse", byte_range(g.lse, p.batch * p.heads * p.nq - 1, sizeof(float))},
+  }};
+  for (std::size_t a = 0; a < 3; ++a)
+    for (std::size_t b = 0; b < all.size(); ++b)
+      if (a != b && all[a].second.lo < all[b].second.hi && all[b].second.lo < all[a].second.hi)
+        fail(all[a].first, ptr(a == 0 ? static_cast<const void*>(g.grad_q) : a == 1 ? g.grad_k : g.grad_v),
+             std::string("gradient memory overlaps ") + all[b].first);
 }
 
 void validate_config(const SmyrfConfig& c) {

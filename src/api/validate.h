@@ -9,6 +9,9 @@ namespace smyrf::detail {
 // Validates params and returns the problem the methods run on.
 Problem validate_params(const AttentionParams& params);
 void validate_config(const SmyrfConfig& config);
+// The backward pass's extra requirements (f32, no broadcast, gradient buffers that overlap
+// nothing).
+void validate_gradients(const AttentionParams& params, const GradientParams& grads);
 // Throws if an unmasked row of Q, K or V holds a NaN or an infinity.
 void check_inputs_finite(const Problem& pr);
 

@@ -79,8 +79,12 @@ void DenseAttendT(const detail::Problem& pr, const detail::TokenLists& lists, fl
       SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
       PVAccumulate(s, kDenseKeyTile, m, n, vp + static_cast<std::size_t>(j0) * ldv, ldv, acc, ldv);
     }
-    FinalizeRows(m, row_max, row_sum, row_sum, nullptr);
+    // The row's logsumexp (when asked for) overwrites row_max, which FinalizeRows reads first.
+    float* lse = pr.p->lse;
+    FinalizeRows(m, row_max, row_sum, row_sum, lse != nullptr ? row_max : nullptr);
     for (std::size_t r = 0; r < m; ++r) ScaleRowTo(acc + r * ldv, row_sum[r], pr.o_row(b, h, qidx[r]), dv);
+    if (lse != nullptr)
+      for (std::size_t r = 0; r < m; ++r) lse[bh * pr.Nq + qidx[r]] = row_max[r];
   });
   info->attention.seconds = timer.lap();
 }

@@ -100,6 +100,8 @@ void CentroidAttendT(const detail::CentroidArgs& a) {
       }
       FinalizeRows(m, row_max, row_sum, inv, lse);
       for (std::size_t i = 0; i < m; ++i) ScaleRowTo(acc + i * ldv, inv[i], pr.o_row(b, h, queries[q0 + i]), dv);
+      if (pr.p->lse != nullptr)
+        for (std::size_t i = 0; i < m; ++i) pr.p->lse[(b * pr.H + h) * pr.Nq + queries[q0 + i]] = lse[i];
     }
     // Scores: the centroid's against every visible key, then the cluster's queries against
     // the selected keys.

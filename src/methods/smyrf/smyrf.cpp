@@ -286,6 +286,19 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
     for (std::int64_t t = 0; t < tasks; ++t)
       info.attention_scores += static_cast<std::size_t>(scores[t]);
   }
+  // Each query's logsumexp over all rounds: the merge state's max + log(sum of weights).
+  if (float* lse = pr.p->lse) {
+    const MergeState* merge = arena.at<MergeState>(merge_slot);
+    for (std::int64_t b = 0; b < pr.B; ++b) {
+      if (lists.k_count[b] == 0) continue;
+      const std::int32_t* queries = lists.queries(b, pr.Nq);
+      for (std::int64_t h = 0; h < pr.H; ++h)
+        for (std::int32_t t = 0; t < lists.q_count[b]; ++t) {
+          const std::size_t row = static_cast<std::size_t>((b * pr.H + h) * pr.Nq + queries[t]);
+          lse[row] = merge[row].max + std::log(merge[row].sum);
+        }
+    }
+  }
   split_wall_time(phase_ticks, pr.threads, attn.seconds(), info);
   add_round_bytes(pr, config, lists, sorted, info);
   info.seconds_total = total.seconds();

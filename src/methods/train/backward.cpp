@@ -1,0 +1,372 @@
+// The training kernels of train.h: one routine processes a group (a list of queries against a
+// list of keys) tile by tile — 48 queries x 256 keys — and accumulates what the mode asks for.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "methods/train/backward.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/heuristics.h"
+#include "common/parallel.h"
+#include "hwy/highway.h"
+#include "kernels/attention_tile-inl.h"
+#include "methods/train/train.h"
+
+
+HWY_BEFORE_NAMESPACE();
+namespace smyrf {
+namespace HWY_NAMESPACE {
+
+// s[r][c] <- exp(s[r][c] - lse[r]) for c < PadToLanes(n) (padded -inf columns become 0).
+HWY_INLINE void Probabilities(float* s, std::size_t lds, std::size_t m, std::size_t n,
+                              const float* lse) {
+  const DF df;
+  const std::size_t L = hn::Lanes(df), npad = PadToLanes(n);
+  for (std::size_t r = 0; r < m; ++r) {
+    const VF l = hn::Set(df, lse[r]);
+    float* row = s + r * lds;
+    for (std::size_t c = 0; c < npad; c += L)
+      hn::Store(hn::Exp(df, hn::Sub(hn::Load(df, row + c), l)), df, row + c);
+  }
+}
+
+// dp[r][c] <- scale * p[r][c] * (dp[r][c] - delta[r]): the score gradient (columns < n).
+HWY_INLINE void ScoreGradient(const float* p, float* dp, std::size_t lds, std::size_t m,
+                              std::size_t n, const float* delta, float scale) {
+  const DF df;
+  const std::size_t L = hn::Lanes(df), npad = PadToLanes(n);
+  const VF vs = hn::Set(df, scale);
+  for (std::size_t r = 0; r < m; ++r) {
+    const VF dl = hn::Set(df, delta[r]);
+    const float* pr = p + r * lds;
+    float* dr = dp + r * lds;
+    for (std::size_t c = 0; c < npad; c += L)
+      hn::Store(hn::Mul(hn::Mul(hn::Load(df, pr + c), vs), hn::Sub(hn::Load(df, dr + c), dl)), df,
+                dr + c);
+  }
+}
+
+// tr[c * ldt + r] = a[r * lda + c] for r < m, c < n.
+HWY_INLINE void Transpose(const float* a, std::size_t lda, std::size_t m, std::size_t n, float* tr,
+                          std::size_t ldt) {
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t c = 0; c < n; ++c) tr[c * ldt + r] = a[r * lda + c];
+}
+
+// row[c] += acc[c] for c < n.
+HWY_INLINE void AddRow(const float* HWY_RESTRICT acc, float* HWY_RESTRICT row, std::size_t n) {
+  for (std::size_t c = 0; c < n; ++c) row[c] += acc[c];
+}
+
+void RunGroupsImpl(const detail::TrainArgs& a, const detail::Group* groups, std::int64_t n_groups,
+                   float* scratch, std::size_t per_thread, int threads) {
+  using detail::kTrainKeyTile;
+  using detail::kTrainQueryTile;
+  const detail::Problem& pr = *a.pr;
+  const AttentionParams& p = *pr.p;
+  const detail::TrainScratch L = detail::TrainScratch::make(a);
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  const std::size_t M = kTrainQueryTile, N = kTrainKeyTile;
+  const bool want_out = (a.mode & detail::kGroupOut) != 0;
+  const bool want_dq = (a.mode & detail::kGroupGradQ) != 0;
+  const bool want_dkv = (a.mode & detail::kGroupGradKV) != 0;
+  const GradientParams* g = a.grads;
+  auto grad_o_row = [&](std::int64_t b, std::int64_t h, std::int64_t i) {
+    return g->grad_o + b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
+  };
+
+  detail::parallel_for_tid(n_groups, threads, [&](std::int64_t task, int tid) {
+    const detail::Group& gr = groups[task];
+    if (gr.n_queries == 0 || gr.n_keys == 0) return;
+    float* base = scratch + static_cast<std::size_t>(tid) * per_thread;
+    float *kt = base + L.kt, *vt = base + L.vt, *kp = base + L.kp, *vp = base + L.vp;
+    float *s = base + L.s, *dp = base + L.dp, *tr = base + L.tr, *qp = base + L.qp;
+    float *dop = base + L.dop, *dk = base + L.dk, *dvacc = base + L.dv, *dq = base + L.dq;
+    float *out = base + L.out, *lse = base + L.lse, *delta = base + L.delta;
+    const std::int64_t b = gr.b, h = gr.h, bh = b * pr.H + h;
+    const std::size_t mq = static_cast<std::size_t>(gr.n_queries);
+    if (want_dq) std::fill_n(dq, mq * L.ldd, 0.0f);
+    if (want_out) std::fill_n(out, mq * L.ldv, 0.0f);
+    const float* q_rows[kTrainQueryTile];
+    const float* do_rows[kTrainQueryTile];
+
+    for (std::size_t k0 = 0; k0 < static_cast<std::size_t>(gr.n_keys); k0 += N) {
+      const std::size_t n = std::min(N, static_cast<std::size_t>(gr.n_keys) - k0);
+      const std::int32_t* kidx = gr.keys + k0;
+      auto key_row = [&](std::size_t j) { return pr.k_row<float>(b, h, kidx[j]); };
+      auto value_row = [&](std::size_t j) { return pr.v_row<float>(b, h, kidx[j]); };
+      PackKeysTransposed(key_row, n, d, kt, N);
+      if (want_out) PackValues(value_row, n, dv, vp, L.ldv);
+      if (want_dq || want_dkv) PackKeysTransposed(value_row, n, dv, vt, N);
+      if (want_dq) PackValues(key_row, n, d, kp, L.ldd);
+      if (want_dkv) {
+        std::fill_n(dk, n * L.ldd, 0.0f);
+        std::fill_n(dvacc, n * L.ldv, 0.0f);
+      }
+
+      for (std::size_t q0 = 0; q0 < mq; q0 += M) {
+        const std::size_t m = std::min(M, mq - q0);
+        const std::int32_t* qidx = gr.queries + q0;
+        for (std::size_t r = 0; r < m; ++r) {
+          q_rows[r] = pr.q_row<float>(b, h, qidx[r]);
+          lse[r] = a.lse[bh * pr.Nq + qidx[r]];
+        }
+        ScoreTile(q_rows, m, d, kt, N, n, pr.scale, s, N);
+        Probabilities(s, N, m, n, lse);
+        if (want_out) {
+          if (a.dropout.active()) {
+            for (std::size_t r = 0; r < m; ++r) {
+              const std::uint64_t stream = a.dropout.row(b, h, gr.round, qidx[r]);
+              for (std::size_t c = 0; c < n; ++c) s[r * N + c] *= a.dropout.factor(stream, kidx[c]);
+            }
+          }
+          PVAccumulate(s, N, m, n, vp, L.ldv, out + q0 * L.ldv, L.ldv);
+          continue;
+        }
+        for (std::size_t r = 0; r < m; ++r) {
+          do_rows[r] = grad_o_row(b, h, qidx[r]);
+          delta[r] = a.delta[bh * pr.Nq + qidx[r]];
+        }
+        ScoreTile(do_rows, m, dv, vt, N, n, 1.0f, dp, N);
+        // Dropout: the kept weights P F go to tr (transposed, for dV); dP <- F dP.
+        if (a.dropout.active()) {
+          for (std::size_t r = 0; r < m; ++r) {
+            const std::uint64_t stream = a.dropout.row(b, h, gr.round, qidx[r]);
+            for (std::size_t c = 0; c < n; ++c) {
+              const float f = a.dropout.factor(stream, kidx[c]);
+              dp[r * N + c] *= f;
+              tr[c * M + r] = s[r * N + c] * f;
+            }
+          }
+        } else if (want_dkv) {
+          Transpose(s, N, m, n, tr, M);
+        }
+        if (want_dkv) {
+          PackValues([&](std::size_t r) { return do_rows[r]; }, m, dv, dop, L.ldv);
+          PVAccumulate(tr, M, n, m, dop, L.ldv, dvacc, L.ldv);
+        }
+        ScoreGradient(s, dp, N, m, n, delta, pr.scale);
+        if (want_dq) PVAccumulate(dp, N, m, n, kp, L.ldd, dq + q0 * L.ldd, L.ldd);
+        if (want_dkv) {
+          Transpose(dp, N, m, n, tr, M);
+          PackValues([&](std::size_t r) { return q_rows[r]; }, m, d, qp, L.ldd);
+          PVAccumulate(tr, M, n, m, qp, L.ldd, dk, L.ldd);
+        }
+      }
+      if (want_dkv) {
+        for (std::size_t j = 0; j < n; ++j) {
+          const std::int64_t pos = kidx[j];
+          AddRow(dk + j * L.ldd, g->grad_k + b * p.k_batch_stride + h * p.k_head_stride + pos * p.k_row_stride, d);
+          AddRow(dvacc + j * L.ldv, g->grad_v + b * p.v_batch_stride + h * p.v_head_stride + pos * p.v_row_stride, dv);
+        }
+      }
+    }
+    if (want_dq)
+      for (std::size_t i = 0; i < mq; ++i)
+        AddRow(dq + i * L.ldd,
+               g->grad_q + b * p.q_batch_stride + h * p.q_head_stride + gr.queries[i] * p.q_row_stride, d);
+    if (want_out)
+      for (std::size_t i = 0; i < mq; ++i) AddRow(out + i * L.ldv, pr.o_row(b, h, gr.queries[i]), dv);
+  });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smyrf
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/timer.h"
+#include "hwy/aligned_allocator.h"
+#include "methods/smyrf/clustering.h"
+
+namespace smyrf::detail {
+HWY_EXPORT(RunGroupsImpl);
+
+std::size_t train_scratch_floats(const TrainArgs& args) { return TrainScratch::make(args).total; }
+
+void run_groups(const TrainArgs& args, const Group* groups, std::int64_t n_groups, float* scratch,
+                std::size_t per_thread, int threads) {
+  HWY_DYNAMIC_DISPATCH(RunGroupsImpl)(args, groups, n_groups, scratch, per_thread, threads);
+}
+
+namespace {
+
+// The groups of a method, in launches: the groups of one launch write disjoint rows; launches
+// run in order.
+struct GroupPlan {
+  std::vector<std::vector<Group>> launches;  // for the backward: dK/dV launches
+  std::vector<std::vector<Group>> q_launches;  // dense only: the separate dQ launch
+  std::vector<int> launch_threads;
+  std::int64_t max_group_queries = 0;
+  bool dense = false;
+  ClusterLists clusters;     // SMYRF: owns the sorted positions the groups point into
+  std::vector<std::int32_t> q_lists, k_lists;  // dense: active queries / visible keys
+  std::vector<std::int32_t> q_count, k_count;
+};
+
+void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan, bool separate_q) {
+  const auto* s = std::get_if<SmyrfConfig>(&config);
+  plan.dense = s == nullptr || (s->q_cluster_size >= pr.Nq && s->k_cluster_size >= pr.Nk);
+  if (plan.dense) {
+    // Lists of active queries and visible keys.
+    plan.q_lists.resize(static_cast<std::size_t>(pr.B * pr.Nq));
+    plan.k_lists.resize(static_cast<std::size_t>(pr.B * pr.Nk));
+    plan.q_count.assign(static_cast<std::size_t>(pr.B), 0);
+    plan.k_count.assign(static_cast<std::size_t>(pr.B), 0);
+    for (std::int64_t b = 0; b < pr.B; ++b) {
+      for (std::int64_t i = 0; i < pr.Nq; ++i)
+        if (pr.query_active(b, i)) plan.q_lists[static_cast<std::size_t>(b * pr.Nq + plan.q_count[static_cast<std::size_t>(b)]++)] = static_cast<std::int32_t>(i);
+      for (std::int64_t j = 0; j < pr.Nk; ++j)
+        if (pr.key_visible(b, j)) plan.k_lists[static_cast<std::size_t>(b * pr.Nk + plan.k_count[static_cast<std::size_t>(b)]++)] = static_cast<std::int32_t>(j);
+    }
+    const std::int64_t MT = static_cast<std::int64_t>(kTrainQueryTile);
+    const std::int64_t NT = static_cast<std::int64_t>(kTrainKeyTile);
+    std::vector<Group> kv, q;
+    for (std::int64_t b = 0; b < pr.B; ++b)
+      for (std::int64_t h = 0; h < pr.H; ++h) {
+        const std::int64_t nq = plan.q_count[static_cast<std::size_t>(b)];
+        const std::int64_t nk = plan.k_count[static_cast<std::size_t>(b)];
+        const std::int32_t* ql = plan.q_lists.data() + b * pr.Nq;
+        const std::int32_t* kl = plan.k_lists.data() + b * pr.Nk;
+        if (nq == 0 || nk == 0) continue;
+        if (separate_q) {
+          // dK/dV: each task owns a tile of keys and visits every query.
+          for (std::int64_t k0 = 0; k0 < nk; k0 += NT)
+            kv.push_back({b, h, 0, ql, nq, kl + k0, std::min(NT, nk - k0)});
+        }
+        // dQ (or O): each task owns a tile of queries and visits every key.
+        for (std::int64_t q0 = 0; q0 < nq; q0 += MT)
+          q.push_back({b, h, 0, ql + q0, std::min(MT, nq - q0), kl, nk});
+      }
+    plan.max_group_queries = MT;
+    if (separate_q) {
+      plan.launches.push_back(std::move(kv));
+      plan.launch_threads.push_back(pr.threads);
+    }
+    plan.q_launches.push_back(std::move(q));
+    return;
+  }
+  if (s->keys != KeySelection::lsh)
+    throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward and no dropout");
+  plan.clusters = compute_clusters(*pr.p, *s);
+  const ClusterLists& c = plan.clusters;
+  const int R = c.rounds;
+  for (int r = 0; r < R; ++r) {
+    // Per round: one parallel launch of every cluster of batch elements whose key clusters are
+    // disjoint, then one serial launch of those where a key serves several clusters (n_k < C).
+    std::vector<Group> parallel, serial;
+    for (std::int64_t b = 0; b < pr.B; ++b) {
+      const std::int64_t C = c.n_clusters[static_cast<std::size_t>(b)];
+      const std::int64_t nq = c.q_count[static_cast<std::size_t>(b)];
+      const std::int64_t nk = c.k_count[static_cast<std::size_t>(b)];
+      if (nk == 0 || nq == 0 || (C == 1 && r > 0)) continue;
+      for (std::int64_t h = 0; h < pr.H; ++h) {
+        const std::int64_t bh = b * pr.H + h;
+        const std::int32_t* qs = c.q_sorted.data() + (bh * R + r) * pr.Nq;
+        const std::int32_t* ks = c.k_sorted.data() + (bh * R + r) * pr.Nk;
+        for (std::int64_t cl = 0; cl < C; ++cl) {
+          const IndexRange qr = query_cluster(cl, nq, C);
+          const IndexRange kr = key_cluster(cl, nk, C);
+          if (qr.end <= qr.begin) continue;
+          (nk < C ? serial : parallel)
+              .push_back({b, h, r, qs + qr.begin, qr.end - qr.begin, ks + kr.begin, kr.end - kr.begin});
+          plan.max_group_queries = std::max(plan.max_group_queries, qr.end - qr.begin);
+        }
+      }
+    }
+    plan.launches.push_back(std::move(parallel));
+    plan.launch_threads.push_back(pr.threads);
+    plan.launches.push_back(std::move(serial));
+    plan.launch_threads.push_back(1);
+  }
+}
+
+// Runs the plan's launches with one mode; scratch sized for it.
+void run_plan(const TrainArgs& args, const std::vector<std::vector<Group>>& launches,
+              const std::vector<int>& threads) {
+  const std::size_t per_thread = train_scratch_floats(args);
+  const int max_threads = args.pr->threads;
+  auto scratch = hwy::AllocateAligned<float>(per_thread * static_cast<std::size_t>(max_threads));
+  for (std::size_t l = 0; l < launches.size(); ++l)
+    run_groups(args, launches[l].data(), static_cast<std::int64_t>(launches[l].size()),
+               scratch.get(), per_thread, threads.empty() ? max_threads : threads[l]);
+}
+
+}  // namespace
+
+void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse) {
+  GroupPlan plan;
+  make_plan(pr, config, plan, false);
+  // Active rows are rebuilt from zero; the others keep the forward's zeros.
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t i = 0; i < pr.Nq; ++i)
+        if (std::isfinite(lse[(b * pr.H + h) * pr.Nq + i])) std::fill_n(pr.o_row(b, h, i), pr.dv, 0.0f);
+  TrainArgs args;
+  args.pr = &pr;
+  args.lse = lse;
+  args.dropout = Dropout(pr.p->dropout, pr.p->seed);
+  args.mode = kGroupOut;
+  args.max_group_queries = plan.max_group_queries;
+  if (plan.dense) {
+    run_plan(args, plan.q_launches, {});
+  } else {
+    run_plan(args, plan.launches, plan.launch_threads);
+  }
+}
+
+RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodConfig& config) {
+  Timer timer;
+  const AttentionParams& p = *pr.p;
+  // Gradients start at zero (masked rows stay zero).
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h) {
+      for (std::int64_t i = 0; i < pr.Nq; ++i)
+        std::fill_n(g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + i * p.q_row_stride, pr.d, 0.0f);
+      for (std::int64_t j = 0; j < pr.Nk; ++j) {
+        std::fill_n(g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + j * p.k_row_stride, pr.d, 0.0f);
+        std::fill_n(g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + j * p.v_row_stride, pr.dv, 0.0f);
+      }
+    }
+  // D_i = dO_i . O_i, summed in double.
+  std::vector<float> delta(static_cast<std::size_t>(pr.B * pr.H * pr.Nq));
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    for (std::int64_t i = 0; i < pr.Nq; ++i) {
+      const std::int64_t off = b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
+      double acc = 0;
+      for (std::int64_t c = 0; c < pr.dv; ++c)
+        acc += static_cast<double>(g.grad_o[off + c]) * static_cast<double>(g.o[off + c]);
+      delta[static_cast<std::size_t>(bh * pr.Nq + i)] = static_cast<float>(acc);
+    }
+  });
+  GroupPlan plan;
+  make_plan(pr, config, plan, true);
+  TrainArgs args;
+  args.pr = &pr;
+  args.lse = g.lse;
+  args.delta = delta.data();
+  args.grads = &g;
+  args.dropout = Dropout(p.dropout, p.seed);
+  args.max_group_queries = plan.max_group_queries;
+  if (plan.dense) {
+    args.mode = kGroupGradKV;
+    run_plan(args, plan.launches, plan.launch_threads);
+    args.mode = kGroupGradQ;
+    run_plan(args, plan.q_launches, {});
+  } else {
+    args.mode = kGroupGradQ | kGroupGradKV;
+    run_plan(args, plan.launches, plan.launch_threads);
+  }
+  RunInfo info;
+  info.seconds_total = info.attention.seconds = timer.seconds();
+  return info;
+}
+
+}  // namespace smyrf::detail
+#endif  // HWY_ONCE

@@ -1,0 +1,58 @@
+// Training in double precision: forward (with dropout and logsumexp) and backward of attention
+// over explicit key sets, written plainly. It is the oracle of the fast backward kernels, the
+// implementation behind attention_f64 / attention_backward_f64, and the reference method's
+// training path.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "common/problem.h"
+#include "smyrf/smyrf.h"
+
+namespace smyrf::detail {
+
+// The (round, key) pairs each active query attends to. A key paired with a query in several
+// SMYRF rounds appears once per round: the softmax runs over this multiset.
+class KeySets {
+ public:
+  // Reference and dense: every visible key, round 0. SMYRF (lsh): the clusters of every round,
+  // from the problem's inputs (which must be f32 or bf16 as given to the fast kernels).
+  KeySets(const Problem& pr, const MethodConfig& config);
+  // Appends the pairs of query i of (b, h) to out (cleared first); empty for masked queries.
+  void pairs(std::int64_t b, std::int64_t h, std::int64_t i,
+             std::vector<std::pair<int, std::int32_t>>& out) const;
+
+ private:
+  const Problem* pr_;
+  bool clustered_ = false;
+  int rounds_ = 1;
+  // Clustered: per (bh, round), the cluster of each query position (-1: inactive), and the
+  // keys in sorted order with each cluster's key range.
+  std::vector<std::int32_t> query_cluster_;      // [(bh * R + r) * Nq + i]
+  std::vector<std::int32_t> k_sorted_;           // [(bh * R + r) * Nk + t]
+  std::vector<std::int64_t> n_clusters_, k_count_;  // [B]
+};
+
+// Contiguous double tensors of one problem (sizes, masks, scale, seed and dropout from pr).
+struct DoubleProblem {
+  const Problem* pr = nullptr;
+  const double* q = nullptr;  // [B, H, Nq, d]
+  const double* k = nullptr;  // [B, H, Nk, d]
+  const double* v = nullptr;  // [B, H, Nk, dv]
+};
+
+// o [B,H,Nq,dv], lse [B,H,Nq] (lse may be nullptr).
+void sets_forward(const DoubleProblem& dp, const KeySets& sets, double* o, double* lse);
+// Gradients written (contiguous, same shapes as q, k, v).
+void sets_backward(const DoubleProblem& dp, const KeySets& sets, const double* o,
+                   const double* lse, const double* grad_o, double* grad_q, double* grad_k,
+                   double* grad_v);
+
+// The reference method's training path through the float API: inputs converted to double,
+// O (and params.lse when set) written with dropout applied.
+void reference_train_forward(const Problem& pr);
+void reference_backward(const Problem& pr, const GradientParams& grads);
+
+}  // namespace smyrf::detail
