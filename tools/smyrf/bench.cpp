@@ -43,6 +43,11 @@ struct Row {
   double speedup_vs_dense = std::numeric_limits<double>::quiet_NaN();
   std::string dtype = "f32";
   double speedup_vs_f32 = std::numeric_limits<double>::quiet_NaN();
+  // --backward: median seconds of attention_backward, its GFLOP/s counting 10 * scores * d
+  // (scores, dP, dV, dQ, dK: what any backward must do; recomputation is not counted).
+  double backward_s = std::numeric_limits<double>::quiet_NaN();
+  double backward_gflops = std::numeric_limits<double>::quiet_NaN();
+  double backward_peak_fraction = std::numeric_limits<double>::quiet_NaN();
 };
 
 // One method on one problem: `repeats` timed calls after a warm-up, buffers reused.
@@ -71,6 +76,32 @@ Timing time_method(const AttentionParams& params, const MethodConfig& config, in
   t.info.attention.seconds = sum.attention.seconds;
   t.info.merge.seconds = sum.merge.seconds;
   return t;
+}
+
+double median(std::vector<double> v);
+
+// Backward timing: one forward call that saves the lse, then `repeats` backward calls after a
+// warm-up; dO is a fixed pseudo-random tensor.
+double time_backward(const AttentionParams& params, const MethodConfig& config, int repeats) {
+  const std::size_t rows_q = static_cast<std::size_t>(params.batch * params.heads * params.nq);
+  const std::size_t rows_k = static_cast<std::size_t>(params.batch * params.heads * params.nk);
+  Floats lse(rows_q), grad_o(rows_q * static_cast<std::size_t>(params.dv));
+  Floats gq(rows_q * static_cast<std::size_t>(params.d)), gk(rows_k * static_cast<std::size_t>(params.d)),
+      gv(rows_k * static_cast<std::size_t>(params.dv));
+  for (std::size_t i = 0; i < grad_o.size(); ++i)
+    grad_o[i] = static_cast<float>((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+  AttentionParams p = params;
+  p.lse = lse.data();
+  attention(p, config);
+  const GradientParams g{p.o, lse.data(), grad_o.data(), gq.data(), gk.data(), gv.data()};
+  attention_backward(p, g, config);  // warm-up
+  std::vector<double> seconds;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    attention_backward(p, g, config);
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return median(seconds);
 }
 
 double median(std::vector<double> v) {
@@ -138,6 +169,19 @@ void print_phases(const std::vector<Row>& rows) {
   }
 }
 
+// Backward rows (--backward): time, GFLOP/s, fraction of peak, and backward / forward time.
+void print_backward(const std::vector<Row>& rows) {
+  if (rows.empty()) return;
+  std::printf("\nBackward (attention_backward; FLOPs = 10 * scores * d)\n%-10s %6s %6s %4s %-10s %-14s "
+              "%12s %9s %6s %12s\n",
+              "input", "Nq", "Nk", "d", "method", "settings", "backward_ms", "GFLOP/s", "%peak", "bwd/fwd");
+  for (const Row& r : rows)
+    std::printf("%-10s %6lld %6lld %4lld %-10s %-14s %12.3f %9.1f %6s %11.2fx\n", r.input.c_str(),
+                static_cast<long long>(r.nq), static_cast<long long>(r.nk), static_cast<long long>(r.d),
+                r.method.c_str(), r.settings.c_str(), r.backward_s * 1e3, r.backward_gflops,
+                fmt("%.1f", 100 * r.backward_peak_fraction).c_str(), r.backward_s / r.median_s);
+}
+
 json to_json(const Row& r) {
   auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
   return {{"input", r.input},
@@ -176,7 +220,10 @@ json to_json(const Row& r) {
           {"attention_s", r.phases.attention.seconds},
           {"attention_bytes", r.phases.attention.bytes},
           {"merge_s", r.phases.merge.seconds},
-          {"merge_bytes", r.phases.merge.bytes}};
+          {"merge_bytes", r.phases.merge.bytes},
+          {"backward_s", num(r.backward_s)},
+          {"backward_gflops", num(r.backward_gflops)},
+          {"backward_peak_fraction", num(r.backward_peak_fraction)}};
 }
 
 
@@ -206,7 +253,7 @@ int run_bench(const BenchOptions& o) {
   Progress progress(steps, o.quiet);
 
   json rows = json::array();
-  std::vector<Row> smyrf_rows;
+  std::vector<Row> smyrf_rows, backward_rows;
   bool skipped_reference = false;
   print_header();
   for (const auto& input : o.inputs) {
@@ -243,7 +290,8 @@ int run_bench(const BenchOptions& o) {
         double dense_median = std::numeric_limits<double>::quiet_NaN();
 
         auto record = [&](const std::string& method, const std::string& settings,
-                          const Timing& tm, const SmyrfConfig* sc) {
+                          const Timing& tm, const SmyrfConfig* sc,
+                          double backward_s = std::numeric_limits<double>::quiet_NaN()) {
           Row r;
           r.input = input;
           r.method = method;
@@ -282,6 +330,12 @@ int run_bench(const BenchOptions& o) {
           if (!bf16) f32_median[method + settings] = r.median_s;
           const auto f32 = f32_median.find(method + settings);
           if (bf16 && f32 != f32_median.end()) r.speedup_vs_f32 = f32->second / r.median_s;
+          if (!std::isnan(backward_s)) {
+            r.backward_s = backward_s;
+            r.backward_gflops = 10.0 * static_cast<double>(r.scores) * static_cast<double>(d) / backward_s / 1e9;
+            if (o.measure_peak) r.backward_peak_fraction = r.backward_gflops / peak.gflops;
+            backward_rows.push_back(r);
+          }
           progress.clear();
           print_row(r);
           if (method == "smyrf") smyrf_rows.push_back(r);
@@ -316,7 +370,8 @@ int run_bench(const BenchOptions& o) {
             truth_name = "dense";
           }
           if (wants("dense")) {
-            record("dense", "flash", tm, nullptr);
+            record("dense", "flash", tm, nullptr,
+                   o.backward && !bf16 ? time_backward(p, DenseConfig{}, o.repeats) : std::nan(""));
             progress.step("dense " + where);
           }
         }
@@ -334,7 +389,8 @@ int run_bench(const BenchOptions& o) {
                   std::to_string(hashes) + "x" + std::to_string(qc) + "/" + std::to_string(kc);
               progress.begin("smyrf " + settings + " " + where);
               const Timing tm = time_method(p, sc, o.repeats, ws);
-              record("smyrf", settings, tm, &sc);
+              record("smyrf", settings, tm, &sc,
+                     o.backward && !bf16 ? time_backward(p, sc, o.repeats) : std::nan(""));
               progress.step("smyrf " + settings + " " + where);
             }
         }
@@ -342,6 +398,7 @@ int run_bench(const BenchOptions& o) {
     }
   }
   print_phases(smyrf_rows);
+  print_backward(backward_rows);
   if (skipped_reference)
     std::printf("\nreference skipped where Nq*Nk > %lld^2 (naive O(N^2) in double; "
                 "--reference-max-n raises the limit); dense served as the exact result there\n",
@@ -374,6 +431,7 @@ int run_bench(const BenchOptions& o) {
                 {"noise", o.spec.noise},
                 {"temperature", o.spec.temperature},
                 {"repeats", o.repeats},
+                {"backward", o.backward},
                 {"seed", o.seed},
                 {"reference_max_n", o.reference_max_n},
                 {"exact_max_n", o.exact_max_n}}},

@@ -31,6 +31,7 @@ struct BenchOptions {
   // length so that errors can be reported; beyond it errors are not reported.
   std::int64_t exact_max_n = 32768;
   bool measure_peak = true;
+  bool backward = false;  // also time attention_backward (f32 dense and SMYRF rows)
   std::string json = "out/bench.json";
   std::string csv = "out/bench.csv";
   bool quiet = false;

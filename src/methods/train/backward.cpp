@@ -94,11 +94,12 @@ void RunGroupsImpl(const detail::TrainArgs& a, const detail::Group* groups, std:
     for (std::size_t k0 = 0; k0 < static_cast<std::size_t>(gr.n_keys); k0 += N) {
       const std::size_t n = std::min(N, static_cast<std::size_t>(gr.n_keys) - k0);
       const std::int32_t* kidx = gr.keys + k0;
+      const std::size_t ldk = PadToLanes(n);  // K^T and V^T row stride: small clusters pack small
       auto key_row = [&](std::size_t j) { return pr.k_row<float>(b, h, kidx[j]); };
       auto value_row = [&](std::size_t j) { return pr.v_row<float>(b, h, kidx[j]); };
-      PackKeysTransposed(key_row, n, d, kt, N);
+      PackKeysTransposed(key_row, n, d, kt, ldk);
       if (want_out) PackValues(value_row, n, dv, vp, L.ldv);
-      if (want_dq || want_dkv) PackKeysTransposed(value_row, n, dv, vt, N);
+      if (want_dq || want_dkv) PackKeysTransposed(value_row, n, dv, vt, ldk);
       if (want_dq) PackValues(key_row, n, d, kp, L.ldd);
       if (want_dkv) {
         std::fill_n(dk, n * L.ldd, 0.0f);
@@ -112,7 +113,7 @@ void RunGroupsImpl(const detail::TrainArgs& a, const detail::Group* groups, std:
           q_rows[r] = pr.q_row<float>(b, h, qidx[r]);
           lse[r] = a.lse[bh * pr.Nq + qidx[r]];
         }
-        ScoreTile(q_rows, m, d, kt, N, n, pr.scale, s, N);
+        ScoreTile(q_rows, m, d, kt, ldk, n, pr.scale, s, N);
         Probabilities(s, N, m, n, lse);
         if (want_out) {
           if (a.dropout.active()) {
@@ -128,7 +129,7 @@ void RunGroupsImpl(const detail::TrainArgs& a, const detail::Group* groups, std:
           do_rows[r] = grad_o_row(b, h, qidx[r]);
           delta[r] = a.delta[bh * pr.Nq + qidx[r]];
         }
-        ScoreTile(do_rows, m, dv, vt, N, n, 1.0f, dp, N);
+        ScoreTile(do_rows, m, dv, vt, ldk, n, 1.0f, dp, N);
         // Dropout: the kept weights P F go to tr (transposed, for dV); dP <- F dP.
         if (a.dropout.active()) {
           for (std::size_t r = 0; r < m; ++r) {
