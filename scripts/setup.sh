@@ -12,6 +12,8 @@ PACKAGES=(
   libopenblas-openmp-dev  # the pretrained model's dense layers (SGEMM)
   libicu-dev          # NFKC normalisation of the tokenizer
   libeigen3-dev       # the evaluation's logistic regression (Newton steps)
+  # the PyTorch front end (torch/): LibTorch, the Python extension and its pytest suite
+  python3-torch libtorch-dev pybind11-dev python3-pybind11 python3-pytest python3-numpy
 )
 
 # --plot: also what scripts/plot_bench.py needs.

@@ -1,0 +1,198 @@
+// LibTorch glue: checks at the edge, then one torch::autograd::Function whose forward calls
+// smyrf::attention (float32) or smyrf::attention_f64 (float64) and whose backward calls
+// smyrf::attention_backward / smyrf::attention_backward_f64.
+#include "smyrf/torch.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+
+namespace smyrf::torch {
+namespace {
+
+namespace ag = ::torch::autograd;
+
+// ---- checks at the edge ------------------------------------------------------------------
+
+void check_input(const at::Tensor& t, const char* name, const char* layout) {
+  TORCH_CHECK_VALUE(t.defined(), name, ": undefined tensor");
+  TORCH_CHECK_TYPE(t.device().is_cpu(), name, ": expected a CPU tensor, got one on ", t.device());
+  TORCH_CHECK_TYPE(t.layout() == at::kStrided, name, ": expected a strided (dense) tensor, got layout ",
+                   t.layout());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+                   ": expected dtype float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 4, name, ": expected 4 dims ", layout, ", got ", t.dim(),
+                    " dims of shape ", t.sizes());
+  for (const std::int64_t s : t.sizes())
+    TORCH_CHECK_VALUE(s >= 1, name, ": every dimension must be >= 1, got shape ", t.sizes());
+}
+
+// Returns the mask as a contiguous uint8 [B, N] tensor (a copy when it was not one already).
+c10::optional<at::Tensor> check_mask(const c10::optional<at::Tensor>& mask, const char* name,
+                                     const char* layout, std::int64_t batch, std::int64_t n) {
+  if (!mask.has_value() || !mask->defined()) return c10::nullopt;
+  const at::Tensor& m = *mask;
+  TORCH_CHECK_TYPE(m.device().is_cpu(), name, ": expected a CPU tensor, got one on ", m.device());
+  TORCH_CHECK_TYPE(m.layout() == at::kStrided, name, ": expected a strided (dense) tensor, got layout ",
+                   m.layout());
+  TORCH_CHECK_TYPE(m.scalar_type() == at::kBool || m.scalar_type() == at::kByte, name,
+                   ": expected dtype bool or uint8 (true = the token takes part), got ",
+                   m.scalar_type());
+  TORCH_CHECK_VALUE(m.dim() == 2 && m.size(0) == batch && m.size(1) == n, name,
+                    ": expected shape ", layout, " = [", batch, ", ", n, "], got ", m.sizes());
+  return m.to(at::kByte).contiguous();
+}
+
+void check_options(const Options& options) {
+  TORCH_CHECK_VALUE(std::isfinite(options.dropout) && options.dropout >= 0.0 && options.dropout < 1.0,
+                    "dropout = ", options.dropout, ": must be in [0, 1)");
+  TORCH_CHECK_VALUE(options.num_threads >= 0, "num_threads = ", options.num_threads,
+                    ": must be >= 0 (0 = all threads OpenMP offers)");
+  if (options.scale) {
+    const double s = *options.scale;
+    TORCH_CHECK_VALUE(std::isfinite(s) && std::abs(s) <= std::numeric_limits<float>::max(),
+                      "scale = ", s, ": must be finite (and representable as float32)");
+  }
+}
+
+bool is_centroid(const MethodConfig& method) {
+  const auto* s = std::get_if<SmyrfConfig>(&method);
+  return s != nullptr && s->keys == KeySelection::centroid;
+}
+
+// ---- the call ----------------------------------------------------------------------------
+
+// Scratch memory reused by the calls of one thread (smyrf::Workspace is not thread-safe).
+Workspace& thread_workspace() {
+  thread_local Workspace workspace;
+  return workspace;
+}
+
+// Sizes, masks and options of a call on contiguous q, k, v; the data pointers are set by the
+// caller (the float64 entry points read none of them).
+AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& key_mask, const at::Tensor& query_mask,
+                            const Options& options) {
+  AttentionParams p = AttentionParams::contiguous(q.size(0), q.size(1), q.size(2), k.size(2),
+                                                  q.size(3), v.size(3), nullptr, nullptr,
+                                                  nullptr, nullptr);
+  p.with_masks(key_mask.defined() ? key_mask.data_ptr<std::uint8_t>() : nullptr,
+               query_mask.defined() ? query_mask.data_ptr<std::uint8_t>() : nullptr);
+  if (options.scale) p.scale = static_cast<float>(*options.scale);
+  p.seed = options.seed;
+  p.num_threads = options.num_threads;
+  p.dropout = options.training ? static_cast<float>(options.dropout) : 0.0f;
+  return p;
+}
+
+// Keeps the Options of a forward call for its backward (AutogradContext stores IValues).
+struct SavedOptions : ::torch::CustomClassHolder {
+  explicit SavedOptions(Options o) : options(std::move(o)) {}
+  Options options;
+};
+
+struct AttentionFunction : public ag::Function<AttentionFunction> {
+  // q, k, v: checked; masks: contiguous uint8 or absent. Masks are tensor arguments so that
+  // autograd sees them, but they get no gradient.
+  static at::Tensor forward(ag::AutogradContext* ctx, const at::Tensor& q_in,
+                            const at::Tensor& k_in, const at::Tensor& v_in,
+                            const c10::optional<at::Tensor>& key_mask,
+                            const c10::optional<at::Tensor>& query_mask, const Options& options) {
+    const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+    const at::Tensor km = key_mask.value_or(at::Tensor()), qm = query_mask.value_or(at::Tensor());
+    AttentionParams p = make_params(q, k, v, km, qm, options);
+    at::Tensor o = at::empty({p.batch, p.heads, p.nq, p.dv}, q.options());
+    at::Tensor lse = at::empty({p.batch, p.heads, p.nq}, q.options());
+    if (q.scalar_type() == at::kFloat) {
+      p.q = q.data_ptr<float>();
+      p.k = k.data_ptr<float>();
+      p.v = v.data_ptr<float>();
+      p.o = o.data_ptr<float>();
+      p.lse = lse.data_ptr<float>();
+      smyrf::attention(p, options.method, &thread_workspace());
+    } else {
+      smyrf::attention_f64(p, DoubleTensors{q.data_ptr<double>(), k.data_ptr<double>(),
+                                            v.data_ptr<double>()},
+                           options.method, o.data_ptr<double>(), lse.data_ptr<double>());
+    }
+    ctx->save_for_backward({q, k, v, o, lse, km, qm});
+    ctx->saved_data["options"] = at::IValue::make_capsule(c10::make_intrusive<SavedOptions>(options));
+    return o;
+  }
+
+  static ag::variable_list backward(ag::AutogradContext* ctx, ag::variable_list grad_outputs) {
+    const ag::variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const Options& options =
+        c10::static_intrusive_pointer_cast<SavedOptions>(ctx->saved_data["options"].toCapsule())
+            ->options;
+    const at::Tensor grad_o = grad_outputs[0].contiguous();
+    at::Tensor grad_q = at::empty_like(q), grad_k = at::empty_like(k), grad_v = at::empty_like(v);
+    AttentionParams p = make_params(q, k, v, saved[5], saved[6], options);
+    if (q.scalar_type() == at::kFloat) {
+      p.q = q.data_ptr<float>();
+      p.k = k.data_ptr<float>();
+      p.v = v.data_ptr<float>();
+      p.o = o.data_ptr<float>();  // read only here: the forward output
+      smyrf::attention_backward(
+          p,
+          GradientParams{o.data_ptr<float>(), lse.data_ptr<float>(), grad_o.data_ptr<float>(),
+                         grad_q.data_ptr<float>(), grad_k.data_ptr<float>(),
+                         grad_v.data_ptr<float>()},
+          options.method, &thread_workspace());
+    } else {
+      smyrf::attention_backward_f64(
+          p, DoubleTensors{q.data_ptr<double>(), k.data_ptr<double>(), v.data_ptr<double>()},
+          options.method, o.data_ptr<double>(), lse.data_ptr<double>(),
+          grad_o.data_ptr<double>(), grad_q.data_ptr<double>(), grad_k.data_ptr<double>(),
+          grad_v.data_ptr<double>());
+    }
+    ag::variable_list grads{grad_q, grad_k, grad_v};
+    // Differentiable once: when the graph of this backward is being recorded
+    // (create_graph=True), the gradients are returned attached to a node that throws if
+    // anything differentiates through them (never silently treated as constants).
+    if (at::GradMode::is_enabled()) {
+      for (at::Tensor& g : grads) g.requires_grad_(true);
+      grads = (*std::make_shared<ag::DelayedError>(
+          "smyrf::torch::attention is differentiable once: no double backward", 3))(
+          std::move(grads));
+    }
+    // One entry per forward argument: q, k, v, key_mask, query_mask, options.
+    return {grads[0], grads[1], grads[2], at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const Options& options, const c10::optional<at::Tensor>& key_mask,
+                     const c10::optional<at::Tensor>& query_mask) {
+  check_input(q, "q", "[B, H, Nq, d]");
+  check_input(k, "k", "[B, H, Nk, d]");
+  check_input(v, "v", "[B, H, Nk, dv]");
+  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+                   "q, k, v: expected one dtype, got ", q.scalar_type(), ", ", k.scalar_type(),
+                   ", ", v.scalar_type());
+  TORCH_CHECK_VALUE(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3),
+                    "k: shape ", k.sizes(), " does not match q's ", q.sizes(),
+                    ": batch, heads and head dim d must agree");
+  TORCH_CHECK_VALUE(v.size(0) == k.size(0) && v.size(1) == k.size(1) && v.size(2) == k.size(2),
+                    "v: shape ", v.sizes(), " does not match k's ", k.sizes(),
+                    ": batch, heads and key length Nk must agree");
+  const auto km = check_mask(key_mask, "key_mask", "[B, Nk]", q.size(0), k.size(2));
+  const auto qm = check_mask(query_mask, "query_mask", "[B, Nq]", q.size(0), q.size(2));
+  check_options(options);
+  const bool wants_grad =
+      at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  TORCH_CHECK_VALUE(!(wants_grad && is_centroid(options.method)),
+                    "method: SmyrfConfig.keys = centroid has no backward; call it under "
+                    "torch.no_grad() or on tensors that do not require grad");
+  return AttentionFunction::apply(q, k, v, km, qm, options);
+}
+
+}  // namespace smyrf::torch

@@ -1,0 +1,101 @@
+// The Python extension smyrf_torch._C: smyrf_attention and dense_attention on torch tensors,
+// through the autograd-aware glue of smyrf/torch.h. The package smyrf_torch re-exports them.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <optional>
+
+#include "smyrf/torch.h"
+
+namespace py = pybind11;
+
+namespace {
+
+c10::optional<at::Tensor> to_c10(const std::optional<at::Tensor>& t) {
+  return t ? c10::optional<at::Tensor>(*t) : c10::nullopt;
+}
+
+at::Tensor run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+               smyrf::MethodConfig method, double dropout, bool training, std::uint64_t seed,
+               const std::optional<at::Tensor>& key_mask,
+               const std::optional<at::Tensor>& query_mask, std::optional<double> scale,
+               int num_threads) {
+  smyrf::torch::Options options;
+  options.method = method;
+  options.dropout = dropout;
+  options.training = training;
+  options.seed = seed;
+  options.num_threads = num_threads;
+  options.scale = scale;
+  return smyrf::torch::attention(q, k, v, options, to_c10(key_mask), to_c10(query_mask));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "smyrf attention on torch tensors (CPU, float32 or float64, autograd-aware)";
+
+  // Errors keep their kind and lose the C++ backtrace that c10::Error::what() appends.
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const c10::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+    } catch (const c10::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    } catch (const c10::Error& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+    } catch (const smyrf::Error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def(
+      "smyrf_attention",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int n_hashes,
+         int q_cluster_size, int k_cluster_size, double r, double dropout, bool training,
+         std::uint64_t seed, const std::optional<at::Tensor>& key_mask,
+         const std::optional<at::Tensor>& query_mask, std::optional<double> scale,
+         int num_threads) {
+        smyrf::SmyrfConfig config;
+        config.n_hashes = n_hashes;
+        config.q_cluster_size = q_cluster_size;
+        config.k_cluster_size = k_cluster_size;
+        config.r = static_cast<float>(r);
+        return run(q, k, v, config, dropout, training, seed, key_mask, query_mask, scale,
+                   num_threads);
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_hashes") = 8,
+      py::arg("q_cluster_size") = 32, py::arg("k_cluster_size") = 32, py::arg("r") = 0.0,
+      py::arg("dropout") = 0.0, py::arg("training") = false, py::arg("seed") = 0,
+      py::arg("key_mask") = py::none(), py::arg("query_mask") = py::none(),
+      py::arg("scale") = py::none(), py::arg("num_threads") = 0,
+      py::call_guard<py::gil_scoped_release>(),
+      R"doc(SMYRF attention (asymmetric LSH, balanced clusters), differentiable w.r.t. q, k, v.
+
+q [B, H, Nq, d], k [B, H, Nk, d], v [B, H, Nk, dv]: CPU tensors of one dtype, float32 (the
+library's fast kernels) or float64 (its double-precision reference); returns [B, H, Nq, dv].
+n_hashes rounds of clusters of q_cluster_size queries and k_cluster_size keys; r: E2LSH bucket
+width (0 = order tokens by the projection itself). Dropout on the attention weights only when
+training; the dropout masks and the hashing are a function of seed. key_mask [B, Nk],
+query_mask [B, Nq]: bool/uint8, True = the token takes part (masked queries get 0).
+scale: softmax scale, default 1/sqrt(d). num_threads: 0 = all OpenMP threads.)doc");
+
+  m.def(
+      "dense_attention",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double dropout,
+         bool training, std::uint64_t seed, const std::optional<at::Tensor>& key_mask,
+         const std::optional<at::Tensor>& query_mask, std::optional<double> scale,
+         int num_threads) {
+        return run(q, k, v, smyrf::DenseConfig{}, dropout, training, seed, key_mask, query_mask,
+                   scale, num_threads);
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("dropout") = 0.0,
+      py::arg("training") = false, py::arg("seed") = 0, py::arg("key_mask") = py::none(),
+      py::arg("query_mask") = py::none(), py::arg("scale") = py::none(),
+      py::arg("num_threads") = 0, py::call_guard<py::gil_scoped_release>(),
+      R"doc(Exact softmax attention (flash-style kernel), differentiable w.r.t. q, k, v.
+
+Same tensors, masks, dropout, seed, scale and num_threads as smyrf_attention.)doc");
+}

@@ -1,0 +1,96 @@
+"""Every edge error raises with a message naming the argument and the problem."""
+import pytest
+import torch
+
+from helpers import qkv
+from smyrf_torch import SmyrfAttention, dense_attention, smyrf_attention
+
+Q, K, V = qkv(b=2, h=2, nq=6, nk=5, d=4, dv=3, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("fn", [dense_attention, smyrf_attention])
+@pytest.mark.parametrize("args,kwargs,error,pattern", [
+    ((Q.half(), K, V), {}, TypeError, r"^q: expected dtype float32 or float64, got Half"),
+    ((Q, K.int(), V), {}, TypeError, r"^k: expected dtype float32 or float64, got Int"),
+    ((Q, K, V.double()), {}, TypeError, r"^q, k, v: expected one dtype"),
+    ((Q.to_sparse(), K, V), {}, TypeError, r"^q: expected a strided"),
+    ((Q[0], K, V), {}, ValueError, r"^q: expected 4 dims \[B, H, Nq, d\], got 3 dims"),
+    ((Q, K, V[..., None]), {}, ValueError, r"^v: expected 4 dims \[B, H, Nk, dv\], got 5"),
+    ((Q[:, :, :0], K, V), {}, ValueError, r"^q: every dimension must be >= 1"),
+    ((Q, K[:1], V[:1]), {}, ValueError, r"^k: shape \[1, 2, 5, 4\] does not match q's.*batch"),
+    ((Q, K[..., :3], V), {}, ValueError, r"^k: .*head dim d must agree"),
+    ((Q, K, V[:, :, :4]), {}, ValueError, r"^v: shape .* does not match k's.*key length Nk"),
+    ((Q, K, V), dict(key_mask=torch.ones(2, 6, dtype=torch.bool)), ValueError,
+     r"^key_mask: expected shape \[B, Nk\] = \[2, 5\], got \[2, 6\]"),
+    ((Q, K, V), dict(query_mask=torch.ones(6, dtype=torch.bool)), ValueError,
+     r"^query_mask: expected shape \[B, Nq\] = \[2, 6\], got \[6\]"),
+    ((Q, K, V), dict(key_mask=torch.ones(2, 5)), TypeError, r"^key_mask: expected dtype bool or uint8"),
+    ((Q, K, V), dict(dropout=1.0), ValueError, r"^dropout = 1: must be in \[0, 1\)"),
+    ((Q, K, V), dict(dropout=-0.1), ValueError, r"^dropout = -0.1: must be in \[0, 1\)"),
+    ((Q, K, V), dict(scale=float("inf")), ValueError, r"^scale = inf: must be finite"),
+    ((Q, K, V), dict(num_threads=-1), ValueError, r"^num_threads = -1: must be >= 0"),
+])
+def test_functional_edge_errors(fn, args, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(n_hashes=0), r"SmyrfConfig\.n_hashes = 0"),
+    (dict(q_cluster_size=0), r"SmyrfConfig\.q_cluster_size = 0"),
+    (dict(k_cluster_size=-3), r"SmyrfConfig\.k_cluster_size = -3"),
+    (dict(r=-1.0), r"SmyrfConfig\.r = -1"),
+])
+def test_smyrf_config_errors_from_the_library(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        smyrf_attention(Q, K, V, **kwargs)
+
+
+def test_non_finite_input_is_reported_by_the_library():
+    bad = K.clone()
+    bad[1, 0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"params\.k\[1, 0, 2, 3\] = nan"):
+        dense_attention(Q, bad, V)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_tensor_is_rejected():
+    with pytest.raises(TypeError, match=r"^q: expected a CPU tensor"):
+        dense_attention(Q.cuda(), K, V)
+
+
+Q3, K3, V3 = Q[:, 0], K[:, 0], V[:, 0]  # [batch, seq, dim]
+
+
+@pytest.mark.parametrize("args,kwargs,error,pattern", [
+    ((Q, K3, V3), {}, ValueError, r"^queries: expected 3 dims \[batch, Nq, d\], got shape"),
+    ((Q3, K3.half(), V3), {}, TypeError, r"^keys: expected dtype float32 or float64"),
+    ((Q3, K3, [1.0]), {}, TypeError, r"^values: expected a torch\.Tensor"),
+    ((Q3, K3[:1], V3[:1]), {}, ValueError, r"^keys: shape \[1, 5, 4\] does not match queries"),
+    ((Q3, K3, V3[:, :4]), {}, ValueError, r"^values: shape .* does not match keys"),
+    ((Q3, K3, V3), dict(norm_factor=0), ValueError, r"^norm_factor = 0: must be finite and nonzero"),
+    ((Q3, K3, V3), dict(attn_mask=torch.ones(2, 5, dtype=torch.bool)), TypeError,
+     r"^attn_mask: expected an additive floating-point mask"),
+    ((Q3, K3, V3), dict(attn_mask=torch.zeros(2, 6)), ValueError,
+     r"^attn_mask: expected shape \[seq\] or \[m, seq\] with seq = 5"),
+    ((Q3, K3, V3), dict(attn_mask=torch.zeros(3, 5)), ValueError, r"^attn_mask: .*m dividing the batch size 2"),
+    ((Q3, K3, V3), dict(attn_mask=torch.tensor([0.0, -0.5, 0.0, 0.0, 0.0])), ValueError,
+     r"^attn_mask: value -0.5 unsupported"),
+])
+def test_module_edge_errors(args, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        SmyrfAttention(1, 4, 4)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(n_hashes=0), r"^n_hashes = 0: must be an integer >= 1"),
+    (dict(q_cluster_size=2.5), r"^q_cluster_size = 2.5"),
+    (dict(k_attn_size=0), r"^k_attn_size = 0"),
+    (dict(dropout=1.0), r"^dropout = 1.0: must be in \[0, 1\)"),
+    (dict(clustering_algo="kmeans"), r"^clustering_algo = 'kmeans': only 'lsh' is supported"),
+])
+def test_module_constructor_errors(kwargs, pattern):
+    args = dict(n_hashes=1, q_cluster_size=4, k_cluster_size=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        SmyrfAttention(**args)
