@@ -9,10 +9,10 @@ bash scripts/build.sh
 bash scripts/setup.sh --plot
 SMYRF=./build/tools/smyrf/smyrf
 VARIANTS=dense,smyrf:2:0.5,smyrf:2:0.25,smyrf:1:0.125,smyrf:4:0.5,smyrf:1:0.5,smyrf:2x32
-VARIANTS+=,smyrf-c:0.5,smyrf-c:0.5:4,smyrf-c:0.5:8,smyrf-c:0.5:12,smyrf-c:0.5:24,smyrf-c:0.5:32,smyrf-c:0.25,smyrf-c:0.25:32,smyrf-c:0.125:32,smyrf-c:0.125:64
+VARIANTS+=,smyrf-c:0.5,smyrf-c:0.5:4,smyrf-c:0.5:8,smyrf-c:0.5:12,smyrf-c:0.5:24,smyrf-c:0.5:32,smyrf-c:0.25,smyrf-c:0.25:24,smyrf-c:0.25:32,smyrf-c:0.125:24,smyrf-c:0.125:32,smyrf-c:0.125:64
 $SMYRF eval --limit 0 --regimes native --cv --variants "$VARIANTS" \
   --json out/eval_native.json --csv out/eval_native.csv "$@"
 $SMYRF eval --limit 0 --extended-limit 600 --regimes extended \
-  --variants dense,smyrf:2:0.5,smyrf:2:0.25,smyrf:1:0.125,smyrf-c:0.5,smyrf-c:0.25,smyrf-c:0.125:32 \
+  --variants dense,smyrf:2:0.5,smyrf:2:0.25,smyrf:1:0.125,smyrf-c:0.5,smyrf-c:0.25,smyrf-c:0.125:32,smyrf-c:0.5:24,smyrf-c:0.25:24,smyrf-c:0.125:24 \
   --json out/eval_extended.json --csv out/eval_extended.csv "$@"
 /usr/bin/python3 scripts/plot_eval.py docs/eval.png out/eval_native.json out/eval_extended.json
