@@ -172,6 +172,204 @@ void RunGroupsImpl(const detail::TrainArgs& a, const detail::Group* groups, std:
   });
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Dense backward. Everything is packed once per (b, h) — K^T, V^T, K and V rows of the
+// visible keys; Q^T, dO^T, Q and dO rows of the active queries — and two passes follow:
+//   pass A, one task per tile of 256 keys: S^T = K Q^T and dP^T = V dO^T for each tile of 48
+//           queries, so P^T and dS^T come out transposed and dV += P^T dO, dK += dS^T Q need no
+//           transposition; each task owns its keys' rows of dK and dV.
+//   pass B, one task per tile of 48 queries: S = Q K^T, dP = dO V^T, dQ += dS K; each task owns
+//           its queries' rows of dQ.
+// Each gradient row is summed by one task in a fixed order: same bits for any thread count.
+struct DensePacked {
+  const float *kt, *vt, *kp, *vp, *qt, *dot, *qp, *dop;
+};
+
+// PT[r][c] <- exp(PT[r][c] - lse[c]) for n rows and PadToLanes(m) columns (lse padded with 0).
+HWY_INLINE void ProbabilitiesT(float* st, std::size_t lds, std::size_t n, std::size_t m,
+                               const float* lse) {
+  const DF df;
+  const std::size_t L = hn::Lanes(df), mpad = PadToLanes(m);
+  for (std::size_t r = 0; r < n; ++r) {
+    float* row = st + r * lds;
+    for (std::size_t c = 0; c < mpad; c += L)
+      hn::Store(hn::Exp(df, hn::Sub(hn::Load(df, row + c), hn::Load(df, lse + c))), df, row + c);
+  }
+}
+
+// dPT[r][c] <- scale * PT[r][c] * (dPT[r][c] - delta[c]).
+HWY_INLINE void ScoreGradientT(const float* pt, float* dpt, std::size_t lds, std::size_t n,
+                               std::size_t m, const float* delta, float scale) {
+  const DF df;
+  const std::size_t L = hn::Lanes(df), mpad = PadToLanes(m);
+  const VF vs = hn::Set(df, scale);
+  for (std::size_t r = 0; r < n; ++r) {
+    const float* prow = pt + r * lds;
+    float* drow = dpt + r * lds;
+    for (std::size_t c = 0; c < mpad; c += L)
+      hn::Store(hn::Mul(hn::Mul(hn::Load(df, prow + c), vs), hn::Sub(hn::Load(df, drow + c), hn::Load(df, delta + c))),
+                df, drow + c);
+  }
+}
+
+void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lists, float* packed,
+                       std::size_t per_bh, float* scratch, std::size_t per_thread) {
+  using detail::kTrainKeyTile;
+  using detail::kTrainQueryTile;
+  const detail::Problem& pr = *a.pr;
+  const AttentionParams& p = *pr.p;
+  const GradientParams& g = *a.grads;
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  const std::size_t ldd = detail::pad_floats(d), ldv = detail::pad_floats(dv);
+  const std::size_t ldq = detail::pad_floats(static_cast<std::size_t>(pr.Nq));
+  const std::size_t ldk = detail::pad_floats(static_cast<std::size_t>(pr.Nk));
+  const std::size_t Nq = static_cast<std::size_t>(pr.Nq), Nk = static_cast<std::size_t>(pr.Nk);
+  const std::size_t M = kTrainQueryTile, N = kTrainKeyTile;
+  const std::int64_t BH = pr.B * pr.H;
+  auto view = [&](std::int64_t bh) {
+    float* base = packed + static_cast<std::size_t>(bh) * per_bh;
+    DensePacked v;
+    v.kt = base;
+    v.vt = v.kt + d * ldk;
+    v.kp = v.vt + dv * ldk;
+    v.vp = v.kp + Nk * ldd;
+    v.qt = v.vp + Nk * ldv;
+    v.dot = v.qt + d * ldq;
+    v.qp = v.dot + dv * ldq;
+    v.dop = v.qp + Nq * ldd;
+    return v;
+  };
+  auto grad_o_row = [&](std::int64_t b, std::int64_t h, std::int64_t i) {
+    return g.grad_o + b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
+  };
+  detail::parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]), nk = static_cast<std::size_t>(lists.k_count[b]);
+    if (nq == 0 || nk == 0) return;
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    const std::int32_t* queries = lists.queries(b, pr.Nq);
+    const DensePacked v = view(bh);
+    auto k_row = [&](std::size_t j) { return pr.k_row<float>(b, h, keys[j]); };
+    auto v_row = [&](std::size_t j) { return pr.v_row<float>(b, h, keys[j]); };
+    auto q_row = [&](std::size_t i) { return pr.q_row<float>(b, h, queries[i]); };
+    auto do_row = [&](std::size_t i) { return grad_o_row(b, h, queries[i]); };
+    PackKeysTransposed(k_row, nk, d, const_cast<float*>(v.kt), ldk);
+    PackKeysTransposed(v_row, nk, dv, const_cast<float*>(v.vt), ldk);
+    PackValues(k_row, nk, d, const_cast<float*>(v.kp), ldd);
+    PackValues(v_row, nk, dv, const_cast<float*>(v.vp), ldv);
+    PackKeysTransposed(q_row, nq, d, const_cast<float*>(v.qt), ldq);
+    PackKeysTransposed(do_row, nq, dv, const_cast<float*>(v.dot), ldq);
+    PackValues(q_row, nq, d, const_cast<float*>(v.qp), ldd);
+    PackValues(do_row, nq, dv, const_cast<float*>(v.dop), ldv);
+  });
+
+  // Per-thread scratch: two N x M transposed tiles (+ one for dropped weights), dK and dV
+  // accumulators, per-column lse/delta; pass B reuses the first three as M x N tiles.
+  auto carve = [&](int tid) { return scratch + static_cast<std::size_t>(tid) * per_thread; };
+
+  // Pass A: dK, dV.
+  const std::int64_t key_tiles = (pr.Nk + static_cast<std::int64_t>(N) - 1) / static_cast<std::int64_t>(N);
+  detail::parallel_for_tid(BH * key_tiles, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / key_tiles, b = bh / pr.H, h = bh % pr.H;
+    const std::size_t k0 = static_cast<std::size_t>(task % key_tiles) * N;
+    const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]), nk = static_cast<std::size_t>(lists.k_count[b]);
+    if (nq == 0 || k0 >= nk) return;
+    const std::size_t n = std::min(N, nk - k0);
+    const DensePacked v = view(bh);
+    const std::int32_t* keys = lists.keys(b, pr.Nk) + k0;
+    const std::int32_t* queries = lists.queries(b, pr.Nq);
+    float* st = carve(tid);
+    float* dpt = st + N * M;
+    float* pdt = dpt + N * M;
+    float* dk = pdt + N * M;
+    float* dvacc = dk + N * ldd;
+    float* lse = dvacc + N * ldv;
+    float* delta = lse + M;
+    std::fill_n(dk, n * ldd, 0.0f);
+    std::fill_n(dvacc, n * ldv, 0.0f);
+    const float* krows[kTrainKeyTile];
+    const float* vrows[kTrainKeyTile];
+    for (std::size_t j = 0; j < n; ++j) {
+      krows[j] = v.kp + (k0 + j) * ldd;
+      vrows[j] = v.vp + (k0 + j) * ldv;
+    }
+    for (std::size_t q0 = 0; q0 < nq; q0 += M) {
+      const std::size_t m = std::min(M, nq - q0);
+      for (std::size_t c = 0; c < M; ++c) {
+        lse[c] = c < m ? a.lse[bh * pr.Nq + queries[q0 + c]] : 0.0f;
+        delta[c] = c < m ? a.delta[bh * pr.Nq + queries[q0 + c]] : 0.0f;
+      }
+      ScoreTile(krows, n, d, v.qt + q0, ldq, m, pr.scale, st, M);
+      ProbabilitiesT(st, M, n, m, lse);
+      ScoreTile(vrows, n, dv, v.dot + q0, ldq, m, 1.0f, dpt, M);
+      const float* kept = st;
+      if (a.dropout.active()) {
+        for (std::size_t c = 0; c < m; ++c) {
+          const std::uint64_t stream = a.dropout.row(b, h, 0, queries[q0 + c]);
+          for (std::size_t r = 0; r < n; ++r) {
+            const float f = a.dropout.factor(stream, keys[r]);
+            pdt[r * M + c] = st[r * M + c] * f;
+            dpt[r * M + c] *= f;
+          }
+        }
+        kept = pdt;
+      }
+      PVAccumulate(kept, M, n, m, v.dop + q0 * ldv, ldv, dvacc, ldv);
+      ScoreGradientT(st, dpt, M, n, m, delta, pr.scale);
+      PVAccumulate(dpt, M, n, m, v.qp + q0 * ldd, ldd, dk, ldd);
+    }
+    for (std::size_t j = 0; j < n; ++j) {
+      const std::int64_t pos = keys[j];
+      std::copy_n(dk + j * ldd, d, g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + pos * p.k_row_stride);
+      std::copy_n(dvacc + j * ldv, dv, g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + pos * p.v_row_stride);
+    }
+  });
+
+  // Pass B: dQ.
+  const std::int64_t query_tiles = (pr.Nq + static_cast<std::int64_t>(M) - 1) / static_cast<std::int64_t>(M);
+  detail::parallel_for_tid(BH * query_tiles, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / query_tiles, b = bh / pr.H, h = bh % pr.H;
+    const std::size_t q0 = static_cast<std::size_t>(task % query_tiles) * M;
+    const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]), nk = static_cast<std::size_t>(lists.k_count[b]);
+    if (nk == 0 || q0 >= nq) return;
+    const std::size_t m = std::min(M, nq - q0);
+    const DensePacked v = view(bh);
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    const std::int32_t* queries = lists.queries(b, pr.Nq) + q0;
+    float* s = carve(tid);
+    float* dp = s + N * M;
+    float* dq = dp + N * M + N * M;  // after the (unused here) third tile
+    float* lse = dq + N * ldd + N * ldv;
+    float* delta = lse + M;
+    std::fill_n(dq, m * ldd, 0.0f);
+    const float* qrows[kTrainQueryTile];
+    const float* dorows[kTrainQueryTile];
+    for (std::size_t r = 0; r < m; ++r) {
+      qrows[r] = v.qp + (q0 + r) * ldd;
+      dorows[r] = v.dop + (q0 + r) * ldv;
+      lse[r] = a.lse[bh * pr.Nq + queries[r]];
+      delta[r] = a.delta[bh * pr.Nq + queries[r]];
+    }
+    for (std::size_t k0 = 0; k0 < nk; k0 += N) {
+      const std::size_t n = std::min(N, nk - k0);
+      ScoreTile(qrows, m, d, v.kt + k0, ldk, n, pr.scale, s, N);
+      Probabilities(s, N, m, n, lse);
+      ScoreTile(dorows, m, dv, v.vt + k0, ldk, n, 1.0f, dp, N);
+      if (a.dropout.active()) {
+        for (std::size_t r = 0; r < m; ++r) {
+          const std::uint64_t stream = a.dropout.row(b, h, 0, queries[r]);
+          for (std::size_t c = 0; c < n; ++c) dp[r * N + c] *= a.dropout.factor(stream, keys[k0 + c]);
+        }
+      }
+      ScoreGradient(s, dp, N, m, n, delta, pr.scale);
+      PVAccumulate(dp, N, m, n, v.kp + k0 * ldd, ldd, dq, ldd);
+    }
+    for (std::size_t r = 0; r < m; ++r)
+      std::copy_n(dq + r * ldd, d, g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + queries[r] * p.q_row_stride);
+  });
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
 HWY_AFTER_NAMESPACE();
@@ -187,6 +385,7 @@ HWY_AFTER_NAMESPACE();
 
 namespace smyrf::detail {
 HWY_EXPORT(RunGroupsImpl);
+HWY_EXPORT(DenseBackwardImpl);
 
 std::size_t train_scratch_floats(const TrainArgs& args) { return TrainScratch::make(args).total; }
 
@@ -298,6 +497,23 @@ void run_plan(const TrainArgs& args, const std::vector<std::vector<Group>>& laun
                scratch.get(), per_thread, threads.empty() ? max_threads : threads[l]);
 }
 
+// The dense backward's packed inputs (per (b, h): K^T, V^T, K, V, Q^T, dO^T, Q, dO) and
+// per-thread tiles, then the two passes (DenseBackwardImpl).
+void dense_backward(const TrainArgs& args, const GroupPlan& plan) {
+  const Problem& pr = *args.pr;
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  const std::size_t ldd = pad_floats(d), ldv = pad_floats(dv);
+  const std::size_t ldq = pad_floats(static_cast<std::size_t>(pr.Nq));
+  const std::size_t ldk = pad_floats(static_cast<std::size_t>(pr.Nk));
+  const std::size_t per_bh = (d + dv) * (ldk + ldq) + static_cast<std::size_t>(pr.Nk + pr.Nq) * (ldd + ldv);
+  const std::size_t per_thread =
+      3 * kTrainKeyTile * kTrainQueryTile + kTrainKeyTile * (ldd + ldv) + 2 * kTrainQueryTile;
+  auto packed = hwy::AllocateAligned<float>(per_bh * static_cast<std::size_t>(pr.B * pr.H));
+  auto scratch = hwy::AllocateAligned<float>(per_thread * static_cast<std::size_t>(pr.threads));
+  const TokenLists lists{plan.q_lists.data(), plan.k_lists.data(), plan.q_count.data(), plan.k_count.data()};
+  HWY_DYNAMIC_DISPATCH(DenseBackwardImpl)(args, lists, packed.get(), per_bh, scratch.get(), per_thread);
+}
+
 }  // namespace
 
 void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse) {
@@ -356,10 +572,7 @@ RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodC
   args.dropout = Dropout(p.dropout, p.seed);
   args.max_group_queries = plan.max_group_queries;
   if (plan.dense) {
-    args.mode = kGroupGradKV;
-    run_plan(args, plan.launches, plan.launch_threads);
-    args.mode = kGroupGradQ;
-    run_plan(args, plan.q_launches, {});
+    dense_backward(args, plan);
   } else {
     args.mode = kGroupGradQ | kGroupGradKV;
     run_plan(args, plan.launches, plan.launch_threads);
