@@ -399,8 +399,8 @@ namespace {
 // The groups of a method, in launches: the groups of one launch write disjoint rows; launches
 // run in order.
 struct GroupPlan {
-  std::vector<std::vector<Group>> launches;  // for the backward: dK/dV launches
-  std::vector<std::vector<Group>> q_launches;  // dense only: the separate dQ launch
+  std::vector<std::vector<Group>> launches;    // SMYRF: per round, parallel then serial
+  std::vector<std::vector<Group>> q_launches;  // dense: query tiles (the dropout forward)
   std::vector<int> launch_threads;
   std::int64_t max_group_queries = 0;
   bool dense = false;
@@ -409,7 +409,7 @@ struct GroupPlan {
   std::vector<std::int32_t> q_count, k_count;
 };
 
-void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan, bool separate_q) {
+void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan) {
   const auto* s = std::get_if<SmyrfConfig>(&config);
   plan.dense = s == nullptr || (s->q_cluster_size >= pr.Nq && s->k_cluster_size >= pr.Nk);
   if (plan.dense) {
@@ -425,8 +425,7 @@ void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan, b
         if (pr.key_visible(b, j)) plan.k_lists[static_cast<std::size_t>(b * pr.Nk + plan.k_count[static_cast<std::size_t>(b)]++)] = static_cast<std::int32_t>(j);
     }
     const std::int64_t MT = static_cast<std::int64_t>(kTrainQueryTile);
-    const std::int64_t NT = static_cast<std::int64_t>(kTrainKeyTile);
-    std::vector<Group> kv, q;
+    std::vector<Group> q;
     for (std::int64_t b = 0; b < pr.B; ++b)
       for (std::int64_t h = 0; h < pr.H; ++h) {
         const std::int64_t nq = plan.q_count[static_cast<std::size_t>(b)];
@@ -434,20 +433,11 @@ void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan, b
         const std::int32_t* ql = plan.q_lists.data() + b * pr.Nq;
         const std::int32_t* kl = plan.k_lists.data() + b * pr.Nk;
         if (nq == 0 || nk == 0) continue;
-        if (separate_q) {
-          // dK/dV: each task owns a tile of keys and visits every query.
-          for (std::int64_t k0 = 0; k0 < nk; k0 += NT)
-            kv.push_back({b, h, 0, ql, nq, kl + k0, std::min(NT, nk - k0)});
-        }
-        // dQ (or O): each task owns a tile of queries and visits every key.
+        // The dropout forward: each task owns a tile of queries and visits every key.
         for (std::int64_t q0 = 0; q0 < nq; q0 += MT)
           q.push_back({b, h, 0, ql + q0, std::min(MT, nq - q0), kl, nk});
       }
     plan.max_group_queries = MT;
-    if (separate_q) {
-      plan.launches.push_back(std::move(kv));
-      plan.launch_threads.push_back(pr.threads);
-    }
     plan.q_launches.push_back(std::move(q));
     return;
   }
@@ -518,7 +508,7 @@ void dense_backward(const TrainArgs& args, const GroupPlan& plan) {
 
 void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse) {
   GroupPlan plan;
-  make_plan(pr, config, plan, false);
+  make_plan(pr, config, plan);
   // Active rows are rebuilt from zero; the others keep the forward's zeros.
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h)
@@ -563,7 +553,7 @@ RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodC
     }
   });
   GroupPlan plan;
-  make_plan(pr, config, plan, true);
+  make_plan(pr, config, plan);
   TrainArgs args;
   args.pr = &pr;
   args.lse = g.lse;
