@@ -255,6 +255,9 @@ TEST(TrainBackward, DenseMatchesOracle) {
     TrainCase c(2, 2, Nq, Nk, d, dv, true, static_cast<std::uint64_t>(Nq + Nk));
     expect_gradients_match(c, DenseConfig{}, Nk, "dense");
   }
+  // One head: the key tiles are split into groups whose dQ partial sums are added at the end.
+  TrainCase one(1, 1, 70, 900, 16, 16, true, 8);
+  expect_gradients_match(one, DenseConfig{}, 900, "dense, grouped key tiles");
 }
 
 TEST(TrainBackward, ReferenceMethodMatchesOracle) {
@@ -311,12 +314,15 @@ TEST(TrainBackward, SmyrfWithWholeClustersIsDense) {
 }
 
 TEST(TrainBackward, SameBitsForEveryThreadCount) {
+  // (2, 3, 150, 300): many heads, one dense task per head; (1, 1, 200, 1100): one head whose
+  // dense key tiles are split into groups with partial dQ sums.
+  for (auto [B, H, Nq, Nk] : {std::tuple{2, 3, 150, 300}, std::tuple{1, 1, 200, 1100}})
   for (float dropout : {0.0f, 0.2f})
     for (const MethodConfig& config :
          {MethodConfig{DenseConfig{}}, MethodConfig{SmyrfConfig{.n_hashes = 3, .q_cluster_size = 16, .k_cluster_size = 16}}}) {
       std::vector<float> first[4];
       for (int threads : {1, 2, 3}) {
-        TrainCase c(2, 3, 150, 300, 32, 32, false, 5);
+        TrainCase c(B, H, Nq, Nk, 32, 32, false, 5);
         c.pr.params.dropout = dropout;
         c.pr.params.seed = 77;
         c.forward(config, threads);

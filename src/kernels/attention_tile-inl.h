@@ -176,8 +176,9 @@ HWY_INLINE void SoftmaxUpdate(float* s, size_t lds, size_t m, size_t n, float* r
 }
 
 // ---------------------------------------------------------------------------------------
-// acc[r][c] += sum_j p[r][j] * vp[j][c] for R rows, C vectors of value columns.
-template <size_t R, size_t C>
+// acc[r][c] += sum_j p[r][j] * vp[j][c] for R rows, C vectors of value columns. With kPT the
+// weights are given transposed: p[r][j] is read at p[j * lds + r] (the backward's P^T, dS^T).
+template <size_t R, size_t C, bool kPT = false>
 HWY_INLINE void PVBlock(const float* HWY_RESTRICT p, size_t lds, size_t n,
                         const float* HWY_RESTRICT vp, size_t ldv, float* HWY_RESTRICT acc,
                         size_t ldacc) {
@@ -194,7 +195,7 @@ HWY_INLINE void PVBlock(const float* HWY_RESTRICT p, size_t lds, size_t n,
     for (size_t c = 0; c < C; ++c) vv[c] = hn::Load(df, vp + j * ldv + c * L);
     SMYRF_UNROLL
     for (size_t r = 0; r < R; ++r) {
-      const VF pv = hn::Set(df, p[r * lds + j]);
+      const VF pv = hn::Set(df, kPT ? p[j * lds + r] : p[r * lds + j]);
       SMYRF_UNROLL
       for (size_t c = 0; c < C; ++c) a[r][c] = hn::MulAdd(pv, vv[c], a[r][c]);
     }
@@ -205,36 +206,39 @@ HWY_INLINE void PVBlock(const float* HWY_RESTRICT p, size_t lds, size_t n,
     for (size_t c = 0; c < C; ++c) hn::Store(a[r][c], df, acc + r * ldacc + c * L);
 }
 
-template <size_t R>
+template <size_t R, bool kPT = false>
 HWY_INLINE void PVRows(const float* p, size_t lds, size_t n, const float* vp, size_t ldv,
                        float* acc, size_t ldacc) {
   const size_t L = FloatLanes();
   size_t col = 0;
   for (; col + kTileCols * L <= ldacc; col += kTileCols * L)
-    PVBlock<R, kTileCols>(p, lds, n, vp + col, ldv, acc + col, ldacc);
+    PVBlock<R, kTileCols, kPT>(p, lds, n, vp + col, ldv, acc + col, ldacc);
   switch ((ldacc - col) / L) {
     case 0: break;
-    case 1: PVBlock<R, 1>(p, lds, n, vp + col, ldv, acc + col, ldacc); break;
-    case 2: PVBlock<R, 2>(p, lds, n, vp + col, ldv, acc + col, ldacc); break;
+    case 1: PVBlock<R, 1, kPT>(p, lds, n, vp + col, ldv, acc + col, ldacc); break;
+    case 2: PVBlock<R, 2, kPT>(p, lds, n, vp + col, ldv, acc + col, ldacc); break;
     default:
-      if constexpr (kTileCols > 3) PVBlock<R, 3>(p, lds, n, vp + col, ldv, acc + col, ldacc);
+      if constexpr (kTileCols > 3) PVBlock<R, 3, kPT>(p, lds, n, vp + col, ldv, acc + col, ldacc);
       break;
   }
 }
 
-// acc (m rows, row stride ldacc = padded dv) += P (m x n) * V (n packed rows of ldv).
+// acc (m rows, row stride ldacc = padded dv) += P (m x n) * V (n packed rows of ldv); with kPT,
+// P is given as P^T (n rows of stride lds).
+template <bool kPT = false>
 HWY_INLINE void PVAccumulate(const float* p, size_t lds, size_t m, size_t n, const float* vp,
                              size_t ldv, float* acc, size_t ldacc) {
+  auto at = [&](size_t row) { return kPT ? p + row : p + row * lds; };
   size_t row = 0;
   for (; row + kTileRows <= m; row += kTileRows)
-    PVRows<kTileRows>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc);
+    PVRows<kTileRows, kPT>(at(row), lds, n, vp, ldv, acc + row * ldacc, ldacc);
   switch (m - row) {
     case 0: break;
-    case 1: PVRows<1>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
-    case 2: PVRows<2>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
-    case 3: PVRows<3>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
-    case 4: PVRows<4>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
-    default: PVRows<5>(p + row * lds, lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    case 1: PVRows<1, kPT>(at(row), lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    case 2: PVRows<2, kPT>(at(row), lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    case 3: PVRows<3, kPT>(at(row), lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    case 4: PVRows<4, kPT>(at(row), lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
+    default: PVRows<5, kPT>(at(row), lds, n, vp, ldv, acc + row * ldacc, ldacc); break;
   }
 }
 

@@ -175,13 +175,12 @@ void RunGroupsImpl(const detail::TrainArgs& a, const detail::Group* groups, std:
 
 // ---------------------------------------------------------------------------------------
 // Dense backward. Everything is packed once per (b, h) — K^T, V^T, K and V rows of the
-// visible keys; Q^T, dO^T, Q and dO rows of the active queries — and two passes follow:
-//   pass A, one task per tile of 256 keys: S^T = K Q^T and dP^T = V dO^T for each tile of 48
-//           queries, so P^T and dS^T come out transposed and dV += P^T dO, dK += dS^T Q need no
-//           transposition; each task owns its keys' rows of dK and dV.
-//   pass B, one task per tile of 48 queries: S = Q K^T, dP = dO V^T, dQ += dS K; each task owns
-//           its queries' rows of dQ.
-// Each gradient row is summed by one task in a fixed order: same bits for any thread count.
+// visible keys; Q^T, dO^T, Q and dO rows of the active queries — then one pass: for a tile of
+// 256 keys and a tile of 48 queries, S^T = K Q^T and dP^T = V dO^T come out transposed, so
+// dV += P^T dO and dK += dS^T Q need no transposition and dQ += dS K reads dS^T transposed
+// (PVAccumulate<true>). Tasks are (b, h, group of key tiles): a task owns its keys' dK and dV
+// rows and a dQ partial sum; the G partial sums are added in group order afterwards. G depends
+// on the shape only (not on the thread count), so the bits do not either.
 struct DensePacked {
   const float *kt, *vt, *kp, *vp, *qt, *dot, *qp, *dop;
 };
@@ -214,7 +213,8 @@ HWY_INLINE void ScoreGradientT(const float* pt, float* dpt, std::size_t lds, std
 }
 
 void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lists, float* packed,
-                       std::size_t per_bh, float* scratch, std::size_t per_thread) {
+                       std::size_t per_bh, float* dq_parts, std::int64_t key_groups, float* scratch,
+                       std::size_t per_thread) {
   using detail::kTrainKeyTile;
   using detail::kTrainQueryTile;
   const detail::Problem& pr = *a.pr;
@@ -265,19 +265,20 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
   });
 
   // Per-thread scratch: two N x M transposed tiles (+ one for dropped weights), dK and dV
-  // accumulators, per-column lse/delta; pass B reuses the first three as M x N tiles.
+  // accumulators, per-column lse and delta.
   auto carve = [&](int tid) { return scratch + static_cast<std::size_t>(tid) * per_thread; };
 
-  // Pass A: dK, dV.
+  // One pass: task (bh, g) runs key tiles [g T / G, (g + 1) T / G) of the T tiles against every
+  // query tile; it owns its keys' dK and dV rows and its own dQ partial sum.
   const std::int64_t key_tiles = (pr.Nk + static_cast<std::int64_t>(N) - 1) / static_cast<std::int64_t>(N);
-  detail::parallel_for_tid(BH * key_tiles, pr.threads, [&](std::int64_t task, int tid) {
-    const std::int64_t bh = task / key_tiles, b = bh / pr.H, h = bh % pr.H;
-    const std::size_t k0 = static_cast<std::size_t>(task % key_tiles) * N;
+  const std::int64_t G = key_groups;
+  detail::parallel_for_tid(BH * G, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / G, group = task % G, b = bh / pr.H, h = bh % pr.H;
     const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]), nk = static_cast<std::size_t>(lists.k_count[b]);
-    if (nq == 0 || k0 >= nk) return;
-    const std::size_t n = std::min(N, nk - k0);
+    float* dq_part = dq_parts + (static_cast<std::size_t>(bh) * static_cast<std::size_t>(G) + static_cast<std::size_t>(group)) * Nq * ldd;
+    std::fill_n(dq_part, nq * ldd, 0.0f);
+    if (nq == 0) return;
     const DensePacked v = view(bh);
-    const std::int32_t* keys = lists.keys(b, pr.Nk) + k0;
     const std::int32_t* queries = lists.queries(b, pr.Nq);
     float* st = carve(tid);
     float* dpt = st + N * M;
@@ -286,87 +287,67 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
     float* dvacc = dk + N * ldd;
     float* lse = dvacc + N * ldv;
     float* delta = lse + M;
-    std::fill_n(dk, n * ldd, 0.0f);
-    std::fill_n(dvacc, n * ldv, 0.0f);
     const float* krows[kTrainKeyTile];
     const float* vrows[kTrainKeyTile];
-    for (std::size_t j = 0; j < n; ++j) {
-      krows[j] = v.kp + (k0 + j) * ldd;
-      vrows[j] = v.vp + (k0 + j) * ldv;
-    }
-    for (std::size_t q0 = 0; q0 < nq; q0 += M) {
-      const std::size_t m = std::min(M, nq - q0);
-      for (std::size_t c = 0; c < M; ++c) {
-        lse[c] = c < m ? a.lse[bh * pr.Nq + queries[q0 + c]] : 0.0f;
-        delta[c] = c < m ? a.delta[bh * pr.Nq + queries[q0 + c]] : 0.0f;
+    for (std::int64_t tile = group * key_tiles / G; tile < (group + 1) * key_tiles / G; ++tile) {
+      const std::size_t k0 = static_cast<std::size_t>(tile) * N;
+      if (k0 >= nk) break;
+      const std::size_t n = std::min(N, nk - k0);
+      const std::int32_t* keys = lists.keys(b, pr.Nk) + k0;
+      std::fill_n(dk, n * ldd, 0.0f);
+      std::fill_n(dvacc, n * ldv, 0.0f);
+      for (std::size_t j = 0; j < n; ++j) {
+        krows[j] = v.kp + (k0 + j) * ldd;
+        vrows[j] = v.vp + (k0 + j) * ldv;
       }
-      ScoreTile(krows, n, d, v.qt + q0, ldq, m, pr.scale, st, M);
-      ProbabilitiesT(st, M, n, m, lse);
-      ScoreTile(vrows, n, dv, v.dot + q0, ldq, m, 1.0f, dpt, M);
-      const float* kept = st;
-      if (a.dropout.active()) {
-        for (std::size_t c = 0; c < m; ++c) {
-          const std::uint64_t stream = a.dropout.row(b, h, 0, queries[q0 + c]);
-          for (std::size_t r = 0; r < n; ++r) {
-            const float f = a.dropout.factor(stream, keys[r]);
-            pdt[r * M + c] = st[r * M + c] * f;
-            dpt[r * M + c] *= f;
-          }
+      for (std::size_t q0 = 0; q0 < nq; q0 += M) {
+        const std::size_t m = std::min(M, nq - q0);
+        for (std::size_t c = 0; c < M; ++c) {
+          lse[c] = c < m ? a.lse[bh * pr.Nq + queries[q0 + c]] : 0.0f;
+          delta[c] = c < m ? a.delta[bh * pr.Nq + queries[q0 + c]] : 0.0f;
         }
-        kept = pdt;
+        ScoreTile(krows, n, d, v.qt + q0, ldq, m, pr.scale, st, M);
+        ProbabilitiesT(st, M, n, m, lse);
+        ScoreTile(vrows, n, dv, v.dot + q0, ldq, m, 1.0f, dpt, M);
+        const float* kept = st;
+        if (a.dropout.active()) {
+          for (std::size_t c = 0; c < m; ++c) {
+            const std::uint64_t stream = a.dropout.row(b, h, 0, queries[q0 + c]);
+            for (std::size_t r = 0; r < n; ++r) {
+              const float f = a.dropout.factor(stream, keys[r]);
+              pdt[r * M + c] = st[r * M + c] * f;
+              dpt[r * M + c] *= f;
+            }
+          }
+          kept = pdt;
+        }
+        PVAccumulate(kept, M, n, m, v.dop + q0 * ldv, ldv, dvacc, ldv);        // dV += P^T dO
+        ScoreGradientT(st, dpt, M, n, m, delta, pr.scale);                   // dS^T
+        PVAccumulate(dpt, M, n, m, v.qp + q0 * ldd, ldd, dk, ldd);            // dK += dS^T Q
+        PVAccumulate<true>(dpt, M, m, n, v.kp + k0 * ldd, ldd, dq_part + q0 * ldd, ldd);  // dQ += dS K
       }
-      PVAccumulate(kept, M, n, m, v.dop + q0 * ldv, ldv, dvacc, ldv);
-      ScoreGradientT(st, dpt, M, n, m, delta, pr.scale);
-      PVAccumulate(dpt, M, n, m, v.qp + q0 * ldd, ldd, dk, ldd);
-    }
-    for (std::size_t j = 0; j < n; ++j) {
-      const std::int64_t pos = keys[j];
-      std::copy_n(dk + j * ldd, d, g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + pos * p.k_row_stride);
-      std::copy_n(dvacc + j * ldv, dv, g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + pos * p.v_row_stride);
+      for (std::size_t j = 0; j < n; ++j) {
+        const std::int64_t pos = keys[j];
+        std::copy_n(dk + j * ldd, d, g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + pos * p.k_row_stride);
+        std::copy_n(dvacc + j * ldv, dv, g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + pos * p.v_row_stride);
+      }
     }
   });
 
-  // Pass B: dQ.
+  // dQ: the G partial sums added in group order.
   const std::int64_t query_tiles = (pr.Nq + static_cast<std::int64_t>(M) - 1) / static_cast<std::int64_t>(M);
-  detail::parallel_for_tid(BH * query_tiles, pr.threads, [&](std::int64_t task, int tid) {
+  detail::parallel_for(BH * query_tiles, pr.threads, [&](std::int64_t task) {
     const std::int64_t bh = task / query_tiles, b = bh / pr.H, h = bh % pr.H;
     const std::size_t q0 = static_cast<std::size_t>(task % query_tiles) * M;
-    const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]), nk = static_cast<std::size_t>(lists.k_count[b]);
-    if (nk == 0 || q0 >= nq) return;
-    const std::size_t m = std::min(M, nq - q0);
-    const DensePacked v = view(bh);
-    const std::int32_t* keys = lists.keys(b, pr.Nk);
-    const std::int32_t* queries = lists.queries(b, pr.Nq) + q0;
-    float* s = carve(tid);
-    float* dp = s + N * M;
-    float* dq = dp + N * M + N * M;  // after the (unused here) third tile
-    float* lse = dq + N * ldd + N * ldv;
-    float* delta = lse + M;
-    std::fill_n(dq, m * ldd, 0.0f);
-    const float* qrows[kTrainQueryTile];
-    const float* dorows[kTrainQueryTile];
-    for (std::size_t r = 0; r < m; ++r) {
-      qrows[r] = v.qp + (q0 + r) * ldd;
-      dorows[r] = v.dop + (q0 + r) * ldv;
-      lse[r] = a.lse[bh * pr.Nq + queries[r]];
-      delta[r] = a.delta[bh * pr.Nq + queries[r]];
+    const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]);
+    if (q0 >= nq || lists.k_count[b] == 0) return;
+    const std::int32_t* queries = lists.queries(b, pr.Nq);
+    const float* parts = dq_parts + static_cast<std::size_t>(bh) * static_cast<std::size_t>(G) * Nq * ldd;
+    for (std::size_t i = q0; i < std::min(nq, q0 + M); ++i) {
+      float* out = g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + queries[i] * p.q_row_stride;
+      std::copy_n(parts + i * ldd, d, out);
+      for (std::int64_t gr = 1; gr < G; ++gr) AddRow(parts + (static_cast<std::size_t>(gr) * Nq + i) * ldd, out, d);
     }
-    for (std::size_t k0 = 0; k0 < nk; k0 += N) {
-      const std::size_t n = std::min(N, nk - k0);
-      ScoreTile(qrows, m, d, v.kt + k0, ldk, n, pr.scale, s, N);
-      Probabilities(s, N, m, n, lse);
-      ScoreTile(dorows, m, dv, v.vt + k0, ldk, n, 1.0f, dp, N);
-      if (a.dropout.active()) {
-        for (std::size_t r = 0; r < m; ++r) {
-          const std::uint64_t stream = a.dropout.row(b, h, 0, queries[r]);
-          for (std::size_t c = 0; c < n; ++c) dp[r * N + c] *= a.dropout.factor(stream, keys[k0 + c]);
-        }
-      }
-      ScoreGradient(s, dp, N, m, n, delta, pr.scale);
-      PVAccumulate(dp, N, m, n, v.kp + k0 * ldd, ldd, dq, ldd);
-    }
-    for (std::size_t r = 0; r < m; ++r)
-      std::copy_n(dq + r * ldd, d, g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + queries[r] * p.q_row_stride);
   });
 }
 
@@ -495,13 +476,21 @@ void dense_backward(const TrainArgs& args, const GroupPlan& plan) {
   const std::size_t ldd = pad_floats(d), ldv = pad_floats(dv);
   const std::size_t ldq = pad_floats(static_cast<std::size_t>(pr.Nq));
   const std::size_t ldk = pad_floats(static_cast<std::size_t>(pr.Nk));
+  const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);
   const std::size_t per_bh = (d + dv) * (ldk + ldq) + static_cast<std::size_t>(pr.Nk + pr.Nq) * (ldd + ldv);
   const std::size_t per_thread =
       3 * kTrainKeyTile * kTrainQueryTile + kTrainKeyTile * (ldd + ldv) + 2 * kTrainQueryTile;
-  auto packed = hwy::AllocateAligned<float>(per_bh * static_cast<std::size_t>(pr.B * pr.H));
+  // Key-tile groups per head: enough tasks for a few threads when B*H is small, one group (no
+  // extra dQ copies) when B*H >= 8.
+  const std::int64_t key_tiles =
+      (pr.Nk + static_cast<std::int64_t>(kTrainKeyTile) - 1) / static_cast<std::int64_t>(kTrainKeyTile);
+  const std::int64_t groups = std::clamp<std::int64_t>(8 / static_cast<std::int64_t>(BH), 1, key_tiles);
+  auto packed = hwy::AllocateAligned<float>(per_bh * BH);
+  auto dq_parts = hwy::AllocateAligned<float>(BH * static_cast<std::size_t>(groups) * static_cast<std::size_t>(pr.Nq) * ldd);
   auto scratch = hwy::AllocateAligned<float>(per_thread * static_cast<std::size_t>(pr.threads));
   const TokenLists lists{plan.q_lists.data(), plan.k_lists.data(), plan.q_count.data(), plan.k_count.data()};
-  HWY_DYNAMIC_DISPATCH(DenseBackwardImpl)(args, lists, packed.get(), per_bh, scratch.get(), per_thread);
+  HWY_DYNAMIC_DISPATCH(DenseBackwardImpl)(args, lists, packed.get(), per_bh, dq_parts.get(), groups,
+                                          scratch.get(), per_thread);
 }
 
 }  // namespace
