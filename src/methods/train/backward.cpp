@@ -18,32 +18,41 @@ HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
 
-// s[r][c] <- exp(s[r][c] - lse[r]) for c < PadToLanes(n) (padded -inf columns become 0).
-HWY_INLINE void Probabilities(float* s, std::size_t lds, std::size_t m, std::size_t n,
+// A tile of `rows` x PadToLanes(cols) scores, stored row-major (stride lds), whose queries are
+// its rows (kQueryColumns = false: s[r][c], query r) or its columns (true: the transposed
+// tiles of the dense backward, s[r][c] with query c). per_query[i] is a value of query i.
+template <bool kQueryColumns>
+HWY_INLINE VF QueryValue(DF df, const float* per_query, std::size_t r, std::size_t c) {
+  return kQueryColumns ? hn::Load(df, per_query + c) : hn::Set(df, per_query[r]);
+}
+
+// s <- exp(s - lse[query]): the softmax weights (padded -inf columns become 0).
+template <bool kQueryColumns = false>
+HWY_INLINE void Probabilities(float* s, std::size_t lds, std::size_t rows, std::size_t cols,
                               const float* lse) {
   const DF df;
-  const std::size_t L = hn::Lanes(df), npad = PadToLanes(n);
-  for (std::size_t r = 0; r < m; ++r) {
-    const VF l = hn::Set(df, lse[r]);
+  const std::size_t L = hn::Lanes(df), cpad = PadToLanes(cols);
+  for (std::size_t r = 0; r < rows; ++r) {
     float* row = s + r * lds;
-    for (std::size_t c = 0; c < npad; c += L)
-      hn::Store(hn::Exp(df, hn::Sub(hn::Load(df, row + c), l)), df, row + c);
+    for (std::size_t c = 0; c < cpad; c += L)
+      hn::Store(hn::Exp(df, hn::Sub(hn::Load(df, row + c), QueryValue<kQueryColumns>(df, lse, r, c))), df, row + c);
   }
 }
 
-// dp[r][c] <- scale * p[r][c] * (dp[r][c] - delta[r]): the score gradient (columns < n).
-HWY_INLINE void ScoreGradient(const float* p, float* dp, std::size_t lds, std::size_t m,
-                              std::size_t n, const float* delta, float scale) {
+// dp <- scale * p * (dp - delta[query]): the score gradient dS.
+template <bool kQueryColumns = false>
+HWY_INLINE void ScoreGradient(const float* p, float* dp, std::size_t lds, std::size_t rows,
+                              std::size_t cols, const float* delta, float scale) {
   const DF df;
-  const std::size_t L = hn::Lanes(df), npad = PadToLanes(n);
+  const std::size_t L = hn::Lanes(df), cpad = PadToLanes(cols);
   const VF vs = hn::Set(df, scale);
-  for (std::size_t r = 0; r < m; ++r) {
-    const VF dl = hn::Set(df, delta[r]);
-    const float* pr = p + r * lds;
-    float* dr = dp + r * lds;
-    for (std::size_t c = 0; c < npad; c += L)
-      hn::Store(hn::Mul(hn::Mul(hn::Load(df, pr + c), vs), hn::Sub(hn::Load(df, dr + c), dl)), df,
-                dr + c);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const float* prow = p + r * lds;
+    float* drow = dp + r * lds;
+    for (std::size_t c = 0; c < cpad; c += L)
+      hn::Store(hn::Mul(hn::Mul(hn::Load(df, prow + c), vs),
+                        hn::Sub(hn::Load(df, drow + c), QueryValue<kQueryColumns>(df, delta, r, c))),
+                df, drow + c);
   }
 }
 
@@ -185,33 +194,6 @@ struct DensePacked {
   const float *kt, *vt, *kp, *vp, *qt, *dot, *qp, *dop;
 };
 
-// PT[r][c] <- exp(PT[r][c] - lse[c]) for n rows and PadToLanes(m) columns (lse padded with 0).
-HWY_INLINE void ProbabilitiesT(float* st, std::size_t lds, std::size_t n, std::size_t m,
-                               const float* lse) {
-  const DF df;
-  const std::size_t L = hn::Lanes(df), mpad = PadToLanes(m);
-  for (std::size_t r = 0; r < n; ++r) {
-    float* row = st + r * lds;
-    for (std::size_t c = 0; c < mpad; c += L)
-      hn::Store(hn::Exp(df, hn::Sub(hn::Load(df, row + c), hn::Load(df, lse + c))), df, row + c);
-  }
-}
-
-// dPT[r][c] <- scale * PT[r][c] * (dPT[r][c] - delta[c]).
-HWY_INLINE void ScoreGradientT(const float* pt, float* dpt, std::size_t lds, std::size_t n,
-                               std::size_t m, const float* delta, float scale) {
-  const DF df;
-  const std::size_t L = hn::Lanes(df), mpad = PadToLanes(m);
-  const VF vs = hn::Set(df, scale);
-  for (std::size_t r = 0; r < n; ++r) {
-    const float* prow = pt + r * lds;
-    float* drow = dpt + r * lds;
-    for (std::size_t c = 0; c < mpad; c += L)
-      hn::Store(hn::Mul(hn::Mul(hn::Load(df, prow + c), vs), hn::Sub(hn::Load(df, drow + c), hn::Load(df, delta + c))),
-                df, drow + c);
-  }
-}
-
 void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lists, float* packed,
                        std::size_t per_bh, float* dq_parts, std::int64_t key_groups, float* scratch,
                        std::size_t per_thread) {
@@ -307,7 +289,7 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
           delta[c] = c < m ? a.delta[bh * pr.Nq + queries[q0 + c]] : 0.0f;
         }
         ScoreTile(krows, n, d, v.qt + q0, ldq, m, pr.scale, st, M);
-        ProbabilitiesT(st, M, n, m, lse);
+        Probabilities<true>(st, M, n, m, lse);
         ScoreTile(vrows, n, dv, v.dot + q0, ldq, m, 1.0f, dpt, M);
         const float* kept = st;
         if (a.dropout.active()) {
@@ -322,7 +304,7 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
           kept = pdt;
         }
         PVAccumulate(kept, M, n, m, v.dop + q0 * ldv, ldv, dvacc, ldv);        // dV += P^T dO
-        ScoreGradientT(st, dpt, M, n, m, delta, pr.scale);                   // dS^T
+        ScoreGradient<true>(st, dpt, M, n, m, delta, pr.scale);                   // dS^T
         PVAccumulate(dpt, M, n, m, v.qp + q0 * ldd, ldd, dk, ldd);            // dK += dS^T Q
         PVAccumulate<true>(dpt, M, m, n, v.kp + k0 * ldd, ldd, dq_part + q0 * ldd, ldd);  // dQ += dS K
       }
