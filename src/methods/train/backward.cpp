@@ -1,5 +1,7 @@
-// The training kernels of train.h: one routine processes a group (a list of queries against a
-// list of keys) tile by tile — 48 queries x 256 keys — and accumulates what the mode asks for.
+// The training kernels of train.h. SMYRF's backward and every dropout forward go through one
+// routine that processes a group (a list of queries against a list of keys) tile by tile —
+// 48 queries x 256 keys — and accumulates what the mode asks for; the dense backward has its
+// own single-pass kernel over inputs packed once per head (DenseBackwardImpl).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "methods/train/backward.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
