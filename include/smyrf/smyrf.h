@@ -238,7 +238,8 @@ RunInfo attention(const AttentionParams& params, const MethodConfig& config,
 //   Q, K, V must be f32 without broadcast (non-zero strides): each gradient element belongs
 //   to one input element. Gradients use the layouts (strides) of Q, K and V; dO and the
 //   forward O use O's. SmyrfConfig::keys = centroid has no backward (throws).
-// Deterministic: same bits whatever the thread count.
+// Deterministic: same bits whatever the thread count. workspace: as for attention() (scratch
+// reused across calls; may be nullptr).
 struct GradientParams {
   const float* o = nullptr;       // the forward output, O's layout
   const float* lse = nullptr;     // [B, H, Nq], the forward call's params.lse

@@ -111,13 +111,13 @@ RunInfo attention(const AttentionParams& params, const MethodConfig& config,
       },
       config);
   if (params.dropout > 0.0f && !std::holds_alternative<ReferenceConfig>(config))
-    detail::dropout_forward(pr, config, with_lse.lse);
+    detail::dropout_forward(pr, config, with_lse.lse, workspace);
   info.seconds_total = timer.seconds();
   return info;
 }
 
 RunInfo attention_backward(const AttentionParams& params, const GradientParams& grads,
-                           const MethodConfig& config, Workspace* /*workspace*/) {
+                           const MethodConfig& config, Workspace* workspace) {
   detail::Timer timer;
   const detail::Problem pr = detail::validate_params(params);
   if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
@@ -128,7 +128,7 @@ RunInfo attention_backward(const AttentionParams& params, const GradientParams& 
   if (std::holds_alternative<ReferenceConfig>(config)) {
     detail::reference_backward(pr, grads);
   } else {
-    info = detail::train_backward(pr, grads, config);
+    info = detail::train_backward(pr, grads, config, workspace);
   }
   info.seconds_total = timer.seconds();
   return info;

@@ -345,7 +345,6 @@ HWY_AFTER_NAMESPACE();
 #include <vector>
 
 #include "common/timer.h"
-#include "hwy/aligned_allocator.h"
 #include "methods/smyrf/clustering.h"
 
 namespace smyrf::detail {
@@ -443,18 +442,20 @@ void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan) {
 
 // Runs the plan's launches with one mode; scratch sized for it.
 void run_plan(const TrainArgs& args, const std::vector<std::vector<Group>>& launches,
-              const std::vector<int>& threads) {
+              const std::vector<int>& threads, Workspace* workspace, RunInfo* info) {
   const std::size_t per_thread = train_scratch_floats(args);
   const int max_threads = args.pr->threads;
-  auto scratch = hwy::AllocateAligned<float>(per_thread * static_cast<std::size_t>(max_threads));
+  Arena arena;
+  const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(max_threads));
+  Workspace local;
+  bind_scratch(arena, workspace, local);
+  if (info != nullptr) info->workspace_bytes = std::max(info->workspace_bytes, arena.bytes());
   for (std::size_t l = 0; l < launches.size(); ++l)
     run_groups(args, launches[l].data(), static_cast<std::int64_t>(launches[l].size()),
-               scratch.get(), per_thread, threads.empty() ? max_threads : threads[l]);
+               arena.at<float>(scratch_slot), per_thread, threads.empty() ? max_threads : threads[l]);
 }
 
-// The dense backward's packed inputs (per (b, h): K^T, V^T, K, V, Q^T, dO^T, Q, dO) and
-// per-thread tiles, then the two passes (DenseBackwardImpl).
-void dense_backward(const TrainArgs& args, const GroupPlan& plan) {
+void dense_backward(const TrainArgs& args, const GroupPlan& plan, Workspace* workspace, RunInfo* info) {
   const Problem& pr = *args.pr;
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
   const std::size_t ldd = pad_floats(d), ldv = pad_floats(dv);
@@ -469,17 +470,24 @@ void dense_backward(const TrainArgs& args, const GroupPlan& plan) {
   const std::int64_t key_tiles =
       (pr.Nk + static_cast<std::int64_t>(kTrainKeyTile) - 1) / static_cast<std::int64_t>(kTrainKeyTile);
   const std::int64_t groups = std::clamp<std::int64_t>(8 / static_cast<std::int64_t>(BH), 1, key_tiles);
-  auto packed = hwy::AllocateAligned<float>(per_bh * BH);
-  auto dq_parts = hwy::AllocateAligned<float>(BH * static_cast<std::size_t>(groups) * static_cast<std::size_t>(pr.Nq) * ldd);
-  auto scratch = hwy::AllocateAligned<float>(per_thread * static_cast<std::size_t>(pr.threads));
+  Arena arena;
+  const std::size_t packed_slot = arena.add<float>(per_bh * BH);
+  const std::size_t dq_slot =
+      arena.add<float>(BH * static_cast<std::size_t>(groups) * static_cast<std::size_t>(pr.Nq) * ldd);
+  const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
+  Workspace local;
+  bind_scratch(arena, workspace, local);
+  info->workspace_bytes = arena.bytes();
   const TokenLists lists{plan.q_lists.data(), plan.k_lists.data(), plan.q_count.data(), plan.k_count.data()};
-  HWY_DYNAMIC_DISPATCH(DenseBackwardImpl)(args, lists, packed.get(), per_bh, dq_parts.get(), groups,
-                                          scratch.get(), per_thread);
+  HWY_DYNAMIC_DISPATCH(DenseBackwardImpl)(args, lists, arena.at<float>(packed_slot), per_bh,
+                                          arena.at<float>(dq_slot), groups,
+                                          arena.at<float>(scratch_slot), per_thread);
 }
 
 }  // namespace
 
-void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse) {
+void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse,
+                     Workspace* workspace) {
   GroupPlan plan;
   make_plan(pr, config, plan);
   // Active rows are rebuilt from zero; the others keep the forward's zeros.
@@ -494,13 +502,14 @@ void dropout_forward(const Problem& pr, const MethodConfig& config, const float*
   args.mode = kGroupOut;
   args.max_group_queries = plan.max_group_queries;
   if (plan.dense) {
-    run_plan(args, plan.q_launches, {});
+    run_plan(args, plan.q_launches, {}, workspace, nullptr);
   } else {
-    run_plan(args, plan.launches, plan.launch_threads);
+    run_plan(args, plan.launches, plan.launch_threads, workspace, nullptr);
   }
 }
 
-RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodConfig& config) {
+RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodConfig& config,
+                       Workspace* workspace) {
   Timer timer;
   const AttentionParams& p = *pr.p;
   // Gradients start at zero (masked rows stay zero).
@@ -534,13 +543,13 @@ RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodC
   args.grads = &g;
   args.dropout = Dropout(p.dropout, p.seed);
   args.max_group_queries = plan.max_group_queries;
+  RunInfo info;
   if (plan.dense) {
-    dense_backward(args, plan);
+    dense_backward(args, plan, workspace, &info);
   } else {
     args.mode = kGroupGradQ | kGroupGradKV;
-    run_plan(args, plan.launches, plan.launch_threads);
+    run_plan(args, plan.launches, plan.launch_threads, workspace, &info);
   }
-  RunInfo info;
   info.seconds_total = info.attention.seconds = timer.seconds();
   return info;
 }

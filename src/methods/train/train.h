@@ -99,7 +99,10 @@ void run_groups(const TrainArgs& args, const Group* groups, std::int64_t n_group
 
 // The dropout forward: recomputes O with dropout from the forward's lse (every row of an
 // active query is rewritten). config: DenseConfig or SmyrfConfig (lsh).
-void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse);
-RunInfo train_backward(const Problem& pr, const GradientParams& grads, const MethodConfig& config);
+// Scratch comes from `workspace` when given (reused across calls), else from the call.
+void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse,
+                     Workspace* workspace);
+RunInfo train_backward(const Problem& pr, const GradientParams& grads, const MethodConfig& config,
+                       Workspace* workspace);
 
 }  // namespace smyrf::detail
