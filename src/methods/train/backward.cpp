@@ -335,6 +335,60 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
   });
 }
 
+// Dense dropout forward: K^T and V packed once per head, then one task per tile of 48 queries:
+// O = sum over key tiles of (exp(S - lse) F) V, F the dropout factors.
+void DenseDropoutImpl(const detail::TrainArgs& a, const detail::TokenLists& lists, float* packed,
+                      std::size_t per_bh, float* scratch, std::size_t per_thread) {
+  using detail::kTrainKeyTile;
+  using detail::kTrainQueryTile;
+  const detail::Problem& pr = *a.pr;
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  const std::size_t ldv = detail::pad_floats(dv);
+  const std::size_t ldk = detail::pad_floats(static_cast<std::size_t>(pr.Nk));
+  const std::size_t M = kTrainQueryTile, N = kTrainKeyTile;
+  const std::int64_t BH = pr.B * pr.H;
+  detail::parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::size_t nk = static_cast<std::size_t>(lists.k_count[b]);
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    float* kt = packed + static_cast<std::size_t>(bh) * per_bh;
+    PackKeysTransposed([&](std::size_t j) { return pr.k_row<float>(b, h, keys[j]); }, nk, d, kt, ldk);
+    PackValues([&](std::size_t j) { return pr.v_row<float>(b, h, keys[j]); }, nk, dv, kt + d * ldk, ldv);
+  });
+  const std::int64_t query_tiles = (pr.Nq + static_cast<std::int64_t>(M) - 1) / static_cast<std::int64_t>(M);
+  detail::parallel_for_tid(BH * query_tiles, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / query_tiles, b = bh / pr.H, h = bh % pr.H;
+    const std::size_t q0 = static_cast<std::size_t>(task % query_tiles) * M;
+    const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]), nk = static_cast<std::size_t>(lists.k_count[b]);
+    if (nk == 0 || q0 >= nq) return;
+    const std::size_t m = std::min(M, nq - q0);
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    const std::int32_t* queries = lists.queries(b, pr.Nq) + q0;
+    const float* kt = packed + static_cast<std::size_t>(bh) * per_bh;
+    const float* vp = kt + d * ldk;
+    float* s = scratch + static_cast<std::size_t>(tid) * per_thread;
+    float* acc = s + M * N;
+    float* lse = acc + M * ldv;
+    const float* qrows[kTrainQueryTile];
+    for (std::size_t r = 0; r < m; ++r) {
+      qrows[r] = pr.q_row<float>(b, h, queries[r]);
+      lse[r] = a.lse[bh * pr.Nq + queries[r]];
+    }
+    std::fill_n(acc, m * ldv, 0.0f);
+    for (std::size_t k0 = 0; k0 < nk; k0 += N) {
+      const std::size_t n = std::min(N, nk - k0);
+      ScoreTile(qrows, m, d, kt + k0, ldk, n, pr.scale, s, N);
+      Probabilities(s, N, m, n, lse);
+      for (std::size_t r = 0; r < m; ++r) {
+        const std::uint64_t stream = a.dropout.row(b, h, 0, queries[r]);
+        for (std::size_t c = 0; c < n; ++c) s[r * N + c] *= a.dropout.factor(stream, keys[k0 + c]);
+      }
+      PVAccumulate(s, N, m, n, vp + k0 * ldv, ldv, acc, ldv);
+    }
+    for (std::size_t r = 0; r < m; ++r) std::copy_n(acc + r * ldv, dv, pr.o_row(b, h, queries[r]));
+  });
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
 HWY_AFTER_NAMESPACE();
@@ -350,6 +404,7 @@ HWY_AFTER_NAMESPACE();
 namespace smyrf::detail {
 HWY_EXPORT(RunGroupsImpl);
 HWY_EXPORT(DenseBackwardImpl);
+HWY_EXPORT(DenseDropoutImpl);
 
 std::size_t train_scratch_floats(const TrainArgs& args) { return TrainScratch::make(args).total; }
 
@@ -360,11 +415,10 @@ void run_groups(const TrainArgs& args, const Group* groups, std::int64_t n_group
 
 namespace {
 
-// The groups of a method, in launches: the groups of one launch write disjoint rows; launches
-// run in order.
+// SMYRF: the groups of each round, in launches (the groups of one launch write disjoint rows;
+// launches run in order). Dense: the lists of active queries and visible keys.
 struct GroupPlan {
   std::vector<std::vector<Group>> launches;    // SMYRF: per round, parallel then serial
-  std::vector<std::vector<Group>> q_launches;  // dense: query tiles (the dropout forward)
   std::vector<int> launch_threads;
   std::int64_t max_group_queries = 0;
   bool dense = false;
@@ -388,21 +442,6 @@ void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan) {
       for (std::int64_t j = 0; j < pr.Nk; ++j)
         if (pr.key_visible(b, j)) plan.k_lists[static_cast<std::size_t>(b * pr.Nk + plan.k_count[static_cast<std::size_t>(b)]++)] = static_cast<std::int32_t>(j);
     }
-    const std::int64_t MT = static_cast<std::int64_t>(kTrainQueryTile);
-    std::vector<Group> q;
-    for (std::int64_t b = 0; b < pr.B; ++b)
-      for (std::int64_t h = 0; h < pr.H; ++h) {
-        const std::int64_t nq = plan.q_count[static_cast<std::size_t>(b)];
-        const std::int64_t nk = plan.k_count[static_cast<std::size_t>(b)];
-        const std::int32_t* ql = plan.q_lists.data() + b * pr.Nq;
-        const std::int32_t* kl = plan.k_lists.data() + b * pr.Nk;
-        if (nq == 0 || nk == 0) continue;
-        // The dropout forward: each task owns a tile of queries and visits every key.
-        for (std::int64_t q0 = 0; q0 < nq; q0 += MT)
-          q.push_back({b, h, 0, ql + q0, std::min(MT, nq - q0), kl, nk});
-      }
-    plan.max_group_queries = MT;
-    plan.q_launches.push_back(std::move(q));
     return;
   }
   if (s->keys != KeySelection::lsh)
@@ -501,11 +540,23 @@ void dropout_forward(const Problem& pr, const MethodConfig& config, const float*
   args.dropout = Dropout(pr.p->dropout, pr.p->seed);
   args.mode = kGroupOut;
   args.max_group_queries = plan.max_group_queries;
-  if (plan.dense) {
-    run_plan(args, plan.q_launches, {}, workspace, nullptr);
-  } else {
+  if (!plan.dense) {
     run_plan(args, plan.launches, plan.launch_threads, workspace, nullptr);
+    return;
   }
+  const std::size_t ldk = pad_floats(static_cast<std::size_t>(pr.Nk));
+  const std::size_t per_bh = static_cast<std::size_t>(pr.d) * ldk +
+                             static_cast<std::size_t>(pr.Nk) * pad_floats(static_cast<std::size_t>(pr.dv));
+  const std::size_t per_thread = kTrainQueryTile * kTrainKeyTile +
+                                 kTrainQueryTile * pad_floats(static_cast<std::size_t>(pr.dv)) + kTrainQueryTile;
+  Arena arena;
+  const std::size_t packed_slot = arena.add<float>(per_bh * static_cast<std::size_t>(pr.B * pr.H));
+  const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
+  Workspace local;
+  bind_scratch(arena, workspace, local);
+  const TokenLists lists{plan.q_lists.data(), plan.k_lists.data(), plan.q_count.data(), plan.k_count.data()};
+  HWY_DYNAMIC_DISPATCH(DenseDropoutImpl)(args, lists, arena.at<float>(packed_slot), per_bh,
+                                         arena.at<float>(scratch_slot), per_thread);
 }
 
 RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodConfig& config,
