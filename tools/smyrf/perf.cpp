@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "inputs.h"
+#include "movement.h"
 #include "peak.h"
 #include "smyrf/smyrf.h"
 
@@ -154,6 +155,9 @@ int run_perf(const PerfOptions& o, const char* self_exe) {
                              static_cast<double>(o.large_n) / 16384.0 *
                              std::log2(static_cast<double>(o.large_n)) / 14.0))),
                      smyrf_large / smyrf16k, 80.0, true});
+  say("data-movement bound at the large N");
+  const MovementBound bound = smyrf_movement_bound(plarge.q.data(), plarge.k.data(), plarge.v.data(),
+                                                   o.large_n, 64, 8, threads);
   plarge = Problem(1, 1, 1, 1);  // release before the probe
 
   say("peak memory of a fresh process");
@@ -185,12 +189,35 @@ int run_perf(const PerfOptions& o, const char* self_exe) {
               "%.2f ms (1 thread %.2f), N=%lld %.1f ms; BERT shape dense %.1f ms, SMYRF %.1f ms\n",
               met, targets.size(), dense2 * 1e3, dense1 * 1e3, smyrf16k * 1e3, smyrf16k_1 * 1e3,
               static_cast<long long>(o.large_n), smyrf_large * 1e3, bert_dense * 1e3, bert_smyrf * 1e3);
+  // Targets 2b and 2c together: 2b caps t(16384); 2c then caps t(large) at 80 times that, which
+  // the data-movement bound (movement.h) may already exceed.
+  const double cap_16k = 2.5 * attention_at_peak, cap_large = 80.0 * cap_16k;
+  const bool joint_possible = bound.seconds <= cap_large;
+  std::printf("\nData movement, N=%lld, 8 rounds (movement.h): q, k, v streamed at %.1f GB/s, read "
+              "in a random row order at %.1f GB/s -> any implementation needs >= %.1f ms "
+              "(measured SMYRF: %.1f ms, %.2fx that bound).\n",
+              static_cast<long long>(o.large_n), bound.stream_gbs, bound.random_rows_gbs,
+              bound.seconds * 1e3, smyrf_large * 1e3, smyrf_large / bound.seconds);
+  std::printf("Targets 2b and 2c together allow t(N=16384) <= 2.5 x %.2f ms = %.2f ms and then "
+              "t(N=%lld) <= 80 x %.2f ms = %.1f ms: %s\n",
+              attention_at_peak * 1e3, cap_16k * 1e3, static_cast<long long>(o.large_n),
+              cap_16k * 1e3, cap_large * 1e3,
+              joint_possible ? "not excluded by the bound."
+                             : "below the data-movement bound, so on this machine no "
+                               "implementation meets both.");
   if (!o.json.empty()) {
     const std::filesystem::path path(o.json);
     if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
     nlohmann::json doc = {{"machine", {{"simd_target", simd_target()}, {"peak_1_thread_gflops", peak1.gflops},
                                        {"peak_gflops", peak2.gflops}, {"threads", threads}}},
-                          {"targets", rows}};
+                          {"targets", rows},
+                          {"data_movement", {{"n", o.large_n}, {"stream_gbs", bound.stream_gbs},
+                                             {"random_rows_gbs", bound.random_rows_gbs},
+                                             {"bound_seconds", bound.seconds},
+                                             {"smyrf_seconds", smyrf_large},
+                                             {"cap_16k_seconds", cap_16k},
+                                             {"cap_large_seconds", cap_large},
+                                             {"targets_2b_2c_jointly_possible", joint_possible}}}};
     std::ofstream(o.json + ".tmp") << doc.dump(2) << "\n";
     std::filesystem::rename(o.json + ".tmp", path);
   }
