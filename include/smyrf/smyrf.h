@@ -99,6 +99,14 @@ struct AttentionParams {
   // forward and the backward call, whatever the thread count.
   float dropout = 0.0f;
 
+  // Causal (autoregressive) attention: query i sees key j only if j <= i + (Nk - Nq), i.e.
+  // positions are aligned at the end (with Nq == Nk: j <= i; a shorter query block is the last
+  // Nq positions of the key sequence, as when decoding with a cache). Combined with the masks:
+  // a query with no visible key among j <= i + (Nk - Nq) gets O = 0 and lse = -inf (except where
+  // a method documents a fallback). Supported by the methods whose config says so; the others
+  // throw smyrf::Error naming params.causal.
+  bool causal = false;
+
   // Row-major contiguous tensors: Q [B,H,Nq,d], K [B,H,Nk,d], V [B,H,Nk,dv], O [B,H,Nq,dv].
   static AttentionParams contiguous(std::int64_t batch, std::int64_t heads, std::int64_t nq,
                                     std::int64_t nk, std::int64_t d, std::int64_t dv,
@@ -172,9 +180,114 @@ struct SmyrfConfig {
   KeySelection keys = KeySelection::lsh;
 };
 
-using MethodConfig = std::variant<ReferenceConfig, DenseConfig, SmyrfConfig>;
+// ---------------------------------------------------------------------------------------
+// The other efficient attentions. Every method below defines, for each query, the multiset of
+// keys it attends to (a key counted once per round that pairs it with the query); within that
+// set the output is exact softmax attention, and rounds are merged by each round's logsumexp
+// exactly as SMYRF's. Key masks, query masks and params.causal restrict the sets further; the
+// definitions use positions in the tensors (masked tokens keep their positions). A query whose
+// set is empty gets O = 0 and lse = -inf unless the method names a fallback. "Learned" parts
+// are inputs; when absent the documented default is used.
 
-// The method's name as the CLI spells it: "reference", "dense", "smyrf".
+// Reformer LSH attention (Kitaev et al., ICLR 2020). Per (batch, head) and round r: random
+// rotation R_r [d, n_buckets/2] with N(0, 1) entries (seeded by (seed, head, round)); bucket
+// h(x) = argmax over [xR_r; -xR_r] (first maximum on ties). With shared_qk the keys are the
+// queries normalised to unit length (k_j = q_j / |q_j|, the K tensor is not read; Nq == Nk) and
+// the hash is computed once per token; otherwise queries are hashed from Q and keys from K.
+// Active queries and visible keys are each sorted by (bucket, position) and cut into C =
+// ceil(max(n_q, n_k) / chunk_size) balanced chunks (SMYRF's cluster rule with cluster size
+// chunk_size on both sides); query chunk c attends to key chunks c and c - 1 (chunk 0 to the
+// last chunk, cyclically, as in the original; with C == 1 only to chunk 0, with C == 2 to both
+// chunks once). A key reached through both chunks (C == 2 wrap) is counted once.
+// Self-attention exclusion (shared_qk only): a query does not attend to its own position
+// unless it sees no other key in that round. Causal: supported (key position <= query
+// position, then the self rule). Complexity O(n_hashes * N * chunk_size * d). No learned parts.
+struct ReformerConfig {
+  int n_hashes = 4;
+  int n_buckets = 32;   // even, >= 2
+  int chunk_size = 64;
+  bool shared_qk = true;
+};
+
+// Clustered attention (Vyas, Katharopoulos & Fleuret, NeurIPS 2020). Per (batch, head): each
+// active query gets a hash_bits-bit code from random hyperplanes (bit t = [q . w_t > 0], w_t ~
+// N(0, I) seeded by (seed, head)); Lloyd's k-means in Hamming space groups the codes into
+// n_clusters clusters (initial centroids: the codes of the queries at ranks floor(c n_q / C)
+// in position order; each centroid bit is the majority of its members, ties to 0; a query
+// joins the nearest centroid, ties to the lowest index; `iterations` rounds; empty clusters
+// keep their centroid). Each cluster's centroid query is the mean of its members (in the input
+// space); every member gets the centroid's attention row over all visible keys:
+// O_i = softmax(scale * qbar_c K^T) V.
+// Improved clustered attention (topk > 0): with T_c the topk keys of largest centroid
+// attention (ties to the lower position) and m_c their total centroid weight, a member query
+// attends exactly to T_c with its own scores, scaled by m_c, and keeps the centroid's weights
+// on the other keys: O_i = m_c * softmax_{T_c}(scale q_i K_T^T) V_T + sum_{j not in T_c}
+// A_c(j) v_j. Not causal (throws). Complexity O(C N d + N topk d). No learned parts.
+struct ClusteredConfig {
+  int n_clusters = 100;
+  int hash_bits = 63;  // 1..64
+  int iterations = 10;
+  int topk = 0;        // 0: clustered; > 0: improved clustered with this many keys
+};
+
+// Routing attention (Roy, Saffar, Vaswani & Grangier, TACL 2021). Shared centroids mu_c
+// (n_clusters of them, d dims): given per head in `centroids` ([H, n_clusters, d] floats,
+// contiguous; the model's learned, online-k-means-updated centroids) or, when nullptr, fitted
+// to this call's inputs per (batch, head) by `iterations` rounds of spherical k-means on the
+// unit-normalised active queries and visible keys (initial centroids: the tokens at evenly
+// spaced ranks of the queries-then-keys list). Each query and key is routed to its most
+// similar centroid (largest cosine, ties to the lowest index); queries and keys are sorted by
+// (centroid, position) and cut into C = max(ceil(n_q / window), ceil(n_k / window)) balanced
+// chunks by SMYRF's cluster rule; query chunk c attends to key chunk c. Causal: supported
+// (key position <= query position within the chunk; a query that sees no key there attends to
+// its own position if that key is visible). Complexity O(N C d + N window d).
+struct RoutingConfig {
+  int n_clusters = 16;
+  int window = 64;
+  int iterations = 4;
+  const float* centroids = nullptr;
+};
+
+// Fixed sparsity patterns, computed as block-sparse attention over tiles of the dense kernel
+// (never an N x N mask). With p = i + (Nk - Nq) the query's position in key coordinates:
+//   local:        |p - j| <= window
+//   dilated:      |p - j| <= window * dilation and (p - j) divisible by dilation
+//   strided:      |p - j| <= window or (p - j) divisible by stride      (Sparse Transformer,
+//                 Child et al. 2019, both heads' sets in one)
+//   fixed:        floor(j / stride) == floor(p / stride) or j mod stride >= stride - summary
+//                 (Sparse Transformer "fixed": the block, plus the last `summary` positions of
+//                 every block)
+//   longformer:   |p - j| <= window, or j < global_tokens, or p < global_tokens (Beltagy et
+//                 al. 2020: the first global_tokens positions attend to and are seen by all)
+//   bigbird:      blocks of block_size: key block within 1 of the query's block (3 blocks), or
+//                 one of the first global_blocks blocks, or the query's block is global, or one
+//                 of random_blocks key blocks drawn per (seed, head, query block) without
+//                 replacement among the rest (Zaheer et al. 2020, ITC form)
+//   axial_rows:   positions form rows of `width` (row-major 2-D grid): same row
+//   axial_columns: same column (Ho et al. 2019: one axis per call)
+//   criss_cross:  same row or same column (Huang et al., CCNet 2019)
+// Causal: every pattern, intersected with j <= p. Complexity O(N * keys per query * d).
+enum class SparsePattern : std::uint8_t {
+  local = 0, dilated, strided, fixed, longformer, bigbird, axial_rows, axial_columns, criss_cross
+};
+struct SparseConfig {
+  SparsePattern pattern = SparsePattern::local;
+  int window = 64;
+  int dilation = 2;
+  int stride = 64;
+  int summary = 8;
+  int global_tokens = 1;
+  int block_size = 64;
+  int global_blocks = 1;
+  int random_blocks = 3;
+  int width = 64;
+};
+
+using MethodConfig = std::variant<ReferenceConfig, DenseConfig, SmyrfConfig, ReformerConfig,
+                                  ClusteredConfig, RoutingConfig, SparseConfig>;
+
+// The method's name as the CLI spells it: "reference", "dense", "smyrf", "reformer",
+// "clustered", "routing", "sparse".
 const char* method_name(const MethodConfig& config);
 
 // ---------------------------------------------------------------------------------------

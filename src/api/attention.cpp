@@ -9,7 +9,11 @@
 #include "api/validate.h"
 #include "common/timer.h"
 #include "hwy/targets.h"
+#include "methods/clustered/clustered.h"
 #include "methods/dense/dense.h"
+#include "methods/reformer/reformer.h"
+#include "methods/routing/routing.h"
+#include "methods/sparse/sparse.h"
 #include "methods/smyrf/smyrf.h"
 #include "methods/train/train.h"
 #include "reference/dense_reference.h"
@@ -63,7 +67,11 @@ const char* method_name(const MethodConfig& config) {
         using T = std::decay_t<decltype(c)>;
         if constexpr (std::is_same_v<T, ReferenceConfig>) return "reference";
         if constexpr (std::is_same_v<T, DenseConfig>) return "dense";
-        return "smyrf";
+        if constexpr (std::is_same_v<T, SmyrfConfig>) return "smyrf";
+        if constexpr (std::is_same_v<T, ReformerConfig>) return "reformer";
+        if constexpr (std::is_same_v<T, ClusteredConfig>) return "clustered";
+        if constexpr (std::is_same_v<T, RoutingConfig>) return "routing";
+        if constexpr (std::is_same_v<T, SparseConfig>) return "sparse";
       },
       config);
 }
@@ -75,16 +83,46 @@ bool is_centroid(const MethodConfig& config) {
   return s != nullptr && s->keys == KeySelection::centroid;
 }
 
+// The methods with a training path (backward, dropout, double-precision forward): reference,
+// dense and SMYRF's LSH mode.
+bool trainable(const MethodConfig& config) {
+  return std::holds_alternative<ReferenceConfig>(config) ||
+         std::holds_alternative<DenseConfig>(config) ||
+         (std::holds_alternative<SmyrfConfig>(config) && !is_centroid(config));
+}
+
+std::string config_name(const MethodConfig& config) {
+  if (is_centroid(config)) return "SmyrfConfig.keys = centroid";
+  return std::string(method_name(config)) + " attention";
+}
+
+// Checks the method's own config and what it supports of params.
+void validate_method(const detail::Problem& pr, const MethodConfig& config) {
+  std::visit(
+      [&](const auto& c) {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, ReformerConfig>) detail::validate_config(c, pr);
+        else if constexpr (!std::is_same_v<T, ReferenceConfig> && !std::is_same_v<T, DenseConfig>)
+          detail::validate_config(c);
+      },
+      config);
+  const AttentionParams& p = *pr.p;
+  if (p.causal && (is_centroid(config) || std::holds_alternative<ClusteredConfig>(config)))
+    throw Error("smyrf: params.causal = true: " + config_name(config) + " has no causal form");
+  if (p.dropout > 0.0f && p.causal && !std::holds_alternative<ReferenceConfig>(config))
+    throw Error("smyrf: params.dropout = " + std::to_string(p.dropout) +
+                " with params.causal = true: only the reference method has causal dropout");
+  if (p.dropout > 0.0f && !trainable(config))
+    throw Error("smyrf: params.dropout = " + std::to_string(p.dropout) + ": " +
+                config_name(config) + " has no dropout");
+}
+
 }  // namespace
 
 RunInfo attention(const AttentionParams& params, const MethodConfig& config,
                   Workspace* workspace) {
   detail::Timer timer;
-  detail::validate_params(params);
-  if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
-  if (params.dropout > 0.0f && is_centroid(config))
-    throw Error("smyrf: params.dropout = " + std::to_string(params.dropout) +
-                ": SmyrfConfig.keys = centroid has no dropout");
+  validate_method(detail::validate_params(params), config);
   // Dropout reweights the forward's probabilities exp(s - lse): it needs each query's lse,
   // in params.lse or in a buffer of its own.
   AttentionParams with_lse = params;
@@ -108,6 +146,14 @@ RunInfo attention(const AttentionParams& params, const MethodConfig& config,
         if constexpr (std::is_same_v<T, DenseConfig>) return detail::dense_forward(pr, workspace);
         if constexpr (std::is_same_v<T, SmyrfConfig>)
           return detail::smyrf_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, ReformerConfig>)
+          return detail::reformer_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, ClusteredConfig>)
+          return detail::clustered_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, RoutingConfig>)
+          return detail::routing_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, SparseConfig>)
+          return detail::sparse_forward(pr, c, workspace);
       },
       config);
   if (params.dropout > 0.0f && !std::holds_alternative<ReferenceConfig>(config))
@@ -120,9 +166,12 @@ RunInfo attention_backward(const AttentionParams& params, const GradientParams& 
                            const MethodConfig& config, Workspace* workspace) {
   detail::Timer timer;
   const detail::Problem pr = detail::validate_params(params);
-  if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
+  validate_method(pr, config);
   detail::validate_gradients(params, grads);
-  if (is_centroid(config)) throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward");
+  if (!trainable(config)) throw Error("smyrf: " + config_name(config) + " has no backward");
+  if (params.causal && !std::holds_alternative<ReferenceConfig>(config))
+    throw Error("smyrf: params.causal = true: the backward of " + config_name(config) +
+                " is not causal yet (the reference method's and attention_backward_f64 are)");
   if (params.check_finite) detail::check_inputs_finite(pr);
   RunInfo info;
   if (std::holds_alternative<ReferenceConfig>(config)) {
@@ -169,6 +218,7 @@ struct FloatShadow {
     c.seed = p.seed;
     c.num_threads = p.num_threads;
     c.dropout = p.dropout;
+    c.causal = p.causal;
     c.check_finite = false;
     params = c;
   }
@@ -181,7 +231,9 @@ void attention_f64(const AttentionParams& params, const DoubleTensors& in,
   if (o == nullptr) throw Error("smyrf: o = nullptr: must point to the output");
   const FloatShadow shadow(params, in);
   const detail::Problem pr = detail::validate_params(shadow.params);
-  if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
+  validate_method(pr, config);
+  if (!trainable(config))
+    throw Error("smyrf: " + config_name(config) + " has no double-precision path");
   const detail::KeySets sets(pr, config);
   detail::sets_forward({&pr, in.q, in.k, in.v}, sets, o, lse);
 }
@@ -196,7 +248,9 @@ void attention_backward_f64(const AttentionParams& params, const DoubleTensors& 
     throw Error("smyrf: grad_q, grad_k and grad_v of attention_backward_f64 must not be nullptr");
   const FloatShadow shadow(params, in);
   const detail::Problem pr = detail::validate_params(shadow.params);
-  if (const auto* s = std::get_if<SmyrfConfig>(&config)) detail::validate_config(*s);
+  validate_method(pr, config);
+  if (!trainable(config))
+    throw Error("smyrf: " + config_name(config) + " has no double-precision path");
   const detail::KeySets sets(pr, config);
   detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);
 }

@@ -246,6 +246,55 @@ void validate_config(const SmyrfConfig& c) {
   }
 }
 
+namespace {
+void at_least(const char* name, int v, int lo) {
+  if (v < lo) fail(name, str(std::int64_t{v}), "must be >= " + str(std::int64_t{lo}));
+}
+}  // namespace
+
+void validate_config(const ReformerConfig& c, const Problem& pr) {
+  if (c.n_hashes < 1 || c.n_hashes > 1024)
+    fail("ReformerConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be in [1, 1024]");
+  if (c.n_buckets < 2 || c.n_buckets % 2 != 0)
+    fail("ReformerConfig.n_buckets", str(std::int64_t{c.n_buckets}), "must be even and >= 2");
+  at_least("ReformerConfig.chunk_size", c.chunk_size, 1);
+  if (c.shared_qk && pr.Nq != pr.Nk)
+    fail("ReformerConfig.shared_qk", "true",
+         "needs nq == nk (keys are the normalised queries), got nq = " + str(pr.Nq) +
+             ", nk = " + str(pr.Nk));
+}
+
+void validate_config(const ClusteredConfig& c) {
+  at_least("ClusteredConfig.n_clusters", c.n_clusters, 1);
+  if (c.hash_bits < 1 || c.hash_bits > 64)
+    fail("ClusteredConfig.hash_bits", str(std::int64_t{c.hash_bits}), "must be in [1, 64]");
+  at_least("ClusteredConfig.iterations", c.iterations, 0);
+  at_least("ClusteredConfig.topk", c.topk, 0);
+}
+
+void validate_config(const RoutingConfig& c) {
+  at_least("RoutingConfig.n_clusters", c.n_clusters, 1);
+  at_least("RoutingConfig.window", c.window, 1);
+  at_least("RoutingConfig.iterations", c.iterations, 0);
+}
+
+void validate_config(const SparseConfig& c) {
+  const auto kind = static_cast<int>(c.pattern);
+  if (kind < 0 || kind > static_cast<int>(SparsePattern::criss_cross))
+    fail("SparseConfig.pattern", str(std::int64_t{kind}), "is not a SparsePattern value");
+  at_least("SparseConfig.window", c.window, 0);
+  at_least("SparseConfig.dilation", c.dilation, 1);
+  at_least("SparseConfig.stride", c.stride, 1);
+  if (c.summary < 1 || c.summary > c.stride)
+    fail("SparseConfig.summary", str(std::int64_t{c.summary}),
+         "must be in [1, stride = " + str(std::int64_t{c.stride}) + "]");
+  at_least("SparseConfig.global_tokens", c.global_tokens, 0);
+  at_least("SparseConfig.block_size", c.block_size, 1);
+  at_least("SparseConfig.global_blocks", c.global_blocks, 0);
+  at_least("SparseConfig.random_blocks", c.random_blocks, 0);
+  at_least("SparseConfig.width", c.width, 1);
+}
+
 void check_inputs_finite(const Problem& pr) {
   // Tasks are blocks of rows in a fixed order — per (b, h): query rows, then key rows (K row j,
   // then V row j) — and each records its first non-finite element; the lowest task wins, so

@@ -60,6 +60,12 @@ struct Problem {
   bool key_visible(std::int64_t b, std::int64_t j) const {
     return p->key_mask == nullptr || p->key_mask[b * p->key_mask_batch_stride + j] != 0;
   }
+  // Query i in key coordinates (causal alignment: the last query faces the last key).
+  std::int64_t key_position(std::int64_t i) const { return i + Nk - Nq; }
+  // Whether query i may see key j under the key mask and params.causal.
+  bool sees(std::int64_t b, std::int64_t i, std::int64_t j) const {
+    return key_visible(b, j) && (!p->causal || j <= key_position(i));
+  }
 };
 
 // An input element as float (bf16 -> f32 is exact).

@@ -152,6 +152,11 @@ HWY_INLINE void SoftmaxUpdate(float* s, size_t lds, size_t m, size_t n, float* r
     for (size_t c = L; c < npad; c += L) vmax = hn::Max(vmax, hn::Load(df, srow + c));
     const float tile_max = hn::GetLane(hn::MaxOfLanes(df, vmax));
     const float new_max = std::max(row_max[r], tile_max);
+    if (new_max == -std::numeric_limits<float>::infinity()) {
+      // Nothing visible in this row so far (every score masked to -inf): zero weights, no state.
+      for (size_t c = 0; c < npad; c += L) hn::Store(hn::Zero(df), df, srow + c);
+      continue;
+    }
     const VF vnew = hn::Set(df, new_max);
     VF vsum = hn::Zero(df);
     for (size_t c = 0; c < npad; c += L) {
@@ -355,6 +360,14 @@ HWY_INLINE void QueryRows(RowFn query_row, size_t m, size_t d, float* buffer, si
   }
 }
 
+// Sets s[r][c] = -inf for the columns c >= visible[r] of m rows (row stride lds, n columns):
+// the per-row cut of a causal mask, or any mask that keeps a prefix of a tile's keys.
+HWY_INLINE void MaskColumnsFrom(float* s, size_t lds, size_t m, size_t n, const size_t* visible) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (size_t r = 0; r < m; ++r)
+    for (size_t c = visible[r]; c < n; ++c) s[r * lds + c] = ninf;
+}
+
 // Starts m rows of online-softmax state (row_max, row_sum hold PadToLanes(m) floats).
 HWY_INLINE void ResetTileState(size_t m, size_t ldacc, float* row_max, float* row_sum,
                                float* acc) {
@@ -380,7 +393,8 @@ HWY_INLINE void ScaleRowTo(const float* HWY_RESTRICT arow, float factor, float* 
 }
 
 // For m rows of finished online-softmax state, vectorised over rows: inv[r] = 1 / l[r] and,
-// when lse is given, lse[r] = m[r] + log(l[r]) (the row's logsumexp). Buffers hold whole
+// when lse is given, lse[r] = m[r] + log(l[r]) (the row's logsumexp). A row that saw no key
+// (l = 0, m = -inf) gets inv = 0 and lse = -inf, so its output is 0. Buffers hold whole
 // vectors (padded to 16 floats).
 HWY_INLINE void FinalizeRows(size_t m, const float* row_max, const float* row_sum, float* inv,
                              float* lse) {
@@ -389,7 +403,7 @@ HWY_INLINE void FinalizeRows(size_t m, const float* row_max, const float* row_su
   const VF one = hn::Set(df, 1.0f);
   for (size_t r = 0; r < m; r += L) {
     const VF l = hn::Load(df, row_sum + r);
-    hn::Store(hn::Div(one, l), df, inv + r);
+    hn::Store(hn::IfThenElseZero(hn::Gt(l, hn::Zero(df)), hn::Div(one, l)), df, inv + r);
     if (lse != nullptr) hn::Store(hn::Add(hn::Load(df, row_max + r), hn::Log(df, l)), df, lse + r);
   }
 }

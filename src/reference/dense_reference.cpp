@@ -24,7 +24,7 @@ void reference_rows(const Problem& pr) {
       if (pr.query_active(b, i)) {
         const T* q = pr.q_row<T>(b, h, i);
         for (std::int64_t j = 0; j < pr.Nk; ++j) {
-          if (!pr.key_visible(b, j)) continue;
+          if (!pr.sees(b, i, j)) continue;
           const T* k = pr.k_row<T>(b, h, j);
           double dot = 0;
           for (std::int64_t t = 0; t < pr.d; ++t)
@@ -37,7 +37,7 @@ void reference_rows(const Problem& pr) {
       if (any) {
         double denom = 0;
         for (std::int64_t j = 0; j < pr.Nk; ++j) {
-          if (!pr.key_visible(b, j)) continue;
+          if (!pr.sees(b, i, j)) continue;
           const double p = std::exp(logits[static_cast<std::size_t>(j)] - max_logit);
           denom += p;
           const T* v = pr.v_row<T>(b, h, j);
@@ -58,10 +58,11 @@ RunInfo reference_forward(const Problem& pr) {
   with_input_type(pr.dtype, [&](auto tag) { reference_rows<decltype(tag)>(pr); });
   RunInfo info;
   for (std::int64_t b = 0; b < pr.B; ++b) {
-    std::size_t nq = 0, nk = 0;
-    for (std::int64_t i = 0; i < pr.Nq; ++i) nq += pr.query_active(b, i) ? 1 : 0;
-    for (std::int64_t j = 0; j < pr.Nk; ++j) nk += pr.key_visible(b, j) ? 1 : 0;
-    info.attention_scores += nq * nk * static_cast<std::size_t>(pr.H);
+    std::size_t nk = 0;  // (active query, key it sees) pairs
+    for (std::int64_t i = 0; i < pr.Nq; ++i)
+      for (std::int64_t j = 0; j < pr.Nk; ++j)
+        nk += pr.query_active(b, i) && pr.sees(b, i, j) ? 1 : 0;
+    info.attention_scores += nk * static_cast<std::size_t>(pr.H);
   }
   info.workspace_bytes = static_cast<std::size_t>(pr.threads) *
                          static_cast<std::size_t>(pr.Nk + pr.dv) * sizeof(double);

@@ -18,6 +18,7 @@ KeySets::KeySets(const Problem& pr, const MethodConfig& config) : pr_(&pr) {
     throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward or double-precision path");
   const ClusterLists c = compute_clusters(*pr.p, *s);
   clustered_ = true;
+  fallback_window_ = std::min<std::int64_t>(s->k_cluster_size, pr.Nk);
   rounds_ = c.rounds;
   k_sorted_ = c.k_sorted;
   n_clusters_ = c.n_clusters;
@@ -46,7 +47,7 @@ void KeySets::pairs(std::int64_t b, std::int64_t h, std::int64_t i,
   if (!pr.query_active(b, i)) return;
   if (!clustered_) {
     for (std::int64_t j = 0; j < pr.Nk; ++j)
-      if (pr.key_visible(b, j)) out.emplace_back(0, static_cast<std::int32_t>(j));
+      if (pr.sees(b, i, j)) out.emplace_back(0, static_cast<std::int32_t>(j));
     return;
   }
   const std::int64_t bh = b * pr.H + h, C = n_clusters_[static_cast<std::size_t>(b)];
@@ -58,8 +59,19 @@ void KeySets::pairs(std::int64_t b, std::int64_t h, std::int64_t i,
     const std::size_t base = static_cast<std::size_t>((bh * rounds_ + r));
     const std::int32_t cl = query_cluster_[base * static_cast<std::size_t>(pr.Nq) + static_cast<std::size_t>(i)];
     const IndexRange kr = key_cluster(cl, nk, C);
-    for (std::int64_t t = kr.begin; t < kr.end; ++t)
-      out.emplace_back(r, k_sorted_[base * static_cast<std::size_t>(pr.Nk) + static_cast<std::size_t>(t)]);
+    for (std::int64_t t = kr.begin; t < kr.end; ++t) {
+      const std::int32_t j = k_sorted_[base * static_cast<std::size_t>(pr.Nk) + static_cast<std::size_t>(t)];
+      if (pr.sees(b, i, j)) out.emplace_back(r, j);
+    }
+  }
+  // Causal: nothing visible in any round -> the up to k_cluster_size nearest visible keys at
+  // positions <= the query's own (SmyrfConfig's fallback).
+  if (out.empty() && pr.p->causal) {
+    std::vector<std::int32_t> window;
+    for (std::int64_t j = pr.key_position(i);
+         j >= 0 && static_cast<std::int64_t>(window.size()) < fallback_window_; --j)
+      if (pr.key_visible(b, j)) window.push_back(static_cast<std::int32_t>(j));
+    for (auto it = window.rbegin(); it != window.rend(); ++it) out.emplace_back(0, *it);
   }
 }
 

@@ -17,8 +17,9 @@ namespace smyrf::detail {
 // SMYRF rounds appears once per round: the softmax runs over this multiset.
 class KeySets {
  public:
-  // Reference and dense: every visible key, round 0. SMYRF (lsh): the clusters of every round,
-  // from the problem's inputs (which must be f32 or bf16 as given to the fast kernels).
+  // Reference and dense: every key the query sees (mask, causal), round 0. SMYRF (lsh): the
+  // clusters of every round, from the problem's inputs (which must be f32 or bf16 as given to
+  // the fast kernels), restricted by causal, with SmyrfConfig's causal fallback.
   KeySets(const Problem& pr, const MethodConfig& config);
   // Appends the pairs of query i of (b, h) to out (cleared first); empty for masked queries.
   void pairs(std::int64_t b, std::int64_t h, std::int64_t i,
@@ -28,6 +29,7 @@ class KeySets {
   const Problem* pr_;
   bool clustered_ = false;
   int rounds_ = 1;
+  std::int64_t fallback_window_ = 0;  // causal SMYRF: keys of the fallback window
   // Clustered: per (bh, round), the cluster of each query position (-1: inactive), and the
   // keys in sorted order with each cluster's key range.
   std::vector<std::int32_t> query_cluster_;      // [(bh * R + r) * Nq + i]

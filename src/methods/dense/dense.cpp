@@ -71,11 +71,28 @@ void DenseAttendT(const detail::Problem& pr, const detail::TokenLists& lists, fl
     const float* kt = kt_all + static_cast<std::size_t>(bh) * d * ldk;
     const float* vp = vp_all + static_cast<std::size_t>(bh) * static_cast<std::size_t>(pr.Nk) * ldv;
     ResetTileState(m, ldv, row_max, row_sum, acc);
-    for (std::int64_t j0 = 0; j0 < nkeys; j0 += static_cast<std::int64_t>(kDenseKeyTile)) {
+    // Causal: row r sees the first seen[r] visible keys (those at positions <= its own + Nk - Nq);
+    // key tiles past the last row's limit are skipped, the others cut per row.
+    std::size_t seen[kDenseQueryTile];
+    std::int64_t key_end = nkeys;
+    if (pr.p->causal) {
+      const std::int32_t* keys = lists.keys(b, pr.Nk);
+      for (std::size_t r = 0; r < m; ++r)
+        seen[r] = static_cast<std::size_t>(
+            std::upper_bound(keys, keys + nkeys, qidx[r] + (pr.Nk - pr.Nq)) - keys);
+      key_end = static_cast<std::int64_t>(seen[m - 1]);
+    }
+    for (std::int64_t j0 = 0; j0 < key_end; j0 += static_cast<std::int64_t>(kDenseKeyTile)) {
       const std::size_t n =
           static_cast<std::size_t>(std::min<std::int64_t>(kDenseKeyTile, nkeys - j0));
       TileScores(pairs, tile_q, m, d, kt, ldk, static_cast<std::size_t>(j0), n, pr.scale, s,
                  kDenseKeyTile);
+      if (pr.p->causal && seen[0] < static_cast<std::size_t>(j0) + n) {
+        std::size_t visible[kDenseQueryTile];
+        for (std::size_t r = 0; r < m; ++r)
+          visible[r] = std::min(n, seen[r] - std::min(seen[r], static_cast<std::size_t>(j0)));
+        MaskColumnsFrom(s, kDenseKeyTile, m, n, visible);
+      }
       SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
       PVAccumulate(s, kDenseKeyTile, m, n, vp + static_cast<std::size_t>(j0) * ldv, ldv, acc, ldv);
     }

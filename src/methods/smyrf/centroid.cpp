@@ -127,7 +127,9 @@ HWY_EXPORT(CentroidAttend);
 RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace,
                                std::vector<std::int32_t>* capture) {
   Timer total;
-  const RoundScratch layout = RoundScratch::make(pr, config);
+  const RoundScratch layout = RoundScratch::make(
+      static_cast<std::size_t>(std::min<std::int64_t>(config.k_cluster_size, pr.Nk)),
+      static_cast<std::size_t>(pr.d), static_cast<std::size_t>(pr.dv));
   const std::int64_t qc = config.q_cluster_size;
   const std::int64_t groups = (pr.Nq + qc - 1) / qc;
   const std::size_t tasks = static_cast<std::size_t>(pr.B * pr.H * groups);

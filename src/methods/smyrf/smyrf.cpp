@@ -21,49 +21,13 @@
 #include "hwy/highway.h"
 #include "hwy/cache_control.h"
 #include "kernels/bf16_dot-inl.h"
+#include "kernels/keyset-inl.h"
 #include "methods/smyrf/clustering.h"
 #include "methods/smyrf/smyrf.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
-
-// Merge weights of one more round for rows of a tile, vectorised over rows (exp and division
-// per row were a third of the merge time when scalar). For each row, with running max mx and
-// weight sum of the rounds so far and this round's lse:
-//   m' = max(mx, lse), a = sum e^(mx - m'), w = e^(lse - m'), sum' = a + w,
-//   O <- O a / sum' + o w / sum'.
-// On return keep[r] = a / sum' and take[r] = inv[r] * w / sum' (the tile row is unnormalised).
-HWY_INLINE void MergeWeights(std::size_t m, const float* lse, const float* inv, float* mx,
-                             float* sum, float* keep, float* take) {
-  const DF df;
-  const std::size_t L = hn::Lanes(df);
-  for (std::size_t r = 0; r < m; r += L) {
-    const VF old_max = hn::Load(df, mx + r), l = hn::Load(df, lse + r);
-    const VF new_max = hn::Max(old_max, l);
-    const VF a = hn::Mul(hn::Load(df, sum + r), hn::Exp(df, hn::Sub(old_max, new_max)));
-    const VF w = hn::Exp(df, hn::Sub(l, new_max));
-    const VF s = hn::Add(a, w);
-    const VF inv_s = hn::Div(hn::Set(df, 1.0f), s);
-    hn::Store(new_max, df, mx + r);
-    hn::Store(s, df, sum + r);
-    hn::Store(hn::Mul(a, inv_s), df, keep + r);
-    hn::Store(hn::Mul(hn::Mul(w, inv_s), hn::Load(df, inv + r)), df, take + r);
-  }
-}
-
-// orow <- orow * keep + arow * take over n columns.
-HWY_INLINE void BlendRow(float* orow, const float* arow, std::size_t n, float keep, float take) {
-  const DF df;
-  const std::size_t L = hn::Lanes(df);
-  const VF vk = hn::Set(df, keep), vt = hn::Set(df, take);
-  std::size_t c = 0;
-  for (; c + L <= n; c += L)
-    hn::StoreU(hn::MulAdd(hn::LoadU(df, orow + c), vk, hn::Mul(hn::Load(df, arow + c), vt)), df,
-               orow + c);
-  for (; c < n; ++c) orow[c] = orow[c] * keep + arow[c] * take;
-}
-
 
 // Prefetches every cache line of the Q, K, V and O rows of cluster c.
 HWY_INLINE void PrefetchBytes(const void* p, std::int64_t bytes) {
@@ -167,6 +131,7 @@ void SmyrfAttendRoundT(const detail::RoundArgs& args) {
         for (std::size_t j0 = 0; j0 < n_keys; j0 += kDenseKeyTile) {
           const std::size_t n = std::min(kDenseKeyTile, n_keys - j0);
           TileScores(pairs, tile_q, m, d, kt, ldk, j0, n, pr.scale, s, kDenseKeyTile);
+          if (pr.p->causal) CausalMask{pr.Nk - pr.Nq}(qidx + q0, m, kidx + j0, n, s, kDenseKeyTile);
           SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
           PVAccumulate(s, kDenseKeyTile, m, n, vp + j0 * ldv, ldv, acc, ldv);
         }
@@ -179,7 +144,7 @@ void SmyrfAttendRoundT(const detail::RoundArgs& args) {
         if (round == 0) {
           for (std::size_t i = 0; i < m; ++i) {
             ScaleRowTo(acc + i * ldv, inv[i], pr.o_row(b, h, rows[i]), dv);
-            merge[st0 + static_cast<std::size_t>(rows[i])] = {lse[i], 1.0f};
+            merge[st0 + static_cast<std::size_t>(rows[i])] = {lse[i], inv[i] > 0.0f ? 1.0f : 0.0f};
           }
         } else {
           for (std::size_t i = 0; i < m; ++i) {
@@ -202,6 +167,38 @@ void SmyrfAttendRoundT(const detail::RoundArgs& args) {
   });
 }
 
+// Causal SMYRF: a query that saw no key in any round (merge state still {-inf, 0}) attends to
+// the up to `window` nearest visible keys at positions <= its own (SmyrfConfig's fallback).
+template <class T>
+void CausalFallbackT(const detail::Problem& pr, const detail::TokenLists& lists,
+                     const detail::MergeState* merge, float* scratch,
+                     const detail::RoundScratch& layout, std::size_t window) {
+  detail::parallel_for_tid(pr.B * pr.H, pr.threads, [&](std::int64_t bh, int tid) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    const std::int32_t nk = lists.k_count[b];
+    const std::int32_t* queries = lists.queries(b, pr.Nq);
+    float* s = scratch + static_cast<std::size_t>(tid) * layout.total();
+    for (std::int32_t t = 0; t < lists.q_count[b]; ++t) {
+      const std::int32_t i = queries[t];
+      if (merge[static_cast<std::size_t>(bh * pr.Nq + i)].sum > 0.0f) continue;
+      const std::size_t end = static_cast<std::size_t>(
+          std::upper_bound(keys, keys + nk, pr.key_position(i)) - keys);
+      const std::size_t begin = end - std::min(end, window);
+      AttendGroup<T>(pr, b, h, &i, 1, keys + begin, end - begin, NoMask{},
+                     GroupOutput{nullptr, true, pr.p->lse}, layout, s);
+    }
+  });
+}
+
+void SmyrfCausalFallback(const detail::Problem& pr, const detail::TokenLists& lists,
+                         const detail::MergeState* merge, float* scratch,
+                         const detail::RoundScratch& layout, std::size_t window) {
+  detail::with_input_type(pr.dtype, [&](auto tag) {
+    CausalFallbackT<decltype(tag)>(pr, lists, merge, scratch, layout, window);
+  });
+}
+
 void SmyrfAttendRound(const detail::RoundArgs& args) {
   detail::with_input_type(args.pr->dtype, [&](auto tag) { SmyrfAttendRoundT<decltype(tag)>(args); });
 }
@@ -218,6 +215,7 @@ HWY_AFTER_NAMESPACE();
 
 namespace smyrf::detail {
 HWY_EXPORT(SmyrfAttendRound);
+HWY_EXPORT(SmyrfCausalFallback);
 
 // Bytes model of the clustered rounds (see common/phases.h): per round and head, the gather
 // reads and writes the keys' K and V rows, the attention reads Q rows and the packed tiles,
@@ -246,7 +244,9 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   if (config.keys == KeySelection::centroid) return smyrf_centroid_forward(pr, config, workspace);
 
   Timer total;
-  const RoundScratch layout = RoundScratch::make(pr, config);
+  const RoundScratch layout = RoundScratch::make(
+      static_cast<std::size_t>(std::min<std::int64_t>(config.k_cluster_size, pr.Nk)),
+      static_cast<std::size_t>(pr.d), static_cast<std::size_t>(pr.dv));
   const std::size_t per_thread = layout.total();
   const std::int64_t max_clusters =
       cluster_count(pr.Nq, pr.Nk, config);  // masks only lower the count
@@ -299,6 +299,10 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
         }
     }
   }
+  if (pr.p->causal)
+    HWY_DYNAMIC_DISPATCH(SmyrfCausalFallback)(pr, lists, arena.at<MergeState>(merge_slot),
+                                              arena.at<float>(scratch_slot), layout,
+                                              layout.key_cap);
   split_wall_time(phase_ticks, pr.threads, attn.seconds(), info);
   add_round_bytes(pr, config, lists, sorted, info);
   info.seconds_total = total.seconds();

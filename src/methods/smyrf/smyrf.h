@@ -7,41 +7,11 @@
 #include "common/heuristics.h"
 #include "common/phases.h"
 #include "common/problem.h"
+#include "common/rounds.h"
 #include "methods/smyrf/clustering.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf::detail {
-
-// A query's running merge over the rounds so far: the largest logsumexp and the sum of the
-// rounds' weights relative to it. One cache line each: queries of a round are scattered over
-// the sequence, so two threads would otherwise keep writing to the same lines (false sharing
-// doubled the merge time at 2 threads).
-struct alignas(64) MergeState {
-  float max;
-  float sum;
-};
-
-// Scratch of one thread in the clustered rounds, in floats (every part a multiple of 16 floats
-// so packed rows stay 64-byte aligned): score tile, accumulators, row state, converted query
-// rows, one cluster's packed K^T and V.
-struct RoundScratch {
-  std::size_t key_cap, ldk, ldv, d;
-  static RoundScratch make(const Problem& pr, const SmyrfConfig& config) {
-    const auto key_cap = static_cast<std::size_t>(std::min<std::int64_t>(config.k_cluster_size, pr.Nk));
-    const auto d = static_cast<std::size_t>(pr.d);
-    return {key_cap, pad_floats(key_cap), pad_floats(static_cast<std::size_t>(pr.dv)), d};
-  }
-  std::size_t s_floats() const { return kDenseQueryTile * kDenseKeyTile; }
-  std::size_t acc_floats() const { return kDenseQueryTile * ldv; }
-  // row_max, row_sum, inv, lse, and the merge's mx, sum, keep, take.
-  std::size_t state_floats() const { return 8 * pad_floats(kDenseQueryTile); }
-  std::size_t q_floats() const { return kDenseQueryTile * pad_floats(d); }
-  std::size_t kt_floats() const { return d * ldk; }
-  std::size_t vp_floats() const { return key_cap * ldv; }
-  std::size_t total() const {
-    return s_floats() + acc_floats() + state_floats() + q_floats() + kt_floats() + vp_floats();
-  }
-};
 
 // Everything one round of clustered attention needs (the per-target kernel's argument).
 struct RoundArgs {
