@@ -1,0 +1,1 @@
+#include "reference/clustered_reference.h"

@@ -1,0 +1,1 @@
+#include "reference/reformer_reference.h"

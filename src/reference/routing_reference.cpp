@@ -1,0 +1,1 @@
+#include "reference/routing_reference.h"

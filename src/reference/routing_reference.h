@@ -1,0 +1,4 @@
+// Naive double-precision oracle of routing attention, written from the definition in smyrf.h.
+#pragma once
+
+namespace smyrf::detail {}  // namespace smyrf::detail

@@ -1,0 +1,1 @@
+#include "reference/sparse_reference.h"
