@@ -190,18 +190,34 @@ struct SmyrfConfig {
 // are inputs; when absent the documented default is used.
 
 // Reformer LSH attention (Kitaev et al., ICLR 2020). Per (batch, head) and round r: random
-// rotation R_r [d, n_buckets/2] with N(0, 1) entries (seeded by (seed, head, round)); bucket
-// h(x) = argmax over [xR_r; -xR_r] (first maximum on ties). With shared_qk the keys are the
-// queries normalised to unit length (k_j = q_j / |q_j|, the K tensor is not read; Nq == Nk) and
-// the hash is computed once per token; otherwise queries are hashed from Q and keys from K.
+// rotation R_r [d, n_buckets/2] with N(0, 1) entries, a function of (seed, head, round) only
+// (the same for every batch element): with n = n_buckets / 2,
+//   R_r[t][c] = standard_normal(seed, stream, t * n + c)   (src/common/rng.h)
+//   stream    = 0x5245465200000000 + head * 1024 + r        (tag "REFR"; r < 1024).
+// Bucket h(x) = argmax over [xR_r; -xR_r] (first maximum on ties), exactly: x is the token's row
+// as given (bf16 converted to f32 exactly), in double; y_c = fma chain over t = 0..d-1 in index
+// order (y_c = fma(x[t], R_r[t][c], y_c), from y_c = 0); the candidates are v_c = y_c and
+// v_{n+c} = -y_c for c < n, scanned in index order from bucket 0, a later candidate replacing
+// the best only when strictly larger (double comparison; a zero row gets bucket 0).
+// With shared_qk the keys are the queries normalised to unit length (k_j = q_j / |q_j|, k_j = 0
+// when q_j = 0; the K tensor is not read; Nq == Nk) and the hash is computed once per token,
+// from its q row (the key's bucket is the query's); token j is a query iff query_mask allows it
+// and a key iff key_mask allows it (its key is built from its q row even when its query is
+// masked). Otherwise queries are hashed from Q and keys from K. The scale's sign is not used.
 // Active queries and visible keys are each sorted by (bucket, position) and cut into C =
-// ceil(max(n_q, n_k) / chunk_size) balanced chunks (SMYRF's cluster rule with cluster size
-// chunk_size on both sides); query chunk c attends to key chunks c and c - 1 (chunk 0 to the
-// last chunk, cyclically, as in the original; with C == 1 only to chunk 0, with C == 2 to both
-// chunks once). A key reached through both chunks (C == 2 wrap) is counted once.
-// Self-attention exclusion (shared_qk only): a query does not attend to its own position
-// unless it sees no other key in that round. Causal: supported (key position <= query
-// position, then the self rule). Complexity O(n_hashes * N * chunk_size * d). No learned parts.
+// ceil(max(n_q, n_k) / chunk_size) balanced chunks (n_q, n_k of the batch element; nothing
+// when either is 0) by SMYRF's cluster rule with cluster size chunk_size on both sides: query
+// chunk c = sorted queries [floor(c n_q / C), floor((c+1) n_q / C)), key chunk c = sorted keys
+// [floor(c n_k / C), max(floor((c+1) n_k / C), floor(c n_k / C) + 1)). Query chunk c attends to
+// the union, as a set, of key chunks c and (c - 1) mod C (chunk 0 to the last chunk,
+// cyclically, as in the original; with C == 1 only to chunk 0, with C == 2 to every key once);
+// a key in both chunks (C == 2, or overlapping chunks when n_k < C) is counted once.
+// Causal: supported: key j only if j <= i + (Nk - Nq). Self-attention exclusion (shared_qk
+// only), applied last: a query does not attend to its own position unless no other key of its
+// set survives the masks and causality in that round (then it attends to itself alone, if its
+// key is visible). Rounds are merged by logsumexp; lse is over the multiset of (round, key), so
+// when C == 1 (every round the same set; computed once) lse = the set's logsumexp + log(n_hashes).
+// Complexity O(n_hashes * N * (chunk_size + n_buckets / 2) * d). No learned parts.
 struct ReformerConfig {
   int n_hashes = 4;
   int n_buckets = 32;   // even, >= 2

@@ -1,9 +1,587 @@
+// Routing attention forward (definition: smyrf.h, RoutingConfig).
+//
+// 1. Routing stage (RoutingRoute, per target): each token's inverse norm; the unit centroids
+//    (given, normalised, or spherical k-means per (batch, head)); every active query and
+//    visible key assigned to its most similar centroid; a stable radix sort of queries and of
+//    keys by centroid (tokens enter in position order, so the order is (centroid, position)).
+//    Similarities are fma chains in index order computed for 8 centroids at a time in the
+//    lanes of a double vector: each lane is exactly the scalar chain of the definition, so the
+//    cluster ids are bit-identical to the oracle's on every target with a fused multiply-add
+//    (targets without one take the scalar chains with std::fma).
+// 2. Attention (RoutingAttend, per target): query chunk c attends to key chunk c through the
+//    shared key-set engine (AttendGroup), writing O and lse directly (one round); causal
+//    queries that see no key of their chunk then attend to their own position's key.
+//
+// Parallel: norms and assignments over (batch, head, block of tokens); member sums over
+// (batch, head, block of coordinates); centroid normalisation and sorting over (batch, head);
+// attention over (batch, head, run of chunks). Every task writes its own outputs and every sum
+// has a fixed order, so results do not depend on the thread count.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "methods/routing/routing.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "common/heuristics.h"
+#include "common/parallel.h"
+#include "common/phases.h"
+#include "common/problem.h"
+#include "common/rounds.h"
+#include "common/timer.h"
+#include "hwy/highway.h"
+#include "kernels/attention_tile-inl.h"
+#include "kernels/bf16_dot-inl.h"
+#include "kernels/keyset-inl.h"
+#include "kernels/radix_sort.h"
 #include "methods/routing/routing.h"
+#include "methods/smyrf/clustering.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smyrf {
+namespace HWY_NAMESPACE {
+
+// Tokens per assignment task, and coordinates per member-sum task.
+constexpr std::int64_t kRoutingTokenBlock = 512;
+constexpr std::int64_t kRoutingDimBlock = 16;
+
+using RoutingDD = hn::CappedTag<double, 8>;  // at most 8 lanes: Kp is a multiple of 8
+using RoutingVD = hn::Vec<RoutingDD>;
+
+inline double RoutingAsDouble(float x) { return x; }
+inline double RoutingAsDouble(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }
+
+// The input row of token t of (b, h) (queries first, then keys).
+template <class T>
+HWY_INLINE const T* RoutingRow(const detail::Problem& pr, const detail::TokenLists& lists,
+                               std::int64_t b, std::int64_t h, std::int64_t t) {
+  const std::int64_t nq = lists.q_count[b];
+  return t < nq ? pr.q_row<T>(b, h, lists.queries(b, pr.Nq)[t])
+                : pr.k_row<T>(b, h, lists.keys(b, pr.Nk)[t - nq]);
+}
+
+// sims[t * Kp + g + v * L] for 4 tokens and NV vectors of centroids starting at lane g: lane c
+// holds fma(u_{d-1}, mu_c[d-1], ... fma(u_0, mu_c[0], 0)), u_j = x_j * inv (double).
+template <std::size_t NV, class T>
+HWY_INLINE void RoutingSimsBlock(const T* const rows[4], const double inv[4], std::size_t d,
+                                 const double* cent, std::size_t Kp, std::size_t g,
+                                 double* sims) {
+  const RoutingDD dd;
+  const std::size_t L = hn::Lanes(dd);
+  RoutingVD acc[4][NV];
+  for (std::size_t t = 0; t < 4; ++t)
+    for (std::size_t v = 0; v < NV; ++v) acc[t][v] = hn::Zero(dd);
+  for (std::size_t j = 0; j < d; ++j) {
+    RoutingVD c[NV];
+    for (std::size_t v = 0; v < NV; ++v) c[v] = hn::LoadU(dd, cent + j * Kp + g + v * L);
+    for (std::size_t t = 0; t < 4; ++t) {
+      const double u = RoutingAsDouble(rows[t][j]) * inv[t];
+      const RoutingVD uv = hn::Set(dd, u);
+      for (std::size_t v = 0; v < NV; ++v) acc[t][v] = hn::MulAdd(uv, c[v], acc[t][v]);
+    }
+  }
+  for (std::size_t t = 0; t < 4; ++t)
+    for (std::size_t v = 0; v < NV; ++v) hn::StoreU(acc[t][v], dd, sims + t * Kp + g + v * L);
+}
+
+// Similarities of 4 tokens to the K centroids (sims[t * Kp + c]).
+template <class T>
+HWY_INLINE void RoutingSims(const T* const rows[4], const double inv[4], std::size_t d,
+                            const double* cent, std::size_t K, std::size_t Kp, double* sims) {
+#if HWY_NATIVE_FMA
+  (void)K;
+  const std::size_t L = hn::Lanes(RoutingDD());
+  std::size_t g = 0;
+  for (; g + 2 * L <= Kp; g += 2 * L) RoutingSimsBlock<2>(rows, inv, d, cent, Kp, g, sims);
+  for (; g < Kp; g += L) RoutingSimsBlock<1>(rows, inv, d, cent, Kp, g, sims);
+#else
+  // No fused multiply-add in this target's vectors: the scalar chains (std::fma is exact).
+  for (std::size_t t = 0; t < 4; ++t)
+    for (std::size_t c = 0; c < K; ++c) {
+      double s = 0.0;
+      for (std::size_t j = 0; j < d; ++j) {
+        const double u = RoutingAsDouble(rows[t][j]) * inv[t];
+        s = std::fma(u, cent[j * Kp + c], s);
+      }
+      sims[t * Kp + c] = s;
+    }
+#endif
+}
+
+// The definition's unit-vector rule: inv = 1 / sqrt(n2) with n2 the fma chain of x_j * x_j,
+// 0 when n2 is not > 0.
+HWY_INLINE double RoutingInvNorm(double n2) { return n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0; }
+
+template <class T>
+void RoutingRouteT(const detail::RoutingRouteArgs& a) {
+  const detail::Problem& pr = *a.pr;
+  const detail::TokenLists& lists = *a.lists;
+  const std::int64_t BH = pr.B * pr.H;
+  const std::size_t d = static_cast<std::size_t>(pr.d);
+  const std::size_t K = static_cast<std::size_t>(a.K), Kp = a.Kp;
+  const std::int64_t NT = pr.Nq + pr.Nk;  // token slots per (b, h)
+  const std::int64_t blocks = (NT + kRoutingTokenBlock - 1) / kRoutingTokenBlock;
+  auto count = [&](std::int64_t b) -> std::int64_t { return lists.q_count[b] + lists.k_count[b]; };
+  auto cent_of = [&](std::int64_t bh) {
+    const std::int64_t slot = a.given != nullptr ? bh % pr.H : bh;
+    return a.cent + static_cast<std::size_t>(slot) * d * Kp;
+  };
+  detail::Timer timer;
+
+  // 1. Inverse norms, four tokens at a time (four independent fma chains).
+  detail::parallel_for(BH * blocks, pr.threads, [&](std::int64_t task) {
+    const std::int64_t bh = task / blocks, blk = task % blocks;
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int64_t t0 = blk * kRoutingTokenBlock, t1 = std::min(count(b), t0 + kRoutingTokenBlock);
+    double* inv = a.inv + bh * NT;
+    for (std::int64_t t = t0; t < t1; t += 4) {
+      const std::int64_t nt = std::min<std::int64_t>(4, t1 - t);
+      const T* rows[4];
+      for (std::int64_t s = 0; s < 4; ++s) rows[s] = RoutingRow<T>(pr, lists, b, h, t + std::min(s, nt - 1));
+      double n2[4] = {0.0, 0.0, 0.0, 0.0};
+      for (std::size_t j = 0; j < d; ++j)
+        for (std::size_t s = 0; s < 4; ++s) {
+          const double x = RoutingAsDouble(rows[s][j]);
+          n2[s] = std::fma(x, x, n2[s]);
+        }
+      for (std::int64_t s = 0; s < nt; ++s) inv[t + s] = RoutingInvNorm(n2[s]);
+    }
+  });
+
+  // 2. Initial centroids.
+  if (a.given != nullptr) {
+    for (std::int64_t h = 0; h < pr.H; ++h) {
+      double* cent = a.cent + static_cast<std::size_t>(h) * d * Kp;
+      std::fill_n(cent, d * Kp, 0.0);
+      for (std::size_t c = 0; c < K; ++c) {
+        const float* row = a.given + (static_cast<std::size_t>(h) * K + c) * d;
+        double n2 = 0.0;
+        for (std::size_t j = 0; j < d; ++j) {
+          const double x = row[j];
+          n2 = std::fma(x, x, n2);
+        }
+        const double inv = RoutingInvNorm(n2);
+        for (std::size_t j = 0; j < d; ++j) {
+          const double x = row[j];
+          cent[j * Kp + c] = x * inv;
+        }
+      }
+    }
+  } else {
+    detail::parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+      const std::int64_t b = bh / pr.H, h = bh % pr.H;
+      double* cent = cent_of(bh);
+      std::fill_n(cent, d * Kp, 0.0);
+      const std::int64_t n = count(b);
+      a.active[bh] = n > 0 ? 1 : 0;
+      if (n == 0) return;
+      for (std::size_t c = 0; c < K; ++c) {
+        const std::int64_t t = static_cast<std::int64_t>(c) * n / static_cast<std::int64_t>(K);
+        const T* row = RoutingRow<T>(pr, lists, b, h, t);
+        const double inv = a.inv[bh * NT + t];
+        for (std::size_t j = 0; j < d; ++j) cent[j * Kp + c] = RoutingAsDouble(row[j]) * inv;
+      }
+    });
+  }
+  if (a.given != nullptr)
+    for (std::int64_t bh = 0; bh < BH; ++bh) a.active[bh] = count(bh / pr.H) > 0 ? 1 : 0;
+
+  // 3. Assignment passes (k-means iterations, then the final routing).
+  const int passes = a.given != nullptr ? 1 : a.iterations + 1;
+  const std::int64_t dim_blocks = (pr.d + kRoutingDimBlock - 1) / kRoutingDimBlock;
+  for (int pass = 0; pass < passes; ++pass) {
+    detail::parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
+      const std::int64_t bh = task / blocks, blk = task % blocks;
+      a.changed[task] = 0;
+      if (!a.active[bh]) return;
+      const std::int64_t b = bh / pr.H, h = bh % pr.H;
+      const std::int64_t t0 = blk * kRoutingTokenBlock, t1 = std::min(count(b), t0 + kRoutingTokenBlock);
+      const double* cent = cent_of(bh);
+      const double* inv_all = a.inv + bh * NT;
+      std::int32_t* assign = a.assign + bh * NT;
+      double* sims = a.sims + static_cast<std::size_t>(tid) * 4 * Kp;
+      bool changed = pass == 0;
+      for (std::int64_t t = t0; t < t1; t += 4) {
+        const std::int64_t nt = std::min<std::int64_t>(4, t1 - t);
+        const T* rows[4];
+        double inv[4];
+        for (std::int64_t s = 0; s < 4; ++s) {
+          const std::int64_t ts = t + std::min(s, nt - 1);
+          rows[s] = RoutingRow<T>(pr, lists, b, h, ts);
+          inv[s] = inv_all[ts];
+        }
+        RoutingSims(rows, inv, d, cent, K, Kp, sims);
+        for (std::int64_t s = 0; s < nt; ++s) {
+          const double* row = sims + static_cast<std::size_t>(s) * Kp;
+          std::int32_t best = 0;
+          double best_sim = row[0];
+          for (std::size_t c = 1; c < K; ++c)
+            if (row[c] > best_sim) {
+              best_sim = row[c];
+              best = static_cast<std::int32_t>(c);
+            }
+          if (pass > 0 && assign[t + s] != best) changed = true;
+          assign[t + s] = best;
+        }
+      }
+      a.changed[task] = changed ? 1 : 0;
+    });
+    // Converged (no assignment changed): the update would give the same centroids, so these
+    // assignments are final.
+    for (std::int64_t bh = 0; bh < BH; ++bh) {
+      if (!a.active[bh]) continue;
+      bool any = false;
+      for (std::int64_t blk = 0; blk < blocks; ++blk) any = any || a.changed[bh * blocks + blk] != 0;
+      if (!any) a.active[bh] = 0;
+    }
+    if (pass + 1 == passes) break;
+
+    // Member sums in list order, per block of coordinates.
+    detail::parallel_for(BH * dim_blocks, pr.threads, [&](std::int64_t task) {
+      const std::int64_t bh = task / dim_blocks, jb = task % dim_blocks;
+      if (!a.active[bh]) return;
+      const std::int64_t b = bh / pr.H, h = bh % pr.H;
+      const std::size_t j0 = static_cast<std::size_t>(jb * kRoutingDimBlock);
+      const std::size_t j1 = std::min(d, j0 + static_cast<std::size_t>(kRoutingDimBlock));
+      double* sums = a.sums + static_cast<std::size_t>(bh) * K * d;
+      for (std::size_t c = 0; c < K; ++c) std::fill(sums + c * d + j0, sums + c * d + j1, 0.0);
+      const double* inv = a.inv + bh * NT;
+      const std::int32_t* assign = a.assign + bh * NT;
+      const std::int64_t n = count(b);
+      for (std::int64_t t = 0; t < n; ++t) {
+        const T* row = RoutingRow<T>(pr, lists, b, h, t);
+        double* s = sums + static_cast<std::size_t>(assign[t]) * d;
+        const double it = inv[t];
+        for (std::size_t j = j0; j < j1; ++j) {
+          const double u = RoutingAsDouble(row[j]) * it;
+          s[j] += u;
+        }
+      }
+    });
+    // New centroids: the unit vector of each non-empty, non-zero sum.
+    detail::parallel_for_tid(BH, pr.threads, [&](std::int64_t bh, int tid) {
+      if (!a.active[bh]) return;
+      const std::int64_t b = bh / pr.H;
+      const std::int64_t n = count(b);
+      const std::int32_t* assign = a.assign + bh * NT;
+      const double* sums = a.sums + static_cast<std::size_t>(bh) * K * d;
+      double* cent = cent_of(bh);
+      // Which clusters have members (flags in this thread's similarity buffer, >= K entries).
+      double* member = a.sims + static_cast<std::size_t>(tid) * 4 * Kp;
+      std::fill_n(member, K, 0.0);
+      for (std::int64_t t = 0; t < n; ++t) member[assign[t]] = 1.0;
+      for (std::size_t c = 0; c < K; ++c) {
+        if (member[c] == 0.0) continue;
+        const double* s = sums + c * d;
+        double n2 = 0.0;
+        for (std::size_t j = 0; j < d; ++j) n2 = std::fma(s[j], s[j], n2);
+        if (!(n2 > 0.0)) continue;
+        const double inv = 1.0 / std::sqrt(n2);
+        for (std::size_t j = 0; j < d; ++j) cent[j * Kp + c] = s[j] * inv;
+      }
+    });
+  }
+  a.info->transform.seconds += timer.lap();
+
+  // 4. Stable sort of queries and of keys by centroid (input in position order).
+  const std::size_t nmax = static_cast<std::size_t>(std::max(pr.Nq, pr.Nk));
+  detail::parallel_for_tid(BH * 2, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / 2;
+    const bool queries = task % 2 == 0;
+    const std::int64_t b = bh / pr.H;
+    const std::int32_t nq = lists.q_count[b];
+    const std::int32_t n = queries ? nq : lists.k_count[b];
+    const std::int32_t* pos = queries ? lists.queries(b, pr.Nq) : lists.keys(b, pr.Nk);
+    const std::int32_t* assign = a.assign + bh * NT + (queries ? 0 : nq);
+    auto* tmp = static_cast<detail::KeyIndex*>(a.sort_tmp) + 2 * static_cast<std::size_t>(tid) * nmax;
+    for (std::int32_t i = 0; i < n; ++i)
+      tmp[i] = {static_cast<std::uint32_t>(assign[i]), pos[i]};
+    detail::radix_sort(tmp, tmp + nmax, static_cast<std::size_t>(n));
+    std::int32_t* dst = queries ? a.q_sorted + bh * pr.Nq : a.k_sorted + bh * pr.Nk;
+    for (std::int32_t i = 0; i < n; ++i) dst[i] = tmp[i].index;
+  });
+  a.info->sort.seconds += timer.lap();
+}
+
+template <class T, class Mask>
+HWY_INLINE std::size_t RoutingAttendChunk(const detail::Problem& pr, std::int64_t b, std::int64_t h,
+                                          const std::int32_t* qidx, std::size_t mq,
+                                          const std::int32_t* kidx, std::size_t nk,
+                                          const Mask& mask, const detail::RoundScratch& layout,
+                                          float* scratch) {
+  return AttendGroup<T>(pr, b, h, qidx, mq, kidx, nk, mask, GroupOutput{nullptr, true, pr.p->lse},
+                        layout, scratch);
+}
+
+template <class T>
+void RoutingAttendT(const detail::RoutingAttendArgs& a) {
+  const detail::Problem& pr = *a.pr;
+  const detail::TokenLists& lists = *a.lists;
+  const bool causal = pr.p->causal;
+  detail::parallel_for_tid(pr.B * pr.H * a.tasks_per_bh, pr.threads, [&](std::int64_t task, int tid) {
+    a.scores_per_task[task] = 0;
+    const std::int64_t bh = task / a.tasks_per_bh, run = task % a.tasks_per_bh;
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int64_t nq = lists.q_count[b], nk = lists.k_count[b];
+    if (nq == 0 || nk == 0) return;
+    const std::int64_t C = detail::routing_chunk_count(nq, nk, a.window);
+    const std::int64_t c0 = run * a.chunks_per_task, c1 = std::min(C, c0 + a.chunks_per_task);
+    if (c0 >= c1) return;
+    const std::int32_t* q_order = a.q_sorted + bh * pr.Nq;
+    const std::int32_t* k_order = a.k_sorted + bh * pr.Nk;
+    float* scratch = a.scratch + static_cast<std::size_t>(tid) * a.layout.total();
+    const std::uint64_t t_start = detail::ticks();
+    std::int64_t scores = 0;
+    for (std::int64_t c = c0; c < c1; ++c) {
+      const detail::IndexRange qr = detail::query_cluster(c, nq, C);
+      if (qr.end <= qr.begin) continue;
+      const detail::IndexRange kr = detail::key_cluster(c, nk, C);
+      const std::int32_t* qidx = q_order + qr.begin;
+      const std::int32_t* kidx = k_order + kr.begin;
+      const std::size_t mq = static_cast<std::size_t>(qr.end - qr.begin);
+      const std::size_t mk = static_cast<std::size_t>(kr.end - kr.begin);
+      if (!causal) {
+        scores += static_cast<std::int64_t>(
+            RoutingAttendChunk<T>(pr, b, h, qidx, mq, kidx, mk, NoMask{}, a.layout, scratch));
+        continue;
+      }
+      scores += static_cast<std::int64_t>(RoutingAttendChunk<T>(
+          pr, b, h, qidx, mq, kidx, mk, CausalMask{pr.Nk - pr.Nq}, a.layout, scratch));
+      // Queries before every key of the chunk: their own position's key, if visible.
+      const std::int32_t kmin = *std::min_element(kidx, kidx + mk);
+      for (std::size_t i = 0; i < mq; ++i) {
+        const std::int64_t p = pr.key_position(qidx[i]);
+        if (p >= kmin) continue;
+        if (p < 0 || !pr.key_visible(b, p)) continue;  // O = 0, lse = -inf (written above)
+        const std::int32_t own = static_cast<std::int32_t>(p);
+        scores += static_cast<std::int64_t>(
+            RoutingAttendChunk<T>(pr, b, h, qidx + i, 1, &own, 1, NoMask{}, a.layout, scratch));
+      }
+    }
+    a.phase_ticks[tid].attention += detail::ticks() - t_start;
+    a.scores_per_task[task] = scores;
+  });
+}
+
+void RoutingRoute(const detail::RoutingRouteArgs& args) {
+  detail::with_input_type(args.pr->dtype, [&](auto tag) { RoutingRouteT<decltype(tag)>(args); });
+}
+
+void RoutingAttend(const detail::RoutingAttendArgs& args) {
+  detail::with_input_type(args.pr->dtype, [&](auto tag) { RoutingAttendT<decltype(tag)>(args); });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smyrf
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include <string>
+
+#include "api/validate.h"
+#include "methods/dense/dense.h"
 
 namespace smyrf::detail {
+HWY_EXPORT(RoutingRoute);
+HWY_EXPORT(RoutingAttend);
 
-RunInfo routing_forward(const Problem&, const RoutingConfig&, Workspace*) {
-  throw Error("smyrf: routing: not built yet");
+namespace {
+
+std::size_t padded_clusters(int K) { return (static_cast<std::size_t>(K) + 7) / 8 * 8; }
+
+struct RouteSlots {
+  std::size_t inv, assign, cent, sums, changed, active, sims, sort_tmp, q_sorted, k_sorted;
+};
+
+RouteSlots plan_route(Arena& arena, const Problem& pr, const RoutingConfig& config) {
+  const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);
+  const std::size_t NT = static_cast<std::size_t>(pr.Nq + pr.Nk);
+  const std::size_t K = static_cast<std::size_t>(config.n_clusters), Kp = padded_clusters(config.n_clusters);
+  const std::size_t d = static_cast<std::size_t>(pr.d);
+  const bool given = config.centroids != nullptr;
+  const std::size_t blocks = (NT + 511) / 512;  // kRoutingTokenBlock
+  const std::size_t threads = static_cast<std::size_t>(pr.threads);
+  RouteSlots s;
+  s.inv = arena.add<double>(BH * NT);
+  s.assign = arena.add<std::int32_t>(BH * NT);
+  s.cent = arena.add<double>((given ? static_cast<std::size_t>(pr.H) : BH) * d * Kp);
+  s.sums = arena.add<double>(given ? 0 : BH * K * d);
+  s.changed = arena.add<std::uint8_t>(BH * blocks);
+  s.active = arena.add<std::uint8_t>(BH);
+  s.sims = arena.add<double>(threads * 4 * Kp);
+  s.sort_tmp = arena.add<KeyIndex>(2 * threads * static_cast<std::size_t>(std::max(pr.Nq, pr.Nk)));
+  s.q_sorted = arena.add<std::int32_t>(BH * static_cast<std::size_t>(pr.Nq));
+  s.k_sorted = arena.add<std::int32_t>(BH * static_cast<std::size_t>(pr.Nk));
+  return s;
+}
+
+RoutingRouteArgs bind_route(const Arena& arena, const RouteSlots& s, const Problem& pr,
+                            const TokenLists& lists, const RoutingConfig& config, RunInfo* info) {
+  return {&pr,
+          &lists,
+          config.n_clusters,
+          config.iterations,
+          padded_clusters(config.n_clusters),
+          config.centroids,
+          arena.at<double>(s.inv),
+          arena.at<std::int32_t>(s.assign),
+          arena.at<double>(s.cent),
+          arena.at<double>(s.sums),
+          arena.at<std::uint8_t>(s.changed),
+          arena.at<std::uint8_t>(s.active),
+          arena.at<double>(s.sims),
+          arena.at<KeyIndex>(s.sort_tmp),
+          arena.at<std::int32_t>(s.q_sorted),
+          arena.at<std::int32_t>(s.k_sorted),
+          info};
+}
+
+// Bytes model (common/phases.h): the routing reads every active row once per pass (norms,
+// each assignment, each member sum); attention reads each chunk's Q rows and its K and V rows
+// and writes O.
+void add_bytes(const Problem& pr, const RoutingConfig& config, const TokenLists& lists,
+               RunInfo& info) {
+  const double e = static_cast<double>(pr.elem_bytes()), f = sizeof(float);
+  const double passes = config.centroids != nullptr ? 2.0 : 2.0 * config.iterations + 2.0;
+  for (std::int64_t b = 0; b < pr.B; ++b) {
+    const double nq = lists.q_count[b], nk = lists.k_count[b];
+    const double heads = static_cast<double>(pr.H);
+    info.transform.bytes += heads * passes * (nq + nk) * static_cast<double>(pr.d) * e;
+    info.sort.bytes += heads * (nq + nk) * 24.0;
+    if (nk == 0) continue;
+    info.attention.bytes += heads * (nq * (static_cast<double>(pr.d) * e + static_cast<double>(pr.dv) * f) +
+                                     std::max(nk, nq) * static_cast<double>(pr.d + pr.dv) * e);
+  }
+}
+
+}  // namespace
+
+void validate_routing_centroids(const Problem& pr, const RoutingConfig& config) {
+  if (config.centroids == nullptr) return;
+  const std::int64_t K = config.n_clusters;
+  for (std::int64_t h = 0; h < pr.H; ++h)
+    for (std::int64_t c = 0; c < K; ++c)
+      for (std::int64_t j = 0; j < pr.d; ++j) {
+        const float x = config.centroids[(h * K + c) * pr.d + j];
+        if (!std::isfinite(x))
+          throw Error("smyrf: RoutingConfig.centroids[" + std::to_string(h) + ", " +
+                      std::to_string(c) + ", " + std::to_string(j) + "] = " + std::to_string(x) +
+                      ": must be finite ([heads, n_clusters, d] floats, contiguous)");
+      }
+}
+
+RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspace* workspace) {
+  validate_routing_centroids(pr, config);
+  // One chunk whatever the routing: every query attends to every visible key (causal: to those
+  // at positions <= its own, so the fallback never applies), exactly the dense result.
+  if (config.window >= pr.Nq && config.window >= pr.Nk) return dense_forward(pr, workspace);
+
+  Timer total;
+  const std::int64_t window = config.window;
+  const RoundScratch layout =
+      RoundScratch::make(static_cast<std::size_t>(std::min<std::int64_t>(window, pr.Nk)),
+                         static_cast<std::size_t>(pr.d), static_cast<std::size_t>(pr.dv));
+  const std::int64_t max_chunks = routing_chunk_count(pr.Nq, pr.Nk, window);  // masks only lower it
+  const std::int64_t chunks_per_task = std::clamp<std::int64_t>(
+      pr.B * pr.H * max_chunks / (4 * static_cast<std::int64_t>(pr.threads)), 1, 8);
+  const std::int64_t tasks_per_bh = (max_chunks + chunks_per_task - 1) / chunks_per_task;
+  const std::int64_t tasks = pr.B * pr.H * tasks_per_bh;
+
+  Arena arena;
+  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  const RouteSlots route_slots = plan_route(arena, pr, config);
+  const std::size_t scratch_slot =
+      arena.add<float>(layout.total() * static_cast<std::size_t>(pr.threads));
+  const std::size_t scores_slot = arena.add<std::int64_t>(static_cast<std::size_t>(tasks));
+  const std::size_t ticks_slot = arena.add<PhaseTicks>(static_cast<std::size_t>(pr.threads));
+  Workspace local;
+  bind_scratch(arena, workspace, local);
+  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+
+  RunInfo info;
+  info.workspace_bytes = arena.bytes();
+  zero_unattended_rows(pr, lists);
+  const RoutingRouteArgs route = bind_route(arena, route_slots, pr, lists, config, &info);
+  HWY_DYNAMIC_DISPATCH(RoutingRoute)(route);
+
+  Timer attn;
+  auto* phase_ticks = arena.at<PhaseTicks>(ticks_slot);
+  std::fill_n(phase_ticks, pr.threads, PhaseTicks{});
+  const RoutingAttendArgs args{&pr,           &lists,          route.q_sorted,
+                               route.k_sorted, window,         chunks_per_task,
+                               tasks_per_bh,   layout,         arena.at<float>(scratch_slot),
+                               arena.at<std::int64_t>(scores_slot), phase_ticks};
+  HWY_DYNAMIC_DISPATCH(RoutingAttend)(args);
+  split_wall_time(phase_ticks, pr.threads, attn.seconds(), info);
+  for (std::int64_t t = 0; t < tasks; ++t)
+    info.attention_scores += static_cast<std::size_t>(args.scores_per_task[t]);
+  add_bytes(pr, config, lists, info);
+  info.seconds_total = total.seconds();
+  return info;
+}
+
+RoutingRoutes routing_routes(const AttentionParams& params, const RoutingConfig& config) {
+  const Problem pr = validate_params(params);
+  validate_config(config);
+  validate_routing_centroids(pr, config);
+  Arena arena;
+  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  const RouteSlots route_slots = plan_route(arena, pr, config);
+  Workspace local;
+  bind_scratch(arena, nullptr, local);
+  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  RunInfo info;
+  const RoutingRouteArgs route = bind_route(arena, route_slots, pr, lists, config, &info);
+  HWY_DYNAMIC_DISPATCH(RoutingRoute)(route);
+
+  RoutingRoutes r;
+  r.B = pr.B;
+  r.H = pr.H;
+  r.Nq = pr.Nq;
+  r.Nk = pr.Nk;
+  r.K = config.n_clusters;
+  r.d = pr.d;
+  const std::int64_t NT = pr.Nq + pr.Nk;
+  const std::size_t K = static_cast<std::size_t>(r.K), Kp = route.Kp, d = static_cast<std::size_t>(pr.d);
+  r.q_cluster.assign(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), -1);
+  r.k_cluster.assign(static_cast<std::size_t>(pr.B * pr.H * pr.Nk), -1);
+  r.centroids.assign(static_cast<std::size_t>(pr.B * pr.H) * K * d, 0.0);
+  for (std::int64_t b = 0; b < pr.B; ++b) {
+    const std::int64_t nq = lists.q_count[b], nk = lists.k_count[b];
+    r.n_chunks.push_back(routing_chunk_count(nq, nk, config.window));
+  }
+  for (std::int64_t bh = 0; bh < pr.B * pr.H; ++bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int64_t nq = lists.q_count[b], nk = lists.k_count[b];
+    const std::int32_t* assign = route.assign + bh * NT;
+    for (std::int64_t t = 0; t < nq; ++t)
+      r.q_cluster[static_cast<std::size_t>(bh * pr.Nq + lists.queries(b, pr.Nq)[t])] = assign[t];
+    for (std::int64_t t = 0; t < nk; ++t)
+      r.k_cluster[static_cast<std::size_t>(bh * pr.Nk + lists.keys(b, pr.Nk)[t])] = assign[nq + t];
+    if (config.centroids != nullptr || nq + nk > 0) {
+      const double* cent = route.cent + static_cast<std::size_t>(config.centroids ? h : bh) * d * Kp;
+      for (std::size_t c = 0; c < K; ++c)
+        for (std::size_t j = 0; j < d; ++j)
+          r.centroids[(static_cast<std::size_t>(bh) * K + c) * d + j] = cent[j * Kp + c];
+    }
+    const std::int64_t C = r.n_chunks[static_cast<std::size_t>(b)];
+    const std::int32_t* qs = route.q_sorted + bh * pr.Nq;
+    const std::int32_t* ks = route.k_sorted + bh * pr.Nk;
+    for (std::int64_t c = 0; c < C; ++c) {
+      const IndexRange qr = query_cluster(c, nq, C);
+      r.chunk_queries.emplace_back(qs + qr.begin, qs + qr.end);
+      if (nk == 0) {
+        r.chunk_keys.emplace_back();
+      } else {
+        const IndexRange kr = key_cluster(c, nk, C);
+        r.chunk_keys.emplace_back(ks + kr.begin, ks + kr.end);
+      }
+    }
+  }
+  return r;
 }
 
 }  // namespace smyrf::detail
+#endif  // HWY_ONCE

@@ -1,11 +1,87 @@
-// Routing attention (see smyrf.h, RoutingConfig).
+// Routing attention (see smyrf.h, RoutingConfig, for the exact definition: unit vectors,
+// similarity fma chains, spherical k-means, routing, chunks, causal fallback).
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
+#include "common/phases.h"
 #include "common/problem.h"
+#include "common/rounds.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf::detail {
 
 RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspace* workspace);
+
+// Throws smyrf::Error naming RoutingConfig.centroids when given centroids hold a non-finite
+// value (config.centroids == nullptr: nothing to check).
+void validate_routing_centroids(const Problem& pr, const RoutingConfig& config);
+
+// The integer (and centroid) results of the routing stage, for tests: what the fast path
+// computes, or (reference/routing_reference.h) what the oracle computes.
+struct RoutingRoutes {
+  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0, K = 0, d = 0;
+  std::vector<std::int32_t> q_cluster;  // [B*H*Nq]: centroid of each active query, -1 if masked
+  std::vector<std::int32_t> k_cluster;  // [B*H*Nk]: centroid of each visible key, -1 if masked
+  // [B*H*K*d]: the unit centroids the tokens were routed to (fitted: after the last
+  // iteration; given: the normalised rows of config.centroids; zeros for a fitted (b, h)
+  // without any active query or visible key).
+  std::vector<double> centroids;
+  std::vector<std::int64_t> n_chunks;  // [B]: C of each batch element
+  // Per (b, h) in order, then chunk c < n_chunks[b]: the query and key positions of the chunk
+  // in (centroid, position) order (keys empty when the batch element has no visible key).
+  std::vector<std::vector<std::int32_t>> chunk_queries, chunk_keys;
+};
+
+// Validates params and config, runs the fast path's routing stage (the same code as
+// routing_forward) and returns its results. Does not write params.o.
+RoutingRoutes routing_routes(const AttentionParams& params, const RoutingConfig& config);
+
+// ---- Internals shared by the per-target code and the driver (routing.cpp). ----
+
+// C = max(ceil(n_q / window), ceil(n_k / window), 1).
+inline std::int64_t routing_chunk_count(std::int64_t n_q, std::int64_t n_k, std::int64_t window) {
+  const std::int64_t cq = (n_q + window - 1) / window, ck = (n_k + window - 1) / window;
+  const std::int64_t c = cq > ck ? cq : ck;
+  return c > 1 ? c : 1;
+}
+
+// Tokens of (b, h) are numbered t = 0 .. n_q + n_k - 1: the active queries in position order,
+// then the visible keys in position order (the k-means list); per-token buffers hold Nq + Nk
+// entries per (b, h).
+struct RoutingRouteArgs {
+  const Problem* pr;
+  const TokenLists* lists;
+  int K;                   // n_clusters
+  int iterations;          // k-means iterations (fitted centroids only)
+  std::size_t Kp;          // K rounded up to a multiple of 8 (the lanes of a centroid row)
+  const float* given;      // config.centroids, or nullptr: fitted
+  double* inv;             // [BH * (Nq + Nk)]: 1 / |x| per token (0 for a zero row)
+  std::int32_t* assign;    // [BH * (Nq + Nk)]: centroid per token
+  double* cent;            // [(given ? H : BH) * d * Kp]: unit centroids, transposed (j * Kp + c)
+  double* sums;            // [BH * K * d]: member sums (fitted only)
+  std::uint8_t* changed;   // [BH * blocks]: an assignment of the block changed in this pass
+  std::uint8_t* active;    // [BH]: k-means of (b, h) not converged yet
+  double* sims;            // [threads * 4 * Kp]
+  void* sort_tmp;          // [threads * 2 * max(Nq, Nk)] KeyIndex
+  std::int32_t* q_sorted;  // [BH * Nq]: active queries by (centroid, position)
+  std::int32_t* k_sorted;  // [BH * Nk]: visible keys by (centroid, position)
+  RunInfo* info;           // transform (norms, k-means, routing) and sort times
+};
+
+struct RoutingAttendArgs {
+  const Problem* pr;
+  const TokenLists* lists;
+  const std::int32_t* q_sorted;
+  const std::int32_t* k_sorted;
+  std::int64_t window;
+  std::int64_t chunks_per_task;
+  std::int64_t tasks_per_bh;
+  RoundScratch layout;
+  float* scratch;                 // layout.total() floats per thread
+  std::int64_t* scores_per_task;  // out
+  PhaseTicks* phase_ticks;        // per thread: attention (AttendGroup) ticks
+};
 
 }  // namespace smyrf::detail
