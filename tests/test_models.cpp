@@ -286,6 +286,46 @@ TEST(Variants, SpecsAndClusterSizes) {
     expect_error([&] { parse_variant(bad); }, "attention variant");
 }
 
+// Every method of the library has a spec, and its config at N = 128 spends about F * N keys
+// per query.
+TEST(Variants, EveryMethodAtABudget) {
+  const auto reformer = std::get<ReformerConfig>(parse_variant("reformer:2:0.5").config_for(128));
+  EXPECT_EQ(reformer.n_hashes, 2);
+  EXPECT_EQ(reformer.chunk_size, 16);  // 2 rounds x 2 chunks x 16 = 64 keys
+  EXPECT_EQ(reformer.n_buckets, 8);
+  EXPECT_FALSE(reformer.shared_qk);
+  EXPECT_EQ(std::get<ClusteredConfig>(parse_variant("clustered:0.25").config_for(128)).n_clusters, 32);
+  const auto ic = std::get<ClusteredConfig>(parse_variant("iclustered:0.5").config_for(128));
+  EXPECT_EQ(ic.topk, 32);
+  EXPECT_EQ(ic.n_clusters, 32);
+  EXPECT_EQ(std::get<ClusteredConfig>(parse_variant("iclustered:0.25:8").config_for(128)).topk, 8);
+  const auto routing = std::get<RoutingConfig>(parse_variant("routing:0.25").config_for(128));
+  EXPECT_EQ(routing.window, 32);
+  EXPECT_EQ(routing.n_clusters, 4);
+  const auto local = std::get<SparseConfig>(parse_variant("local:0.5").config_for(128));
+  EXPECT_EQ(local.pattern, SparsePattern::local);
+  EXPECT_EQ(local.window, 32);  // 2 x 32 + 1 keys
+  EXPECT_EQ(std::get<SparseConfig>(parse_variant("dilated:0.5:3").config_for(128)).dilation, 3);
+  const auto lf = std::get<SparseConfig>(parse_variant("longformer:0.5:2").config_for(128));
+  EXPECT_EQ(lf.global_tokens, 2);
+  EXPECT_EQ(lf.window, 30);
+  EXPECT_EQ(std::get<SparseConfig>(parse_variant("bigbird:0.5").config_for(128)).block_size, 8);
+  EXPECT_EQ(std::get<SparseConfig>(parse_variant("axial-rows:0.25").config_for(128)).width, 32);
+  EXPECT_EQ(std::get<SparseConfig>(parse_variant("axial-cols:0.25").config_for(128)).width, 4);
+  const auto cc = std::get<SparseConfig>(parse_variant("criss-cross:0.25").config_for(128));
+  EXPECT_NEAR(cc.width + 128.0 / cc.width - 1, 32, 1.5);
+  for (const char* spec : {"strided:0.25", "fixed:0.25"})
+    EXPECT_TRUE(std::holds_alternative<SparseConfig>(parse_variant(spec).config_for(128))) << spec;
+  EXPECT_TRUE(parse_variant("axial-rows:1").exact_at(128));  // one row: every key
+  EXPECT_FALSE(parse_variant("local:1").exact_at(128));       // 2 x 64 + 1 keys around p
+  EXPECT_FALSE(parse_variant("local:0.5").exact_at(128));
+  EXPECT_TRUE(parse_variant("reformer:1:1").exact_at(64));    // 2 chunks of 32: each sees both
+  EXPECT_FALSE(parse_variant("reformer:1:0.5").exact_at(64));
+  for (const char* bad : {"reformer:2x16", "clustered:2", "local", "local:0", "routing:0.5:3",
+                          "bigbird:x", "dilated:0.5:0", "nope:0.5"})
+    expect_error([&] { parse_variant(bad); }, "attention variant");
+}
+
 // ---- corpora ----
 
 TEST(Corpus, JsonlWithLabelsFolderOfTextsAndErrors) {

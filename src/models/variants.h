@@ -1,16 +1,33 @@
-// The attention variants the model evaluation compares, as short specs:
+// The attention variants the evaluations compare, as short specs. F is an attention-memory
+// budget in (0, 1]: the variant is set up so that each query attends to about F * N keys for a
+// sequence of N tokens (the scores a call computes are measured and reported, so where a
+// method cannot hit F exactly the tables show what it used).
 //   dense            exact attention
-//   smyrf:H:F        SMYRF with H hashing rounds at attention-memory budget F (0 < F <= 1):
-//                    clusters of c = round(F * N / H) queries and keys (at least 1) for a
-//                    sequence of N tokens, so each query sees H * c ~ F * N keys. At N = 128:
-//                    smyrf:2:0.5 = 2x32, smyrf:2:0.25 = 2x16, smyrf:1:0.125 = 1x16, the
-//                    paper's BERT settings.
+//   smyrf:H:F        SMYRF with H hashing rounds: clusters of c = round(F * N / H) queries and
+//                    keys (at least 1). At N = 128: smyrf:2:0.5 = 2x32, smyrf:2:0.25 = 2x16,
+//                    smyrf:1:0.125 = 1x16, the paper's BERT settings.
 //   smyrf:HxC        SMYRF with H rounds and clusters of C at every length (a sequence of at
 //                    most C tokens is one cluster: exact attention).
-//   smyrf-c:F[:Q]    SMYRF with centroid key selection (KeySelection::centroid) at budget F:
-//                    query clusters of Q consecutive tokens (default 16), each attending to its
+//   smyrf-c:F[:Q]    SMYRF with centroid key selection (KeySelection::centroid): query clusters
+//                    of Q consecutive tokens (default 16), each attending to its
 //                    k = round(F * N) - ceil(N / Q) best keys (at least 1), so that with the
 //                    centroid scores each query costs ~F * N scores.
+//   reformer:H:F     Reformer LSH, H rounds, separate Q and K (a pretrained model's keys are
+//                    not its queries): chunks of c = round(F * N / (2 H)) (a chunk sees itself
+//                    and the previous one), n_buckets = the even number nearest N / c.
+//   clustered:F      clustered attention with round(F * N) clusters (C * N scores).
+//   iclustered:F[:K] improved clustered attention, top K keys (default 32, at most F * N / 2)
+//                    and round(F * N) - K clusters.
+//   routing:F        routing attention, window round(F * N), N / window fitted centroids.
+//   local:F          sliding window of round((F * N - 1) / 2) on each side.
+//   dilated:F[:R]    dilated window, dilation R (default 2), same number of keys as local:F.
+//   strided:F        Sparse Transformer strided: stride ceil(sqrt(N)), window filling the rest.
+//   fixed:F          Sparse Transformer fixed: blocks of round(F * N / 2), summary positions so
+//                    that the summaries take the other half.
+//   longformer:F[:G] window + G global tokens (default 1: the first token).
+//   bigbird:F        blocks of round(F * N / 8): 3 window blocks, 1 global, 4 random.
+//   axial-rows:F, axial-cols:F, criss-cross:F
+//                    the 2-D patterns on a grid whose width gives ~F * N keys per query.
 #pragma once
 
 #include <cstdint>
@@ -22,18 +39,23 @@
 namespace smyrf::models {
 
 struct AttentionVariant {
-  std::string spec;   // as given
-  enum class Kind { dense, smyrf_budget, smyrf_fixed, smyrf_centroid } kind = Kind::dense;
+  std::string spec;  // as given
+  enum class Kind {
+    dense, smyrf_budget, smyrf_fixed, smyrf_centroid, reformer, clustered, iclustered, routing,
+    sparse
+  } kind = Kind::dense;
   int n_hashes = 0;
-  double budget = 1.0;  // smyrf_budget
-  int cluster = 0;      // smyrf_fixed; smyrf_centroid: query cluster size
+  double budget = 1.0;  // F
+  int cluster = 0;      // smyrf_fixed: C; smyrf_centroid: Q; iclustered: K; dilated: R;
+                        // longformer: G
+  SparsePattern pattern = SparsePattern::local;  // sparse
 
-  // Key cluster size used for a sequence of n tokens (0 for dense).
+  // SMYRF's key cluster size for a sequence of n tokens (0 for the other methods).
   std::int64_t cluster_for(std::int64_t n) const;
-  // True when the variant computes exact attention at this length (dense, or one cluster).
+  // True when the variant computes exact attention at this length.
   bool exact_at(std::int64_t n) const;
   MethodConfig config_for(std::int64_t n) const;
-  // e.g. "dense", "smyrf 2 x 50%", "smyrf 2x32".
+  // e.g. "dense", "smyrf 2 x 50%", "smyrf 2x32", "reformer 2 x 50%", "local 25%".
   std::string label() const;
 };
 

@@ -18,6 +18,7 @@
 #include <stdexcept>
 
 #include "methods.h"
+#include "models/variants.h"
 #include "metrics.h"
 #include "peak.h"
 #include "progress.h"
@@ -233,6 +234,8 @@ json to_json(const Row& r) {
 int run_bench(const BenchOptions& o) {
   const Transform transform = parse_transform(o.transform);
   for (const auto& m : o.methods) parse_method(m, SmyrfConfig{});  // throws on unknown names
+  std::vector<models::AttentionVariant> variants;
+  for (const auto& v : o.variants) variants.push_back(models::parse_variant(v));
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   auto wants = [&](const char* m) { return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end(); };
 
@@ -250,7 +253,7 @@ int run_bench(const BenchOptions& o) {
   std::size_t steps = 0;
   for (std::size_t i = 0; i < o.inputs.size() * o.n.size() * o.d.size() * o.dtypes.size(); ++i)
     steps += (wants("reference") ? 1 : 0) + (wants("dense") ? 1 : 0) +
-             (wants("smyrf") ? smyrf_settings : 0);
+             (wants("smyrf") ? smyrf_settings : 0) + variants.size();
   Progress progress(steps, o.quiet);
 
   json rows = json::array();
@@ -283,6 +286,7 @@ int run_bench(const BenchOptions& o) {
           p.v = v16.data();
         }
         p.seed = o.seed;
+        p.causal = o.causal;
         p.num_threads = threads;
         p.scale = softmax_scale(spec, d);
         const double dense_scores = static_cast<double>(o.batch * o.heads) * static_cast<double>(n) *
@@ -376,6 +380,14 @@ int run_bench(const BenchOptions& o) {
             progress.step("dense " + where);
           }
         }
+        for (const models::AttentionVariant& variant : variants) {
+          const MethodConfig config = variant.config_for(n);
+          const std::string label = variant.label();
+          progress.begin(label + " " + where);
+          const Timing tm = time_method(p, config, o.repeats, ws);
+          record(method_name(config), label, tm, std::get_if<SmyrfConfig>(&config));
+          progress.step(label + " " + where);
+        }
         if (!wants("smyrf")) continue;
         for (const int hashes : o.n_hashes)
           for (const int qc : o.q_cluster)
@@ -424,6 +436,8 @@ int run_bench(const BenchOptions& o) {
                 {"r", o.r},
                 {"transform", o.transform},
                 {"methods", o.methods},
+                {"variants", o.variants},
+                {"causal", o.causal},
                 {"dtypes", o.dtypes},
                 {"inputs", o.inputs},
                 {"keys_per_center", o.spec.keys_per_center},

@@ -20,6 +20,7 @@ struct BenchOptions {
   float r = 0.0f;
   std::string transform = "xbox_plus";
   std::vector<std::string> methods{"reference", "dense", "smyrf"};
+  std::vector<std::string> variants;  // specs of src/models/variants.h, e.g. "local:0.1"
   std::vector<std::string> inputs{"gaussian", "clustered"};
   std::vector<std::string> dtypes{"f32", "bf16"};
   InputSpec spec;
@@ -31,6 +32,7 @@ struct BenchOptions {
   // length so that errors can be reported; beyond it errors are not reported.
   std::int64_t exact_max_n = 32768;
   bool measure_peak = true;
+  bool causal = false;    // params.causal for every method (and the exact result)
   bool backward = false;  // also time attention_backward (f32 dense and SMYRF rows)
   std::string json = "out/bench.json";
   std::string csv = "out/bench.csv";

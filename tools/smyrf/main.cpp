@@ -112,6 +112,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"xbox_plus", "xbox", "h2_alsh", "l2_alsh"}))->capture_default_str();
   bench->add_option("--methods", b.methods, "Methods: reference, dense, smyrf")->delimiter(',')
       ->check(CLI::IsMember({"reference", "dense", "smyrf"}))->capture_default_str();
+  bench->add_option("--variants", b.variants,
+                    "Attention variants at a memory budget F, e.g. smyrf:8:0.03,reformer:4:0.03,"
+                    "local:0.03,bigbird:0.03 (grammar in src/models/variants.h); run at every N "
+                    "next to --methods")
+      ->delimiter(',');
+  bench->add_flag("--causal", b.causal, "Causal attention (params.causal) for every method");
   bench->add_option("--inputs", b.inputs, kInputsHelp)
       ->delimiter(',')->check(CLI::IsMember({"gaussian", "clustered"}))->capture_default_str();
   bench->add_option("--dtypes", b.dtypes,
