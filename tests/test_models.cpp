@@ -308,7 +308,7 @@ TEST(Variants, EveryMethodAtABudget) {
   EXPECT_EQ(std::get<SparseConfig>(parse_variant("dilated:0.5:3").config_for(128)).dilation, 3);
   const auto lf = std::get<SparseConfig>(parse_variant("longformer:0.5:2").config_for(128));
   EXPECT_EQ(lf.global_tokens, 2);
-  EXPECT_EQ(lf.window, 30);
+  EXPECT_EQ(lf.window, 31);  // round((64 - 1 - 2) / 2)
   EXPECT_EQ(std::get<SparseConfig>(parse_variant("bigbird:0.5").config_for(128)).block_size, 8);
   EXPECT_EQ(std::get<SparseConfig>(parse_variant("axial-rows:0.25").config_for(128)).width, 32);
   EXPECT_EQ(std::get<SparseConfig>(parse_variant("axial-cols:0.25").config_for(128)).width, 4);
