@@ -224,10 +224,11 @@ TEST(Causal, UnsupportedCombinationsThrowNamingTheParameter) {
   pr.params.dropout = 0.0f;
   std::vector<float> lse(32), g(pr.o.size()), gq(pr.q.size()), gk(pr.k.size()), gv(pr.v.size());
   pr.params.lse = lse.data();
-  attention(pr.params, DenseConfig{});
+  const SmyrfConfig smyrf = smyrf_cfg(2, 8);
+  attention(pr.params, smyrf);
   expect_error([&] {
     attention_backward(pr.params, {pr.o.data(), lse.data(), g.data(), gq.data(), gk.data(), gv.data()},
-                       DenseConfig{});
+                       smyrf);
   }, "params.causal");
 }
 

@@ -260,6 +260,25 @@ TEST(TrainBackward, DenseMatchesOracle) {
   expect_gradients_match(one, DenseConfig{}, 900, "dense, grouped key tiles");
 }
 
+// Causal dense backward: tiles before the diagonal skipped, pairs past it zeroed; queries that
+// see no key (Nq > Nk, left-padded keys) get zero gradients and never NaN.
+TEST(TrainBackward, CausalDenseMatchesOracle) {
+  for (auto [Nq, Nk, d, dv] : {std::tuple{1, 1, 8, 8}, std::tuple{37, 53, 16, 24}, std::tuple{300, 300, 32, 32},
+                               std::tuple{260, 49, 33, 17}, std::tuple{70, 900, 16, 16}}) {
+    TrainCase c(Nk == 900 ? 1 : 2, Nk == 900 ? 1 : 2, Nq, Nk, d, dv, true, static_cast<std::uint64_t>(Nq * 3 + Nk));
+    c.pr.params.causal = true;
+    expect_gradients_match(c, DenseConfig{}, Nk, "causal dense");
+    expect_gradients_match(c, ReferenceConfig{}, Nk, "causal reference");
+  }
+  TrainCase padded(2, 1, 120, 120, 16, 16, false, 21);
+  std::vector<std::uint8_t> keys(240, 1);
+  for (int j = 0; j < 9; ++j) keys[static_cast<std::size_t>(j)] = keys[static_cast<std::size_t>(120 + j)] = 0;
+  padded.pr.params.with_masks(keys.data(), nullptr);
+  padded.pr.params.causal = true;
+  expect_gradients_match(padded, DenseConfig{}, 120, "causal dense, left padding");
+  for (float x : padded.q_layout(padded.gq)) EXPECT_FALSE(std::isnan(x));
+}
+
 TEST(TrainBackward, ReferenceMethodMatchesOracle) {
   TrainCase c(1, 2, 20, 30, 8, 8, true, 3);
   expect_gradients_match(c, ReferenceConfig{}, 30, "reference");

@@ -169,7 +169,7 @@ RunInfo attention_backward(const AttentionParams& params, const GradientParams& 
   validate_method(pr, config);
   detail::validate_gradients(params, grads);
   if (!trainable(config)) throw Error("smyrf: " + config_name(config) + " has no backward");
-  if (params.causal && !std::holds_alternative<ReferenceConfig>(config))
+  if (params.causal && std::holds_alternative<SmyrfConfig>(config))
     throw Error("smyrf: params.causal = true: the backward of " + config_name(config) +
                 " is not causal yet (the reference method's and attention_backward_f64 are)");
   if (params.check_finite) detail::check_inputs_finite(pr);

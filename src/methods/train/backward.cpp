@@ -284,14 +284,24 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
         krows[j] = v.kp + (k0 + j) * ldd;
         vrows[j] = v.vp + (k0 + j) * ldv;
       }
+      const std::int64_t offset = pr.Nk - pr.Nq;
       for (std::size_t q0 = 0; q0 < nq; q0 += M) {
         const std::size_t m = std::min(M, nq - q0);
+        // Causal: query tiles that end before this key tile's first key see none of it.
+        if (p.causal && queries[q0 + m - 1] + offset < keys[0]) continue;
         for (std::size_t c = 0; c < M; ++c) {
           lse[c] = c < m ? a.lse[bh * pr.Nq + queries[q0 + c]] : 0.0f;
           delta[c] = c < m ? a.delta[bh * pr.Nq + queries[q0 + c]] : 0.0f;
         }
         ScoreTile(krows, n, d, v.qt + q0, ldq, m, pr.scale, st, M);
         Probabilities<true>(st, M, n, m, lse);
+        // Causal, on tiles that cross the diagonal: pairs (key r, query c) with the key after the
+        // query get P = 0 (written after exp, which may have overflowed for a query whose lse is
+        // -inf because it sees no key at all).
+        if (p.causal && keys[n - 1] > queries[q0] + offset)
+          for (std::size_t r = 0; r < n; ++r)
+            for (std::size_t c = 0; c < m; ++c)
+              if (keys[r] > queries[q0 + c] + offset) st[r * M + c] = 0.0f;
         ScoreTile(vrows, n, dv, v.dot + q0, ldq, m, 1.0f, dpt, M);
         const float* kept = st;
         if (a.dropout.active()) {
