@@ -103,8 +103,9 @@ struct AttentionParams {
   // positions are aligned at the end (with Nq == Nk: j <= i; a shorter query block is the last
   // Nq positions of the key sequence, as when decoding with a cache). Combined with the masks:
   // a query with no visible key among j <= i + (Nk - Nq) gets O = 0 and lse = -inf (except where
-  // a method documents a fallback). Supported by the methods whose config says so; the others
-  // throw smyrf::Error naming params.causal.
+  // a method documents a fallback). Forward: reference, dense, SMYRF (lsh; see SmyrfConfig for
+  // its fallback), Reformer, routing and the sparse patterns; backward: reference and dense;
+  // with dropout: reference only. Other combinations throw smyrf::Error naming params.causal.
   bool causal = false;
 
   // Row-major contiguous tensors: Q [B,H,Nq,d], K [B,H,Nk,d], V [B,H,Nk,dv], O [B,H,Nq,dv].
@@ -168,6 +169,11 @@ enum class KeySelection : std::uint8_t { lsh = 0, centroid = 1 };
 // result is exactly the dense one (the dense kernel is used).
 //
 // A negative softmax scale hashes -q, so clusters still gather the largest logits.
+// Causal (params.causal, none of the peers has it): within its cluster a query sees only the
+// keys at positions <= its own (p = i + Nk - Nq); rounds where it sees none add nothing. A
+// query that sees no key in any round attends to the up to min(k_cluster_size, Nk) nearest
+// visible keys at positions <= p (a local window); with none of those either, O = 0. Clusters
+// are the non-causal ones (hashing ignores positions). No backward yet (throws).
 // Attention memory: n_hashes * Nq * k_cluster_size scores instead of Nq * Nk.
 struct SmyrfConfig {
   int n_hashes = 8;
@@ -225,20 +231,36 @@ struct ReformerConfig {
   bool shared_qk = true;
 };
 
-// Clustered attention (Vyas, Katharopoulos & Fleuret, NeurIPS 2020). Per (batch, head): each
-// active query gets a hash_bits-bit code from random hyperplanes (bit t = [q . w_t > 0], w_t ~
-// N(0, I) seeded by (seed, head)); Lloyd's k-means in Hamming space groups the codes into
-// n_clusters clusters (initial centroids: the codes of the queries at ranks floor(c n_q / C)
-// in position order; each centroid bit is the majority of its members, ties to 0; a query
-// joins the nearest centroid, ties to the lowest index; `iterations` rounds; empty clusters
-// keep their centroid). Each cluster's centroid query is the mean of its members (in the input
-// space); every member gets the centroid's attention row over all visible keys:
-// O_i = softmax(scale * qbar_c K^T) V.
-// Improved clustered attention (topk > 0): with T_c the topk keys of largest centroid
-// attention (ties to the lower position) and m_c their total centroid weight, a member query
-// attends exactly to T_c with its own scores, scaled by m_c, and keeps the centroid's weights
-// on the other keys: O_i = m_c * softmax_{T_c}(scale q_i K_T^T) V_T + sum_{j not in T_c}
-// A_c(j) v_j. Not causal (throws). Complexity O(C N d + N topk d). No learned parts.
+// Clustered attention (Vyas, Katharopoulos & Fleuret, NeurIPS 2020). Per (batch, head), over
+// the n_q active queries (ranked in position order) and the n_k visible keys:
+//   Hash: each active query q gets a hash_bits-bit code (a uint64; bit t has value 1 << t):
+//   bit t = [dot_t > 0] (so dot_t = 0 gives 0), with dot_t the fma chain in double over
+//   j = 0..d-1 (dot = fma(q[j], w_t[j], dot), q[j] converted exactly to double). Hyperplanes
+//   w_t ~ N(0, I): w_t[j] = standard_normal(seed, 0x436C757300000000 + head, t * d + j)
+//   (common/rng.h): different per head, the same in every batch slot.
+//   k-means (Lloyd's, Hamming distance): C = min(n_clusters, n_q); initial centroid c = the
+//   code of the query at rank floor(c n_q / C); every query joins the nearest centroid (ties
+//   to the lowest index); then `iterations` times: update (each centroid bit = the majority of
+//   its members' bits, ties to 0; an empty cluster keeps its centroid), then join again.
+//   iterations = 0 keeps the assignment to the initial centroids.
+//   Centroid query qbar_c: the members' input rows summed in double in position order,
+//   divided by their count, rounded to f32 (also for bf16 inputs).
+// Plain clustered (topk = 0): every member gets the centroid's attention row over all visible
+// keys, O_i = softmax(scale * qbar_c K^T) V; params.lse gets the centroid's logsumexp.
+// Improved clustered attention (topk > 0): with A_c the centroid's attention weights, T_c the
+// min(topk, n_k) visible keys of largest centroid logit scale * qbar_c . k_j (i.e. weight;
+// ties to the lower position; topk >= n_k: every visible key) and m_c = sum_{j in T_c} A_c(j),
+// a member attends exactly to T_c with its own scores, scaled by m_c, and keeps the centroid's
+// weights on the other keys: O_i = m_c * softmax_{T_c}(scale q_i K_T^T) V_T + sum_{j not in
+// T_c} A_c(j) v_j (T_c = every key: exact attention). params.lse gets lse_i(T_c) - log(m_c),
+// the value for which the member's weights on T_c are exp(scale q_i . k_j - lse) (the dense
+// logsumexp when T_c holds every key). The fast path ranks the f32 logits of the attention
+// kernel, the oracle the double ones: the sets agree unless two logits are within f32
+// rounding of each other.
+// RunInfo::attention_scores = per (batch, head), (clusters with members) * n_k, plus for
+// improved n_q * min(topk, n_k). Not causal, no dropout (both throw). Complexity
+// O(n_q hash_bits d + iterations n_q C + C n_k d + n_q topk d), extra memory O(N). No learned
+// parts.
 struct ClusteredConfig {
   int n_clusters = 100;
   int hash_bits = 63;  // 1..64
@@ -247,16 +269,33 @@ struct ClusteredConfig {
 };
 
 // Routing attention (Roy, Saffar, Vaswani & Grangier, TACL 2021). Shared centroids mu_c
-// (n_clusters of them, d dims): given per head in `centroids` ([H, n_clusters, d] floats,
-// contiguous; the model's learned, online-k-means-updated centroids) or, when nullptr, fitted
-// to this call's inputs per (batch, head) by `iterations` rounds of spherical k-means on the
-// unit-normalised active queries and visible keys (initial centroids: the tokens at evenly
-// spaced ranks of the queries-then-keys list). Each query and key is routed to its most
+// (K = n_clusters of them, d dims): given per head in `centroids` ([H, n_clusters, d] floats,
+// contiguous, shared by the batch; the model's learned, online-k-means-updated centroids;
+// every value must be finite; `iterations` is then unused) or, when nullptr, fitted to this
+// call's inputs per (batch, head) by `iterations` rounds of spherical k-means on the
+// unit-normalised active queries and visible keys. Each query and key is routed to its most
 // similar centroid (largest cosine, ties to the lowest index); queries and keys are sorted by
-// (centroid, position) and cut into C = max(ceil(n_q / window), ceil(n_k / window)) balanced
-// chunks by SMYRF's cluster rule; query chunk c attends to key chunk c. Causal: supported
-// (key position <= query position within the chunk; a query that sees no key there attends to
-// its own position if that key is visible). Complexity O(N C d + N window d).
+// (centroid, position) and cut into C = max(ceil(n_q / window), ceil(n_k / window), 1)
+// balanced chunks by SMYRF's cluster rule; query chunk c attends to key chunk c (one round).
+// Exact arithmetic (all in double, in this order, so cluster ids are reproducible bit for bit):
+//   unit vector of a row x (inputs as double): n2 = fma chain over j = 0..d-1 (n2 = fma(x_j,
+//     x_j, n2), from 0); u_j = x_j * inv with inv = 1 / sqrt(n2) (one rounded inverse);
+//     u = 0 when n2 == 0. Given centroids are normalised by this rule too (a zero row stays 0).
+//   similarity sim(u, mu) = fma chain over j = 0..d-1 of u_j * mu_j (from 0); the cosine of
+//     the rule. A token goes to the centroid of largest sim, ties to the lowest index.
+//   k-means list (per (b, h)): active queries in position order, then visible keys in position
+//     order, n entries. Initial mu_c = u of entry floor(c n / K) (c = 0..K-1). Each iteration:
+//     assign every entry, then mu_c = unit vector (rule above) of the sum s of its members'
+//     unit vectors (the normalised mean), accumulated in list order as fma chains
+//     s_j = fma(x_j, inv, s_j) from 0 (x the member's row, inv its inverse norm above); a
+//     centroid with no member, or whose s has n2 == 0, keeps its value. Routing uses the
+//     centroids after the last iteration (iterations = 0: the initial ones). The softmax
+//     scale plays no part in the routing.
+// Causal: supported. A query at p = i + Nk - Nq sees the keys of its chunk at positions <= p;
+// if there is none it attends to the key at position p alone when 0 <= p and that key is
+// visible (with Nq == Nk: its own position), else O = 0 and lse = -inf. With window >= Nq and
+// window >= Nk (one chunk) the result is dense attention (the dense kernel is used), causal or
+// not. Complexity O(N K d (iterations + 1) + N window d).
 struct RoutingConfig {
   int n_clusters = 16;
   int window = 64;
