@@ -204,7 +204,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   eval->add_option("--variants", ev.variants,
                    "Attention variants: dense, smyrf:H:F (H rounds, memory budget F; at 128 tokens "
-                   "smyrf:2:0.5 = 2x32), smyrf:HxC (fixed clusters of C)")
+                   "smyrf:2:0.5 = 2x32), smyrf:HxC (fixed clusters of C), smyrf-c:F[:Q], and every "
+                   "other method at budget F: reformer:H:F, clustered:F, iclustered:F[:K], "
+                   "routing:F, local:F, dilated:F[:R], strided:F, fixed:F, longformer:F[:G], "
+                   "bigbird:F, axial-rows:F, axial-cols:F, criss-cross:F (src/models/variants.h)")
       ->delimiter(',')->capture_default_str();
   eval->add_option("--lambda", ev.lambda, "L2 strength of the logistic regression (mean log-loss + lambda/2 |w|^2)")
       ->check(kPositive)->capture_default_str();

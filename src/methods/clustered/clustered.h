@@ -1,11 +1,107 @@
-// Clustered and improved clustered attention (see smyrf.h, ClusteredConfig).
+// Clustered and improved clustered attention (see smyrf.h, ClusteredConfig, for the exact
+// definition: hash, k-means schedule, centroid precision, key selection, lse).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "common/phases.h"
 #include "common/problem.h"
+#include "common/rounds.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf::detail {
 
 RunInfo clustered_forward(const Problem& pr, const ClusteredConfig& config, Workspace* workspace);
+
+// The integer results of one call, for tests and tools.
+struct ClusteredInspection {
+  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0;
+  std::int64_t max_clusters = 0;  // min(n_clusters, Nq): the per-(b, h) stride of top_keys
+  // [(b * H + h) * Nq + i]: query i's hash code (bit t = hyperplane t); 0 for a masked query.
+  std::vector<std::uint64_t> codes;
+  // [(b * H + h) * Nq + i]: query i's cluster in [0, C); -1 for a masked query.
+  std::vector<std::int32_t> cluster;
+  // [b]: C = min(n_clusters, active queries of batch element b).
+  std::vector<std::int32_t> n_clusters;
+  // [(b * H + h) * max_clusters + c]: T_c in ascending positions (improved clustered only);
+  // empty for topk == 0, for a cluster without members and for a batch element without
+  // visible keys.
+  std::vector<std::vector<std::int32_t>> top_keys;
+};
+
+// How the fast path parallelises k-means (the results are the same): each (b, h) in one task
+// (many heads, or short sequences: one parallel region), or step by step over chunks of
+// queries (one long head). automatic: per_head unless B * H < 2 threads and B * H * Nq > 65536.
+enum class KMeansSchedule { automatic, per_head, chunked };
+
+// Validates params and config, runs the fast path (writing params.o and params.lse when set)
+// and returns its hash codes, clusters and key sets.
+ClusteredInspection clustered_inspect(const AttentionParams& params, const ClusteredConfig& config,
+                                      KMeansSchedule schedule = KMeansSchedule::automatic);
+
+// ---------------------------------------------------------------------------------------
+// Internal: the buffers the per-target kernels of clustered.cpp share. Per (b, h) = bh,
+// indices are ranks among the active queries (ascending positions) unless said otherwise.
+struct ClusteredArgs {
+  const Problem* pr = nullptr;
+  const TokenLists* lists = nullptr;
+  int bits = 0;                // hash_bits
+  int topk = 0;                // ClusteredConfig::topk
+  std::int64_t max_clusters = 0;  // Cmax = min(n_clusters, Nq)
+  std::int64_t top_stride = 0;    // min(topk, Nk): slots of T_c per cluster
+  std::size_t ldw = 0;            // doubles per coordinate of the hyperplanes (bits padded)
+  const double* w = nullptr;      // [H][d][ldw]: w[(h * d + j) * ldw + t] = w_t[j]
+  std::uint64_t* codes = nullptr;       // [BH * Nq]
+  std::int32_t* assign = nullptr;       // [BH * Nq]
+  const std::uint64_t* centroid_codes = nullptr;  // [BH * Cmax]
+  std::uint64_t* centroid_codes_rw = nullptr;     // the same, for the update
+  const std::int32_t* n_clusters = nullptr;       // [B]
+  const std::uint8_t* active_bh = nullptr;        // [BH]: k-means still running for bh
+  std::uint8_t* changed = nullptr;                // [tasks of the assignment]
+  std::int64_t assign_chunk = 0;                  // queries per assignment task
+  // Grouping: member[bh * Nq + start[bh * (Cmax + 1) + c] ...] are cluster c's positions,
+  // ascending; live[bh * Cmax + u] is the u-th cluster with members (n_live[bh] of them).
+  const std::int32_t* member = nullptr;
+  const std::int32_t* start = nullptr;
+  const std::int32_t* live = nullptr;
+  const std::int32_t* n_live = nullptr;
+  // Per live cluster u of bh, at index bh * Cmax + u:
+  const float* qbar = nullptr;  // centroid query, rows of ldq floats
+  std::size_t ldq = 0;
+  float* resid = nullptr;       // r_c (plain: the centroid's output), rows of ldv floats
+  std::size_t ldv = 0;
+  float* lse_c = nullptr;       // the centroid's logsumexp over all visible keys
+  float* mass = nullptr;        // m_c (improved)
+  std::int32_t* top = nullptr;  // T_c positions, ascending, top_stride slots
+  // Centroid pass: rows_per_task live clusters per task, against the visible keys of bh packed
+  // once: kt_all[bh * d * ldn + t * ldn + j] (K^T) and vp_all[(bh * Nk + j) * ldv + c] (V).
+  std::int64_t rows_per_task = 0;
+  std::size_t ldn = 0;          // pad_floats(Nk)
+  float* kt_all = nullptr;
+  float* vp_all = nullptr;
+  float* centroid_scratch = nullptr;  // centroid_floats() per thread
+  std::int32_t* selection = nullptr;  // selection_ints() per thread
+  // Member pass (improved): AttendGroup scratch.
+  RoundScratch layout{};
+  float* member_scratch = nullptr;    // layout.total() per thread
+  std::int64_t* scores_per_task = nullptr;
+  PhaseTicks* phase_ticks = nullptr;  // per thread
+
+  // Per-thread floats of the centroid pass: scores [rows][ldn], accumulators [rows][ldv],
+  // centroid queries [rows][ldq] and one double row for their means (2 ldq floats).
+  std::size_t centroid_floats() const {
+    const std::size_t rows = static_cast<std::size_t>(rows_per_task);
+    return rows * ldn + rows * ldv + (rows + 2) * ldq;
+  }
+  // Per-thread ints of the top-k selection: the chosen indices (top_stride, padded to even),
+  // then 2 * top_stride (score, index) candidates.
+  std::size_t selection_ints() const { return 5 * static_cast<std::size_t>(top_stride) + 16; }
+};
+
+// The k-means update of bh (majority vote, ties to 0; empty clusters keep their code).
+// counts: max_clusters * 65 ints of scratch.
+void clustered_update_centroids(const ClusteredArgs& a, std::int64_t bh, std::int32_t* counts);
 
 }  // namespace smyrf::detail

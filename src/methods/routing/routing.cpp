@@ -12,8 +12,8 @@
 //    shared key-set engine (AttendGroup), writing O and lse directly (one round); causal
 //    queries that see no key of their chunk then attend to their own position's key.
 //
-// Parallel: norms and assignments over (batch, head, block of tokens); member sums over
-// (batch, head, block of coordinates); centroid normalisation and sorting over (batch, head);
+// Parallel: norms and assignments over (batch, head, block of tokens); centroid updates over
+// (batch, head, group of centroids); sorting over (batch, head);
 // attention over (batch, head, run of chunks). Every task writes its own outputs and every sum
 // has a fixed order, so results do not depend on the thread count.
 #undef HWY_TARGET_INCLUDE
@@ -43,9 +43,7 @@ HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
 
-// Tokens per assignment task, and coordinates per member-sum task.
-constexpr std::int64_t kRoutingTokenBlock = 512;
-constexpr std::int64_t kRoutingDimBlock = 16;
+using detail::kRoutingTokenBlock;
 
 using RoutingDD = hn::CappedTag<double, 8>;  // at most 8 lanes: Kp is a multiple of 8
 using RoutingVD = hn::Vec<RoutingDD>;
@@ -130,39 +128,25 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
   };
   detail::Timer timer;
 
-  // 1. Inverse norms, four tokens at a time (four independent fma chains).
-  detail::parallel_for(BH * blocks, pr.threads, [&](std::int64_t task) {
-    const std::int64_t bh = task / blocks, blk = task % blocks;
-    const std::int64_t b = bh / pr.H, h = bh % pr.H;
-    const std::int64_t t0 = blk * kRoutingTokenBlock, t1 = std::min(count(b), t0 + kRoutingTokenBlock);
-    double* inv = a.inv + bh * NT;
-    for (std::int64_t t = t0; t < t1; t += 4) {
-      const std::int64_t nt = std::min<std::int64_t>(4, t1 - t);
-      const T* rows[4];
-      for (std::int64_t s = 0; s < 4; ++s) rows[s] = RoutingRow<T>(pr, lists, b, h, t + std::min(s, nt - 1));
-      double n2[4] = {0.0, 0.0, 0.0, 0.0};
-      for (std::size_t j = 0; j < d; ++j)
-        for (std::size_t s = 0; s < 4; ++s) {
-          const double x = RoutingAsDouble(rows[s][j]);
-          n2[s] = std::fma(x, x, n2[s]);
-        }
-      for (std::int64_t s = 0; s < nt; ++s) inv[t + s] = RoutingInvNorm(n2[s]);
+  // Inverse norm of one row (the definition's fma chain).
+  auto inv_norm = [&](const auto* row) {
+    double n2 = 0.0;
+    for (std::size_t j = 0; j < d; ++j) {
+      const double x = RoutingAsDouble(row[j]);
+      n2 = std::fma(x, x, n2);
     }
-  });
+    return RoutingInvNorm(n2);
+  };
 
-  // 2. Initial centroids.
+  // 1. Initial centroids (serial: K rows per (b, h)).
+  for (std::int64_t bh = 0; bh < BH; ++bh) a.active[bh] = count(bh / pr.H) > 0 ? 1 : 0;
   if (a.given != nullptr) {
     for (std::int64_t h = 0; h < pr.H; ++h) {
       double* cent = a.cent + static_cast<std::size_t>(h) * d * Kp;
       std::fill_n(cent, d * Kp, 0.0);
       for (std::size_t c = 0; c < K; ++c) {
         const float* row = a.given + (static_cast<std::size_t>(h) * K + c) * d;
-        double n2 = 0.0;
-        for (std::size_t j = 0; j < d; ++j) {
-          const double x = row[j];
-          n2 = std::fma(x, x, n2);
-        }
-        const double inv = RoutingInvNorm(n2);
+        const double inv = inv_norm(row);
         for (std::size_t j = 0; j < d; ++j) {
           const double x = row[j];
           cent[j * Kp + c] = x * inv;
@@ -170,27 +154,27 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
       }
     }
   } else {
-    detail::parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    for (std::int64_t bh = 0; bh < BH; ++bh) {
       const std::int64_t b = bh / pr.H, h = bh % pr.H;
       double* cent = cent_of(bh);
       std::fill_n(cent, d * Kp, 0.0);
       const std::int64_t n = count(b);
-      a.active[bh] = n > 0 ? 1 : 0;
-      if (n == 0) return;
-      for (std::size_t c = 0; c < K; ++c) {
+      for (std::size_t c = 0; c < K && n > 0; ++c) {
         const std::int64_t t = static_cast<std::int64_t>(c) * n / static_cast<std::int64_t>(K);
         const T* row = RoutingRow<T>(pr, lists, b, h, t);
-        const double inv = a.inv[bh * NT + t];
+        const double inv = inv_norm(row);
         for (std::size_t j = 0; j < d; ++j) cent[j * Kp + c] = RoutingAsDouble(row[j]) * inv;
       }
-    });
+    }
   }
-  if (a.given != nullptr)
-    for (std::int64_t bh = 0; bh < BH; ++bh) a.active[bh] = count(bh / pr.H) > 0 ? 1 : 0;
 
-  // 3. Assignment passes (k-means iterations, then the final routing).
+  // 2. Assignment passes (k-means iterations, then the final routing); pass 0 also computes
+  //    every token's inverse norm. Between passes, the centroid update.
   const int passes = a.given != nullptr ? 1 : a.iterations + 1;
-  const std::int64_t dim_blocks = (pr.d + kRoutingDimBlock - 1) / kRoutingDimBlock;
+  // Centroids per update task: enough tasks for every thread, each centroid in one task.
+  const std::int64_t groups =
+      std::min<std::int64_t>(a.K, std::max<std::int64_t>(1, 2 * pr.threads / std::max<std::int64_t>(BH, 1)));
+  const std::int64_t per_group = (a.K + groups - 1) / groups;
   for (int pass = 0; pass < passes; ++pass) {
     detail::parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
       const std::int64_t bh = task / blocks, blk = task % blocks;
@@ -199,9 +183,11 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
       const std::int64_t b = bh / pr.H, h = bh % pr.H;
       const std::int64_t t0 = blk * kRoutingTokenBlock, t1 = std::min(count(b), t0 + kRoutingTokenBlock);
       const double* cent = cent_of(bh);
-      const double* inv_all = a.inv + bh * NT;
+      double* inv_all = a.inv + bh * NT;
       std::int32_t* assign = a.assign + bh * NT;
       double* sims = a.sims + static_cast<std::size_t>(tid) * 4 * Kp;
+      if (pass == 0)
+        for (std::int64_t t = t0; t < t1; ++t) inv_all[t] = inv_norm(RoutingRow<T>(pr, lists, b, h, t));
       bool changed = pass == 0;
       for (std::int64_t t = t0; t < t1; t += 4) {
         const std::int64_t nt = std::min<std::int64_t>(4, t1 - t);
@@ -238,48 +224,43 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
     }
     if (pass + 1 == passes) break;
 
-    // Member sums in list order, per block of coordinates.
-    detail::parallel_for(BH * dim_blocks, pr.threads, [&](std::int64_t task) {
-      const std::int64_t bh = task / dim_blocks, jb = task % dim_blocks;
+    // Update, per (b, h, group of centroids): member sums in list order (fma chains), then the
+    // unit vector of each non-empty, non-zero sum.
+    detail::parallel_for(BH * groups, pr.threads, [&](std::int64_t task) {
+      const std::int64_t bh = task / groups, g = task % groups;
       if (!a.active[bh]) return;
+      const std::int32_t c0 = static_cast<std::int32_t>(g * per_group);
+      const std::int32_t c1 = static_cast<std::int32_t>(std::min<std::int64_t>(a.K, (g + 1) * per_group));
+      if (c0 >= c1) return;
       const std::int64_t b = bh / pr.H, h = bh % pr.H;
-      const std::size_t j0 = static_cast<std::size_t>(jb * kRoutingDimBlock);
-      const std::size_t j1 = std::min(d, j0 + static_cast<std::size_t>(kRoutingDimBlock));
       double* sums = a.sums + static_cast<std::size_t>(bh) * K * d;
-      for (std::size_t c = 0; c < K; ++c) std::fill(sums + c * d + j0, sums + c * d + j1, 0.0);
+      std::fill(sums + static_cast<std::size_t>(c0) * d, sums + static_cast<std::size_t>(c1) * d, 0.0);
+      // Which centroids of the group have members.
+      std::uint8_t* member = a.member + static_cast<std::size_t>(bh) * K;
+      std::fill(member + c0, member + c1, std::uint8_t{0});
       const double* inv = a.inv + bh * NT;
       const std::int32_t* assign = a.assign + bh * NT;
       const std::int64_t n = count(b);
       for (std::int64_t t = 0; t < n; ++t) {
+        const std::int32_t c = assign[t];
+        if (c < c0 || c >= c1) continue;
+        member[c] = 1;
         const T* row = RoutingRow<T>(pr, lists, b, h, t);
-        double* s = sums + static_cast<std::size_t>(assign[t]) * d;
+        double* sc = sums + static_cast<std::size_t>(c) * d;
         const double it = inv[t];
-        for (std::size_t j = j0; j < j1; ++j) {
-          const double u = RoutingAsDouble(row[j]) * it;
-          s[j] += u;
-        }
+        // s_j = fma(x_j, inv, s_j): explicitly fused (never a separately rounded x_j * inv,
+        // which compilers may or may not contract).
+        for (std::size_t j = 0; j < d; ++j) sc[j] = std::fma(RoutingAsDouble(row[j]), it, sc[j]);
       }
-    });
-    // New centroids: the unit vector of each non-empty, non-zero sum.
-    detail::parallel_for_tid(BH, pr.threads, [&](std::int64_t bh, int tid) {
-      if (!a.active[bh]) return;
-      const std::int64_t b = bh / pr.H;
-      const std::int64_t n = count(b);
-      const std::int32_t* assign = a.assign + bh * NT;
-      const double* sums = a.sums + static_cast<std::size_t>(bh) * K * d;
       double* cent = cent_of(bh);
-      // Which clusters have members (flags in this thread's similarity buffer, >= K entries).
-      double* member = a.sims + static_cast<std::size_t>(tid) * 4 * Kp;
-      std::fill_n(member, K, 0.0);
-      for (std::int64_t t = 0; t < n; ++t) member[assign[t]] = 1.0;
-      for (std::size_t c = 0; c < K; ++c) {
-        if (member[c] == 0.0) continue;
-        const double* s = sums + c * d;
+      for (std::int32_t c = c0; c < c1; ++c) {
+        if (!member[c]) continue;
+        const double* sc = sums + static_cast<std::size_t>(c) * d;
         double n2 = 0.0;
-        for (std::size_t j = 0; j < d; ++j) n2 = std::fma(s[j], s[j], n2);
+        for (std::size_t j = 0; j < d; ++j) n2 = std::fma(sc[j], sc[j], n2);
         if (!(n2 > 0.0)) continue;
-        const double inv = 1.0 / std::sqrt(n2);
-        for (std::size_t j = 0; j < d; ++j) cent[j * Kp + c] = s[j] * inv;
+        const double inv_c = 1.0 / std::sqrt(n2);
+        for (std::size_t j = 0; j < d; ++j) cent[j * Kp + static_cast<std::size_t>(c)] = sc[j] * inv_c;
       }
     });
   }
@@ -392,7 +373,7 @@ namespace {
 std::size_t padded_clusters(int K) { return (static_cast<std::size_t>(K) + 7) / 8 * 8; }
 
 struct RouteSlots {
-  std::size_t inv, assign, cent, sums, changed, active, sims, sort_tmp, q_sorted, k_sorted;
+  std::size_t inv, assign, cent, sums, changed, active, member, sims, sort_tmp, q_sorted, k_sorted;
 };
 
 RouteSlots plan_route(Arena& arena, const Problem& pr, const RoutingConfig& config) {
@@ -401,7 +382,8 @@ RouteSlots plan_route(Arena& arena, const Problem& pr, const RoutingConfig& conf
   const std::size_t K = static_cast<std::size_t>(config.n_clusters), Kp = padded_clusters(config.n_clusters);
   const std::size_t d = static_cast<std::size_t>(pr.d);
   const bool given = config.centroids != nullptr;
-  const std::size_t blocks = (NT + 511) / 512;  // kRoutingTokenBlock
+  const std::size_t block = static_cast<std::size_t>(kRoutingTokenBlock);
+  const std::size_t blocks = (NT + block - 1) / block;
   const std::size_t threads = static_cast<std::size_t>(pr.threads);
   RouteSlots s;
   s.inv = arena.add<double>(BH * NT);
@@ -410,6 +392,7 @@ RouteSlots plan_route(Arena& arena, const Problem& pr, const RoutingConfig& conf
   s.sums = arena.add<double>(given ? 0 : BH * K * d);
   s.changed = arena.add<std::uint8_t>(BH * blocks);
   s.active = arena.add<std::uint8_t>(BH);
+  s.member = arena.add<std::uint8_t>(given ? 0 : BH * K);
   s.sims = arena.add<double>(threads * 4 * Kp);
   s.sort_tmp = arena.add<KeyIndex>(2 * threads * static_cast<std::size_t>(std::max(pr.Nq, pr.Nk)));
   s.q_sorted = arena.add<std::int32_t>(BH * static_cast<std::size_t>(pr.Nq));
@@ -431,6 +414,7 @@ RoutingRouteArgs bind_route(const Arena& arena, const RouteSlots& s, const Probl
           arena.at<double>(s.sums),
           arena.at<std::uint8_t>(s.changed),
           arena.at<std::uint8_t>(s.active),
+          arena.at<std::uint8_t>(s.member),
           arena.at<double>(s.sims),
           arena.at<KeyIndex>(s.sort_tmp),
           arena.at<std::int32_t>(s.q_sorted),
@@ -454,6 +438,19 @@ void add_bytes(const Problem& pr, const RoutingConfig& config, const TokenLists&
     info.attention.bytes += heads * (nq * (static_cast<double>(pr.d) * e + static_cast<double>(pr.dv) * f) +
                                      std::max(nk, nq) * static_cast<double>(pr.d + pr.dv) * e);
   }
+}
+
+// Threads for a stage of about `flops` operations: one below ~2^18 (a parallel region costs
+// more than it saves there). Results never depend on the thread count.
+Problem with_threads_for(const Problem& pr, double flops) {
+  Problem p = pr;
+  if (flops < static_cast<double>(1 << 18)) p.threads = 1;
+  return p;
+}
+
+double route_flops(const Problem& pr, const RoutingConfig& config) {
+  return static_cast<double>(pr.B * pr.H) * static_cast<double>(pr.Nq + pr.Nk) *
+         static_cast<double>(config.n_clusters) * static_cast<double>(pr.d);
 }
 
 }  // namespace
@@ -502,14 +499,18 @@ RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspac
 
   RunInfo info;
   info.workspace_bytes = arena.bytes();
-  zero_unattended_rows(pr, lists);
-  const RoutingRouteArgs route = bind_route(arena, route_slots, pr, lists, config, &info);
+  const Problem route_pr = with_threads_for(pr, route_flops(pr, config));
+  const Problem attend_pr = with_threads_for(
+      pr, static_cast<double>(pr.B * pr.H) * static_cast<double>(pr.Nq) *
+              static_cast<double>(std::min<std::int64_t>(window, pr.Nk)) * static_cast<double>(pr.d + pr.dv));
+  zero_unattended_rows(attend_pr, lists);
+  const RoutingRouteArgs route = bind_route(arena, route_slots, route_pr, lists, config, &info);
   HWY_DYNAMIC_DISPATCH(RoutingRoute)(route);
 
   Timer attn;
   auto* phase_ticks = arena.at<PhaseTicks>(ticks_slot);
   std::fill_n(phase_ticks, pr.threads, PhaseTicks{});
-  const RoutingAttendArgs args{&pr,           &lists,          route.q_sorted,
+  const RoutingAttendArgs args{&attend_pr,           &lists,          route.q_sorted,
                                route.k_sorted, window,         chunks_per_task,
                                tasks_per_bh,   layout,         arena.at<float>(scratch_slot),
                                arena.at<std::int64_t>(scores_slot), phase_ticks};
@@ -533,7 +534,8 @@ RoutingRoutes routing_routes(const AttentionParams& params, const RoutingConfig&
   bind_scratch(arena, nullptr, local);
   const TokenLists lists = fill_token_lists(arena, list_slots, pr);
   RunInfo info;
-  const RoutingRouteArgs route = bind_route(arena, route_slots, pr, lists, config, &info);
+  const Problem route_pr = with_threads_for(pr, route_flops(pr, config));
+  const RoutingRouteArgs route = bind_route(arena, route_slots, route_pr, lists, config, &info);
   HWY_DYNAMIC_DISPATCH(RoutingRoute)(route);
 
   RoutingRoutes r;

@@ -40,6 +40,9 @@ RoutingRoutes routing_routes(const AttentionParams& params, const RoutingConfig&
 
 // ---- Internals shared by the per-target code and the driver (routing.cpp). ----
 
+// Tokens per task of the norm and assignment passes.
+constexpr std::int64_t kRoutingTokenBlock = 512;
+
 // C = max(ceil(n_q / window), ceil(n_k / window), 1).
 inline std::int64_t routing_chunk_count(std::int64_t n_q, std::int64_t n_k, std::int64_t window) {
   const std::int64_t cq = (n_q + window - 1) / window, ck = (n_k + window - 1) / window;
@@ -63,6 +66,7 @@ struct RoutingRouteArgs {
   double* sums;            // [BH * K * d]: member sums (fitted only)
   std::uint8_t* changed;   // [BH * blocks]: an assignment of the block changed in this pass
   std::uint8_t* active;    // [BH]: k-means of (b, h) not converged yet
+  std::uint8_t* member;    // [BH * K]: the centroid has members (fitted only)
   double* sims;            // [threads * 4 * Kp]
   void* sort_tmp;          // [threads * 2 * max(Nq, Nk)] KeyIndex
   std::int32_t* q_sorted;  // [BH * Nq]: active queries by (centroid, position)
