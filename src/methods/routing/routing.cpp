@@ -60,10 +60,18 @@ HWY_INLINE const T* RoutingRow(const detail::Problem& pr, const detail::TokenLis
                 : pr.k_row<T>(b, h, lists.keys(b, pr.Nk)[t - nq]);
 }
 
+// u[t * ld + j] = x_j * inv_t (the tokens' unit vectors, each a double product).
+template <class T>
+HWY_INLINE void RoutingUnitRows(const T* const rows[4], const double inv[4], std::size_t d,
+                                double* u, std::size_t ld) {
+  for (std::size_t t = 0; t < 4; ++t)
+    for (std::size_t j = 0; j < d; ++j) u[t * ld + j] = RoutingAsDouble(rows[t][j]) * inv[t];
+}
+
 // sims[t * Kp + g + v * L] for 4 tokens and NV vectors of centroids starting at lane g: lane c
-// holds fma(u_{d-1}, mu_c[d-1], ... fma(u_0, mu_c[0], 0)), u_j = x_j * inv (double).
-template <std::size_t NV, class T>
-HWY_INLINE void RoutingSimsBlock(const T* const rows[4], const double inv[4], std::size_t d,
+// holds fma(u_{d-1}, mu_c[d-1], ... fma(u_0, mu_c[0], 0)).
+template <std::size_t NV>
+HWY_INLINE void RoutingSimsBlock(const double* u, std::size_t ld, std::size_t d,
                                  const double* cent, std::size_t Kp, std::size_t g,
                                  double* sims) {
   const RoutingDD dd;
@@ -75,8 +83,7 @@ HWY_INLINE void RoutingSimsBlock(const T* const rows[4], const double inv[4], st
     RoutingVD c[NV];
     for (std::size_t v = 0; v < NV; ++v) c[v] = hn::LoadU(dd, cent + j * Kp + g + v * L);
     for (std::size_t t = 0; t < 4; ++t) {
-      const double u = RoutingAsDouble(rows[t][j]) * inv[t];
-      const RoutingVD uv = hn::Set(dd, u);
+      const RoutingVD uv = hn::Set(dd, u[t * ld + j]);
       for (std::size_t v = 0; v < NV; ++v) acc[t][v] = hn::MulAdd(uv, c[v], acc[t][v]);
     }
   }
@@ -84,28 +91,53 @@ HWY_INLINE void RoutingSimsBlock(const T* const rows[4], const double inv[4], st
     for (std::size_t v = 0; v < NV; ++v) hn::StoreU(acc[t][v], dd, sims + t * Kp + g + v * L);
 }
 
-// Similarities of 4 tokens to the K centroids (sims[t * Kp + c]).
-template <class T>
-HWY_INLINE void RoutingSims(const T* const rows[4], const double inv[4], std::size_t d,
-                            const double* cent, std::size_t K, std::size_t Kp, double* sims) {
+// Similarities of 4 tokens (unit vectors u, row stride ld) to the K centroids
+// (sims[t * Kp + c]).
+HWY_INLINE void RoutingSims(const double* u, std::size_t ld, std::size_t d, const double* cent,
+                            std::size_t K, std::size_t Kp, double* sims) {
 #if HWY_NATIVE_FMA
   (void)K;
   const std::size_t L = hn::Lanes(RoutingDD());
   std::size_t g = 0;
-  for (; g + 2 * L <= Kp; g += 2 * L) RoutingSimsBlock<2>(rows, inv, d, cent, Kp, g, sims);
-  for (; g < Kp; g += L) RoutingSimsBlock<1>(rows, inv, d, cent, Kp, g, sims);
+  for (; g + 2 * L <= Kp; g += 2 * L) RoutingSimsBlock<2>(u, ld, d, cent, Kp, g, sims);
+  for (; g < Kp; g += L) RoutingSimsBlock<1>(u, ld, d, cent, Kp, g, sims);
 #else
   // No fused multiply-add in this target's vectors: the scalar chains (std::fma is exact).
   for (std::size_t t = 0; t < 4; ++t)
     for (std::size_t c = 0; c < K; ++c) {
       double s = 0.0;
-      for (std::size_t j = 0; j < d; ++j) {
-        const double u = RoutingAsDouble(rows[t][j]) * inv[t];
-        s = std::fma(u, cent[j * Kp + c], s);
-      }
+      for (std::size_t j = 0; j < d; ++j) s = std::fma(u[t * ld + j], cent[j * Kp + c], s);
       sims[t * Kp + c] = s;
     }
 #endif
+}
+
+// L input elements as doubles (exact conversions).
+HWY_INLINE RoutingVD RoutingLoadAsDouble(RoutingDD dd, const float* p) {
+  return hn::PromoteTo(dd, hn::LoadU(hn::Rebind<float, RoutingDD>(), p));
+}
+HWY_INLINE RoutingVD RoutingLoadAsDouble(RoutingDD dd, const hwy::bfloat16_t* p) {
+  const hn::Rebind<std::uint16_t, RoutingDD> du16;
+  const hn::Rebind<std::uint32_t, RoutingDD> du32;
+  const hn::Rebind<float, RoutingDD> df32;
+  const auto bits = hn::LoadU(du16, reinterpret_cast<const std::uint16_t*>(p));
+  const auto f = hn::BitCast(df32, hn::ShiftLeft<16>(hn::PromoteTo(du32, bits)));
+  return hn::PromoteTo(dd, f);
+}
+
+// s_j = fma(x_j, inv, s_j) for j < d: a member's contribution to its centroid's sum, fused
+// explicitly (never a separately rounded x_j * inv, which compilers may or may not contract).
+template <class T>
+HWY_INLINE void RoutingAccumulate(const T* row, double inv, std::size_t d, double* s) {
+  std::size_t j = 0;
+#if HWY_NATIVE_FMA
+  const RoutingDD dd;
+  const std::size_t L = hn::Lanes(dd);
+  const RoutingVD vi = hn::Set(dd, inv);
+  for (; j + L <= d; j += L)
+    hn::StoreU(hn::MulAdd(RoutingLoadAsDouble(dd, row + j), vi, hn::LoadU(dd, s + j)), dd, s + j);
+#endif
+  for (; j < d; ++j) s[j] = std::fma(RoutingAsDouble(row[j]), inv, s[j]);
 }
 
 // The definition's unit-vector rule: inv = 1 / sqrt(n2) with n2 the fma chain of x_j * x_j,
@@ -185,7 +217,9 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
       const double* cent = cent_of(bh);
       double* inv_all = a.inv + bh * NT;
       std::int32_t* assign = a.assign + bh * NT;
-      double* sims = a.sims + static_cast<std::size_t>(tid) * 4 * Kp;
+      double* sims = a.sims + static_cast<std::size_t>(tid) * detail::routing_sims_doubles(Kp, d);
+      double* u = sims + 4 * Kp;
+      const std::size_t ld = detail::routing_pad8(d);
       if (pass == 0)
         for (std::int64_t t = t0; t < t1; ++t) inv_all[t] = inv_norm(RoutingRow<T>(pr, lists, b, h, t));
       bool changed = pass == 0;
@@ -198,7 +232,8 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
           rows[s] = RoutingRow<T>(pr, lists, b, h, ts);
           inv[s] = inv_all[ts];
         }
-        RoutingSims(rows, inv, d, cent, K, Kp, sims);
+        RoutingUnitRows(rows, inv, d, u, ld);
+        RoutingSims(u, ld, d, cent, K, Kp, sims);
         for (std::int64_t s = 0; s < nt; ++s) {
           const double* row = sims + static_cast<std::size_t>(s) * Kp;
           std::int32_t best = 0;
@@ -245,12 +280,8 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
         const std::int32_t c = assign[t];
         if (c < c0 || c >= c1) continue;
         member[c] = 1;
-        const T* row = RoutingRow<T>(pr, lists, b, h, t);
-        double* sc = sums + static_cast<std::size_t>(c) * d;
-        const double it = inv[t];
-        // s_j = fma(x_j, inv, s_j): explicitly fused (never a separately rounded x_j * inv,
-        // which compilers may or may not contract).
-        for (std::size_t j = 0; j < d; ++j) sc[j] = std::fma(RoutingAsDouble(row[j]), it, sc[j]);
+        RoutingAccumulate(RoutingRow<T>(pr, lists, b, h, t), inv[t], d,
+                          sums + static_cast<std::size_t>(c) * d);
       }
       double* cent = cent_of(bh);
       for (std::int32_t c = c0; c < c1; ++c) {
@@ -393,7 +424,7 @@ RouteSlots plan_route(Arena& arena, const Problem& pr, const RoutingConfig& conf
   s.changed = arena.add<std::uint8_t>(BH * blocks);
   s.active = arena.add<std::uint8_t>(BH);
   s.member = arena.add<std::uint8_t>(given ? 0 : BH * K);
-  s.sims = arena.add<double>(threads * 4 * Kp);
+  s.sims = arena.add<double>(threads * routing_sims_doubles(Kp, d));
   s.sort_tmp = arena.add<KeyIndex>(2 * threads * static_cast<std::size_t>(std::max(pr.Nq, pr.Nk)));
   s.q_sorted = arena.add<std::int32_t>(BH * static_cast<std::size_t>(pr.Nq));
   s.k_sorted = arena.add<std::int32_t>(BH * static_cast<std::size_t>(pr.Nk));

@@ -43,6 +43,12 @@ RoutingRoutes routing_routes(const AttentionParams& params, const RoutingConfig&
 // Tokens per task of the norm and assignment passes.
 constexpr std::int64_t kRoutingTokenBlock = 512;
 
+inline std::size_t routing_pad8(std::size_t n) { return (n + 7) / 8 * 8; }
+// Per-thread scratch of the assignment pass: 4 tokens' similarities (4 * Kp) and unit vectors.
+inline std::size_t routing_sims_doubles(std::size_t Kp, std::size_t d) {
+  return 4 * Kp + 4 * routing_pad8(d);
+}
+
 // C = max(ceil(n_q / window), ceil(n_k / window), 1).
 inline std::int64_t routing_chunk_count(std::int64_t n_q, std::int64_t n_k, std::int64_t window) {
   const std::int64_t cq = (n_q + window - 1) / window, ck = (n_k + window - 1) / window;
@@ -67,7 +73,7 @@ struct RoutingRouteArgs {
   std::uint8_t* changed;   // [BH * blocks]: an assignment of the block changed in this pass
   std::uint8_t* active;    // [BH]: k-means of (b, h) not converged yet
   std::uint8_t* member;    // [BH * K]: the centroid has members (fitted only)
-  double* sims;            // [threads * 4 * Kp]
+  double* sims;            // [threads * routing_sims_doubles(Kp, d)]
   void* sort_tmp;          // [threads * 2 * max(Nq, Nk)] KeyIndex
   std::int32_t* q_sorted;  // [BH * Nq]: active queries by (centroid, position)
   std::int32_t* k_sorted;  // [BH * Nk]: visible keys by (centroid, position)
