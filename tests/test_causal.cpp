@@ -200,6 +200,9 @@ TEST(Causal, DiffersFromNonCausal) {
   const auto full = pr.run(DenseConfig{});
   pr.params.causal = true;
   EXPECT_GT(max_abs_diff(full, pr.run(DenseConfig{})), 0.01);
+  // The scores a causal call attends to: query i sees i + 1 keys.
+  EXPECT_EQ(attention(pr.params, DenseConfig{}).attention_scores, 64u * 65u / 2u);
+  EXPECT_EQ(attention(pr.params, ReferenceConfig{}).attention_scores, 64u * 65u / 2u);
 }
 
 void expect_error(const std::function<void()>& call, const std::string& needle) {

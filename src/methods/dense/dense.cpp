@@ -156,7 +156,16 @@ RunInfo dense_forward(const Problem& pr, Workspace* workspace) {
   for (std::int64_t b = 0; b < pr.B; ++b) {
     const double nq = lists.q_count[b], nk = lists.k_count[b];
     const double tiles = std::ceil(nq / static_cast<double>(kDenseQueryTile));
-    info.attention_scores += static_cast<std::size_t>(nq * nk) * static_cast<std::size_t>(pr.H);
+    std::size_t pairs = static_cast<std::size_t>(nq * nk);
+    if (pr.p->causal) {  // each query's visible keys at positions <= its own
+      pairs = 0;
+      const std::int32_t* keys = lists.keys(b, pr.Nk);
+      const std::int32_t* queries = lists.queries(b, pr.Nq);
+      for (std::int32_t t = 0; t < lists.q_count[b]; ++t)
+        pairs += static_cast<std::size_t>(
+            std::upper_bound(keys, keys + lists.k_count[b], pr.key_position(queries[t])) - keys);
+    }
+    info.attention_scores += pairs * static_cast<std::size_t>(pr.H);
     const double e = static_cast<double>(pr.elem_bytes());  // input element
     info.gather.bytes += static_cast<double>(pr.H) * nk * static_cast<double>(pr.d + pr.dv) * (e + f);
     info.attention.bytes += static_cast<double>(pr.H) * (tiles * nk * static_cast<double>(pr.d + pr.dv) * f +
