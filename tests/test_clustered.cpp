@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "hwy/targets.h"
 #include "methods/clustered/clustered.h"
 #include "reference/clustered_reference.h"
 #include "test_util.h"
@@ -432,6 +433,44 @@ TEST(Clustered, RunInfoCountsScores) {
     attention(pr.params, config, &ws);
     EXPECT_TRUE(bitwise_equal(first, pr.output()));
   }
+}
+
+TEST(Clustered, NonFiniteInputsWithoutCheckDoNotCrash) {
+  // check_finite = false: unspecified values, but no crash (NaN logits rank last in T_c).
+  Problem pr(1, 2, 70, 90, 16, 16, false, 23);
+  pr.q_at(0, 0, 3)[2] = std::numeric_limits<float>::quiet_NaN();
+  pr.k_at(0, 1, 5)[0] = std::numeric_limits<float>::infinity();
+  pr.k_at(0, 0, 7)[1] = std::numeric_limits<float>::quiet_NaN();
+  pr.v_at(0, 0, 9)[4] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(pr.run(cfg(6, 10)), Error);
+  pr.params.check_finite = false;
+  for (const ClusteredConfig& config : {cfg(6), cfg(6, 10), cfg(6, 89)}) {
+    const auto cl = detail::clustered_inspect(pr.params, config);
+    for (const auto& top : cl.top_keys) EXPECT_TRUE(top.empty() || top.size() == static_cast<std::size_t>(config.topk));
+  }
+}
+
+TEST(Clustered, EverySimdTargetMatchesOracle) {
+  // Each target this CPU supports, forced in turn. The hash is bit-exact on all of them (a
+  // vector fma where the target has one, else the correctly rounded scalar fma).
+  Problem pr(2, 2, 90, 70, 24, 16, true, 29);
+  pr.random_masks(8, 0.8, 0.9);
+  const auto ref_plain = detail::clustered_reference_clusters(pr.params, cfg(7));
+  const auto ref_improved = detail::clustered_reference_clusters(pr.params, cfg(7, 9));
+  detail::clustered_reference_attention(pr.params, cfg(7, 9));
+  const auto ref = pr.output();
+  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().DeInit();
+    const auto plain = detail::clustered_inspect(pr.params, cfg(7));
+    const auto improved = detail::clustered_inspect(pr.params, cfg(7, 9));
+    EXPECT_EQ(plain.codes, ref_plain.codes) << hwy::TargetName(target);
+    EXPECT_EQ(plain.cluster, ref_plain.cluster) << hwy::TargetName(target);
+    EXPECT_EQ(improved.top_keys, ref_improved.top_keys) << hwy::TargetName(target);
+    EXPECT_LE(max_abs_diff(pr.output(), ref), pr.tolerance(pr.Nk)) << hwy::TargetName(target);
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().DeInit();
 }
 
 void expect_error_naming(const AttentionParams& params, const ClusteredConfig& config,

@@ -228,10 +228,16 @@ TEST_P(SparseCases, VisibleKeysEqualOracleExactly) {
   EXPECT_EQ(info.attention_scores, sets.total_active);
 }
 
-TEST_P(SparseCases, SameBitsAtOneTwoAndThreeThreads) {
-  const std::string& shape = GetParam().shape.name;
-  if (shape != "masks" && shape != "causal_masks")
-    GTEST_SKIP() << "thread counts are compared on the shapes with masks (B, H > 1, many groups)";
+INSTANTIATE_TEST_SUITE_P(Patterns, SparseCases, ::testing::ValuesIn(all_cases()),
+                         [](const auto& info) {
+                           return info.param.pattern.name + "_" + info.param.shape.name;
+                         });
+
+// Thread counts and masks, on the shapes with masks (B, H > 1, many groups, with and without
+// causal).
+class SparseMaskedCases : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SparseMaskedCases, SameBitsAtOneTwoAndThreeThreads) {
   Problem pr = make_problem(GetParam().shape);
   const SparseConfig& config = GetParam().pattern.config;
   const auto one = pr.run(config, 1);
@@ -239,13 +245,19 @@ TEST_P(SparseCases, SameBitsAtOneTwoAndThreeThreads) {
   EXPECT_TRUE(bitwise_equal(one, pr.run(config, 3)));
 }
 
-TEST_P(SparseCases, MasksRespected) {
-  if (!GetParam().shape.masks) GTEST_SKIP() << "shape without masks";
+TEST_P(SparseMaskedCases, MasksRespected) {
   Problem pr = make_problem(GetParam().shape);
   expect_masks_respected(pr, GetParam().pattern.config);
 }
 
-INSTANTIATE_TEST_SUITE_P(Patterns, SparseCases, ::testing::ValuesIn(all_cases()),
+std::vector<Case> masked_cases() {
+  std::vector<Case> out;
+  for (const auto& c : all_cases())
+    if (c.shape.masks) out.push_back(c);
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Patterns, SparseMaskedCases, ::testing::ValuesIn(masked_cases()),
                          [](const auto& info) {
                            return info.param.pattern.name + "_" + info.param.shape.name;
                          });
@@ -308,6 +320,19 @@ TEST(Sparse, Bf16InputsMatchOracle) {
     const auto bf = pr.output();
     pr.use_f32();
     EXPECT_LE(max_abs_diff(pr.run(p.config, 1), bf), pr.tolerance());
+  }
+}
+
+TEST(Sparse, BroadcastKeyValueHeadsAndCustomScale) {
+  // K and V with head stride 0 (one K/V head shared by every query head), a negative scale.
+  for (const auto& p : pattern_cases()) {
+    Problem pr(2, 3, 90, 90, 16, 8, true, 17);
+    pr.params.k_head_stride = 0;
+    pr.params.v_head_stride = 0;
+    pr.params.scale = -0.3f;
+    pr.params.seed = 5;
+    SCOPED_TRACE(p.name);
+    expect_matches_oracle(pr, p.config, 1);
   }
 }
 

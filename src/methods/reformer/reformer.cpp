@@ -624,7 +624,7 @@ RunInfo reformer_forward(const Problem& pr, const ReformerConfig& config, Worksp
     for (std::int64_t b = 0; b < pr.B; ++b) {
       const std::int64_t C = hashed.n_chunks[b];
       if (C == 0) continue;
-      const float copies = 1.0f;
+      const float copies = C == 1 ? static_cast<float>(R) : 1.0f;
       const std::int32_t* queries = lists.queries(b, pr.Nq);
       for (std::int64_t h = 0; h < pr.H; ++h)
         for (std::int32_t t = 0; t < lists.q_count[b]; ++t) {
