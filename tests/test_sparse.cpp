@@ -45,7 +45,6 @@ SparseConfig strided(int window, int stride) {
   SparseConfig c = pattern(SparsePattern::strided);
   c.window = window;
   c.stride = stride;
-  c.summary = std::min(c.summary, stride);  // validated against stride for every pattern
   return c;
 }
 SparseConfig fixed(int stride, int summary) {
@@ -508,8 +507,13 @@ TEST(Sparse, BadConfigsThrowNamingTheParameter) {
   expect_error(pr.params, with([](SparseConfig& c) { c.window = -1; }), "SparseConfig.window");
   expect_error(pr.params, with([](SparseConfig& c) { c.dilation = 0; }), "SparseConfig.dilation");
   expect_error(pr.params, with([](SparseConfig& c) { c.stride = 0; }), "SparseConfig.stride");
-  expect_error(pr.params, with([](SparseConfig& c) { c.summary = 0; }), "SparseConfig.summary");
-  expect_error(pr.params, with([](SparseConfig& c) { c.summary = c.stride + 1; }), "SparseConfig.summary");
+  expect_error(pr.params, with([](SparseConfig& c) { c.pattern = SparsePattern::fixed; c.summary = 0; }),
+               "SparseConfig.summary");
+  expect_error(pr.params, with([](SparseConfig& c) { c.pattern = SparsePattern::fixed; c.summary = c.stride + 1; }),
+               "SparseConfig.summary");
+  // summary is read by the fixed pattern only: other patterns accept any value.
+  SparseConfig narrow = with([](SparseConfig& c) { c.pattern = SparsePattern::strided; c.stride = 3; });
+  EXPECT_NO_THROW(attention(pr.params, narrow));
   expect_error(pr.params, with([](SparseConfig& c) { c.global_tokens = -1; }), "SparseConfig.global_tokens");
   expect_error(pr.params, with([](SparseConfig& c) { c.block_size = 0; }), "SparseConfig.block_size");
   expect_error(pr.params, with([](SparseConfig& c) { c.global_blocks = -2; }), "SparseConfig.global_blocks");

@@ -350,7 +350,7 @@ struct SparseConfig {
   int window = 64;
   int dilation = 2;
   int stride = 64;
-  int summary = 8;
+  int summary = 8;  // fixed only: 1 <= summary <= stride
   int global_tokens = 1;
   int block_size = 64;
   int global_blocks = 1;

@@ -257,6 +257,8 @@ void validate_config(const ReformerConfig& c, const Problem& pr) {
     fail("ReformerConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be in [1, 1024]");
   if (c.n_buckets < 2 || c.n_buckets % 2 != 0)
     fail("ReformerConfig.n_buckets", str(std::int64_t{c.n_buckets}), "must be even and >= 2");
+  if (c.n_buckets > 65536)
+    fail("ReformerConfig.n_buckets", str(std::int64_t{c.n_buckets}), "must be <= 65536");
   at_least("ReformerConfig.chunk_size", c.chunk_size, 1);
   if (c.shared_qk && pr.Nq != pr.Nk)
     fail("ReformerConfig.shared_qk", "true",
@@ -274,6 +276,8 @@ void validate_config(const ClusteredConfig& c) {
 
 void validate_config(const RoutingConfig& c) {
   at_least("RoutingConfig.n_clusters", c.n_clusters, 1);
+  if (c.n_clusters > 65536)
+    fail("RoutingConfig.n_clusters", str(std::int64_t{c.n_clusters}), "must be <= 65536");
   at_least("RoutingConfig.window", c.window, 1);
   at_least("RoutingConfig.iterations", c.iterations, 0);
 }
@@ -285,9 +289,9 @@ void validate_config(const SparseConfig& c) {
   at_least("SparseConfig.window", c.window, 0);
   at_least("SparseConfig.dilation", c.dilation, 1);
   at_least("SparseConfig.stride", c.stride, 1);
-  if (c.summary < 1 || c.summary > c.stride)
+  if (c.pattern == SparsePattern::fixed && (c.summary < 1 || c.summary > c.stride))
     fail("SparseConfig.summary", str(std::int64_t{c.summary}),
-         "must be in [1, stride = " + str(std::int64_t{c.stride}) + "]");
+         "must be in [1, stride = " + str(std::int64_t{c.stride}) + "] for the fixed pattern");
   at_least("SparseConfig.global_tokens", c.global_tokens, 0);
   at_least("SparseConfig.block_size", c.block_size, 1);
   at_least("SparseConfig.global_blocks", c.global_blocks, 0);
