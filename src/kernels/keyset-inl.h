@@ -20,6 +20,7 @@
 
 #include "common/problem.h"
 #include "common/rounds.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -64,6 +65,28 @@ HWY_INLINE void BlendRow(float* orow, const float* arow, std::size_t n, float ke
     hn::StoreU(hn::MulAdd(hn::LoadU(df, orow + c), vk, hn::Mul(hn::Load(df, arow + c), vt)), df,
                orow + c);
   for (; c < n; ++c) orow[c] = orow[c] * keep + arow[c] * take;
+}
+
+// Prefetches the Q and O rows of the queries at q_order[q_begin, q_end) and the K and V rows of
+// the keys at k_order[k_begin, k_end) of (b, h): the next group's rows, which sit at scattered
+// positions the hardware prefetcher cannot predict, while this group is computed.
+HWY_INLINE void PrefetchGroupRows(const detail::Problem& pr, std::int64_t b, std::int64_t h,
+                                  const std::int32_t* q_order, std::int64_t q_begin,
+                                  std::int64_t q_end, const std::int32_t* k_order,
+                                  std::int64_t k_begin, std::int64_t k_end) {
+  auto lines = [](const void* p, std::int64_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    for (std::int64_t x = 0; x < bytes; x += 64) hwy::Prefetch(c + x);
+  };
+  const std::int64_t e = static_cast<std::int64_t>(pr.elem_bytes());
+  for (std::int64_t t = q_begin; t < q_end; ++t) {
+    lines(pr.q_addr(b, h, q_order[t]), pr.d * e);
+    lines(pr.o_row(b, h, q_order[t]), pr.dv * static_cast<std::int64_t>(sizeof(float)));
+  }
+  for (std::int64_t t = k_begin; t < k_end; ++t) {
+    lines(pr.k_addr(b, h, k_order[t]), pr.d * e);
+    lines(pr.v_addr(b, h, k_order[t]), pr.dv * e);
+  }
 }
 
 // Where one group's rows go. Single round (merge == nullptr): O rows written normalised and,

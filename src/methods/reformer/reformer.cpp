@@ -200,30 +200,6 @@ struct ReformerSelfMask {
   }
 };
 
-HWY_INLINE void ReformerPrefetchRow(const void* p, std::int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (std::int64_t x = 0; x < bytes; x += 64) hwy::Prefetch(c + x);
-}
-
-// Prefetches the rows group c needs that group c - 1 did not: its queries (Q and O rows) and
-// key chunk c (K and V rows). They sit at scattered positions the hardware cannot predict.
-HWY_INLINE void ReformerPrefetchGroup(const detail::Problem& pr, std::int64_t b, std::int64_t h,
-                                      const std::int32_t* q_order, const std::int32_t* k_order,
-                                      std::int64_t c, std::int64_t nq, std::int64_t nk,
-                                      std::int64_t C) {
-  const std::int64_t e = static_cast<std::int64_t>(pr.elem_bytes());
-  const detail::IndexRange qr = detail::query_cluster(c, nq, C);
-  const detail::IndexRange kr = detail::key_cluster(c, nk, C);
-  for (std::int64_t t = qr.begin; t < qr.end; ++t) {
-    ReformerPrefetchRow(pr.q_addr(b, h, q_order[t]), pr.d * e);
-    ReformerPrefetchRow(pr.o_row(b, h, q_order[t]), pr.dv * static_cast<std::int64_t>(sizeof(float)));
-  }
-  for (std::int64_t t = kr.begin; t < kr.end; ++t) {
-    ReformerPrefetchRow(pr.k_addr(b, h, k_order[t]), pr.d * e);
-    ReformerPrefetchRow(pr.v_addr(b, h, k_order[t]), pr.dv * e);
-  }
-}
-
 template <class T, detail::ReformerMask kMask>
 void ReformerRoundT(const detail::ReformerRoundArgs& a) {
   const detail::Problem& pr = *a.pr;
@@ -257,7 +233,12 @@ void ReformerRoundT(const detail::ReformerRoundArgs& a) {
       const std::uint64_t t_gather = detail::ticks();
       const detail::IndexRange qr = detail::query_cluster(c, nq, C);
       if (qr.end <= qr.begin) continue;
-      if (c + 1 < c_end) ReformerPrefetchGroup(pr, b, h, q_order, k_order, c + 1, nq, nk, C);
+      if (c + 1 < c_end) {
+        // Group c + 1's queries and key chunk c + 1 (chunk c, its look-back, is in cache).
+        const detail::IndexRange nq_r = detail::query_cluster(c + 1, nq, C);
+        const detail::IndexRange nk_r = detail::key_cluster(c + 1, nk, C);
+        PrefetchGroupRows(pr, b, h, q_order, nq_r.begin, nq_r.end, k_order, nk_r.begin, nk_r.end);
+      }
       // The set: key chunks c - 1 and c (sorted order: the earlier chunk first).
       const std::int32_t* keys = k_order;
       std::size_t n_keys = static_cast<std::size_t>(nk);

@@ -29,28 +29,6 @@ HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
 
-// Prefetches every cache line of the Q, K, V and O rows of cluster c.
-HWY_INLINE void PrefetchBytes(const void* p, std::int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (std::int64_t x = 0; x < bytes; x += 64) hwy::Prefetch(c + x);
-}
-
-HWY_INLINE void PrefetchCluster(const detail::Problem& pr, std::int64_t b, std::int64_t h,
-                                const std::int32_t* q_order, const std::int32_t* k_order,
-                                std::int64_t c, std::int64_t nq, std::int64_t nk, std::int64_t C) {
-  const std::int64_t e = static_cast<std::int64_t>(pr.elem_bytes());
-  const detail::IndexRange qr = detail::query_cluster(c, nq, C);
-  const detail::IndexRange kr = detail::key_cluster(c, nk, C);
-  for (std::int64_t t = qr.begin; t < qr.end; ++t) {
-    PrefetchBytes(pr.q_addr(b, h, q_order[t]), pr.d * e);
-    PrefetchBytes(pr.o_row(b, h, q_order[t]), pr.dv * static_cast<std::int64_t>(sizeof(float)));
-  }
-  for (std::int64_t t = kr.begin; t < kr.end; ++t) {
-    PrefetchBytes(pr.k_addr(b, h, k_order[t]), pr.d * e);
-    PrefetchBytes(pr.v_addr(b, h, k_order[t]), pr.dv * e);
-  }
-}
-
 template <class T>
 void SmyrfAttendRoundT(const detail::RoundArgs& args) {
   const detail::Problem& pr = *args.pr;
@@ -110,7 +88,11 @@ void SmyrfAttendRoundT(const detail::RoundArgs& args) {
       if (qr.end <= qr.begin) continue;
       const detail::IndexRange kr = detail::key_cluster(c, nk, C);
       const std::uint64_t t_gather = detail::ticks();
-      if (c + 1 < c_end) PrefetchCluster(pr, b, h, q_order, k_order, c + 1, nq, nk, C);
+      if (c + 1 < c_end) {
+        const detail::IndexRange nq_r = detail::query_cluster(c + 1, nq, C);
+        const detail::IndexRange nk_r = detail::key_cluster(c + 1, nk, C);
+        PrefetchGroupRows(pr, b, h, q_order, nq_r.begin, nq_r.end, k_order, nk_r.begin, nk_r.end);
+      }
       const std::int32_t* qidx = q_order + qr.begin;
       const std::int32_t* kidx = k_order + kr.begin;
       const std::size_t n_keys = static_cast<std::size_t>(kr.end - kr.begin);
