@@ -271,6 +271,21 @@ TEST(Reformer, SharedQkIgnoresK) {
     for (std::int64_t h = 0; h < 2; ++h)
       for (std::int64_t j = 0; j < 80; ++j) std::fill_n(pr.k_at(b, h, j), 16, 1e4f * float(j % 7 - 3));
   EXPECT_TRUE(bitwise_equal(before, pr.run(c)));
+  // Nor scanned for non-finite values; the q rows it reads as keys are, with their own name.
+  pr.k_at(1, 1, 5)[3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(bitwise_equal(before, pr.run(c)));
+  Problem one(1, 1, 10, 10, 4, 4, false, 7);
+  std::vector<std::uint8_t> queries(10, 1), keys(10, 1);
+  queries[4] = 0;  // token 4: not a query, still a key built from its q row
+  one.params.with_masks(keys.data(), queries.data());
+  one.q_at(0, 0, 4)[2] = std::numeric_limits<float>::infinity();
+  try {
+    one.run(c);
+    ADD_FAILURE() << "no error for a non-finite q row read as a key";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("params.q[0, 0, 4, 2]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("shared_qk"), std::string::npos) << e.what();
+  }
 }
 
 // shared_qk against separate K = the normalised queries: the same buckets for the keys but

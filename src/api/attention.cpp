@@ -96,6 +96,28 @@ std::string config_name(const MethodConfig& config) {
   return std::string(method_name(config)) + " attention";
 }
 
+// The non-finite scan of the rows a method reads. Reformer with shared_qk reads no K: its keys
+// are the normalised q rows of the visible keys, so those Q rows are scanned as keys instead.
+void check_finite_inputs(const detail::Problem& pr, const MethodConfig& config) {
+  const auto* reformer = std::get_if<ReformerConfig>(&config);
+  if (reformer == nullptr || !reformer->shared_qk) return detail::check_inputs_finite(pr);
+  AttentionParams keys_from_q = *pr.p;
+  keys_from_q.k = keys_from_q.q;
+  keys_from_q.k_batch_stride = keys_from_q.q_batch_stride;
+  keys_from_q.k_head_stride = keys_from_q.q_head_stride;
+  keys_from_q.k_row_stride = keys_from_q.q_row_stride;
+  try {
+    detail::check_inputs_finite(detail::validate_params(keys_from_q));
+  } catch (const Error& e) {
+    std::string what = e.what();
+    if (const std::size_t at = what.find("params.k["); at != std::string::npos) {
+      what.replace(at, 9, "params.q[");
+      what += " (the row of a key: ReformerConfig.shared_qk builds keys from Q)";
+    }
+    throw Error(what);
+  }
+}
+
 // Checks the method's own config and what it supports of params.
 void validate_method(const detail::Problem& pr, const MethodConfig& config) {
   std::visit(
@@ -132,7 +154,7 @@ RunInfo attention(const AttentionParams& params, const MethodConfig& config,
     with_lse.lse = own_lse.data();
   }
   const detail::Problem pr = detail::validate_params(with_lse);
-  if (params.check_finite) detail::check_inputs_finite(pr);
+  if (params.check_finite) check_finite_inputs(pr, config);
   if (with_lse.lse != nullptr)
     std::fill_n(with_lse.lse, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
   RunInfo info = std::visit(
