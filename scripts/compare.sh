@@ -14,7 +14,9 @@ SMYRF=./build/tools/smyrf/smyrf
 all_methods() {  # every method's variant at budget $1
   local F=$1
   echo "smyrf:8:$F,smyrf:2:$F,reformer:4:$F,clustered:$F,iclustered:$F,routing:$F,local:$F,dilated:$F"\
-",strided:$F,fixed:$F,longformer:$F,bigbird:$F,axial-rows:$F,axial-cols:$F,criss-cross:$F"
+",strided:$F,fixed:$F,longformer:$F,bigbird:$F,axial-rows:$F,axial-cols:$F,criss-cross:$F"\
+",performer:$F,favor:$F,rfa:$F,linformer:$F,nystrom:$F,mca:$F,isab:$F,star:$F,gmat:$F"\
+",informer:$F,sinkhorn:$F,linear,l2,efficient,dpfp:2,synthesizer-dense,synthesizer-random"
 }
 $SMYRF bench --n 4096 --methods dense --inputs clustered,gaussian --dtypes f32 --repeats 3 \
   --variants "$(all_methods 0.0625)" --json out/compare_synthetic.json --csv out/compare_synthetic.csv

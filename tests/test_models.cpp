@@ -326,6 +326,44 @@ TEST(Variants, EveryMethodAtABudget) {
     expect_error([&] { parse_variant(bad); }, "attention variant");
 }
 
+// Wave 2: budgets turn into feature counts, ranks, strides and block sizes; fixed-size maps and
+// the synthesizers take none.
+TEST(Variants, WaveTwoSpecs) {
+  const auto perf = std::get<LinearConfig>(parse_variant("performer:0.25").config_for(128));
+  EXPECT_EQ(perf.map, FeatureMap::favor_plus);
+  EXPECT_EQ(perf.n_features, 32);  // N * m = F * N^2 entries
+  EXPECT_EQ(std::get<LinearConfig>(parse_variant("favor:0.1").config_for(128)).n_features % 2, 0);
+  EXPECT_EQ(std::get<LinearConfig>(parse_variant("rfa:0.25").config_for(128)).map, FeatureMap::rfa);
+  EXPECT_EQ(std::get<LinearConfig>(parse_variant("dpfp:3").config_for(128)).dpfp_nu, 3);
+  EXPECT_EQ(std::get<LinearConfig>(parse_variant("l2").config_for(128)).map, FeatureMap::l2);
+  EXPECT_FALSE(parse_variant("efficient").has_budget());
+  EXPECT_TRUE(parse_variant("performer:0.5").has_budget());
+  EXPECT_EQ(parse_variant("linear").label(), "linear");
+  EXPECT_EQ(parse_variant("performer:0.25").label(), "performer 25%");
+  const auto lin = std::get<CompressedConfig>(parse_variant("linformer:0.25").config_for(128));
+  EXPECT_EQ(lin.kind, Compression::linformer);
+  EXPECT_EQ(lin.rank, 32);
+  EXPECT_EQ(std::get<CompressedConfig>(parse_variant("nystrom:0.25").config_for(128)).rank, 16);
+  EXPECT_EQ(std::get<CompressedConfig>(parse_variant("isab:0.25").config_for(128)).rank, 16);
+  EXPECT_EQ(std::get<CompressedConfig>(parse_variant("mca:0.25").config_for(128)).stride, 4);
+  EXPECT_TRUE(parse_variant("mca:1").exact_at(128));
+  EXPECT_EQ(std::get<CompressedConfig>(parse_variant("star:0.25").config_for(128)).window, 15);
+  const auto gm = std::get<CompressedConfig>(parse_variant("gmat:0.25").config_for(128));
+  EXPECT_EQ(gm.rank, 16);
+  EXPECT_EQ(2 * gm.window + 1 + gm.rank, 32 + 1);  // round((16 - 1) / 2) = 8 on each side
+  const auto inf = std::get<InformerConfig>(parse_variant("informer:0.25").config_for(128));
+  EXPECT_EQ(inf.top_queries, 16);
+  EXPECT_EQ(inf.sample_keys, 16);
+  EXPECT_FALSE(parse_variant("informer:1").exact_at(64));  // half the queries exact at F = 1
+  EXPECT_EQ(std::get<SinkhornConfig>(parse_variant("sinkhorn:0.25").config_for(128)).block_size, 16);
+  EXPECT_EQ(std::get<SynthesizerConfig>(parse_variant("synthesizer-dense").config_for(128)).kind,
+            SynthesizerKind::dense);
+  EXPECT_EQ(parse_variant("synthesizer-random").label(), "synthesizer-random");
+  for (const char* bad : {"performer", "performer:2", "linear:0.5", "dpfp:0", "linformer",
+                          "nystrom:0", "informer:x", "synthesizer", "synthesizer-dense:0.5"})
+    expect_error([&] { parse_variant(bad); }, "attention variant");
+}
+
 // ---- corpora ----
 
 TEST(Corpus, JsonlWithLabelsFolderOfTextsAndErrors) {

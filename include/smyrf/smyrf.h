@@ -358,11 +358,140 @@ struct SparseConfig {
   int width = 64;
 };
 
+// ---------------------------------------------------------------------------------------
+// Wave 2: kernel (feature-map), low-rank / compressed and learned methods. Same rules as above
+// (key masks, query masks, causal where supported; "learned" parts are inputs with a documented
+// seeded default when absent). Methods whose output is not a softmax over a key set write NaN
+// to params.lse for active queries (it has no meaning there); each config says which.
+
+// Feature-map ("linear") attention: exp(scale q.k) replaced by a kernel phi_q(q) . phi_k(k):
+//   O_i = sum_j phi_q(q_i) . phi_k(k_j) v_j / sum_j phi_q(q_i) . phi_k(k_j)
+// over the keys query i sees (key mask; with params.causal j <= i + Nk - Nq); a query with no
+// visible key gets O = 0. Cost O((Nq + Nk) m (d + dv)) time, O(m dv) state per (b, h), m the
+// number of features. Causal: the prefix-sum (RNN) form computed in chunks of `chunk`
+// positions with one running state (SLiM's sub-linear-memory form). The maps (exact
+// definitions in src/methods/linear/linear.h):
+//   elu:        phi(x) = elu(x) + 1 (Katharopoulos et al. 2020), m = d.
+//   favor_plus: Performer FAVOR+ (Choromanski et al. 2021): positive random features
+//               exp(w_r . x - |x|^2 / 2) / sqrt(m), x = sqrt(scale) q (sqrt(|scale|) k), w_r
+//               orthogonal (blocks of d Gram-Schmidt rows, scaled by chi(d) norms) or i.i.d.
+//               N(0, I); drawn from (seed, head): a new seed redraws them.
+//   favor:      the original FAVOR trigonometric features exp(|x|^2 / 2) [sin(w x), cos(w x)]
+//               / sqrt(m) (m/2 directions); the normaliser can be <= 0 (documented, not fixed).
+//   rfa:        Random Feature Attention (Peng et al. 2021): x / |x| then [sin(w x), cos(w x)]
+//               / sqrt(m/2), w ~ N(0, rfa_sigma^-2 I); optional gating (causal only):
+//               S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T with g_t = gates[b, h, t].
+//   dpfp:       DPFP (Schlag et al. 2021): r = relu([x, -x]), phi(x)_{nu, i} = r_i r_{(i + nu)
+//               mod 2d} for nu = 1..dpfp_nu, m = 2 d dpfp_nu.
+//   efficient:  Efficient Attention (Shen et al. 2021): softmax over features of each q_i times
+//               softmax over positions (visible keys) of each key feature: O = rho_q(Q)
+//               (rho_k(K)^T V). Not causal.
+//   l2:         l2-normalised linear attention (Li et al. 2020): similarity 1 + q^.k^ of the
+//               unit vectors, m = d + 1.
+// lse: NaN (no softmax). No learned parts except the optional RFA gates. No dropout, no
+// backward.
+enum class FeatureMap : std::uint8_t { elu = 0, favor_plus, favor, rfa, dpfp, efficient, l2 };
+struct LinearConfig {
+  FeatureMap map = FeatureMap::elu;
+  int n_features = 256;          // favor_plus, favor, rfa: m (favor, rfa: even)
+  bool orthogonal = true;        // favor_plus, favor: orthogonal random features
+  float rfa_sigma = 1.0f;        // rfa: scale of the random directions, > 0
+  int dpfp_nu = 1;               // dpfp: 1 <= nu <= 2d
+  int chunk = 64;                // causal: positions per chunk, >= 1
+  const float* gates = nullptr;  // rfa with causal only: [B, H, Nk] contiguous, each in [0, 1]
+};
+
+// Low-rank and compressed attention: each query attends, by exact softmax, to a short list of
+// synthesised key/value rows (and, for star and global_memory, to a local window of real
+// keys, merged as one softmax). Exact definitions in src/methods/compressed/compressed.h.
+//   linformer:         (Wang et al. 2020) K' = E K, V' = F V with E, F [rank, Nk] per head
+//                      (inputs; when nullptr, seeded N(0, 1/rank)); masked keys' columns are
+//                      dropped. Not causal.
+//   nystrom:           Nystromformer (Xiong et al. 2021): rank landmarks = segment means of Q
+//                      and K; O = softmax(Q K~^T) pinv(softmax(Q~ K~^T)) softmax(Q~ K^T) V, the
+//                      pseudo-inverse by pinv_iterations of the paper's iteration. Not causal;
+//                      lse NaN.
+//   memory_compressed: (Liu et al. 2018) K, V mean-pooled over windows of `stride` visible
+//                      positions. Not causal.
+//   induced_points:    Set Transformer ISAB (Lee et al. 2019): rank inducing points I attend
+//                      to (K, V); queries attend to the results (H_k = A K, H_v = A V). I
+//                      [H, rank, d] input; when nullptr, segment means of the keys.
+//   star:              Star-Transformer (Guo et al. 2019): keys within |p - j| <= window plus
+//                      one relay token (the softmax mean of K and V under the mean query).
+//   global_memory:     GMAT / ETC (Gupta & Berant 2020; Ainslie et al. 2020): keys within
+//                      |p - j| <= window plus rank memory tokens, memory_k [H, rank, d] and
+//                      memory_v [H, rank, dv] (inputs; when nullptr, segment means of K, V).
+// No dropout, no backward.
+enum class Compression : std::uint8_t {
+  linformer = 0, nystrom, memory_compressed, induced_points, star, global_memory
+};
+struct CompressedConfig {
+  Compression kind = Compression::linformer;
+  int rank = 64;  // linformer k, nystrom landmarks, inducing points, memory tokens
+  const float* projection_e = nullptr;  // linformer: [H, rank, Nk] contiguous or nullptr
+  const float* projection_f = nullptr;  // linformer: [H, rank, Nk] contiguous or nullptr
+  int pinv_iterations = 6;              // nystrom
+  int stride = 4;                       // memory_compressed: pooling window and stride
+  const float* inducing = nullptr;      // induced_points: [H, rank, d] contiguous or nullptr
+  int window = 1;                       // star, global_memory: local radius
+  const float* memory_k = nullptr;      // global_memory: [H, rank, d] contiguous or nullptr
+  const float* memory_v = nullptr;      // global_memory: [H, rank, dv] contiguous or nullptr
+};
+
+// Informer ProbSparse self-attention (Zhou et al., AAAI 2021). The sparsity measurement
+// M(q_i) = max_j s_ij - mean_j s_ij (s = scale q.k) over a seeded sample of sample_keys
+// visible keys per query; the top_queries queries of largest M get exact attention, the
+// others the mean of V over their visible keys (causal: over the visible prefix). Defaults
+// (0): top_queries = min(n_q, ceil(factor ln n_q)), sample_keys = min(n_k, ceil(factor ln
+// n_k)). Exact definition in src/methods/informer/informer.h. Causal: supported. No learned
+// parts. lse: the exact queries' lse; the others' the lse of uniform weights (log of the count).
+struct InformerConfig {
+  float factor = 5.0f;
+  int top_queries = 0;
+  int sample_keys = 0;
+};
+
+// Sinkhorn sorting attention (Tay et al., ICML 2020). Keys and queries are cut into blocks of
+// block_size; a sort net gives block-to-block logits R [nb, nb] (sort_net [H, d, nb] applied to
+// each key block's sum, when given; when nullptr, scale * (mean query of block a) . (mean key
+// of block b)); `iterations` Sinkhorn normalisations of R / temperature in log space give a
+// doubly stochastic P; query block a attends to its own key block and to the sorted block
+// sum_b P_ab (K_b, V_b) (2 block_size keys, one softmax). Exact definition in
+// src/methods/sinkhorn/sinkhorn.h. Not causal.
+struct SinkhornConfig {
+  int block_size = 64;
+  int iterations = 8;
+  float temperature = 0.75f;
+  const float* sort_net = nullptr;  // [H, d, ceil(Nk / block_size)] contiguous or nullptr
+};
+
+// Synthesizer (Tay et al., ICML 2021): attention weights not from q.k.
+//   dense:  logits_ij = w2[:, j] . relu(W1^T q_i + b1) + b2_j (a two-layer net of the query
+//           over the Nk positions); w1 [H, d, hidden], b1 [H, hidden], w2 [H, hidden, Nk],
+//           b2 [H, Nk].
+//   random: logits_ij = R[h, i, j], R [H, Nq, Nk].
+// O_i = softmax_j(logits_ij) V over the visible keys (causal: supported). Learned weights are
+// inputs; when nullptr, seeded N(0, 1) (w1: N(0, 1/d), w2: N(0, 1/hidden), biases 0). Cost
+// O(Nq Nk dv): quadratic, like dense. Exact definition in src/methods/synthesizer/synthesizer.h.
+enum class SynthesizerKind : std::uint8_t { dense = 0, random };
+struct SynthesizerConfig {
+  SynthesizerKind kind = SynthesizerKind::random;
+  int hidden = 64;
+  const float* w1 = nullptr;
+  const float* b1 = nullptr;
+  const float* w2 = nullptr;
+  const float* b2 = nullptr;
+  const float* logits = nullptr;
+};
+
 using MethodConfig = std::variant<ReferenceConfig, DenseConfig, SmyrfConfig, ReformerConfig,
-                                  ClusteredConfig, RoutingConfig, SparseConfig>;
+                                  ClusteredConfig, RoutingConfig, SparseConfig, LinearConfig,
+                                  CompressedConfig, InformerConfig, SinkhornConfig,
+                                  SynthesizerConfig>;
 
 // The method's name as the CLI spells it: "reference", "dense", "smyrf", "reformer",
-// "clustered", "routing", "sparse".
+// "clustered", "routing", "sparse", "linear", "compressed", "informer", "sinkhorn",
+// "synthesizer".
 const char* method_name(const MethodConfig& config);
 
 // ---------------------------------------------------------------------------------------

@@ -10,11 +10,16 @@
 #include "common/timer.h"
 #include "hwy/targets.h"
 #include "methods/clustered/clustered.h"
+#include "methods/compressed/compressed.h"
 #include "methods/dense/dense.h"
+#include "methods/informer/informer.h"
+#include "methods/linear/linear.h"
 #include "methods/reformer/reformer.h"
 #include "methods/routing/routing.h"
+#include "methods/sinkhorn/sinkhorn.h"
 #include "methods/sparse/sparse.h"
 #include "methods/smyrf/smyrf.h"
+#include "methods/synthesizer/synthesizer.h"
 #include "methods/train/train.h"
 #include "reference/dense_reference.h"
 #include "reference/train_reference.h"
@@ -72,6 +77,11 @@ const char* method_name(const MethodConfig& config) {
         if constexpr (std::is_same_v<T, ClusteredConfig>) return "clustered";
         if constexpr (std::is_same_v<T, RoutingConfig>) return "routing";
         if constexpr (std::is_same_v<T, SparseConfig>) return "sparse";
+        if constexpr (std::is_same_v<T, LinearConfig>) return "linear";
+        if constexpr (std::is_same_v<T, CompressedConfig>) return "compressed";
+        if constexpr (std::is_same_v<T, InformerConfig>) return "informer";
+        if constexpr (std::is_same_v<T, SinkhornConfig>) return "sinkhorn";
+        if constexpr (std::is_same_v<T, SynthesizerConfig>) return "synthesizer";
       },
       config);
 }
@@ -123,9 +133,11 @@ void validate_method(const detail::Problem& pr, const MethodConfig& config) {
   std::visit(
       [&](const auto& c) {
         using T = std::decay_t<decltype(c)>;
-        if constexpr (std::is_same_v<T, ReformerConfig>) detail::validate_config(c, pr);
-        else if constexpr (!std::is_same_v<T, ReferenceConfig> && !std::is_same_v<T, DenseConfig>)
+        if constexpr (std::is_same_v<T, SmyrfConfig> || std::is_same_v<T, ClusteredConfig> ||
+                      std::is_same_v<T, RoutingConfig> || std::is_same_v<T, SparseConfig>)
           detail::validate_config(c);
+        else if constexpr (!std::is_same_v<T, ReferenceConfig> && !std::is_same_v<T, DenseConfig>)
+          detail::validate_config(c, pr);  // the config's checks that need the problem's sizes
       },
       config);
   const AttentionParams& p = *pr.p;
@@ -176,6 +188,16 @@ RunInfo attention(const AttentionParams& params, const MethodConfig& config,
           return detail::routing_forward(pr, c, workspace);
         if constexpr (std::is_same_v<T, SparseConfig>)
           return detail::sparse_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, LinearConfig>)
+          return detail::linear_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, CompressedConfig>)
+          return detail::compressed_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, InformerConfig>)
+          return detail::informer_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, SinkhornConfig>)
+          return detail::sinkhorn_forward(pr, c, workspace);
+        if constexpr (std::is_same_v<T, SynthesizerConfig>)
+          return detail::synthesizer_forward(pr, c, workspace);
       },
       config);
   if (params.dropout > 0.0f && !std::holds_alternative<ReferenceConfig>(config))

@@ -13,7 +13,10 @@ namespace {
   throw Error("smyrf: attention variant '" + std::string(spec) + "': " + why +
               " (expected dense, smyrf:H:F, smyrf:HxC, smyrf-c:F[:Q], reformer:H:F, clustered:F, "
               "iclustered:F[:K], routing:F, local:F, dilated:F[:R], strided:F, fixed:F, "
-              "longformer:F[:G], bigbird:F, axial-rows:F, axial-cols:F or criss-cross:F)");
+              "longformer:F[:G], bigbird:F, axial-rows:F, axial-cols:F, criss-cross:F, performer:F, "
+              "favor:F, rfa:F, linear, l2, efficient, dpfp[:NU], linformer:F, nystrom:F, mca:F, "
+              "isab:F, star:F, gmat:F, informer:F, sinkhorn:F, synthesizer-dense or "
+              "synthesizer-random)");
 }
 
 int parse_int(std::string_view spec, std::string_view s, const char* what) {
@@ -61,6 +64,27 @@ constexpr std::pair<const char*, SparsePattern> kPatterns[] = {
     {"axial-rows", SparsePattern::axial_rows}, {"axial-cols", SparsePattern::axial_columns},
     {"criss-cross", SparsePattern::criss_cross}};
 
+// Feature maps: those with a budget (random features) and the fixed-size ones.
+constexpr std::pair<const char*, FeatureMap> kMaps[] = {
+    {"performer", FeatureMap::favor_plus}, {"favor", FeatureMap::favor}, {"rfa", FeatureMap::rfa},
+    {"linear", FeatureMap::elu},           {"l2", FeatureMap::l2},       {"efficient", FeatureMap::efficient},
+    {"dpfp", FeatureMap::dpfp}};
+bool map_has_budget(FeatureMap m) {
+  return m == FeatureMap::favor_plus || m == FeatureMap::favor || m == FeatureMap::rfa;
+}
+
+constexpr std::pair<const char*, Compression> kCompressions[] = {
+    {"linformer", Compression::linformer}, {"nystrom", Compression::nystrom},
+    {"mca", Compression::memory_compressed}, {"isab", Compression::induced_points},
+    {"star", Compression::star},           {"gmat", Compression::global_memory}};
+
+template <class E, std::size_t N>
+const char* name_of(const std::pair<const char*, E> (&table)[N], E e) {
+  for (const auto& [name, value] : table)
+    if (value == e) return name;
+  return "?";
+}
+
 const char* pattern_name(SparsePattern p) {
   for (const auto& [name, pattern] : kPatterns)
     if (pattern == p) return name;
@@ -88,6 +112,10 @@ bool AttentionVariant::exact_at(std::int64_t n) const {
   if (const auto* r = std::get_if<ReformerConfig>(&c)) return 2 * static_cast<std::int64_t>(r->chunk_size) >= n;  // <= 2 chunks
   if (const auto* r = std::get_if<RoutingConfig>(&c)) return r->window >= n;
   if (const auto* i = std::get_if<ClusteredConfig>(&c)) return i->topk >= n;
+  if (const auto* m = std::get_if<CompressedConfig>(&c))
+    return m->kind == Compression::memory_compressed && m->stride == 1;
+  if (const auto* i = std::get_if<InformerConfig>(&c)) return i->top_queries >= n;
+  if (const auto* s = std::get_if<SinkhornConfig>(&c)) return s->block_size >= n;
   if (const auto* s = std::get_if<SparseConfig>(&c)) {
     switch (s->pattern) {
       case SparsePattern::local: return s->window >= n - 1;
@@ -175,8 +203,58 @@ MethodConfig AttentionVariant::config_for(std::int64_t n) const {
       }
       return c;
     }
+    case Kind::linear: {
+      LinearConfig c;
+      c.map = map;
+      if (map == FeatureMap::favor_plus) c.n_features = at_least(keys, 1);
+      if (map == FeatureMap::favor || map == FeatureMap::rfa) c.n_features = 2 * at_least(keys / 2.0, 1);
+      if (map == FeatureMap::dpfp) c.dpfp_nu = cluster;
+      return c;
+    }
+    case Kind::compressed: {
+      CompressedConfig c;
+      c.kind = compression;
+      switch (compression) {
+        case Compression::linformer: c.rank = at_least(keys, 1); break;
+        case Compression::nystrom:
+        case Compression::induced_points: c.rank = at_least(keys / 2.0, 1); break;
+        case Compression::memory_compressed: c.stride = at_least(1.0 / budget, 1); break;
+        case Compression::star: c.window = at_least((keys - 2.0) / 2.0, 0); break;
+        case Compression::global_memory:
+          c.rank = at_least(keys / 2.0, 1);
+          c.window = at_least((keys / 2.0 - 1.0) / 2.0, 0);
+          break;
+      }
+      return c;
+    }
+    case Kind::informer: {
+      InformerConfig c;
+      c.top_queries = at_least(keys / 2.0, 1);
+      c.sample_keys = at_least(keys / 2.0, 1);
+      return c;
+    }
+    case Kind::sinkhorn: {
+      SinkhornConfig c;
+      c.block_size = at_least(keys / 2.0, 1);
+      return c;
+    }
+    case Kind::synthesizer: {
+      SynthesizerConfig c;
+      c.kind = synthesizer;
+      return c;
+    }
   }
   return DenseConfig{};
+}
+
+bool AttentionVariant::has_budget() const {
+  switch (kind) {
+    case Kind::dense:
+    case Kind::smyrf_fixed:
+    case Kind::synthesizer: return false;
+    case Kind::linear: return map_has_budget(map);
+    default: return true;
+  }
 }
 
 std::string AttentionVariant::label() const {
@@ -192,6 +270,18 @@ std::string AttentionVariant::label() const {
     case Kind::iclustered: std::snprintf(buf, sizeof buf, "i-clustered/%d %g%%", cluster, pct); break;
     case Kind::routing: std::snprintf(buf, sizeof buf, "routing %g%%", pct); break;
     case Kind::sparse: std::snprintf(buf, sizeof buf, "%s %g%%", pattern_name(pattern), pct); break;
+    case Kind::linear:
+      if (map == FeatureMap::dpfp) std::snprintf(buf, sizeof buf, "dpfp/%d", cluster);
+      else if (map_has_budget(map)) std::snprintf(buf, sizeof buf, "%s %g%%", name_of(kMaps, map), pct);
+      else std::snprintf(buf, sizeof buf, "%s", name_of(kMaps, map));
+      break;
+    case Kind::compressed:
+      std::snprintf(buf, sizeof buf, "%s %g%%", name_of(kCompressions, compression), pct);
+      break;
+    case Kind::informer: std::snprintf(buf, sizeof buf, "informer %g%%", pct); break;
+    case Kind::sinkhorn: std::snprintf(buf, sizeof buf, "sinkhorn %g%%", pct); break;
+    case Kind::synthesizer:
+      return synthesizer == SynthesizerKind::dense ? "synthesizer-dense" : "synthesizer-random";
   }
   return buf;
 }
@@ -200,6 +290,29 @@ AttentionVariant parse_variant(std::string_view spec) {
   AttentionVariant v;
   v.spec = std::string(spec);
   if (spec == "dense") return v;
+  if (spec == "synthesizer-dense" || spec == "synthesizer-random") {
+    v.kind = AttentionVariant::Kind::synthesizer;
+    v.synthesizer = spec == "synthesizer-dense" ? SynthesizerKind::dense : SynthesizerKind::random;
+    return v;
+  }
+  {
+    const std::string_view head = spec.substr(0, spec.find(':'));
+    for (const auto& [name, map] : kMaps) {
+      if (head != name) continue;
+      v.kind = AttentionVariant::Kind::linear;
+      v.map = map;
+      v.cluster = 1;
+      if (head.size() == spec.size()) {
+        if (map_has_budget(map)) bad(spec, "missing ':F'");
+        return v;
+      }
+      const std::string_view rest = spec.substr(head.size() + 1);
+      if (map == FeatureMap::dpfp) v.cluster = parse_int(spec, rest, "NU");
+      else if (map_has_budget(map)) v.budget = parse_budget(spec, rest);
+      else bad(spec, "takes no budget (its size is fixed by d)");
+      return v;
+    }
+  }
   const std::size_t colon = spec.find(':');
   if (colon == std::string_view::npos) bad(spec, "missing ':'");
   const std::string_view method = spec.substr(0, colon), rest = spec.substr(colon + 1);
@@ -235,6 +348,18 @@ AttentionVariant parse_variant(std::string_view spec) {
     const auto [f, k] = budget_and_int(spec, rest, "K");
     v.budget = f;
     v.cluster = k > 0 ? k : 32;
+    return v;
+  }
+  for (const auto& [name, compression] : kCompressions) {
+    if (method != name) continue;
+    v.kind = AttentionVariant::Kind::compressed;
+    v.compression = compression;
+    v.budget = parse_budget(spec, rest);
+    return v;
+  }
+  if (method == "informer" || method == "sinkhorn") {
+    v.kind = method == "informer" ? AttentionVariant::Kind::informer : AttentionVariant::Kind::sinkhorn;
+    v.budget = parse_budget(spec, rest);
     return v;
   }
   for (const auto& [name, pattern] : kPatterns) {

@@ -28,6 +28,27 @@
 //   bigbird:F        blocks of round(F * N / 8): 3 window blocks, 1 global, 4 random.
 //   axial-rows:F, axial-cols:F, criss-cross:F
 //                    the 2-D patterns on a grid whose width gives ~F * N keys per query.
+// Wave 2. Feature maps hold m features per token where the others hold keys, so F * N
+// features is the same memory (N * m entries per (batch, head)):
+//   performer:F      FAVOR+, m = round(F * N) orthogonal positive features (with --causal: the
+//                    chunked prefix form of SLiM).
+//   favor:F          the original trigonometric FAVOR, m = 2 round(F * N / 2).
+//   rfa:F            Random Feature Attention, m = 2 round(F * N / 2), sigma 1.
+//   linear, l2, efficient, dpfp[:NU]
+//                    fixed-size maps (m = d, d + 1, d, 2 d NU): no budget; their memory is
+//                    reported as measured.
+//   linformer:F      projected length round(F * N), seeded random E and F.
+//   nystrom:F        round(F * N / 2) landmarks (N * m scores on each side).
+//   mca:F            memory-compressed attention, pooling stride round(1 / F).
+//   isab:F           Set Transformer induced points, round(F * N / 2) of them.
+//   star:F           Star-Transformer: window round((F * N - 2) / 2) on each side + the relay.
+//   gmat:F           global memory: round(F * N / 2) memory tokens (segment means) + a window
+//                    of the other half.
+//   informer:F       ProbSparse: round(F * N / 2) exact queries, round(F * N / 2) sampled keys.
+//   sinkhorn:F       blocks of round(F * N / 2) (own block + sorted block).
+//   synthesizer-dense, synthesizer-random
+//                    quadratic by definition (no budget), seeded random weights: a pretrained
+//                    model has none of them.
 #pragma once
 
 #include <cstdint>
@@ -42,13 +63,17 @@ struct AttentionVariant {
   std::string spec;  // as given
   enum class Kind {
     dense, smyrf_budget, smyrf_fixed, smyrf_centroid, reformer, clustered, iclustered, routing,
-    sparse
+    sparse, linear, compressed, informer, sinkhorn, synthesizer
   } kind = Kind::dense;
   int n_hashes = 0;
   double budget = 1.0;  // F
   int cluster = 0;      // smyrf_fixed: C; smyrf_centroid: Q; iclustered: K; dilated: R;
                         // longformer: G
   SparsePattern pattern = SparsePattern::local;  // sparse
+  FeatureMap map = FeatureMap::elu;               // linear (cluster: dpfp's NU)
+  Compression compression = Compression::linformer;  // compressed
+  SynthesizerKind synthesizer = SynthesizerKind::random;  // synthesizer
+  bool has_budget() const;
 
   // SMYRF's key cluster size for a sequence of n tokens (0 for the other methods).
   std::int64_t cluster_for(std::int64_t n) const;

@@ -259,6 +259,7 @@ int run_bench(const BenchOptions& o) {
   json rows = json::array();
   std::vector<Row> smyrf_rows, backward_rows;
   bool skipped_reference = false;
+  std::vector<std::string> unsupported;  // variants a setting does not support, with why
   print_header();
   for (const auto& input : o.inputs) {
     InputSpec spec = o.spec;
@@ -384,7 +385,14 @@ int run_bench(const BenchOptions& o) {
           const MethodConfig config = variant.config_for(n);
           const std::string label = variant.label();
           progress.begin(label + " " + where);
-          const Timing tm = time_method(p, config, o.repeats, ws);
+          Timing tm;
+          try {
+            tm = time_method(p, config, o.repeats, ws);
+          } catch (const Error& e) {  // a setting the method does not have (e.g. --causal)
+            unsupported.push_back(label + " " + where + ": " + e.what());
+            progress.step(label + " " + where + " unsupported");
+            continue;
+          }
           record(method_name(config), label, tm, std::get_if<SmyrfConfig>(&config));
           progress.step(label + " " + where);
         }
@@ -410,6 +418,7 @@ int run_bench(const BenchOptions& o) {
       }
     }
   }
+  for (const std::string& why : unsupported) std::printf("skipped %s\n", why.c_str());
   print_phases(smyrf_rows);
   print_backward(backward_rows);
   if (skipped_reference)

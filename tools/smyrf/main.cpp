@@ -207,7 +207,10 @@ int main(int argc, char** argv) {
                    "smyrf:2:0.5 = 2x32), smyrf:HxC (fixed clusters of C), smyrf-c:F[:Q], and every "
                    "other method at budget F: reformer:H:F, clustered:F, iclustered:F[:K], "
                    "routing:F, local:F, dilated:F[:R], strided:F, fixed:F, longformer:F[:G], "
-                   "bigbird:F, axial-rows:F, axial-cols:F, criss-cross:F (src/models/variants.h)")
+                   "bigbird:F, axial-rows:F, axial-cols:F, criss-cross:F, performer:F, favor:F, rfa:F, "
+                   "linformer:F, nystrom:F, mca:F, isab:F, star:F, gmat:F, informer:F, sinkhorn:F; "
+                   "and without budget linear, l2, efficient, dpfp[:NU], synthesizer-dense, "
+                   "synthesizer-random (src/models/variants.h)")
       ->delimiter(',')->capture_default_str();
   eval->add_option("--lambda", ev.lambda, "L2 strength of the logistic regression (mean log-loss + lambda/2 |w|^2)")
       ->check(kPositive)->capture_default_str();
