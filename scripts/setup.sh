@@ -20,6 +20,9 @@ PACKAGES=(
 
 # --plot: also what scripts/plot_bench.py needs.
 [[ "${1:-}" == "--plot" ]] && PACKAGES+=(python3-matplotlib)
+# --sanitizers: clang with libFuzzer, ASan/UBSan/TSan runtimes and LLVM's OpenMP (whose Archer
+# tool tells ThreadSanitizer about OpenMP's synchronisation).
+[[ "${1:-}" == "--sanitizers" ]] && PACKAGES+=(clang libclang-rt-14-dev libomp-14-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

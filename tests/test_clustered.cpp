@@ -86,15 +86,6 @@ Problem make_problem(const Case& c) {
   return pr;
 }
 
-double max_abs_v(Problem& pr) {
-  double m = 0;
-  for (std::int64_t b = 0; b < pr.B; ++b)
-    for (std::int64_t h = 0; h < pr.H; ++h)
-      for (std::int64_t j = 0; j < pr.Nk; ++j)
-        for (std::int64_t t = 0; t < pr.dv; ++t) m = std::max(m, double(std::abs(pr.v_at(b, h, j)[t])));
-  return m;
-}
-
 // lse within the rule (divided by max|V|) plus a few ulps of the value; -inf exactly.
 void expect_lse_near(const std::vector<float>& got, const std::vector<float>& want, double tol) {
   ASSERT_EQ(got.size(), want.size());

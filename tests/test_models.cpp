@@ -331,7 +331,7 @@ TEST(Variants, EveryMethodAtABudget) {
 TEST(Variants, WaveTwoSpecs) {
   const auto perf = std::get<LinearConfig>(parse_variant("performer:0.25").config_for(128));
   EXPECT_EQ(perf.map, FeatureMap::favor_plus);
-  EXPECT_EQ(perf.n_features, 32);  // N * m = F * N^2 entries
+  EXPECT_EQ(perf.n_features, 16);  // (Nq + Nk) m = F * N^2 entries
   EXPECT_EQ(std::get<LinearConfig>(parse_variant("favor:0.1").config_for(128)).n_features % 2, 0);
   EXPECT_EQ(std::get<LinearConfig>(parse_variant("rfa:0.25").config_for(128)).map, FeatureMap::rfa);
   EXPECT_EQ(std::get<LinearConfig>(parse_variant("dpfp:3").config_for(128)).dpfp_nu, 3);

@@ -46,15 +46,6 @@ void normalise_k(Problem& pr) {
       }
 }
 
-double max_abs_v(Problem& pr) {
-  double m = 0;
-  for (std::int64_t b = 0; b < pr.B; ++b)
-    for (std::int64_t h = 0; h < pr.H; ++h)
-      for (std::int64_t j = 0; j < pr.Nk; ++j)
-        for (std::int64_t t = 0; t < pr.dv; ++t) m = std::max(m, double(std::abs(pr.v_at(b, h, j)[t])));
-  return m;
-}
-
 std::vector<float> as_float(const std::vector<double>& x) { return {x.begin(), x.end()}; }
 
 // Largest multiset over queries, and the scores the fast path computes (one round when C == 1).

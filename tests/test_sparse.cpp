@@ -164,15 +164,6 @@ OracleSets oracle_sets(Problem& pr, const SparseConfig& config) {
   return s;
 }
 
-double max_abs_v(Problem& pr) {
-  double m = 0;
-  for (std::int64_t b = 0; b < pr.B; ++b)
-    for (std::int64_t h = 0; h < pr.H; ++h)
-      for (std::int64_t j = 0; j < pr.Nk; ++j)
-        for (std::int64_t c = 0; c < pr.dv; ++c) m = std::max(m, double(std::abs(pr.v_at(b, h, j)[c])));
-  return m;
-}
-
 // Fast output and lse against the oracle within the rule.
 void expect_matches_oracle(Problem& pr, const SparseConfig& config, int threads = 0) {
   const OracleSets sets = oracle_sets(pr, config);

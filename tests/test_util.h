@@ -19,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "smyrf/smyrf.h"
@@ -239,6 +240,46 @@ inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>&
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](float x, float y) {
            return std::memcmp(&x, &y, sizeof(float)) == 0;
          });
+}
+
+// The largest |V| over every (batch, head, key) of a problem (tolerances scale with it).
+inline double max_abs_v(Problem& pr) {
+  double m = 0;
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t j = 0; j < pr.Nk; ++j)
+        for (std::int64_t c = 0; c < pr.dv; ++c)
+          m = std::max(m, double(std::abs(pr.v_at(b, h, j)[c])));
+  return m;
+}
+
+// lse of the fast path against the oracle's: -inf exactly where the oracle has it, elsewhere
+// within tol_logit plus 4 ulp of the value.
+inline void expect_lse_close(const std::vector<float>& fast, const std::vector<float>& ref,
+                             double tol_logit, const std::string& what) {
+  ASSERT_EQ(fast.size(), ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (std::isinf(ref[i])) {
+      ASSERT_TRUE(std::isinf(fast[i]) && fast[i] < 0) << what << " lse " << i << " " << fast[i];
+      continue;
+    }
+    ASSERT_LE(std::abs(double(fast[i]) - ref[i]),
+              tol_logit + 4 * std::numeric_limits<float>::epsilon() * std::abs(ref[i]))
+        << what << " lse " << i;
+  }
+}
+
+// The call throws smyrf::Error whose message contains `part` (the parameter it names), before
+// writing anything to the output.
+inline void expect_config_error(Problem& pr, const MethodConfig& c, const std::string& part) {
+  std::fill(pr.o.begin(), pr.o.end(), 3.0f);
+  try {
+    attention(pr.params, c);
+    ADD_FAILURE() << "no error for " << part;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+  for (float x : pr.o) ASSERT_EQ(x, 3.0f) << "o touched before the error for " << part;
 }
 
 }  // namespace smyrf::test

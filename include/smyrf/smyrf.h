@@ -104,8 +104,8 @@ struct AttentionParams {
   // Nq positions of the key sequence, as when decoding with a cache). Combined with the masks:
   // a query with no visible key among j <= i + (Nk - Nq) gets O = 0 and lse = -inf (except where
   // a method documents a fallback). Forward: reference, dense, SMYRF (lsh; see SmyrfConfig for
-  // its fallback), Reformer, routing and the sparse patterns; backward: reference and dense;
-  // with dropout: reference only. Other combinations throw smyrf::Error naming params.causal.
+  // its fallback), Reformer, routing, the sparse patterns, and the wave-2 methods whose config
+  // says "causal: supported"; backward: reference and dense; with dropout: reference only. Other combinations throw smyrf::Error naming params.causal.
   bool causal = false;
 
   // Row-major contiguous tensors: Q [B,H,Nq,d], K [B,H,Nk,d], V [B,H,Nk,dv], O [B,H,Nq,dv].
@@ -367,8 +367,8 @@ struct SparseConfig {
 // Feature-map ("linear") attention: exp(scale q.k) replaced by a kernel phi_q(q) . phi_k(k):
 //   O_i = sum_j phi_q(q_i) . phi_k(k_j) v_j / sum_j phi_q(q_i) . phi_k(k_j)
 // over the keys query i sees (key mask; with params.causal j <= i + Nk - Nq); a query with no
-// visible key gets O = 0. Cost O((Nq + Nk) m (d + dv)) time, O(m dv) state per (b, h), m the
-// number of features. Causal: the prefix-sum (RNN) form computed in chunks of `chunk`
+// visible key gets O = 0. Cost O((Nq + Nk) m (d + dv)) time (+ O(Nq chunk (m + dv)) causal),
+// O(m dv) state per (b, h), m the number of features. Causal: the prefix-sum (RNN) form computed in chunks of `chunk`
 // positions with one running state (SLiM's sub-linear-memory form). The maps (exact
 // definitions in src/methods/linear/linear.h):
 //   elu:        phi(x) = elu(x) + 1 (Katharopoulos et al. 2020), m = d.
@@ -376,11 +376,13 @@ struct SparseConfig {
 //               exp(w_r . x - |x|^2 / 2) / sqrt(m), x = sqrt(scale) q (sqrt(|scale|) k), w_r
 //               orthogonal (blocks of d Gram-Schmidt rows, scaled by chi(d) norms) or i.i.d.
 //               N(0, I); drawn from (seed, head): a new seed redraws them.
-//   favor:      the original FAVOR trigonometric features exp(|x|^2 / 2) [sin(w x), cos(w x)]
-//               / sqrt(m) (m/2 directions); the normaliser can be <= 0 (documented, not fixed).
+//   favor:      the original FAVOR trigonometric features exp(|x|^2 / 2 - c) [sin(w x), cos(w x)]
+//               / sqrt(m/2) (m/2 directions, x as for favor_plus; c cancels in the ratio); the
+//               normaliser can be <= 0: the raw ratio is kept (the estimator is not positive).
 //   rfa:        Random Feature Attention (Peng et al. 2021): x / |x| then [sin(w x), cos(w x)]
-//               / sqrt(m/2), w ~ N(0, rfa_sigma^-2 I); optional gating (causal only):
-//               S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T with g_t = gates[b, h, t].
+//               / sqrt(m/2), w ~ N(0, rfa_sigma^-2 I) (orthogonal blocks when orthogonal);
+//               optional gating (causal only): S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T over
+//               the visible keys, g_t = gates[b, h, t].
 //   dpfp:       DPFP (Schlag et al. 2021): r = relu([x, -x]), phi(x)_{nu, i} = r_i r_{(i + nu)
 //               mod 2d} for nu = 1..dpfp_nu, m = 2 d dpfp_nu.
 //   efficient:  Efficient Attention (Shen et al. 2021): softmax over features of each q_i times
@@ -388,13 +390,14 @@ struct SparseConfig {
 //               (rho_k(K)^T V). Not causal.
 //   l2:         l2-normalised linear attention (Li et al. 2020): similarity 1 + q^.k^ of the
 //               unit vectors, m = d + 1.
-// lse: NaN (no softmax). No learned parts except the optional RFA gates. No dropout, no
-// backward.
+// A normaliser of exactly 0 gives O = 0. elu, dpfp, efficient and l2 do not use the softmax
+// scale. lse: NaN for active queries that see a key (no softmax), -inf otherwise. No learned
+// parts except the optional RFA gates. No dropout, no backward.
 enum class FeatureMap : std::uint8_t { elu = 0, favor_plus, favor, rfa, dpfp, efficient, l2 };
 struct LinearConfig {
   FeatureMap map = FeatureMap::elu;
   int n_features = 256;          // favor_plus, favor, rfa: m (favor, rfa: even)
-  bool orthogonal = true;        // favor_plus, favor: orthogonal random features
+  bool orthogonal = true;        // favor_plus, favor, rfa: orthogonal random features
   float rfa_sigma = 1.0f;        // rfa: scale of the random directions, > 0
   int dpfp_nu = 1;               // dpfp: 1 <= nu <= 2d
   int chunk = 64;                // causal: positions per chunk, >= 1
@@ -404,33 +407,41 @@ struct LinearConfig {
 // Low-rank and compressed attention: each query attends, by exact softmax, to a short list of
 // synthesised key/value rows (and, for star and global_memory, to a local window of real
 // keys, merged as one softmax). Exact definitions in src/methods/compressed/compressed.h.
+// Segment means: the n visible keys (or active queries) in position order cut into
+// min(rank, n) balanced segments [floor(t n / s), floor((t + 1) n / s)), each averaged (double
+// sum, rounded to f32).
 //   linformer:         (Wang et al. 2020) K' = E K, V' = F V with E, F [rank, Nk] per head
-//                      (inputs; when nullptr, seeded N(0, 1/rank)); masked keys' columns are
-//                      dropped. Not causal.
+//                      (inputs; when nullptr, seeded N(0, 1/rank): E and F the two normals of
+//                      one Box-Muller pair per entry); masked keys' columns are dropped (no
+//                      renormalisation). Not causal.
 //   nystrom:           Nystromformer (Xiong et al. 2021): rank landmarks = segment means of Q
 //                      and K; O = softmax(Q K~^T) pinv(softmax(Q~ K~^T)) softmax(Q~ K^T) V, the
 //                      pseudo-inverse by pinv_iterations of the paper's iteration. Not causal;
-//                      lse NaN.
-//   memory_compressed: (Liu et al. 2018) K, V mean-pooled over windows of `stride` visible
-//                      positions. Not causal.
+//                      lse NaN for active queries (-inf where nothing is visible).
+//   memory_compressed: (Liu et al. 2018) K, V mean-pooled over windows of `stride` consecutive
+//                      visible keys (the last may be shorter). Not causal.
 //   induced_points:    Set Transformer ISAB (Lee et al. 2019): rank inducing points I attend
 //                      to (K, V); queries attend to the results (H_k = A K, H_v = A V). I
-//                      [H, rank, d] input; when nullptr, segment means of the keys.
+//                      [H, rank, d] input; when nullptr, segment means of the keys. Not causal.
 //   star:              Star-Transformer (Guo et al. 2019): keys within |p - j| <= window plus
-//                      one relay token (the softmax mean of K and V under the mean query).
+//                      one relay token (the softmax mean of K and V under the mean query). Not
+//                      causal.
 //   global_memory:     GMAT / ETC (Gupta & Berant 2020; Ainslie et al. 2020): keys within
 //                      |p - j| <= window plus rank memory tokens, memory_k [H, rank, d] and
 //                      memory_v [H, rank, dv] (inputs; when nullptr, segment means of K, V).
+//                      Causal: supported with given memory only (window keys j <= p, memory
+//                      always visible); a batch element with no visible key then attends to the
+//                      memory alone.
 // No dropout, no backward.
 enum class Compression : std::uint8_t {
   linformer = 0, nystrom, memory_compressed, induced_points, star, global_memory
 };
 struct CompressedConfig {
   Compression kind = Compression::linformer;
-  int rank = 64;  // linformer k, nystrom landmarks, inducing points, memory tokens
+  int rank = 64;  // 1..65536: linformer k, nystrom landmarks, inducing points, memory tokens
   const float* projection_e = nullptr;  // linformer: [H, rank, Nk] contiguous or nullptr
   const float* projection_f = nullptr;  // linformer: [H, rank, Nk] contiguous or nullptr
-  int pinv_iterations = 6;              // nystrom
+  int pinv_iterations = 6;              // nystrom: 0..100
   int stride = 4;                       // memory_compressed: pooling window and stride
   const float* inducing = nullptr;      // induced_points: [H, rank, d] contiguous or nullptr
   int window = 1;                       // star, global_memory: local radius
@@ -438,26 +449,36 @@ struct CompressedConfig {
   const float* memory_v = nullptr;      // global_memory: [H, rank, dv] contiguous or nullptr
 };
 
-// Informer ProbSparse self-attention (Zhou et al., AAAI 2021). The sparsity measurement
-// M(q_i) = max_j s_ij - mean_j s_ij (s = scale q.k) over a seeded sample of sample_keys
-// visible keys per query; the top_queries queries of largest M get exact attention, the
-// others the mean of V over their visible keys (causal: over the visible prefix). Defaults
-// (0): top_queries = min(n_q, ceil(factor ln n_q)), sample_keys = min(n_k, ceil(factor ln
-// n_k)). Exact definition in src/methods/informer/informer.h. Causal: supported. No learned
-// parts. lse: the exact queries' lse; the others' the lse of uniform weights (log of the count).
+// Informer ProbSparse self-attention (Zhou et al., AAAI 2021). Per (batch, head), each active
+// query that sees a key draws U keys uniformly with replacement from the keys it sees (visible;
+// causal: j <= i + Nk - Nq), the draw a function of (seed, i, t) only (shared by heads and batch
+// elements, as in the official code); M(q_i) = max_t s - mean_t s (s = scale q.k; the official
+// code divides the sum by L_K instead). The u queries of largest M (ties to the lower position)
+// get exact attention; the others the mean of V over the keys they see (causal: the visible
+// prefix, the official cumulative sum). Defaults (0): u = min(n_q, ceil(factor ln n_q)),
+// U = max(1, min(n_k, ceil(factor ln n_k))). Exact definition (bit-exact scores, so the
+// selection matches the oracle) in src/methods/informer/informer.h. Causal: supported. No
+// learned parts. lse: exact queries their lse, the others log(number of keys seen) (uniform
+// weights, logits 0). Cost O(n_q U d + u n_k (d + dv) + (n_q + n_k) dv).
 struct InformerConfig {
   float factor = 5.0f;
   int top_queries = 0;
   int sample_keys = 0;
 };
 
-// Sinkhorn sorting attention (Tay et al., ICML 2020). Keys and queries are cut into blocks of
-// block_size; a sort net gives block-to-block logits R [nb, nb] (sort_net [H, d, nb] applied to
-// each key block's sum, when given; when nullptr, scale * (mean query of block a) . (mean key
-// of block b)); `iterations` Sinkhorn normalisations of R / temperature in log space give a
-// doubly stochastic P; query block a attends to its own key block and to the sorted block
-// sum_b P_ab (K_b, V_b) (2 block_size keys, one softmax). Exact definition in
-// src/methods/sinkhorn/sinkhorn.h. Not causal.
+// Sinkhorn sorting attention (Tay et al., ICML 2020). Per (batch, head): the visible keys
+// (position order) are cut into nb = ceil(n_k / block_size) blocks of block_size (the last may
+// be shorter), the active queries into nb balanced blocks. Block logits R [nb, nb]: with
+// sort_net [H, d, ceil(Nk / block_size)] given (a batch element with fewer blocks uses the first
+// nb columns), R_ab = (sum of the key rows of block a) . sort_net[:, b]; when nullptr,
+// R_ab = scale * (mean query of block a) . (mean key of block b) (a parameter-free content sort
+// for pretrained models; an empty query block uses its key block's mean). `iterations`
+// Sinkhorn normalisations of R / temperature in log space (rows, then columns) give P; query
+// block a attends by one softmax to its own key block and the sorted block, row t =
+// sum_b P_ab (K_bt, V_bt) / sum_b P_ab over the blocks having a row t (2 block_size keys). With
+// one block the sorted block is the block itself: dense output, lse + log 2. Exact definition in
+// src/methods/sinkhorn/sinkhorn.h. Not causal. Cost O(n_k nb (d + dv) + n_q block_size
+// (d + dv)); memory nb^2 doubles per (batch, head).
 struct SinkhornConfig {
   int block_size = 64;
   int iterations = 8;
@@ -470,9 +491,12 @@ struct SinkhornConfig {
 //           over the Nk positions); w1 [H, d, hidden], b1 [H, hidden], w2 [H, hidden, Nk],
 //           b2 [H, Nk].
 //   random: logits_ij = R[h, i, j], R [H, Nq, Nk].
-// O_i = softmax_j(logits_ij) V over the visible keys (causal: supported). Learned weights are
-// inputs; when nullptr, seeded N(0, 1) (w1: N(0, 1/d), w2: N(0, 1/hidden), biases 0). Cost
-// O(Nq Nk dv): quadratic, like dense. Exact definition in src/methods/synthesizer/synthesizer.h.
+// O_i = softmax_j(logits_ij) V over the visible keys (causal: supported); lse the logsumexp of
+// the logits. params.scale is not used. Learned weights are inputs; each nullptr pointer is
+// replaced by a seeded draw from (seed, head), the same for every batch element: R ~ N(0, 1),
+// w1 ~ N(0, 1/d), w2 ~ N(0, 1/hidden), biases 0. hidden (1..65536) is read by the dense kind
+// only. Cost O(Nq Nk dv) (random), O(Nq hidden (d + Nk) + Nq Nk dv) (dense): quadratic, like
+// dense. Exact definition in src/methods/synthesizer/synthesizer.h.
 enum class SynthesizerKind : std::uint8_t { dense = 0, random };
 struct SynthesizerConfig {
   SynthesizerKind kind = SynthesizerKind::random;

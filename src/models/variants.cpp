@@ -206,8 +206,8 @@ MethodConfig AttentionVariant::config_for(std::int64_t n) const {
     case Kind::linear: {
       LinearConfig c;
       c.map = map;
-      if (map == FeatureMap::favor_plus) c.n_features = at_least(keys, 1);
-      if (map == FeatureMap::favor || map == FeatureMap::rfa) c.n_features = 2 * at_least(keys / 2.0, 1);
+      if (map == FeatureMap::favor_plus) c.n_features = at_least(keys / 2.0, 1);
+      if (map == FeatureMap::favor || map == FeatureMap::rfa) c.n_features = 2 * at_least(keys / 4.0, 1);
       if (map == FeatureMap::dpfp) c.dpfp_nu = cluster;
       return c;
     }

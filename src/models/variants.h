@@ -28,12 +28,12 @@
 //   bigbird:F        blocks of round(F * N / 8): 3 window blocks, 1 global, 4 random.
 //   axial-rows:F, axial-cols:F, criss-cross:F
 //                    the 2-D patterns on a grid whose width gives ~F * N keys per query.
-// Wave 2. Feature maps hold m features per token where the others hold keys, so F * N
-// features is the same memory (N * m entries per (batch, head)):
-//   performer:F      FAVOR+, m = round(F * N) orthogonal positive features (with --causal: the
-//                    chunked prefix form of SLiM).
-//   favor:F          the original trigonometric FAVOR, m = 2 round(F * N / 2).
-//   rfa:F            Random Feature Attention, m = 2 round(F * N / 2), sigma 1.
+// Wave 2. Feature maps hold m features per query and per key ((Nq + Nk) m entries per
+// (batch, head), RunInfo::attention_scores), so m = F * N / 2 is the same memory as F * N keys:
+//   performer:F      FAVOR+, m = round(F * N / 2) orthogonal positive features (with --causal:
+//                    the chunked prefix form of SLiM).
+//   favor:F          the original trigonometric FAVOR, m = 2 round(F * N / 4).
+//   rfa:F            Random Feature Attention, m = 2 round(F * N / 4), sigma 1.
 //   linear, l2, efficient, dpfp[:NU]
 //                    fixed-size maps (m = d, d + 1, d, 2 d NU): no budget; their memory is
 //                    reported as measured.

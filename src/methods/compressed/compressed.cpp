@@ -1,0 +1,848 @@
+// Low-rank and compressed attention forward (definitions: compressed.h).
+//
+// Each kind runs in two stages:
+//   1. Synthesis: the short key/value rows of every (batch, head), in f32 buffers of this
+//      call's scratch. Sums over tokens are accumulated in double in position order (products
+//      of two floats are exact in double, so contraction cannot change them) and rounded once;
+//      rows computed by attention (star's relay, induced points, Nystrom's A3 V) come from the
+//      dense kernel run on a sub-problem whose queries are the synthesised rows.
+//   2. Attention: detail::dense_forward on a sub-problem whose keys and values are the
+//      synthesised rows (a key mask hides rows a batch element does not have); star and
+//      global_memory add the local window of real keys by detail::sparse_forward (pattern
+//      local) into a second buffer, merged with the first part by logsumexp.
+// bf16 inputs: rows that meet synthesised f32 rows in one kernel call are first converted to
+// f32 copies (exact), so every sub-problem has a single element type.
+//
+// Parallel: synthesis over (batch, head, block of rows), Nystrom's small matrices over (batch,
+// head); every output row has one task and a fixed summation order, and the kernels are
+// deterministic, so results do not depend on the thread count.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "methods/compressed/compressed.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <cstdint>
+
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smyrf {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// acc[r * ld + c] += p[r] * x[c] for r < rn, c < width, in double. p[r] and x[c] are floats
+// widened to double, so each product is exact and fused or separate multiply-adds give the
+// same bits on every target.
+void CompressedProjectRow(const double* p, std::int64_t rn, const double* x, std::int64_t width,
+                          double* acc, std::int64_t ld) {
+  const hn::ScalableTag<double> dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  std::int64_t c = 0;
+  for (; c + L <= width; c += L) {
+    const auto xv = hn::LoadU(dd, x + c);
+    for (std::int64_t r = 0; r < rn; ++r) {
+      double* a = acc + r * ld + c;
+      hn::StoreU(hn::MulAdd(hn::Set(dd, p[r]), xv, hn::LoadU(dd, a)), dd, a);
+    }
+  }
+  for (; c < width; ++c)
+    for (std::int64_t r = 0; r < rn; ++r) acc[r * ld + c] += p[r] * x[c];
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smyrf
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "methods/compressed/compressed.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "api/validate.h"
+#include "common/parallel.h"
+#include "common/timer.h"
+#include "methods/dense/dense.h"
+#include "methods/sparse/sparse.h"
+
+namespace smyrf::detail {
+HWY_EXPORT(CompressedProjectRow);
+
+namespace {
+
+
+[[noreturn]] void fail(const std::string& field, const std::string& value, const std::string& why) {
+  throw Error("smyrf: " + field + " = " + value + ": " + why);
+}
+
+std::string ptr_str(const void* p) {
+  std::ostringstream s;
+  s << p;
+  return s.str();
+}
+
+// Throws naming `name` and the first non-finite element of a contiguous [a, b, c] array.
+void check_finite_array(const char* name, const float* x, std::int64_t a, std::int64_t b,
+                        std::int64_t c, const char* shape) {
+  if (x == nullptr) return;
+  for (std::int64_t i = 0; i < a; ++i)
+    for (std::int64_t j = 0; j < b; ++j)
+      for (std::int64_t t = 0; t < c; ++t) {
+        const float v = x[(i * b + j) * c + t];
+        if (!std::isfinite(v))
+          fail(std::string("CompressedConfig.") + name + "[" + std::to_string(i) + ", " +
+                   std::to_string(j) + ", " + std::to_string(t) + "]",
+               std::to_string(v), std::string("must be finite (") + shape + " floats, contiguous)");
+      }
+}
+
+// An f32 tensor [B, H, N, width] by strides (0 = broadcast).
+struct Rows {
+  const float* p = nullptr;
+  std::int64_t bs = 0, hs = 0, rs = 0;
+  const float* row(std::int64_t b, std::int64_t h, std::int64_t i) const {
+    return p + b * bs + h * hs + i * rs;
+  }
+};
+Rows contiguous_rows(const float* p, std::int64_t H, std::int64_t n, std::int64_t width) {
+  return {p, H * n * width, n * width, width};
+}
+// A learned per-head array [H, n, width] shared by every batch element.
+Rows head_rows(const float* p, std::int64_t n, std::int64_t width) {
+  return {p, 0, n * width, width};
+}
+
+// The f32 view of Q (which = 0), K (1) or V (2): the tensor itself for f32 inputs, else its
+// rows converted into `buf` ([B, H, N, width] contiguous, every row).
+Rows float_view(const Problem& pr, int which, float* buf) {
+  const AttentionParams& p = *pr.p;
+  const std::int64_t n = which == 0 ? pr.Nq : pr.Nk, w = which == 2 ? pr.dv : pr.d;
+  if (pr.dtype == DType::f32) {
+    if (which == 0)
+      return {static_cast<const float*>(p.q), p.q_batch_stride, p.q_head_stride, p.q_row_stride};
+    if (which == 1)
+      return {static_cast<const float*>(p.k), p.k_batch_stride, p.k_head_stride, p.k_row_stride};
+    return {static_cast<const float*>(p.v), p.v_batch_stride, p.v_head_stride, p.v_row_stride};
+  }
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const hwy::bfloat16_t* src = which == 0   ? pr.q_row<hwy::bfloat16_t>(b, h, i)
+                                   : which == 1 ? pr.k_row<hwy::bfloat16_t>(b, h, i)
+                                                : pr.v_row<hwy::bfloat16_t>(b, h, i);
+      float* dst = buf + (bh * n + i) * w;
+      for (std::int64_t t = 0; t < w; ++t) dst[t] = to_float(src[t]);
+    }
+  });
+  return contiguous_rows(buf, pr.H, n, w);
+}
+
+// Exact attention of the rows of q ([B, H, nq, d], query mask qmask [B, nq] or nullptr) to the
+// rows of k, v ([B, H, nk, d|dv], key mask kmask [B, nk] or nullptr), all f32, written to o
+// ([B, H, nq, dv] by strides) and lse ([B, H, nq] contiguous, or nullptr).
+RunInfo attend_f32(const Problem& pr, Workspace* ws, std::int64_t nq, const Rows& q,
+                   const std::uint8_t* qmask, std::int64_t qmask_stride, std::int64_t nk,
+                   const Rows& k, const Rows& v, std::int64_t dv, const std::uint8_t* kmask,
+                   std::int64_t kmask_stride, const Rows& o, float* lse) {
+  AttentionParams s;
+  s.batch = pr.B;
+  s.heads = pr.H;
+  s.nq = nq;
+  s.nk = nk;
+  s.d = pr.d;
+  s.dv = dv;
+  s.dtype = DType::f32;
+  s.q = q.p;
+  s.q_batch_stride = q.bs, s.q_head_stride = q.hs, s.q_row_stride = q.rs;
+  s.k = k.p;
+  s.k_batch_stride = k.bs, s.k_head_stride = k.hs, s.k_row_stride = k.rs;
+  s.v = v.p;
+  s.v_batch_stride = v.bs, s.v_head_stride = v.hs, s.v_row_stride = v.rs;
+  s.o = const_cast<float*>(o.p);
+  s.o_batch_stride = o.bs, s.o_head_stride = o.hs, s.o_row_stride = o.rs;
+  s.key_mask = kmask;
+  s.key_mask_batch_stride = kmask_stride;
+  s.query_mask = qmask;
+  s.query_mask_batch_stride = qmask_stride;
+  s.scale = pr.scale;
+  s.seed = pr.p->seed;
+  s.num_threads = pr.threads;
+  s.check_finite = false;
+  s.lse = lse;
+  if (lse != nullptr) std::fill_n(lse, pr.B * pr.H * nq, -std::numeric_limits<float>::infinity());
+  const Problem sub = validate_params(s);
+  return dense_forward(sub, ws);
+}
+
+// The output of params.o as Rows.
+Rows output_rows(const Problem& pr) {
+  const AttentionParams& p = *pr.p;
+  return {p.o, p.o_batch_stride, p.o_head_stride, p.o_row_stride};
+}
+
+// Segment / window mean of rows list[begin, end) of (b, h): double sum in list order, divided
+// by the count, rounded to f32.
+template <class T, class RowFn>
+void mean_rows(RowFn&& row, const std::int32_t* list, std::int64_t begin, std::int64_t end,
+               std::int64_t width, double* acc, float* out) {
+  std::fill_n(acc, width, 0.0);
+  for (std::int64_t t = begin; t < end; ++t) {
+    const T* x = row(list[t]);
+    for (std::int64_t c = 0; c < width; ++c) acc[c] += static_cast<double>(to_float(x[c]));
+  }
+  const double n = static_cast<double>(end - begin);
+  for (std::int64_t c = 0; c < width; ++c) out[c] = static_cast<float>(acc[c] / n);
+}
+
+// Segment means (compressed.h) of the visible keys (queries = false) or the active queries of
+// every (b, h): K rows into km [BH, M, d], V rows into vm [BH, M, dv] (vm may be nullptr;
+// queries: Q rows into km). Rows past a batch element's segment count are zero.
+template <class T>
+void segment_means(const Problem& pr, const TokenLists& lists, bool queries, std::int64_t rank,
+                   std::int64_t M, float* km, float* vm, double* acc_all) {
+  const std::int64_t w = std::max(pr.d, pr.dv);
+  parallel_for_tid(pr.B * pr.H, pr.threads, [&](std::int64_t bh, int tid) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int64_t n = queries ? lists.q_count[b] : lists.k_count[b];
+    const std::int32_t* list = queries ? lists.queries(b, pr.Nq) : lists.keys(b, pr.Nk);
+    const std::int64_t s = segment_count(rank, n);
+    double* acc = acc_all + static_cast<std::int64_t>(tid) * w;
+    std::fill_n(km + bh * M * pr.d, M * pr.d, 0.0f);
+    if (vm != nullptr) std::fill_n(vm + bh * M * pr.dv, M * pr.dv, 0.0f);
+    for (std::int64_t t = 0; t < s; ++t) {
+      const std::int64_t lo = segment_begin(t, n, s), hi = segment_begin(t + 1, n, s);
+      if (queries) {
+        mean_rows<T>([&](std::int32_t i) { return pr.q_row<T>(b, h, i); }, list, lo, hi, pr.d, acc,
+                     km + (bh * M + t) * pr.d);
+      } else {
+        mean_rows<T>([&](std::int32_t j) { return pr.k_row<T>(b, h, j); }, list, lo, hi, pr.d, acc,
+                     km + (bh * M + t) * pr.d);
+        if (vm != nullptr)
+          mean_rows<T>([&](std::int32_t j) { return pr.v_row<T>(b, h, j); }, list, lo, hi, pr.dv,
+                       acc, vm + (bh * M + t) * pr.dv);
+      }
+    }
+  });
+}
+
+// key mask [B, M]: rows t < count(b) exist.
+template <class Count>
+void fill_row_mask(std::int64_t B, std::int64_t M, std::uint8_t* mask, Count&& count) {
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t c = count(b);
+    for (std::int64_t t = 0; t < M; ++t) mask[b * M + t] = t < c ? 1 : 0;
+  }
+}
+
+// A call's scratch: one arena (planned by the caller) bound to the workspace, and the scratch
+// of the kernel calls on sub-problems (one buffer, reused by each of them in turn).
+struct Scratch {
+  Arena arena;
+  Workspace local;
+  Workspace inner;
+  TokenListSlots list_slots;
+  TokenLists lists;
+  explicit Scratch(const Problem& pr) { list_slots = plan_token_lists(arena, pr); }
+  void bind(const Problem& pr, Workspace* workspace) {
+    bind_scratch(arena, workspace, local);
+    lists = fill_token_lists(arena, list_slots, pr);
+  }
+};
+
+void add_inner(RunInfo& info, const RunInfo& inner, std::size_t* inner_bytes) {
+  info.attention_scores += inner.attention_scores;
+  info.attention.seconds += inner.seconds_total;
+  *inner_bytes = std::max(*inner_bytes, inner.workspace_bytes);
+}
+
+// Every query attends to the M synthesised rows of its (b, h) (kp [B, H, M, d], vp [B, H, M,
+// dv]; mask [B, M]: the rows batch element b has), writing O and lse; finishes info.
+RunInfo attend_synthesised(const Problem& pr, Scratch& sc, std::size_t q_slot, std::int64_t M,
+                           float* kp, float* vp, const std::uint8_t* mask, RunInfo info) {
+  const Rows q = float_view(pr, 0, sc.arena.at<float>(q_slot));
+  std::size_t inner = 0;
+  add_inner(info,
+            attend_f32(pr, &sc.inner, pr.Nq, q, pr.p->query_mask, pr.p->query_mask_batch_stride, M,
+                       contiguous_rows(kp, pr.H, M, pr.d), contiguous_rows(vp, pr.H, M, pr.dv),
+                       pr.dv, mask, M, output_rows(pr), pr.p->lse),
+            &inner);
+  info.workspace_bytes = sc.arena.bytes() + inner;
+  return info;
+}
+
+// ---- linformer ----
+RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
+  const std::int64_t M = c.rank, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const bool own_e = c.projection_e == nullptr, own_f = c.projection_f == nullptr;
+  const std::size_t proj = static_cast<std::size_t>(pr.H * M * pr.Nk);
+  Scratch sc(pr);
+  const std::size_t e_slot = sc.arena.add<float>(own_e ? proj : 0);
+  const std::size_t f_slot = sc.arena.add<float>(own_f ? proj : 0);
+  const std::size_t k_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
+  const std::size_t v_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
+  const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
+  const std::size_t q_slot =
+      sc.arena.add<float>(pr.dtype == DType::bf16 ? static_cast<std::size_t>(BH * pr.Nq * d) : 0);
+  constexpr std::int64_t kRows = 8;  // projection rows per task
+  const std::int64_t w = std::max(d, dv);
+  const std::size_t acc_slot =
+      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * (kRows + 1) * w));
+  sc.bind(pr, workspace);
+  Timer timer;
+  RunInfo info;
+  float* e = own_e ? sc.arena.at<float>(e_slot) : nullptr;
+  float* f = own_f ? sc.arena.at<float>(f_slot) : nullptr;
+  const std::int64_t Nk = pr.Nk;
+  if (own_e || own_f)
+    parallel_for(pr.H * M, pr.threads, [&](std::int64_t hr) {
+      const std::int64_t h = hr / M, r = hr % M;
+      for (std::int64_t j = 0; j < Nk; ++j) {
+        float ej, fj;
+        linformer_projection(pr.p->seed, h, r, j, Nk, M, &ej, &fj);
+        if (own_e) e[hr * Nk + j] = ej;
+        if (own_f) f[hr * Nk + j] = fj;
+      }
+    });
+  const float* E = own_e ? e : c.projection_e;
+  const float* F = own_f ? f : c.projection_f;
+  float* kp = sc.arena.at<float>(k_slot);
+  float* vp = sc.arena.at<float>(v_slot);
+  const TokenLists& lists = sc.lists;
+  const std::int64_t blocks = (M + kRows - 1) / kRows;
+  auto project_row = [](const double* p, std::int64_t rn, const double* x, std::int64_t width,
+                        double* acc, std::int64_t ld) {
+    HWY_DYNAMIC_DISPATCH(CompressedProjectRow)(p, rn, x, width, acc, ld);
+  };
+  with_input_type(pr.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
+      const std::int64_t bh = task / blocks, r0 = (task % blocks) * kRows;
+      const std::int64_t b = bh / pr.H, h = bh % pr.H, rn = std::min(kRows, M - r0);
+      const std::int32_t* keys = lists.keys(b, Nk);
+      const std::int64_t n = lists.k_count[b];
+      double* acc =
+          sc.arena.at<double>(acc_slot) + static_cast<std::int64_t>(tid) * (kRows + 1) * w;
+      double* xd = acc + kRows * w;  // the key's row in double, converted once
+      double pj[kRows];
+      auto project = [&](const float* P, std::int64_t width, auto&& row, float* out) {
+        std::fill_n(acc, rn * width, 0.0);
+        for (std::int64_t t = 0; t < n; ++t) {
+          const std::int32_t j = keys[t];
+          const T* x = row(j);
+          for (std::int64_t col = 0; col < width; ++col)
+            xd[col] = static_cast<double>(to_float(x[col]));
+          for (std::int64_t r = 0; r < rn; ++r) pj[r] = P[(h * M + r0 + r) * Nk + j];
+          project_row(pj, rn, xd, width, acc, width);
+        }
+        for (std::int64_t r = 0; r < rn; ++r)
+          for (std::int64_t col = 0; col < width; ++col)
+            out[(bh * M + r0 + r) * width + col] = static_cast<float>(acc[r * width + col]);
+      };
+      project(
+          E, d, [&](std::int32_t j) { return pr.k_row<T>(b, h, j); }, kp);
+      project(
+          F, dv, [&](std::int32_t j) { return pr.v_row<T>(b, h, j); }, vp);
+    });
+  });
+  std::uint8_t* mask = sc.arena.at<std::uint8_t>(mask_slot);
+  fill_row_mask(pr.B, M, mask, [&](std::int64_t b) { return lists.k_count[b] > 0 ? M : 0; });
+  info.transform.seconds = timer.lap();
+  return attend_synthesised(pr, sc, q_slot, M, kp, vp, mask, info);
+}
+
+// ---- memory_compressed ----
+RunInfo memory_compressed(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
+  const std::int64_t stride = c.stride, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const std::int64_t M = (pr.Nk + stride - 1) / stride;
+  Scratch sc(pr);
+  const std::size_t k_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
+  const std::size_t v_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
+  const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
+  const std::size_t q_slot =
+      sc.arena.add<float>(pr.dtype == DType::bf16 ? static_cast<std::size_t>(BH * pr.Nq * d) : 0);
+  const std::int64_t w = std::max(d, dv);
+  const std::size_t acc_slot = sc.arena.add<double>(static_cast<std::size_t>(pr.threads * w));
+  sc.bind(pr, workspace);
+  Timer timer;
+  RunInfo info;
+  float* kp = sc.arena.at<float>(k_slot);
+  float* vp = sc.arena.at<float>(v_slot);
+  const TokenLists& lists = sc.lists;
+  constexpr std::int64_t kRows = 16;  // windows per task
+  const std::int64_t blocks = (M + kRows - 1) / kRows;
+  with_input_type(pr.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
+      const std::int64_t bh = task / blocks, t0 = (task % blocks) * kRows;
+      const std::int64_t b = bh / pr.H, h = bh % pr.H;
+      const std::int32_t* keys = lists.keys(b, pr.Nk);
+      const std::int64_t n = lists.k_count[b];
+      double* acc = sc.arena.at<double>(acc_slot) + static_cast<std::int64_t>(tid) * w;
+      for (std::int64_t t = t0; t < std::min(M, t0 + kRows); ++t) {
+        float* krow = kp + (bh * M + t) * d;
+        float* vrow = vp + (bh * M + t) * dv;
+        const std::int64_t lo = t * stride, hi = std::min(n, lo + stride);
+        if (lo >= n) {
+          std::fill_n(krow, d, 0.0f);
+          std::fill_n(vrow, dv, 0.0f);
+          continue;
+        }
+        mean_rows<T>([&](std::int32_t j) { return pr.k_row<T>(b, h, j); }, keys, lo, hi, d, acc,
+                     krow);
+        mean_rows<T>([&](std::int32_t j) { return pr.v_row<T>(b, h, j); }, keys, lo, hi, dv, acc,
+                     vrow);
+      }
+    });
+  });
+  std::uint8_t* mask = sc.arena.at<std::uint8_t>(mask_slot);
+  fill_row_mask(pr.B, M, mask,
+                [&](std::int64_t b) { return (lists.k_count[b] + stride - 1) / stride; });
+  info.transform.seconds = timer.lap();
+  return attend_synthesised(pr, sc, q_slot, M, kp, vp, mask, info);
+}
+
+// ---- the window of real keys (star, global_memory) ----
+
+// Local attention |p - j| <= window of the real keys (params' masks, causal and dtype) into
+// ow [B, H, Nq, dv] and lw [B, H, Nq] (contiguous).
+RunInfo window_part(const Problem& pr, Workspace* ws, std::int64_t window, float* ow, float* lw) {
+  AttentionParams s = *pr.p;
+  s.o = ow;
+  s.o_row_stride = pr.dv, s.o_head_stride = pr.Nq * pr.dv, s.o_batch_stride = pr.H * pr.Nq * pr.dv;
+  s.lse = lw;
+  s.num_threads = pr.threads;
+  s.check_finite = false;
+  std::fill_n(lw, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
+  const Problem sub = validate_params(s);
+  SparseConfig local;
+  local.pattern = SparsePattern::local;
+  // |p - j| <= Nq + Nk holds for every pair: a larger radius is the same set.
+  local.window = static_cast<int>(std::min<std::int64_t>(window, pr.Nq + pr.Nk));
+  return sparse_forward(sub, local, ws);
+}
+
+// params.o holds the synthetic part (logsumexp ls); merges the window part (ow, lw) into it
+// as one softmax over the union (disjoint sets): O = (e^(ls-m) O_s + e^(lw-m) O_w) / (e^(ls-m)
+// + e^(lw-m)), lse = m + log(that sum), m = max(ls, lw); both -inf: O = 0, lse = -inf.
+void merge_parts(const Problem& pr, const TokenLists& lists, const float* ls, const float* ow,
+                 const float* lw) {
+  float* lse = pr.p->lse;
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int32_t* queries = lists.queries(b, pr.Nq);
+    for (std::int32_t t = 0; t < lists.q_count[b]; ++t) {
+      const std::int64_t i = queries[t], row = bh * pr.Nq + i;
+      float* o = pr.o_row(b, h, i);
+      const float* w = ow + row * pr.dv;
+      const double a = ls[row], c = lw[row], m = std::max(a, c);
+      if (m == -std::numeric_limits<double>::infinity()) {
+        std::fill_n(o, pr.dv, 0.0f);
+        continue;
+      }
+      const double ea = std::exp(a - m), ec = std::exp(c - m), sum = ea + ec;
+      const double wa = ea / sum, wc = ec / sum;
+      for (std::int64_t x = 0; x < pr.dv; ++x)
+        o[x] = static_cast<float>(wa * o[x] + wc * static_cast<double>(w[x]));
+      if (lse != nullptr) lse[row] = static_cast<float>(m + std::log(sum));
+    }
+  });
+}
+
+// The bf16 conversion buffers of Q, K, V (none for f32 inputs).
+struct ViewSlots {
+  std::size_t q = 0, k = 0, v = 0;
+  ViewSlots(Arena& arena, const Problem& pr, bool need_kv) {
+    const bool bf = pr.dtype == DType::bf16;
+    const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);
+    q = arena.add<float>(bf ? BH * static_cast<std::size_t>(pr.Nq * pr.d) : 0);
+    k = arena.add<float>(bf && need_kv ? BH * static_cast<std::size_t>(pr.Nk * pr.d) : 0);
+    v = arena.add<float>(bf && need_kv ? BH * static_cast<std::size_t>(pr.Nk * pr.dv) : 0);
+  }
+};
+
+// ---- nystrom ----
+
+// C = A B, A [n, k], B [k, m], row-major, sums in index order.
+void matmul(const double* A, const double* Bm, double* C, std::int64_t n, std::int64_t k,
+            std::int64_t m) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    double* c = C + i * m;
+    std::fill_n(c, m, 0.0);
+    for (std::int64_t t = 0; t < k; ++t) {
+      const double a = A[i * k + t];
+      const double* b = Bm + t * m;
+      for (std::int64_t j = 0; j < m; ++j) c[j] += a * b[j];
+    }
+  }
+}
+// X <- x I - X (square n x n).
+void shift(double x, double* X, std::int64_t n) {
+  for (std::int64_t i = 0; i < n * n; ++i) X[i] = -X[i];
+  for (std::int64_t i = 0; i < n; ++i) X[i * n + i] += x;
+}
+
+RunInfo nystrom(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv, rank = c.rank;
+  const std::int64_t Mq = std::min<std::int64_t>(rank, pr.Nq),
+                     Mk = std::min<std::int64_t>(rank, pr.Nk);
+  const std::int64_t w = std::max(d, dv);
+  // Per thread: A2 [mq, mk], Z and the next Z [mk, mq], A2 Z and two products [mq, mq], one
+  // row of W (also the segment sums' accumulator).
+  const std::int64_t per_thread = 3 * Mq * Mk + 3 * Mq * Mq + w;
+  Scratch sc(pr);
+  const ViewSlots views(sc.arena, pr, true);
+  const std::size_t qt_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * Mq * d));
+  const std::size_t kt_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * Mk * d));
+  const std::size_t qm_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * Mq));
+  const std::size_t km_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * Mk));
+  const std::size_t a3v_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * Mq * dv));
+  const std::size_t w_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * Mk * dv));
+  const std::size_t dbl_slot =
+      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * per_thread));
+  sc.bind(pr, workspace);
+  const TokenLists& lists = sc.lists;
+  Timer timer;
+  RunInfo info;
+  std::size_t inner = 0;
+  float* qt = sc.arena.at<float>(qt_slot);
+  float* kt = sc.arena.at<float>(kt_slot);
+  double* dbl = sc.arena.at<double>(dbl_slot);
+  with_input_type(pr.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    segment_means<T>(pr, lists, true, rank, Mq, qt, nullptr, dbl);
+    segment_means<T>(pr, lists, false, rank, Mk, kt, nullptr, dbl);
+  });
+  auto mq_of = [&](std::int64_t b) { return segment_count(rank, lists.q_count[b]); };
+  auto mk_of = [&](std::int64_t b) { return segment_count(rank, lists.k_count[b]); };
+  std::uint8_t* qmask = sc.arena.at<std::uint8_t>(qm_slot);
+  std::uint8_t* kmask = sc.arena.at<std::uint8_t>(km_slot);
+  fill_row_mask(pr.B, Mq, qmask, mq_of);
+  fill_row_mask(pr.B, Mk, kmask, mk_of);
+  info.transform.seconds = timer.lap();
+  // A3 V: the landmark queries attend to the real keys.
+  float* a3v = sc.arena.at<float>(a3v_slot);
+  const Rows kview = float_view(pr, 1, sc.arena.at<float>(views.k));
+  const Rows vview = float_view(pr, 2, sc.arena.at<float>(views.v));
+  add_inner(info,
+            attend_f32(pr, &sc.inner, Mq, contiguous_rows(qt, pr.H, Mq, d), qmask, Mq, pr.Nk, kview,
+                       vview, dv, pr.p->key_mask, pr.p->key_mask_batch_stride,
+                       contiguous_rows(a3v, pr.H, Mq, dv), nullptr),
+            &inner);
+  // Z and W = Z (A3 V) per (b, h), in double.
+  timer.lap();
+  float* W = sc.arena.at<float>(w_slot);
+  const double scale = pr.scale;
+  parallel_for_tid(BH, pr.threads, [&](std::int64_t bh, int tid) {
+    const std::int64_t b = bh / pr.H, mq = mq_of(b), mk = lists.k_count[b] > 0 ? mk_of(b) : 0;
+    float* wrow = W + bh * Mk * dv;
+    std::fill_n(wrow, Mk * dv, 0.0f);
+    if (mq == 0 || mk == 0) return;
+    double* A2 = dbl + static_cast<std::int64_t>(tid) * per_thread;
+    double* Z = A2 + mq * mk;
+    double* Zn = Z + mk * mq;
+    double* AZ = Zn + mk * mq;
+    double* P1 = AZ + mq * mq;
+    double* P2 = P1 + mq * mq;
+    for (std::int64_t i = 0; i < mq; ++i) {
+      const float* q = qt + (bh * Mq + i) * d;
+      double* a = A2 + i * mk;
+      double mx = -std::numeric_limits<double>::infinity();
+      for (std::int64_t j = 0; j < mk; ++j) {
+        const float* k = kt + (bh * Mk + j) * d;
+        double s = 0.0;
+        for (std::int64_t t = 0; t < d; ++t)
+          s += static_cast<double>(q[t]) * static_cast<double>(k[t]);
+        a[j] = scale * s;
+        mx = std::max(mx, a[j]);
+      }
+      double sum = 0.0;
+      for (std::int64_t j = 0; j < mk; ++j) {
+        a[j] = std::exp(a[j] - mx);
+        sum += a[j];
+      }
+      for (std::int64_t j = 0; j < mk; ++j) a[j] /= sum;
+    }
+    double max_row = 0.0, max_col = 0.0;
+    for (std::int64_t i = 0; i < mq; ++i) {
+      double s = 0.0;
+      for (std::int64_t j = 0; j < mk; ++j) s += std::abs(A2[i * mk + j]);
+      max_row = std::max(max_row, s);
+    }
+    for (std::int64_t j = 0; j < mk; ++j) {
+      double s = 0.0;
+      for (std::int64_t i = 0; i < mq; ++i) s += std::abs(A2[i * mk + j]);
+      max_col = std::max(max_col, s);
+    }
+    for (std::int64_t i = 0; i < mk; ++i)
+      for (std::int64_t j = 0; j < mq; ++j) Z[i * mq + j] = A2[j * mk + i] / (max_row * max_col);
+    for (int it = 0; it < c.pinv_iterations; ++it) {
+      matmul(A2, Z, AZ, mq, mk, mq);  // A2 Z
+      std::copy_n(AZ, mq * mq, P1);
+      shift(7.0, P1, mq);              // 7 I - A2 Z
+      matmul(AZ, P1, P2, mq, mq, mq);  // A2 Z (7 I - A2 Z)
+      shift(15.0, P2, mq);             // 15 I - ...
+      matmul(AZ, P2, P1, mq, mq, mq);  // A2 Z (15 I - ...)
+      shift(13.0, P1, mq);             // 13 I - ...
+      matmul(Z, P1, Zn, mk, mq, mq);   // Z (13 I - ...)
+      for (std::int64_t x = 0; x < mk * mq; ++x) Z[x] = 0.25 * Zn[x];
+    }
+    // W = Z (A3 V), [mk, dv], one row at a time in the thread's last w doubles.
+    double* acc = dbl + static_cast<std::int64_t>(tid) * per_thread + per_thread - w;
+    const float* av = a3v + bh * Mq * dv;
+    for (std::int64_t i = 0; i < mk; ++i) {
+      std::fill_n(acc, dv, 0.0);
+      for (std::int64_t t = 0; t < mq; ++t) {
+        const double z = Z[i * mq + t];
+        for (std::int64_t x = 0; x < dv; ++x) acc[x] += z * static_cast<double>(av[t * dv + x]);
+      }
+      for (std::int64_t x = 0; x < dv; ++x) wrow[i * dv + x] = static_cast<float>(acc[x]);
+    }
+  });
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    if (lists.k_count[b] > 0)
+      info.attention_scores += static_cast<std::size_t>(pr.H * mq_of(b) * mk_of(b));
+  info.transform.seconds += timer.lap();
+  // O = A1 W: the queries attend to the key landmarks with values W.
+  const Rows q = float_view(pr, 0, sc.arena.at<float>(views.q));
+  add_inner(info,
+            attend_f32(pr, &sc.inner, pr.Nq, q, pr.p->query_mask, pr.p->query_mask_batch_stride, Mk,
+                       contiguous_rows(kt, pr.H, Mk, d), contiguous_rows(W, pr.H, Mk, dv), dv,
+                       kmask, Mk, output_rows(pr), nullptr),
+            &inner);
+  if (float* lse = pr.p->lse; lse != nullptr)
+    for (std::int64_t b = 0; b < pr.B; ++b) {
+      if (lists.k_count[b] == 0) continue;
+      for (std::int64_t h = 0; h < pr.H; ++h)
+        for (std::int32_t t = 0; t < lists.q_count[b]; ++t)
+          lse[(b * pr.H + h) * pr.Nq + lists.queries(b, pr.Nq)[t]] =
+              std::numeric_limits<float>::quiet_NaN();
+    }
+  info.workspace_bytes = sc.arena.bytes() + inner;
+  return info;
+}
+
+// ---- global_memory and star: synthetic rows plus the window ----
+
+RunInfo with_window(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
+  const bool star = c.kind == Compression::star;
+  const bool given = !star && c.memory_k != nullptr;
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const std::int64_t M = star ? 1 : given ? c.rank : std::min<std::int64_t>(c.rank, pr.Nk);
+  const std::int64_t w = std::max(d, dv);
+  Scratch sc(pr);
+  const ViewSlots views(sc.arena, pr, star);
+  const std::size_t k_slot = sc.arena.add<float>(given ? 0 : static_cast<std::size_t>(BH * M * d));
+  const std::size_t v_slot = sc.arena.add<float>(given ? 0 : static_cast<std::size_t>(BH * M * dv));
+  const std::size_t qr_slot = sc.arena.add<float>(star ? static_cast<std::size_t>(BH * d) : 0);
+  const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
+  const std::size_t qmask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B));
+  const std::size_t ls_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * pr.Nq));
+  const std::size_t lw_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * pr.Nq));
+  const std::size_t ow_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * pr.Nq * dv));
+  const std::size_t acc_slot = sc.arena.add<double>(static_cast<std::size_t>(pr.threads * w));
+  sc.bind(pr, workspace);
+  const TokenLists& lists = sc.lists;
+  Timer timer;
+  RunInfo info;
+  std::size_t inner = 0;
+  std::uint8_t* mask = sc.arena.at<std::uint8_t>(mask_slot);
+  Rows ks, vs;
+  if (given) {
+    ks = head_rows(c.memory_k, c.rank, d);
+    vs = head_rows(c.memory_v, c.rank, dv);
+    std::fill_n(mask, pr.B * M, std::uint8_t{1});  // always visible
+  } else if (!star) {
+    float* km = sc.arena.at<float>(k_slot);
+    float* vm = sc.arena.at<float>(v_slot);
+    with_input_type(pr.dtype, [&](auto tag) {
+      segment_means<decltype(tag)>(pr, lists, false, c.rank, M, km, vm,
+                                   sc.arena.at<double>(acc_slot));
+    });
+    fill_row_mask(pr.B, M, mask,
+                  [&](std::int64_t b) { return segment_count(c.rank, lists.k_count[b]); });
+    ks = contiguous_rows(km, pr.H, M, d);
+    vs = contiguous_rows(vm, pr.H, M, dv);
+  } else {
+    // The relay: q_r = mean of the active queries; its softmax means of K and of V.
+    float* qr = sc.arena.at<float>(qr_slot);
+    with_input_type(pr.dtype, [&](auto tag) {
+      segment_means<decltype(tag)>(pr, lists, true, 1, 1, qr, nullptr,
+                                   sc.arena.at<double>(acc_slot));
+    });
+    std::uint8_t* qmask = sc.arena.at<std::uint8_t>(qmask_slot);
+    for (std::int64_t b = 0; b < pr.B; ++b) qmask[b] = lists.q_count[b] > 0 ? 1 : 0;
+    float* rk = sc.arena.at<float>(k_slot);
+    float* rv = sc.arena.at<float>(v_slot);
+    const Rows kview = float_view(pr, 1, sc.arena.at<float>(views.k));
+    const Rows vview = float_view(pr, 2, sc.arena.at<float>(views.v));
+    const Rows qrows = contiguous_rows(qr, pr.H, 1, d);
+    add_inner(info,
+              attend_f32(pr, &sc.inner, 1, qrows, qmask, 1, pr.Nk, kview, kview, d, pr.p->key_mask,
+                         pr.p->key_mask_batch_stride, contiguous_rows(rk, pr.H, 1, d), nullptr),
+              &inner);
+    add_inner(info,
+              attend_f32(pr, &sc.inner, 1, qrows, qmask, 1, pr.Nk, kview, vview, dv, pr.p->key_mask,
+                         pr.p->key_mask_batch_stride, contiguous_rows(rv, pr.H, 1, dv), nullptr),
+              &inner);
+    for (std::int64_t b = 0; b < pr.B; ++b)
+      mask[b] = lists.q_count[b] > 0 && lists.k_count[b] > 0 ? 1 : 0;
+    ks = contiguous_rows(rk, pr.H, 1, d);
+    vs = contiguous_rows(rv, pr.H, 1, dv);
+  }
+  info.transform.seconds = timer.lap();
+  float* ls = sc.arena.at<float>(ls_slot);
+  const Rows q = float_view(pr, 0, sc.arena.at<float>(views.q));
+  add_inner(info,
+            attend_f32(pr, &sc.inner, pr.Nq, q, pr.p->query_mask, pr.p->query_mask_batch_stride, M,
+                       ks, vs, dv, mask, M, output_rows(pr), ls),
+            &inner);
+  float* ow = sc.arena.at<float>(ow_slot);
+  float* lw = sc.arena.at<float>(lw_slot);
+  add_inner(info, window_part(pr, &sc.inner, c.window, ow, lw), &inner);
+  timer.lap();
+  merge_parts(pr, lists, ls, ow, lw);
+  info.merge.seconds = timer.lap();
+  info.workspace_bytes = sc.arena.bytes() + inner;
+  return info;
+}
+
+// ---- induced_points ----
+RunInfo induced_points(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
+  const bool given = c.inducing != nullptr;
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const std::int64_t M = given ? c.rank : std::min<std::int64_t>(c.rank, pr.Nk);
+  const std::int64_t w = std::max(d, dv);
+  Scratch sc(pr);
+  const ViewSlots views(sc.arena, pr, true);
+  const std::size_t i_slot = sc.arena.add<float>(given ? 0 : static_cast<std::size_t>(BH * M * d));
+  const std::size_t hk_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
+  const std::size_t hv_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
+  const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
+  const std::size_t acc_slot = sc.arena.add<double>(static_cast<std::size_t>(pr.threads * w));
+  sc.bind(pr, workspace);
+  const TokenLists& lists = sc.lists;
+  Timer timer;
+  RunInfo info;
+  std::size_t inner = 0;
+  std::uint8_t* mask = sc.arena.at<std::uint8_t>(mask_slot);
+  Rows I;
+  if (given) {
+    I = head_rows(c.inducing, c.rank, d);
+    fill_row_mask(pr.B, M, mask, [&](std::int64_t b) { return lists.k_count[b] > 0 ? M : 0; });
+  } else {
+    float* ib = sc.arena.at<float>(i_slot);
+    with_input_type(pr.dtype, [&](auto tag) {
+      segment_means<decltype(tag)>(pr, lists, false, c.rank, M, ib, nullptr,
+                                   sc.arena.at<double>(acc_slot));
+    });
+    fill_row_mask(pr.B, M, mask,
+                  [&](std::int64_t b) { return segment_count(c.rank, lists.k_count[b]); });
+    I = contiguous_rows(ib, pr.H, M, d);
+  }
+  info.transform.seconds = timer.lap();
+  float* hk = sc.arena.at<float>(hk_slot);
+  float* hv = sc.arena.at<float>(hv_slot);
+  const Rows kview = float_view(pr, 1, sc.arena.at<float>(views.k));
+  const Rows vview = float_view(pr, 2, sc.arena.at<float>(views.v));
+  add_inner(info,
+            attend_f32(pr, &sc.inner, M, I, mask, M, pr.Nk, kview, kview, d, pr.p->key_mask,
+                       pr.p->key_mask_batch_stride, contiguous_rows(hk, pr.H, M, d), nullptr),
+            &inner);
+  add_inner(info,
+            attend_f32(pr, &sc.inner, M, I, mask, M, pr.Nk, kview, vview, dv, pr.p->key_mask,
+                       pr.p->key_mask_batch_stride, contiguous_rows(hv, pr.H, M, dv), nullptr),
+            &inner);
+  const Rows q = float_view(pr, 0, sc.arena.at<float>(views.q));
+  add_inner(info,
+            attend_f32(pr, &sc.inner, pr.Nq, q, pr.p->query_mask, pr.p->query_mask_batch_stride, M,
+                       contiguous_rows(hk, pr.H, M, d), contiguous_rows(hv, pr.H, M, dv), dv, mask,
+                       M, output_rows(pr), pr.p->lse),
+            &inner);
+  info.workspace_bytes = sc.arena.bytes() + inner;
+  return info;
+}
+
+}  // namespace
+
+// ---- validation ----
+
+void validate_config(const CompressedConfig& c, const Problem& pr) {
+  const int kind = static_cast<int>(c.kind);
+  if (kind < 0 || kind > static_cast<int>(Compression::global_memory))
+    fail("CompressedConfig.kind", std::to_string(kind), "not a Compression value");
+  const std::string kname = compression_name(c.kind);
+  if (c.rank < 1) fail("CompressedConfig.rank", std::to_string(c.rank), "must be >= 1");
+  if (c.rank > kCompressedMaxRank)
+    fail("CompressedConfig.rank", std::to_string(c.rank),
+         "must be <= " + std::to_string(kCompressedMaxRank));
+  if (c.pinv_iterations < 0)
+    fail("CompressedConfig.pinv_iterations", std::to_string(c.pinv_iterations), "must be >= 0");
+  if (c.pinv_iterations > kCompressedMaxPinvIterations)
+    fail("CompressedConfig.pinv_iterations", std::to_string(c.pinv_iterations),
+         "must be <= " + std::to_string(kCompressedMaxPinvIterations));
+  if (c.stride < 1) fail("CompressedConfig.stride", std::to_string(c.stride), "must be >= 1");
+  if (c.window < 0) fail("CompressedConfig.window", std::to_string(c.window), "must be >= 0");
+  // Learned inputs: only the kind that reads them may be given one.
+  auto only_for = [&](const char* field, const void* p, Compression owner) {
+    if (p != nullptr && c.kind != owner)
+      fail(std::string("CompressedConfig.") + field, ptr_str(p),
+           std::string("only read by CompressedConfig.kind = ") + compression_name(owner) +
+               " (kind = " + kname + "): must be nullptr");
+  };
+  only_for("projection_e", c.projection_e, Compression::linformer);
+  only_for("projection_f", c.projection_f, Compression::linformer);
+  only_for("inducing", c.inducing, Compression::induced_points);
+  only_for("memory_k", c.memory_k, Compression::global_memory);
+  only_for("memory_v", c.memory_v, Compression::global_memory);
+  if ((c.memory_k == nullptr) != (c.memory_v == nullptr))
+    fail(c.memory_k == nullptr ? "CompressedConfig.memory_k" : "CompressedConfig.memory_v",
+         "nullptr", "memory_k and memory_v are given together or not at all");
+  check_finite_array("projection_e", c.projection_e, pr.H, c.rank, pr.Nk, "[heads, rank, nk]");
+  check_finite_array("projection_f", c.projection_f, pr.H, c.rank, pr.Nk, "[heads, rank, nk]");
+  check_finite_array("inducing", c.inducing, pr.H, c.rank, pr.d, "[heads, rank, d]");
+  check_finite_array("memory_k", c.memory_k, pr.H, c.rank, pr.d, "[heads, rank, d]");
+  check_finite_array("memory_v", c.memory_v, pr.H, c.rank, pr.dv, "[heads, rank, dv]");
+  if (pr.p->causal) {
+    if (c.kind != Compression::global_memory)
+      throw Error("smyrf: params.causal = true: compressed attention (" + kname +
+                  ") has no causal form");
+    if (c.memory_k == nullptr)
+      throw Error(
+          "smyrf: params.causal = true: compressed attention (global_memory) with the "
+          "default memory (CompressedConfig.memory_k = nullptr) has no causal form "
+          "(segment means mix future positions)");
+  }
+}
+
+RunInfo compressed_forward(const Problem& pr, const CompressedConfig& config,
+                           Workspace* workspace) {
+  Timer total;
+  RunInfo info;
+  switch (config.kind) {
+    case Compression::linformer:
+      info = linformer(pr, config, workspace);
+      break;
+    case Compression::memory_compressed:
+      info = memory_compressed(pr, config, workspace);
+      break;
+    case Compression::nystrom:
+      info = nystrom(pr, config, workspace);
+      break;
+    case Compression::global_memory:
+    case Compression::star:
+      info = with_window(pr, config, workspace);
+      break;
+    case Compression::induced_points:
+      info = induced_points(pr, config, workspace);
+      break;
+  }
+  info.seconds_total = total.seconds();
+  return info;
+}
+
+}  // namespace smyrf::detail
+#endif  // HWY_ONCE

@@ -1,0 +1,820 @@
+// Feature-map ("linear") attention forward (definitions: linear.h).
+//
+// Every feature, state and sum is computed in double (inputs converted exactly), in a fixed
+// order that does not depend on the thread count:
+//   non-causal: task per (b, h): the key stabiliser pre-pass, then S = Phi_k^T V and z in key
+//     position order; then tasks per (b, h, block of kLinearQueryBlock queries) read the state.
+//   causal: task per (b, h): SLiM's chunked prefix form (running S, z; the chunk's key
+//     features and the lower-triangular block per query).
+//   gated rfa: task per (b, h): the recurrence in position order.
+// Per target (Highway): the projections (blocks of 4 rows sharing each load of W^T), state
+// updates (blocks of keys, S rows held in registers) and reads are vector loops over padded
+// rows (multiples of 8 doubles, zero padding); exp (favor_plus) and sin / cos (favor, rfa) are
+// Highway's vector functions (a few ulp; sin / cos only while |w.x| <= 39000, their valid
+// range, else std::sin / std::cos for the row).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "methods/linear/linear.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "common/parallel.h"
+#include "common/problem.h"
+#include "common/timer.h"
+#include "common/workspace.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+#include "methods/linear/linear.h"
+#include "methods/linear/linear_internal.h"
+#include "methods/linear/random_features.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smyrf {
+namespace HWY_NAMESPACE {
+
+namespace hn = hwy::HWY_NAMESPACE;
+using LinearDD = hn::CappedTag<double, 8>;  // at most 8 lanes: padded rows are multiples of 8
+
+constexpr std::int64_t kLinearQueryBlock = 64;
+
+using detail::LinearMap;
+using detail::Problem;
+
+template <class T>
+HWY_INLINE void LinearLoad(const T* row, std::int64_t n, double* x) {
+  for (std::int64_t t = 0; t < n; ++t) x[t] = static_cast<double>(detail::to_float(row[t]));
+}
+
+// y[0..n) += a x[0..n), n a multiple of 8.
+HWY_INLINE void LinearAxpy(double a, const double* HWY_RESTRICT x, double* HWY_RESTRICT y,
+                           std::int64_t n) {
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  const auto va = hn::Set(dd, a);
+  for (std::int64_t i = 0; i < n; i += L)
+    hn::StoreU(hn::MulAdd(va, hn::LoadU(dd, x + i), hn::LoadU(dd, y + i)), dd, y + i);
+}
+
+// sum_i x_i y_i over n (a multiple of 8): lane-wise partial sums, then the lanes.
+HWY_INLINE double LinearDot(const double* x, const double* y, std::int64_t n) {
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  auto acc = hn::Zero(dd);
+  for (std::int64_t i = 0; i < n; i += L)
+    acc = hn::MulAdd(hn::LoadU(dd, x + i), hn::LoadU(dd, y + i), acc);
+  return hn::GetLane(hn::SumOfLanes(dd, acc));
+}
+
+// out[c0 + v L + lane] (v < NV) = sum_r a[r] M[r][c0 + ...] for r < n, M with row stride ld:
+// NV vectors of accumulators held in registers, each a chain over r in order.
+template <int NV>
+HWY_INLINE void LinearRowsTile(const double* HWY_RESTRICT a, const double* HWY_RESTRICT M,
+                               std::int64_t n, std::int64_t ld, std::int64_t c0,
+                               double* HWY_RESTRICT out) {
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  hn::Vec<LinearDD> acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = hn::Zero(dd);
+  for (std::int64_t r = 0; r < n; ++r) {
+    const auto f = hn::Set(dd, a[r]);
+    const double* row = M + r * ld + c0;
+    for (int v = 0; v < NV; ++v) acc[v] = hn::MulAdd(f, hn::LoadU(dd, row + v * L), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) hn::StoreU(acc[v], dd, out + c0 + v * L);
+}
+
+// out[0..cols) = a^T M (a: n entries, M: n rows of stride ld; cols a multiple of 8).
+HWY_INLINE void LinearRows(const double* a, const double* M, std::int64_t n, std::int64_t ld,
+                           std::int64_t cols, double* out) {
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(LinearDD()));
+  std::int64_t c0 = 0;
+  for (; c0 + 8 * L <= cols; c0 += 8 * L) LinearRowsTile<8>(a, M, n, ld, c0, out);
+  for (; c0 + 2 * L <= cols; c0 += 2 * L) LinearRowsTile<2>(a, M, n, ld, c0, out);
+  for (; c0 < cols; c0 += L) LinearRowsTile<1>(a, M, n, ld, c0, out);
+}
+
+// P[k][c0 + ...] = (W x_k)[c0 + ...] for R rows x_k (stride d) and NV vectors of columns:
+// each W^T load serves R rows; each element is the same chain over t as LinearRows'.
+template <int R, int NV>
+HWY_INLINE void LinearProjectTile(const LinearMap& s, const double* HWY_RESTRICT wt,
+                                  const double* HWY_RESTRICT X, std::int64_t c0,
+                                  double* HWY_RESTRICT P) {
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  hn::Vec<LinearDD> acc[R][NV];
+  for (int k = 0; k < R; ++k)
+    for (int v = 0; v < NV; ++v) acc[k][v] = hn::Zero(dd);
+  for (std::int64_t t = 0; t < s.d; ++t) {
+    hn::Vec<LinearDD> w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = hn::LoadU(dd, wt + t * s.dirs_p + c0 + v * L);
+    for (int k = 0; k < R; ++k) {
+      const auto xk = hn::Set(dd, X[k * s.d + t]);
+      for (int v = 0; v < NV; ++v) acc[k][v] = hn::MulAdd(xk, w[v], acc[k][v]);
+    }
+  }
+  for (int k = 0; k < R; ++k)
+    for (int v = 0; v < NV; ++v) hn::StoreU(acc[k][v], dd, P + k * s.dirs_p + c0 + v * L);
+}
+
+// P[k][0..dirs_p) = W x_k for n rows (X stride d, P stride dirs_p), in groups of 4 rows.
+HWY_INLINE void LinearProjectRows(const LinearMap& s, const double* wt, const double* X,
+                                  std::int64_t n, double* P) {
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(LinearDD()));
+  std::int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const double* Xk = X + k * s.d;
+    double* Pk = P + k * s.dirs_p;
+    std::int64_t c0 = 0;
+    for (; c0 + 2 * L <= s.dirs_p; c0 += 2 * L) LinearProjectTile<4, 2>(s, wt, Xk, c0, Pk);
+    for (; c0 < s.dirs_p; c0 += L) LinearProjectTile<4, 1>(s, wt, Xk, c0, Pk);
+  }
+  for (; k < n; ++k) LinearRows(X + k * s.d, wt, s.d, s.dirs_p, s.dirs_p, P + k * s.dirs_p);
+}
+
+// proj[0..dirs_p) = W x (zeros in the padding: W^T rows are zero-padded).
+HWY_INLINE void LinearProject(const LinearMap& s, const double* wt, const double* x, double* proj) {
+  LinearRows(x, wt, s.d, s.dirs_p, s.dirs_p, proj);
+}
+
+HWY_INLINE double LinearHalfSqNorm(const double* x, std::int64_t d) {
+  double n2 = 0.0;
+  for (std::int64_t t = 0; t < d; ++t) n2 += x[t] * x[t];
+  return 0.5 * n2;
+}
+
+// Unit vector (0 for a zero row), in place.
+HWY_INLINE void LinearNormalise(double* x, std::int64_t d) {
+  double n2 = 0.0;
+  for (std::int64_t t = 0; t < d; ++t) n2 += x[t] * x[t];
+  const double inv = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
+  for (std::int64_t t = 0; t < d; ++t) x[t] *= inv;
+}
+
+// out = [sin(proj_r)] then [cos(proj_r)] (r < dirs), times f (proj: dirs_p entries);
+// tmp + dirs_p, tmp + 2 dirs_p: the vector results.
+HWY_INLINE void LinearTrig(const LinearMap& s, const double* proj, double* tmp, double f,
+                           double* out) {
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  double* sn = tmp + s.dirs_p;
+  double* cs = tmp + 2 * s.dirs_p;
+  bool in_range = true;  // false also for a NaN (unchecked non-finite inputs)
+  for (std::int64_t r = 0; r < s.dirs; ++r) in_range = in_range && std::abs(proj[r]) <= 39000.0;
+  if (in_range) {
+    for (std::int64_t r = 0; r < s.dirs_p; r += L) {
+      const auto v = hn::LoadU(dd, proj + r);
+      hn::StoreU(hn::Sin(dd, v), dd, sn + r);
+      hn::StoreU(hn::Cos(dd, v), dd, cs + r);
+    }
+  } else {  // outside the vector functions' range (or NaN): the library's
+    for (std::int64_t r = 0; r < s.dirs; ++r) {
+      sn[r] = std::sin(proj[r]);
+      cs[r] = std::cos(proj[r]);
+    }
+  }
+  for (std::int64_t r = 0; r < s.dirs; ++r) {
+    out[r] = sn[r] * f;
+    out[s.dirs + r] = cs[r] * f;
+  }
+}
+
+// The map's preparation of a row before its projection, in place: x_q = sign(s) sqrt(|s|) q,
+// x_k = sqrt(|s|) k (favor_plus, favor), the unit vector (rfa, l2); others unchanged.
+HWY_INLINE void LinearPrep(const LinearMap& s, double* x, bool query) {
+  if (s.map == FeatureMap::favor_plus || s.map == FeatureMap::favor) {
+    const double f = query ? s.qsign * s.sq : s.sq;
+    for (std::int64_t t = 0; t < s.d; ++t) x[t] *= f;
+  } else if (s.map == FeatureMap::rfa || s.map == FeatureMap::l2) {
+    LinearNormalise(x, s.d);
+  }
+}
+
+// Features of one prepared row x into out[0..mp) (zeros after m). proj: W x (dirs_p entries,
+// maps with directions; may alias out for favor_plus). st: the (b, h) key statistics (keys
+// only); tmp: the scratch's tmp region.
+HWY_INLINE void LinearFeaturesOf(const LinearMap& s, const double* x, const double* proj,
+                                 bool query, const double* st, double* out, double* tmp) {
+  const std::int64_t d = s.d;
+  switch (s.map) {
+    case FeatureMap::elu:
+      for (std::int64_t t = 0; t < d; ++t) out[t] = x[t] > 0.0 ? x[t] + 1.0 : std::exp(x[t]);
+      break;
+    case FeatureMap::favor_plus: {
+      const double hh = LinearHalfSqNorm(x, d);
+      const LinearDD dd;
+      const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+      const auto vh = hn::Set(dd, hh);
+      for (std::int64_t r = 0; r < s.mp; r += L)
+        hn::StoreU(hn::Sub(hn::LoadU(dd, proj + r), vh), dd, out + r);
+      double c = query ? out[0] : st[0];  // the (b, h) key constant, or for a query:
+      if (query) {  // its own max (exact in any order), over the m real entries
+        auto vm = hn::Set(dd, out[0]);
+        std::int64_t r = 0;
+        for (; r + L <= s.m; r += L) vm = hn::Max(vm, hn::LoadU(dd, out + r));
+        c = hn::GetLane(hn::MaxOfLanes(dd, vm));
+        for (; r < s.m; ++r) c = std::max(c, out[r]);
+      }
+      const auto vc = hn::Set(dd, c);
+      const auto vinv = hn::Set(dd, 1.0 / std::sqrt(static_cast<double>(s.m)));
+      for (std::int64_t r = 0; r < s.mp; r += L)  // arguments <= 0: within Exp's range
+        hn::StoreU(hn::Mul(hn::Exp(dd, hn::Sub(hn::LoadU(dd, out + r), vc)), vinv), dd, out + r);
+      break;
+    }
+    case FeatureMap::favor: {
+      const double hh = LinearHalfSqNorm(x, d);
+      const double c = query ? hh : st[0];
+      LinearTrig(s, proj, tmp, std::exp(hh - c) / std::sqrt(static_cast<double>(s.dirs)), out);
+      break;
+    }
+    case FeatureMap::rfa:
+      LinearTrig(s, proj, tmp, 1.0 / std::sqrt(static_cast<double>(s.dirs)), out);
+      break;
+    case FeatureMap::dpfp: {
+      for (std::int64_t t = 0; t < d; ++t) {
+        tmp[t] = std::max(x[t], 0.0);
+        tmp[d + t] = std::max(-x[t], 0.0);
+      }
+      const std::int64_t n = 2 * d;
+      for (int nu = 1; nu <= s.nu; ++nu) {
+        double* o = out + (nu - 1) * n;
+        for (std::int64_t i = 0; i + nu < n; ++i) o[i] = tmp[i] * tmp[i + nu];
+        for (std::int64_t i = n - nu; i < n; ++i) o[i] = tmp[i] * tmp[i + nu - n];
+      }
+      break;
+    }
+    case FeatureMap::efficient:
+      if (query) {
+        double mx = x[0];
+        for (std::int64_t t = 1; t < d; ++t) mx = std::max(mx, x[t]);
+        double sum = 0.0;
+        for (std::int64_t t = 0; t < d; ++t) sum += (out[t] = std::exp(x[t] - mx));
+        for (std::int64_t t = 0; t < d; ++t) out[t] /= sum;
+      } else {
+        for (std::int64_t t = 0; t < d; ++t) out[t] = std::exp(x[t] - st[t]) / st[d + t];
+      }
+      break;
+    case FeatureMap::l2:
+      out[0] = 1.0;
+      for (std::int64_t t = 0; t < d; ++t) out[1 + t] = x[t];
+      break;
+  }
+  std::fill(out + s.m, out + s.mp, 0.0);
+}
+
+// Features of one raw row x (d doubles, overwritten) into out[0..mp).
+HWY_INLINE void LinearFeatures(const LinearMap& s, const double* wt, double* x, bool query,
+                               const double* st, double* out, double* tmp) {
+  LinearPrep(s, x, query);
+  double* proj = s.map == FeatureMap::favor_plus ? out : tmp;
+  if (s.dirs > 0) LinearProject(s, wt, x, proj);
+  LinearFeaturesOf(s, x, proj, query, st, out, tmp);
+}
+
+// Features of n raw rows X (stride d, overwritten) into F (stride mp); their projections in
+// P (stride dirs_p), computed in groups of rows.
+HWY_INLINE void LinearFeatureRows(const LinearMap& s, const double* wt, double* X, std::int64_t n,
+                                  bool query, const double* st, double* P, double* F, double* tmp) {
+  for (std::int64_t k = 0; k < n; ++k) LinearPrep(s, X + k * s.d, query);
+  if (s.dirs > 0) LinearProjectRows(s, wt, X, n, P);
+  for (std::int64_t k = 0; k < n; ++k)
+    LinearFeaturesOf(s, X + k * s.d, P + k * s.dirs_p, query, st, F + k * s.mp, tmp);
+}
+
+// The key statistics of (b, h) over its visible keys (in position order). x: scratch (d);
+// xs, pj: blocks of G rows and their projections (favor_plus).
+template <class T>
+void LinearKeyStats(const Problem& pr, const LinearMap& s, const double* wt, std::int64_t b,
+                    std::int64_t h, double* st, double* x, double* xs, double* pj, std::int64_t G) {
+  const std::int64_t d = pr.d;
+  if (s.map == FeatureMap::favor) {
+    double c = -std::numeric_limits<double>::infinity();
+    for (std::int64_t j = 0; j < pr.Nk; ++j) {
+      if (!pr.key_visible(b, j)) continue;
+      LinearLoad(pr.k_row<T>(b, h, j), d, x);
+      LinearPrep(s, x, false);
+      c = std::max(c, LinearHalfSqNorm(x, d));
+    }
+    st[0] = c;
+  } else if (s.map == FeatureMap::favor_plus) {
+    // The same operations as the features (LinearFeatureRows: prep, the projection chains,
+    // minus |x|^2 / 2): every key's u_r - c is <= 0 exactly.
+    double c = -std::numeric_limits<double>::infinity();
+    std::int64_t n = 0;
+    auto flush = [&] {
+      LinearProjectRows(s, wt, xs, n, pj);
+      for (std::int64_t k = 0; k < n; ++k) {
+        const double hh = LinearHalfSqNorm(xs + k * d, d);
+        const double* u = pj + k * s.dirs_p;
+        for (std::int64_t r = 0; r < s.m; ++r) c = std::max(c, u[r] - hh);
+      }
+      n = 0;
+    };
+    for (std::int64_t j = 0; j < pr.Nk; ++j) {
+      if (!pr.key_visible(b, j)) continue;
+      LinearLoad(pr.k_row<T>(b, h, j), d, xs + n * d);
+      LinearPrep(s, xs + n * d, false);
+      if (++n == G) flush();
+    }
+    flush();
+    st[0] = c;
+  } else if (s.map == FeatureMap::efficient) {
+    std::fill_n(st, d, -std::numeric_limits<double>::infinity());
+    std::fill_n(st + d, d, 0.0);
+    for (std::int64_t j = 0; j < pr.Nk; ++j) {
+      if (!pr.key_visible(b, j)) continue;
+      LinearLoad(pr.k_row<T>(b, h, j), d, x);
+      for (std::int64_t t = 0; t < d; ++t) st[t] = std::max(st[t], x[t]);
+    }
+    for (std::int64_t j = 0; j < pr.Nk; ++j) {
+      if (!pr.key_visible(b, j)) continue;
+      LinearLoad(pr.k_row<T>(b, h, j), d, x);
+      for (std::int64_t t = 0; t < d; ++t) st[d + t] += std::exp(x[t] - st[t]);
+    }
+  }
+}
+
+// Writes O row i from acc (dv) / den (O = 0 when the query saw no key or den == 0) and lse NaN
+// for a query that saw a key.
+HWY_INLINE void LinearWrite(const Problem& pr, std::int64_t b, std::int64_t h, std::int64_t i,
+                            const double* acc, double den, bool saw_key) {
+  float* o = pr.o_row(b, h, i);
+  if (!saw_key || den == 0.0) {
+    std::fill_n(o, pr.dv, 0.0f);
+  } else {
+    for (std::int64_t c = 0; c < pr.dv; ++c) o[c] = static_cast<float>(acc[c] / den);
+  }
+  if (saw_key && pr.p->lse != nullptr)
+    pr.p->lse[(b * pr.H + h) * pr.Nq + i] = std::numeric_limits<float>::quiet_NaN();
+}
+
+// acc = phi^T S (dvp), returns phi . z.
+HWY_INLINE double LinearRead(const double* phi, const double* S, const double* z, std::int64_t m,
+                             std::int64_t dvp, double* acc) {
+  LinearRows(phi, S, m, dvp, dvp, acc);
+  return LinearDot(phi, z, detail::linear_pad8(m));  // zero padding in both
+}
+
+// S[r][c0..] += sum_j phi_j[r] v_j[c0..] for the n keys of a block, keys in order (each
+// element's sum is the same chain as absorbing the keys one by one).
+template <int NV>
+HWY_INLINE void LinearAbsorbTile(const double* HWY_RESTRICT kphi, std::int64_t mp,
+                                 const double* HWY_RESTRICT kv, std::int64_t n, std::int64_t r,
+                                 std::int64_t dvp, std::int64_t c0, double* HWY_RESTRICT S) {
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  double* row = S + r * dvp + c0;
+  hn::Vec<LinearDD> acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = hn::LoadU(dd, row + v * L);
+  for (std::int64_t j = 0; j < n; ++j) {
+    const auto f = hn::Set(dd, kphi[j * mp + r]);
+    const double* vj = kv + j * dvp + c0;
+    for (int v = 0; v < NV; ++v) acc[v] = hn::MulAdd(f, hn::LoadU(dd, vj + v * L), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) hn::StoreU(acc[v], dd, row + v * L);
+}
+
+// S += sum_j phi_j v_j^T, z += sum_j phi_j over n keys (features [n][mp], values [n][dvp]).
+HWY_INLINE void LinearAbsorb(const double* kphi, std::int64_t mp, const double* kv, std::int64_t n,
+                             std::int64_t m, std::int64_t dvp, double* S, double* z) {
+  if (n == 0) return;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(LinearDD()));
+  for (std::int64_t r = 0; r < m; ++r) {
+    for (std::int64_t j = 0; j < n; ++j) z[r] += kphi[j * mp + r];
+    std::int64_t c0 = 0;
+    for (; c0 + 8 * L <= dvp; c0 += 8 * L) LinearAbsorbTile<8>(kphi, mp, kv, n, r, dvp, c0, S);
+    for (; c0 + 2 * L <= dvp; c0 += 2 * L) LinearAbsorbTile<2>(kphi, mp, kv, n, r, dvp, c0, S);
+    for (; c0 < dvp; c0 += L) LinearAbsorbTile<1>(kphi, mp, kv, n, r, dvp, c0, S);
+  }
+}
+
+struct LinearBH {
+  std::int64_t b, h;
+  const double* wt;
+  double* st;
+  double* S;
+  double* z;
+};
+// The (b, h) of task bh; its state S, z in slot `slot` of a.state (bh for the non-causal
+// state that outlives its task, the thread's own slot for the causal and gated forms).
+HWY_INLINE LinearBH LinearAt(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t slot) {
+  const std::int64_t H = a.pr->H, m = a.s.m;
+  const std::int64_t h = bh % H;
+  double* S = a.state + slot * (m * a.dvp + a.s.mp);
+  return {bh / H,
+          h,
+          a.s.wt != nullptr ? a.s.wt + h * a.s.d * a.s.dirs_p : nullptr,
+          a.stats + bh * a.s.kstat,
+          S,
+          S + m * a.dvp};
+}
+
+template <class T>
+void LinearBuildState(const detail::LinearRunArgs& a, std::int64_t bh, double* sc) {
+  const Problem& pr = *a.pr;
+  const LinearMap& s = a.s;
+  const LinearBH at = LinearAt(a, bh, bh);
+  const std::int64_t KB = a.kb;
+  double* xs = sc + a.layout.xs;
+  double* pj = sc + a.layout.pj;
+  LinearKeyStats<T>(pr, s, at.wt, at.b, at.h, at.st, sc + a.layout.x, xs, pj, KB);
+  std::fill_n(at.S, s.m * a.dvp + s.mp, 0.0);
+  // Keys in blocks of KB (rows gathered, features of the block, then absorbed in key order).
+  double* kphi = sc + a.layout.kphi;
+  double* kv = sc + a.layout.kv;
+  std::fill_n(kv, KB * a.dvp, 0.0);  // zero padding of the value rows
+  std::int64_t n = 0;
+  auto flush = [&] {
+    LinearFeatureRows(s, at.wt, xs, n, false, at.st, pj, kphi, sc + a.layout.tmp);
+    LinearAbsorb(kphi, s.mp, kv, n, s.m, a.dvp, at.S, at.z);
+    n = 0;
+  };
+  for (std::int64_t j = 0; j < pr.Nk; ++j) {
+    if (!pr.key_visible(at.b, j)) continue;
+    LinearLoad(pr.k_row<T>(at.b, at.h, j), pr.d, xs + n * pr.d);
+    LinearLoad(pr.v_row<T>(at.b, at.h, j), pr.dv, kv + n * a.dvp);
+    if (++n == KB) flush();
+  }
+  flush();
+}
+
+template <class T>
+void LinearReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t i0,
+                       std::int64_t i1, double* sc, std::int32_t* kpos) {
+  const Problem& pr = *a.pr;
+  const LinearMap& s = a.s;
+  const LinearBH at = LinearAt(a, bh, bh);
+  const bool any_key = a.any[at.b] != 0;
+  double* xs = sc + a.layout.xs;
+  double* pj = sc + a.layout.pj;
+  double* phi = sc + a.layout.kphi;  // the group's query features
+  double* acc = sc + a.layout.acc;
+  std::int32_t* idx = kpos;  // the group's queries
+  std::int64_t n = 0;
+  auto flush = [&] {
+    LinearFeatureRows(s, at.wt, xs, n, true, at.st, pj, phi, sc + a.layout.tmp);
+    for (std::int64_t k = 0; k < n; ++k) {
+      const double den = LinearRead(phi + k * s.mp, at.S, at.z, s.m, a.dvp, acc);
+      LinearWrite(pr, at.b, at.h, idx[k], acc, den, true);
+    }
+    n = 0;
+  };
+  for (std::int64_t i = i0; i < i1; ++i) {
+    if (!pr.query_active(at.b, i) || !any_key) {
+      std::fill_n(pr.o_row(at.b, at.h, i), pr.dv, 0.0f);
+      continue;
+    }
+    LinearLoad(pr.q_row<T>(at.b, at.h, i), pr.d, xs + n * pr.d);
+    idx[n] = static_cast<std::int32_t>(i);
+    if (++n == a.kb) flush();
+  }
+  flush();
+}
+
+// SLiM's chunked prefix form for one (b, h).
+template <class T>
+void LinearCausal(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
+  const Problem& pr = *a.pr;
+  const LinearMap& s = a.s;
+  const LinearBH at = LinearAt(a, bh, tid);
+  double* sc = a.scratch + tid * a.layout.total;
+  std::int32_t* kpos = a.kpos + tid * 3 * a.kb;  // the chunk's key positions, then
+  std::int32_t* qidx = kpos + a.kb;              // its queries and their key counts
+  std::int32_t* qupto = qidx + a.kb;
+  const std::int64_t b = at.b, h = at.h, m = s.m, mp = s.mp, dv = pr.dv, dvp = a.dvp;
+  double* xs = sc + a.layout.xs;
+  double* pj = sc + a.layout.pj;
+  LinearKeyStats<T>(pr, s, at.wt, b, h, at.st, sc + a.layout.x, xs, pj, a.E);
+  std::fill_n(at.S, m * dvp + mp, 0.0);
+  double* phi = sc + a.layout.phi;
+  double* acc = sc + a.layout.acc;
+  double* kphi = sc + a.layout.kphi;
+  double* kv = sc + a.layout.kv;
+  std::fill_n(kv, a.E * dvp, 0.0);           // zero padding of the value rows
+  const std::int64_t shift = pr.Nk - pr.Nq;  // p = i + shift
+  // Queries before the first key position see nothing.
+  for (std::int64_t i = 0; i < std::min(pr.Nq, -shift); ++i)
+    std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
+  std::int64_t seen = 0;  // visible keys before the chunk
+  for (std::int64_t s0 = 0; s0 < pr.Nk; s0 += a.E) {
+    const std::int64_t s1 = std::min(pr.Nk, s0 + a.E);
+    std::int64_t n = 0;
+    for (std::int64_t j = s0; j < s1; ++j) {
+      if (!pr.key_visible(b, j)) continue;
+      LinearLoad(pr.k_row<T>(b, h, j), pr.d, xs + n * pr.d);
+      LinearLoad(pr.v_row<T>(b, h, j), dv, kv + n * dvp);
+      kpos[n++] = static_cast<std::int32_t>(j);
+    }
+    LinearFeatureRows(s, at.wt, xs, n, false, at.st, pj, kphi, sc + a.layout.tmp);
+    const std::int64_t i0 = std::max<std::int64_t>(0, s0 - shift);
+    const std::int64_t i1 = std::min<std::int64_t>(pr.Nq, s1 - shift);
+    // The chunk's queries that see a key: rows gathered (xs is free again), features as a block.
+    std::int64_t nq = 0, upto = 0;  // upto: chunk keys at positions <= p (p grows with i)
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const std::int64_t p = i + shift;
+      while (upto < n && kpos[upto] <= p) ++upto;
+      if (!pr.query_active(b, i) || seen + upto == 0) {
+        std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
+        continue;
+      }
+      LinearLoad(pr.q_row<T>(b, h, i), pr.d, xs + nq * pr.d);
+      qidx[nq] = static_cast<std::int32_t>(i);
+      qupto[nq++] = static_cast<std::int32_t>(upto);
+    }
+    LinearFeatureRows(s, at.wt, xs, nq, true, at.st, pj, phi, sc + a.layout.tmp);
+    for (std::int64_t k = 0; k < nq; ++k) {
+      const double* phik = phi + k * mp;
+      double den = LinearRead(phik, at.S, at.z, m, dvp, acc);
+      for (std::int64_t jj = 0; jj < qupto[k]; ++jj) {
+        const double aij = LinearDot(phik, kphi + jj * mp, mp);
+        den += aij;
+        LinearAxpy(aij, kv + jj * dvp, acc, dvp);
+      }
+      LinearWrite(pr, b, h, qidx[k], acc, den, true);
+    }
+    LinearAbsorb(kphi, mp, kv, n, m, dvp, at.S, at.z);
+    seen += n;
+  }
+}
+
+// Gated RFA recurrence for one (b, h).
+template <class T>
+void LinearGated(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
+  const Problem& pr = *a.pr;
+  const LinearMap& s = a.s;
+  const LinearBH at = LinearAt(a, bh, tid);
+  double* sc = a.scratch + tid * a.layout.total;
+  const std::int64_t b = at.b, h = at.h, m = s.m, dv = pr.dv, dvp = a.dvp;
+  std::fill_n(at.S, m * dvp + s.mp, 0.0);
+  double* phi = sc + a.layout.phi;
+  double* acc = sc + a.layout.acc;
+  double* v = sc + a.layout.vrow;
+  std::fill_n(v, dvp, 0.0);
+  const float* g = a.gates + bh * pr.Nk;
+  const std::int64_t shift = pr.Nk - pr.Nq;
+  for (std::int64_t i = 0; i < std::min(pr.Nq, -shift); ++i)
+    std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  bool seen = false;
+  for (std::int64_t j = 0; j < pr.Nk; ++j) {
+    if (pr.key_visible(b, j)) {
+      LinearLoad(pr.k_row<T>(b, h, j), pr.d, sc + a.layout.x);
+      LinearFeatures(s, at.wt, sc + a.layout.x, false, nullptr, phi, sc + a.layout.tmp);
+      LinearLoad(pr.v_row<T>(b, h, j), dv, v);
+      const double gt = g[j], keep = 1.0 - gt;
+      const auto vg = hn::Set(dd, gt);
+      for (std::int64_t r = 0; r < m; ++r) {
+        const double f = keep * phi[r];
+        at.z[r] = gt * at.z[r] + f;
+        double* sr = at.S + r * dvp;
+        const auto vf = hn::Set(dd, f);
+        for (std::int64_t c = 0; c < dvp; c += L)
+          hn::StoreU(hn::MulAdd(vg, hn::LoadU(dd, sr + c), hn::Mul(vf, hn::LoadU(dd, v + c))), dd,
+                     sr + c);
+      }
+      seen = true;
+    }
+    const std::int64_t i = j - shift;
+    if (i < 0 || i >= pr.Nq) continue;
+    if (!pr.query_active(b, i) || !seen) {
+      std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
+      continue;
+    }
+    LinearLoad(pr.q_row<T>(b, h, i), pr.d, sc + a.layout.x);
+    LinearFeatures(s, at.wt, sc + a.layout.x, true, nullptr, phi, sc + a.layout.tmp);
+    const double den = LinearRead(phi, at.S, at.z, m, dvp, acc);
+    LinearWrite(pr, b, h, i, acc, den, true);
+  }
+}
+
+template <class T>
+void LinearRunT(const detail::LinearRunArgs& a) {
+  const Problem& pr = *a.pr;
+  const std::int64_t BH = pr.B * pr.H;
+  const std::int64_t per = a.layout.total;
+  if (a.gates != nullptr) {
+    detail::parallel_for_tid(BH, pr.threads,
+                             [&](std::int64_t bh, int tid) { LinearGated<T>(a, bh, tid); });
+    return;
+  }
+  if (pr.p->causal) {
+    detail::parallel_for_tid(BH, pr.threads,
+                             [&](std::int64_t bh, int tid) { LinearCausal<T>(a, bh, tid); });
+    return;
+  }
+  detail::parallel_for_tid(BH, pr.threads, [&](std::int64_t bh, int tid) {
+    if (a.any[bh / pr.H]) LinearBuildState<T>(a, bh, a.scratch + tid * per);
+  });
+  const std::int64_t blocks = (pr.Nq + kLinearQueryBlock - 1) / kLinearQueryBlock;
+  detail::parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / blocks, blk = task % blocks;
+    const std::int64_t i0 = blk * kLinearQueryBlock;
+    const std::int64_t i1 = std::min(pr.Nq, i0 + kLinearQueryBlock);
+    LinearReadQueries<T>(a, bh, i0, i1, a.scratch + tid * per, a.kpos + tid * 3 * a.kb);
+  });
+}
+
+void LinearRun(const detail::LinearRunArgs& args) {
+  detail::with_input_type(args.pr->dtype, [&](auto tag) { LinearRunT<decltype(tag)>(args); });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smyrf
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace smyrf::detail {
+HWY_EXPORT(LinearRun);
+
+namespace {
+
+constexpr std::int64_t kMaxFeatures = 1 << 16;
+constexpr std::int64_t kLinearKeyBlock = 16;
+
+const char* map_name(FeatureMap map) {
+  switch (map) {
+    case FeatureMap::elu: return "elu";
+    case FeatureMap::favor_plus: return "favor_plus";
+    case FeatureMap::favor: return "favor";
+    case FeatureMap::rfa: return "rfa";
+    case FeatureMap::dpfp: return "dpfp";
+    case FeatureMap::efficient: return "efficient";
+    case FeatureMap::l2: return "l2";
+  }
+  return "?";
+}
+
+// Rows of W: m for favor_plus, m / 2 directions for favor and rfa, none otherwise.
+std::int64_t direction_count(const LinearConfig& c) {
+  if (c.map == FeatureMap::favor_plus) return c.n_features;
+  if (c.map == FeatureMap::favor || c.map == FeatureMap::rfa) return c.n_features / 2;
+  return 0;
+}
+
+}  // namespace
+
+std::int64_t linear_feature_count(const LinearConfig& config, std::int64_t d) {
+  switch (config.map) {
+    case FeatureMap::elu:
+    case FeatureMap::efficient: return d;
+    case FeatureMap::favor_plus:
+    case FeatureMap::favor:
+    case FeatureMap::rfa: return config.n_features;
+    case FeatureMap::dpfp: return 2 * d * config.dpfp_nu;
+    case FeatureMap::l2: return d + 1;
+  }
+  return d;
+}
+
+void validate_config(const LinearConfig& config, const Problem& pr) {
+  auto fail = [](const std::string& field, const std::string& value, const std::string& why) {
+    throw Error("smyrf: LinearConfig." + field + " = " + value + ": " + why);
+  };
+  const int map = static_cast<int>(config.map);
+  if (map < 0 || map > static_cast<int>(FeatureMap::l2))
+    fail("map", std::to_string(map), "not a FeatureMap");
+  if (config.n_features < 1) fail("n_features", std::to_string(config.n_features), "must be >= 1");
+  if (config.n_features > kMaxFeatures)
+    fail("n_features", std::to_string(config.n_features), "must be <= 65536");
+  if ((config.map == FeatureMap::favor || config.map == FeatureMap::rfa) && config.n_features % 2)
+    fail("n_features", std::to_string(config.n_features),
+         std::string("must be even for FeatureMap::") + map_name(config.map) +
+             " (sin and cos of n_features / 2 directions)");
+  if (!std::isfinite(config.rfa_sigma) || !(config.rfa_sigma > 0.0f))
+    fail("rfa_sigma", std::to_string(config.rfa_sigma), "must be finite and > 0");
+  if (config.dpfp_nu < 1 || config.dpfp_nu > 2 * pr.d)
+    fail("dpfp_nu", std::to_string(config.dpfp_nu),
+         "must be in [1, 2 d] = [1, " + std::to_string(2 * pr.d) + "]");
+  if (config.chunk < 1) fail("chunk", std::to_string(config.chunk), "must be >= 1");
+  if (pr.p->causal && config.map == FeatureMap::efficient)
+    throw Error(
+        "smyrf: params.causal = true: linear attention with FeatureMap::efficient has no "
+        "causal form");
+  if (config.gates != nullptr) {
+    if (config.map != FeatureMap::rfa)
+      fail("gates", "non-null",
+           std::string("gating is defined for FeatureMap::rfa only (map = ") +
+               map_name(config.map) + ")");
+    if (!pr.p->causal) fail("gates", "non-null", "gating requires params.causal = true");
+    for (std::int64_t b = 0; b < pr.B; ++b)
+      for (std::int64_t h = 0; h < pr.H; ++h)
+        for (std::int64_t j = 0; j < pr.Nk; ++j) {
+          if (!pr.key_visible(b, j)) continue;
+          const float g = config.gates[(b * pr.H + h) * pr.Nk + j];
+          if (!(g >= 0.0f && g <= 1.0f))  // also false for NaN
+            throw Error("smyrf: LinearConfig.gates[" + std::to_string(b) + ", " +
+                        std::to_string(h) + ", " + std::to_string(j) + "] = " + std::to_string(g) +
+                        ": must be finite and in [0, 1] ([B, H, Nk] floats, contiguous)");
+        }
+  }
+}
+
+RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace* workspace) {
+  Timer total;
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const std::int64_t m = linear_feature_count(config, d), mp = linear_pad8(m);
+  const std::int64_t dirs = direction_count(config), dirs_p = linear_pad8(dirs);
+  const std::int64_t dvp = linear_pad8(dv);
+  const bool gated = config.gates != nullptr;
+  const std::int64_t E = pr.p->causal && !gated ? std::min<std::int64_t>(config.chunk, pr.Nk) : 0;
+  // Key rows gathered per block: the causal chunk, else kLinearKeyBlock keys.
+  const std::int64_t kb = E > 0 ? E : std::min<std::int64_t>(kLinearKeyBlock, pr.Nk);
+  const LinearScratch layout = LinearScratch::make(d, mp, dirs_p, dvp, kb);
+  const std::int64_t kstat = config.map == FeatureMap::efficient ? 2 * d : 1;
+  const std::size_t threads = static_cast<std::size_t>(pr.threads);
+
+  Arena arena;
+  const std::size_t wt_slot = arena.add<double>(static_cast<std::size_t>(pr.H * d * dirs_p));
+  // States: one per (b, h) for the non-causal reads, one per thread for the causal forms.
+  const std::int64_t states = pr.p->causal ? static_cast<std::int64_t>(threads) : BH;
+  const std::size_t state_slot =
+      arena.add<double>(static_cast<std::size_t>(states * (m * dvp + mp)));
+  const std::size_t stats_slot = arena.add<double>(static_cast<std::size_t>(BH * kstat));
+  const std::size_t scratch_slot =
+      arena.add<double>(threads * static_cast<std::size_t>(layout.total));
+  const std::size_t kpos_slot = arena.add<std::int32_t>(threads * 3 * static_cast<std::size_t>(kb));
+  const std::size_t any_slot = arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B));
+  Workspace local;
+  bind_scratch(arena, workspace, local);
+
+  RunInfo info;
+  info.workspace_bytes = arena.bytes();
+  double* wt = arena.at<double>(wt_slot);
+  if (dirs > 0) {
+    // W^T per head, rows zero-padded to dirs_p (rfa: divided by rfa_sigma), from the shared
+    // draw (random_features.h).
+    const bool rfa = config.map == FeatureMap::rfa;
+    const double sigma = static_cast<double>(config.rfa_sigma);
+    parallel_for(pr.H, pr.threads, [&](std::int64_t h) {
+      const std::vector<double> w =
+          linear_random_features(pr.p->seed, h, dirs, d, config.orthogonal);
+      double* out = wt + h * d * dirs_p;
+      std::fill_n(out, d * dirs_p, 0.0);
+      for (std::int64_t r = 0; r < dirs; ++r)
+        for (std::int64_t t = 0; t < d; ++t) {
+          const double x = w[static_cast<std::size_t>(r * d + t)];
+          out[t * dirs_p + r] = rfa ? x / sigma : x;
+        }
+    });
+  }
+  std::uint8_t* any = arena.at<std::uint8_t>(any_slot);
+  std::size_t scores = 0;
+  for (std::int64_t b = 0; b < pr.B; ++b) {
+    std::int64_t nq = 0, nk = 0;
+    for (std::int64_t i = 0; i < pr.Nq; ++i) nq += pr.query_active(b, i) ? 1 : 0;
+    for (std::int64_t j = 0; j < pr.Nk; ++j) nk += pr.key_visible(b, j) ? 1 : 0;
+    any[b] = nk > 0 ? 1 : 0;
+    // Feature entries: (active queries + visible keys) * m per (b, h).
+    scores += static_cast<std::size_t>(pr.H * (nq + nk) * m);
+  }
+  info.transform.seconds = total.seconds();
+
+  LinearMap s;
+  s.map = config.map;
+  s.d = d;
+  s.m = m;
+  s.dirs = dirs;
+  s.mp = mp;
+  s.dirs_p = dirs_p;
+  s.sq = std::sqrt(std::abs(static_cast<double>(pr.scale)));
+  s.qsign = pr.scale < 0.0f ? -1.0 : 1.0;
+  s.nu = config.dpfp_nu;
+  s.wt = dirs > 0 ? wt : nullptr;
+  s.kstat = kstat;
+  const LinearRunArgs args{&pr,
+                           s,
+                           layout,
+                           dvp,
+                           arena.at<double>(scratch_slot),
+                           arena.at<std::int32_t>(kpos_slot),
+                           E,
+                           arena.at<double>(state_slot),
+                           arena.at<double>(stats_slot),
+                           config.gates,
+                           any,
+                           kb};
+  Timer attn;
+  HWY_DYNAMIC_DISPATCH(LinearRun)(args);
+  info.attention.seconds = attn.seconds();
+  info.attention_scores = scores;
+  // Bytes model (common/phases.h): Q, K (twice with a key pre-pass) and V read once, O written.
+  const double e = static_cast<double>(pr.elem_bytes());
+  const double key_reads =
+      kstat > 1 || config.map == FeatureMap::favor_plus || config.map == FeatureMap::favor ? 2.0
+                                                                                           : 1.0;
+  info.attention.bytes =
+      static_cast<double>(BH) *
+      (static_cast<double>(pr.Nq) * (static_cast<double>(d) * e + static_cast<double>(dv) * 4.0) +
+       static_cast<double>(pr.Nk) * (key_reads * static_cast<double>(d) + static_cast<double>(dv)) *
+           e);
+  info.seconds_total = total.seconds();
+  return info;
+}
+
+}  // namespace smyrf::detail
+#endif  // HWY_ONCE
