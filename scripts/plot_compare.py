@@ -28,7 +28,7 @@ def main():
         model = json.load(f)
 
     kinds = sorted({r["input"] for r in bench["results"]})
-    fig, axes = plt.subplots(1, len(kinds) + 1, figsize=(6.2 * (len(kinds) + 1), 6.2))
+    fig, axes = plt.subplots(1, len(kinds) + 1, figsize=(6.2 * (len(kinds) + 1), 8.4))
     families = sorted({family(r["settings"]) for r in bench["results"] if r["method"] != "dense"}
                       | {family(r["label"]) for r in model["rows"] if r["label"] != "dense"})
     cmap = plt.get_cmap("tab20")
@@ -56,7 +56,10 @@ def main():
         ax.set_title(f"{kind} inputs, N = {n}, d = {rows[0]['d'] if rows else 0}, equal memory budget",
                      fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6.5, loc="upper right", ncol=2)
+    # One legend for both scatter panels, below them (inside, it hides points).
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower left", ncol=6, fontsize=7.5, bbox_to_anchor=(0.01, 0.0),
+               frameon=False)
 
     ax = axes[-1]
     rows = [r for r in model["rows"] if r["regime"] == "native" and r["label"] != "dense"]
@@ -69,7 +72,8 @@ def main():
         text = f"cos {r['mean_cos']:.3f}, mem {100 * r['memory']:.0f}%"
         if acc is not None:
             text += f", acc {100 * acc:.1f}%"
-        ax.text(0.01, y, text, va="center", fontsize=7, color="white" if r["mean_cos"] > 0.3 else "black")
+        ax.text(0.01, y, text, va="center", fontsize=7, color="black",
+                bbox=dict(facecolor="white", alpha=0.6, edgecolor="none", pad=0.5))
     ax.set_yticks(list(ys))
     ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
     ax.set_xlim(0, 1)
@@ -78,7 +82,7 @@ def main():
         title += f" (dense acc {100 * dense[0]['accuracy']:.1f}%)"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("mean cosine of the embedding to the dense one")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.19, 1, 1))
     fig.savefig(out, dpi=110)
     print("wrote", out)
 

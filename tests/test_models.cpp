@@ -344,7 +344,7 @@ TEST(Variants, WaveTwoSpecs) {
   EXPECT_EQ(lin.kind, Compression::linformer);
   EXPECT_EQ(lin.rank, 32);
   EXPECT_EQ(std::get<CompressedConfig>(parse_variant("nystrom:0.25").config_for(128)).rank, 16);
-  EXPECT_EQ(std::get<CompressedConfig>(parse_variant("isab:0.25").config_for(128)).rank, 16);
+  EXPECT_EQ(std::get<CompressedConfig>(parse_variant("isab:0.25").config_for(128)).rank, 11);
   EXPECT_EQ(std::get<CompressedConfig>(parse_variant("mca:0.25").config_for(128)).stride, 4);
   EXPECT_TRUE(parse_variant("mca:1").exact_at(128));
   EXPECT_EQ(std::get<CompressedConfig>(parse_variant("star:0.25").config_for(128)).window, 15);

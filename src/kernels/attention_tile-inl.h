@@ -260,7 +260,9 @@ HWY_INLINE void PVAccumulate(const float* p, size_t lds, size_t m, size_t n, con
 // dst[c * ldd + r] = src_r[c] for r, c < 16 (dst 16-float aligned rows).
 // GCC 12 warns inside its own unpack intrinsics (their `__Y = __Y` idiom); the inputs are set.
 #pragma GCC diagnostic push
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 HWY_INLINE __m512 Load16AsFloat(const float* p) { return _mm512_loadu_ps(p); }
 HWY_INLINE __m512 Load16AsFloat(const hwy::bfloat16_t* p) {
   const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));

@@ -216,8 +216,8 @@ MethodConfig AttentionVariant::config_for(std::int64_t n) const {
       c.kind = compression;
       switch (compression) {
         case Compression::linformer: c.rank = at_least(keys, 1); break;
-        case Compression::nystrom:
-        case Compression::induced_points: c.rank = at_least(keys / 2.0, 1); break;
+        case Compression::nystrom: c.rank = at_least(keys / 2.0, 1); break;
+        case Compression::induced_points: c.rank = at_least(keys / 3.0, 1); break;
         case Compression::memory_compressed: c.stride = at_least(1.0 / budget, 1); break;
         case Compression::star: c.window = at_least((keys - 2.0) / 2.0, 0); break;
         case Compression::global_memory:

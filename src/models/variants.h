@@ -40,7 +40,8 @@
 //   linformer:F      projected length round(F * N), seeded random E and F.
 //   nystrom:F        round(F * N / 2) landmarks (N * m scores on each side).
 //   mca:F            memory-compressed attention, pooling stride round(1 / F).
-//   isab:F           Set Transformer induced points, round(F * N / 2) of them.
+//   isab:F           Set Transformer induced points, round(F * N / 3) of them (M scores per
+//                    query, 2 M per key: the inducing points' attention runs on K and on V).
 //   star:F           Star-Transformer: window round((F * N - 2) / 2) on each side + the relay.
 //   gmat:F           global memory: round(F * N / 2) memory tokens (segment means) + a window
 //                    of the other half.
