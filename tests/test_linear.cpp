@@ -3,16 +3,30 @@
 // kernel attention, with many features) and its own invariants.
 //
 // TOLERANCE RULE (fast path vs oracle). The oracle computes the SAME features (same random
-// directions: random_features.h) in double, so the difference is rounding only. The fast path
-// also works in double and rounds O to float once. Per query, with a_ij the kernel values and
-// c_i = sum_j |a_ij| / |sum_j a_ij| (the oracle's cond, 1 for nonnegative features; >= 1 for
-// the trigonometric favor and rfa, and for gated rfa with the gated weights):
-//   |O_i - O_ref_i| <= max|V| * (eps_f32 * c_i + 2^-30 * c_i * (1 + c_i)).
+// directions: random_features.h) in double, so the difference is rounding only. The features,
+// normalisers and (causal, gated) states of the fast path are double; O is rounded to float
+// once. Per query, with a_ij the kernel values and c_i = sum_j |a_ij| / |sum_j a_ij| (the
+// oracle's cond, 1 for nonnegative features; >= 1 for the trigonometric favor and rfa, and for
+// gated rfa with the gated weights):
+//   |O_i - O_ref_i| <= max|V| * (eps_f32 * c_i + 2^-30 * c_i * (1 + c_i) + F_i),
+// F_i = (kLinearKeyTask + m + 8) * 2^-24 * ca_i for non-causal problems (0 when causal), ca_i =
+// sum_r |phi_q,r| sum_j |phi_k,jr| / |sum_j a_ij| (the oracle's cond_abs; = 1 for nonnegative
+// features: then the sum over r of the products is the normaliser itself).
 // Why: |O_i| <= c_i max|V|, so the final rounding to float moves it by <= eps_f32/2 * c_i max|V|;
 // numerator and denominator are sums of n ~ Nk + m double terms with relative feature errors of
 // a few eps_f64 times the exponent's magnitude (<= ~1e3 here), so each is off by < 2^-30 * sum
 // |terms| (eps_f64 * 1e3 * n ~ 1e-9 for n <= 1e4), which moves the ratio by at most 2^-30 c_i
-// (1 + c_i) max|V|. A wrong mask, chunk boundary, state or feature gives errors of order max|V|.
+// (1 + c_i) max|V|. The non-causal fast path computes each key block's features with the
+// block's own stabiliser c_b and weights the block's sums by exp(c_b - c): one more rounding
+// and one more exp (of an argument no larger than the features' own) per term, inside the same
+// few-eps_f64-times-exponent relative error. Its value products are float (u = 2^-24): the key
+// features rounded to float (u), each block's Phi_b^T V a float chain of <= kLinearKeyTask
+// terms with exact float values (gamma_KT = KT u to first order, relative to the sum of
+// |phi_k,jr| |v_j|), the combined S rounded to float (u), the query features rounded (u) and
+// each numerator a float chain over the m features (gamma_m): the numerator is off by at most
+// (KT + m + 3) u (1 + O(u)) sum_r |phi_q,r| sum_j |phi_k,jr| max|V|, and dividing by the
+// double normaliser gives F_i (+5 u of slack for the second-order terms). A wrong mask, chunk
+// boundary, key block, state or feature gives errors of order max|V|.
 // Efficient attention: the oracle uses the definition's rho_q^T (rho_k^T V) without division,
 // the fast path divides by the computed normaliser (1 up to ~1e-15): inside the same rule.
 #include <gtest/gtest.h>
@@ -26,6 +40,7 @@
 
 #include "hwy/targets.h"
 #include "methods/linear/linear.h"
+#include "methods/linear/linear_internal.h"
 #include "methods/linear/random_features.h"
 #include "reference/linear_reference.h"
 #include "test_util.h"
@@ -70,7 +85,11 @@ void expect_matches_oracle(Problem& pr, const LinearConfig& config, const std::s
   double worst = 0;
   for (std::size_t r = 0; r < ref.cond.size(); ++r) {
     const double c = std::max(ref.cond[r], 1.0);
-    const double tol = vmax * (eps * c + 0x1.0p-30 * c * (1 + c));
+    const double f = pr.params.causal ? 0.0
+                                      : double(detail::kLinearKeyTask +
+                                               detail::linear_feature_count(config, pr.d) + 8) *
+                                            0x1.0p-24 * ref.cond_abs[r];
+    const double tol = vmax * (eps * c + 0x1.0p-30 * c * (1 + c) + f);
     for (std::int64_t t = 0; t < pr.dv; ++t) {
       const std::size_t at = r * static_cast<std::size_t>(pr.dv) + static_cast<std::size_t>(t);
       const double err = std::abs(double(fast[at]) - ref.o[at]);
@@ -238,6 +257,44 @@ TEST(Linear, GatesOfZeroKeepOnlyTheLastKey) {
   for (std::int64_t i = 0; i < 30; ++i)
     for (std::int64_t t = 0; t < 4; ++t)
       EXPECT_NEAR(out[static_cast<std::size_t>(i * 4 + t)], pr.v_at(0, 0, i)[t], 1e-5) << i;
+}
+
+// Non-causal keys are processed in blocks of detail::kLinearKeyTask positions, each with its
+// own stabiliser, combined with weights exp(c_b - c). Blocks whose stabilisers differ a lot
+// (keys of one block scaled up), a block whose keys are all masked, a trailing partial block and
+// a batch element with one visible key in the last block: against the oracle, and the same bits
+// at 1, 2 and 7 threads.
+TEST(Linear, KeyBlocksWithDistantStabilisersMatchOracle) {
+  const std::int64_t KT = detail::kLinearKeyTask, Nk = 2 * KT + 45;
+  Problem pr(2, 2, 70, Nk, 8, 6, true, 41);
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t j = 2 * KT; j < Nk; ++j)
+        for (std::int64_t t = 0; t < pr.d; ++t) pr.k_at(b, h, j)[t] *= 3.0f;
+  pr.random_masks(5, 0.9, 0.9);
+  for (std::int64_t j = 0; j < Nk; ++j) {
+    pr.key_mask[static_cast<std::size_t>(j)] = (j >= KT && j < 2 * KT) ? 0 : 1;
+    pr.key_mask[static_cast<std::size_t>(Nk + j)] = j == Nk - 3 ? 1 : 0;
+  }
+  for (FeatureMap m : kMaps) {
+    const LinearConfig c = lcfg(m, 24);
+    expect_matches_oracle(pr, c, "key blocks");
+    const auto one = pr.run(c, 1);
+    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 2))) << name_of(m);
+    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 7))) << name_of(m);
+  }
+}
+
+// The product tiles (4 rows x up to 4 vectors, then 1 row; columns in 4, 2, 1 vectors) with
+// many features and wide values: m and dv that leave every kind of remainder.
+TEST(Linear, WideFeaturesAndValuesMatchOracle) {
+  Problem pr(1, 2, 67, 150, 12, 43, true, 43);
+  for (int m : {72, 130}) {
+    expect_matches_oracle(pr, lcfg(FeatureMap::favor_plus, m), "wide");
+    expect_matches_oracle(pr, lcfg(FeatureMap::rfa, m), "wide");
+  }
+  expect_matches_oracle(pr, lcfg(FeatureMap::dpfp), "wide");
+  expect_matches_oracle(pr, lcfg(FeatureMap::efficient), "wide");
 }
 
 TEST(Linear, MasksRespected) {

@@ -368,7 +368,9 @@ struct SparseConfig {
 //   O_i = sum_j phi_q(q_i) . phi_k(k_j) v_j / sum_j phi_q(q_i) . phi_k(k_j)
 // over the keys query i sees (key mask; with params.causal j <= i + Nk - Nq); a query with no
 // visible key gets O = 0. Cost O((Nq + Nk) m (d + dv)) time (+ O(Nq chunk (m + dv)) causal),
-// O(m dv) state per (b, h), m the number of features. Causal: the prefix-sum (RNN) form computed in chunks of `chunk`
+// O(m dv) state per (b, h), m the number of features. Precision: features and normalisers in
+// double; without causal, the value products Phi_k^T V and phi_q . S are float (error about
+// (128 + m) 2^-24 relative to sum |phi_q| |phi_k| |v|). Causal: the prefix-sum (RNN) form computed in chunks of `chunk`
 // positions with one running state (SLiM's sub-linear-memory form). The maps (exact
 // definitions in src/methods/linear/linear.h):
 //   elu:        phi(x) = elu(x) + 1 (Katharopoulos et al. 2020), m = d.
@@ -411,8 +413,9 @@ struct LinearConfig {
 // min(rank, n) balanced segments [floor(t n / s), floor((t + 1) n / s)), each averaged (double
 // sum, rounded to f32).
 //   linformer:         (Wang et al. 2020) K' = E K, V' = F V with E, F [rank, Nk] per head
-//                      (inputs; when nullptr, seeded N(0, 1/rank): E and F the two normals of
-//                      one Box-Muller pair per entry); masked keys' columns are dropped (no
+//                      (inputs; when nullptr, seeded Rademacher signs +-1/sqrt(rank), E and F
+//                      independent, a function of (seed, head, r, j)); sums in double over the
+//                      visible keys in position order; masked keys' columns are dropped (no
 //                      renormalisation). Not causal.
 //   nystrom:           Nystromformer (Xiong et al. 2021): rank landmarks = segment means of Q
 //                      and K; O = softmax(Q K~^T) pinv(softmax(Q~ K~^T)) softmax(Q~ K^T) V, the

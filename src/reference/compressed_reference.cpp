@@ -132,7 +132,7 @@ void run(const Problem& pr, const CompressedConfig& c, CompressedOracle& out) {
             for (std::size_t t = 0; t < nk; ++t) {
               const std::int64_t j = kpos[t];
               float e_draw, f_draw;  // the default entries (definition piece)
-              linformer_projection(pr.p->seed, h, r, j, pr.Nk, rank, &e_draw, &f_draw);
+              linformer_projection(pr.p->seed, h, r, j, rank, &e_draw, &f_draw);
               const double e =
                   c.projection_e != nullptr ? c.projection_e[(h * rank + r) * pr.Nk + j] : e_draw;
               const double f =

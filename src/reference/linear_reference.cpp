@@ -56,6 +56,7 @@ LinearReference linear_reference(const AttentionParams& p, const LinearConfig& c
   LinearReference out;
   out.o.assign(static_cast<std::size_t>(B * H * Nq * dv), 0.0);
   out.cond.assign(static_cast<std::size_t>(B * H * Nq), 0.0);
+  out.cond_abs.assign(static_cast<std::size_t>(B * H * Nq), 0.0);
   out.saw.assign(static_cast<std::size_t>(B * H * Nq), 0);
   auto key_visible = [&](std::int64_t b, std::int64_t j) {
     return p.key_mask == nullptr || p.key_mask[b * p.key_mask_batch_stride + j] != 0;
@@ -186,6 +187,15 @@ LinearReference linear_reference(const AttentionParams& p, const LinearConfig& c
         vv.push_back(vrow(j));
       }
       const float* g = config.gates != nullptr ? config.gates + (b * H + h) * Nk : nullptr;
+      // sum_j |phi_k(k_j)_r| over the visible keys (for cond_abs).
+      std::vector<double> kabs(kf.empty() ? 0 : kf[0].size(), 0.0);
+      for (const auto& f : kf)
+        for (std::size_t r = 0; r < f.size(); ++r) kabs[r] += std::abs(f[r]);
+      auto abs_mass = [&](const std::vector<double>& qf) {
+        double a = 0;
+        for (std::size_t r = 0; r < kabs.size(); ++r) a += std::abs(qf[r]) * kabs[r];
+        return a;
+      };
       for (std::int64_t i = 0; i < Nq; ++i) {
         const std::size_t at = static_cast<std::size_t>((b * H + h) * Nq + i);
         if (!query_active(b, i)) continue;
@@ -204,6 +214,7 @@ LinearReference linear_reference(const AttentionParams& p, const LinearConfig& c
             out.o[at * dv + c] = o;
           }
           out.cond[at] = 1.0;
+          out.cond_abs[at] = abs_mass(qf);
           out.saw[at] = 1;
           continue;
         }
@@ -228,6 +239,7 @@ LinearReference linear_reference(const AttentionParams& p, const LinearConfig& c
         if (!saw || den == 0) continue;
         for (std::int64_t c = 0; c < dv; ++c) out.o[at * dv + c] = num[c] / den;
         out.cond[at] = abs_sum / std::abs(den);
+        if (!p.causal) out.cond_abs[at] = abs_mass(qf) / std::abs(den);
       }
     }
   return out;

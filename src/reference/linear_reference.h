@@ -18,6 +18,10 @@ struct LinearReference {
   // no key or the normaliser is exactly 0, which give O = 0). Gated: the same with the gated
   // weights a_ij prod_{t > j} g_t (1 - g_j).
   std::vector<double> cond;
+  // [B, H, Nq], non-causal only (0 elsewhere): sum_r |phi_q(q_i)_r| sum_j |phi_k(k_j)_r| over
+  // the visible keys, divided by |sum_j a_ij| (by 1 for efficient attention): the magnitude
+  // that bounds the rounding of the fast path's float value products.
+  std::vector<double> cond_abs;
   std::vector<std::uint8_t> saw;  // [B, H, Nq]: active and sees at least one key
 };
 

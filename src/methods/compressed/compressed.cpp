@@ -3,7 +3,8 @@
 // Each kind runs in two stages:
 //   1. Synthesis: the short key/value rows of every (batch, head), in f32 buffers of this
 //      call's scratch. Sums over tokens are accumulated in double in position order (products
-//      of two floats are exact in double, so contraction cannot change them) and rounded once;
+//      of two floats are exact in double, so contraction cannot change them) and rounded once
+//      (Linformer's projections by register-tiled Highway kernels, CompressedProject);
 //      rows computed by attention (star's relay, induced points, Nystrom's A3 V) come from the
 //      dense kernel run on a sub-problem whose queries are the synthesised rows.
 //   2. Attention: detail::dense_forward on a sub-problem whose keys and values are the
@@ -14,12 +15,14 @@
 // f32 copies (exact), so every sub-problem has a single element type.
 //
 // Parallel: synthesis over (batch, head, block of rows), Nystrom's small matrices over (batch,
-// head); every output row has one task and a fixed summation order, and the kernels are
-// deterministic, so results do not depend on the thread count.
+// head) (their products by a register-tiled double kernel, CompressedMatMul, each element
+// summed in index order); every output row has one task and a fixed summation order, and the
+// kernels are deterministic, so results do not depend on the thread count.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "methods/compressed/compressed.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
+#include <cmath>
 #include <cstdint>
 
 #include "hwy/highway.h"
@@ -29,23 +32,110 @@ namespace smyrf {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// acc[r * ld + c] += p[r] * x[c] for r < rn, c < width, in double. p[r] and x[c] are floats
-// widened to double, so each product is exact and fused or separate multiply-adds give the
-// same bits on every target.
-void CompressedProjectRow(const double* p, std::int64_t rn, const double* x, std::int64_t width,
-                          double* acc, std::int64_t ld) {
+// out[r * ldo + c] = sum_{t < n} P[r * ldp + keys[t]] * X[keys[t] * rs + c] for r < rn,
+// c < width: each sum in double over t in order (P holds floats widened to double, and products
+// of two floats are exact in double, so fused or separate multiply-adds give the same bits on
+// every target and in the scalar tail). P in double so that its broadcasts are plain loads.
+// Register tiles of R rows x C vectors of columns, each accumulated over all t.
+template <int R, int C>
+HWY_INLINE void ProjectTile(const double* P, std::int64_t ldp, const std::int32_t* keys,
+                            std::int64_t n, const float* X, std::int64_t rs, std::int64_t c,
+                            double* out, std::int64_t ldo) {
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> df;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  using V = hn::Vec<decltype(dd)>;
+  V a[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < C; ++k) a[r][k] = hn::Zero(dd);
+  for (std::int64_t t = 0; t < n; ++t) {
+    const std::int64_t j = keys[t];
+    const float* x = X + j * rs + c;
+    V xv[C];
+    for (int k = 0; k < C; ++k) xv[k] = hn::PromoteTo(dd, hn::LoadU(df, x + k * L));
+    for (int r = 0; r < R; ++r) {
+      const V p = hn::Set(dd, P[r * ldp + j]);
+      for (int k = 0; k < C; ++k) a[r][k] = hn::MulAdd(p, xv[k], a[r][k]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < C; ++k) hn::StoreU(a[r][k], dd, out + r * ldo + c + k * L);
+}
+
+template <int C>
+HWY_INLINE void ProjectColumns(const double* P, std::int64_t ldp, std::int64_t rn,
+                               const std::int32_t* keys, std::int64_t n, const float* X,
+                               std::int64_t rs, std::int64_t c, double* out, std::int64_t ldo) {
+  std::int64_t r = 0;
+  for (; r + 4 <= rn; r += 4)
+    ProjectTile<4, C>(P + r * ldp, ldp, keys, n, X, rs, c, out + r * ldo, ldo);
+  for (; r < rn; ++r) ProjectTile<1, C>(P + r * ldp, ldp, keys, n, X, rs, c, out + r * ldo, ldo);
+}
+
+void CompressedProject(const double* P, std::int64_t ldp, std::int64_t rn,
+                       const std::int32_t* keys, std::int64_t n, const float* X, std::int64_t rs,
+                       std::int64_t width, double* out, std::int64_t ldo) {
   const hn::ScalableTag<double> dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   std::int64_t c = 0;
-  for (; c + L <= width; c += L) {
-    const auto xv = hn::LoadU(dd, x + c);
+  for (; c + 4 * L <= width; c += 4 * L) ProjectColumns<4>(P, ldp, rn, keys, n, X, rs, c, out, ldo);
+  for (; c + L <= width; c += L) ProjectColumns<1>(P, ldp, rn, keys, n, X, rs, c, out, ldo);
+  for (; c < width; ++c)
     for (std::int64_t r = 0; r < rn; ++r) {
-      double* a = acc + r * ld + c;
-      hn::StoreU(hn::MulAdd(hn::Set(dd, p[r]), xv, hn::LoadU(dd, a)), dd, a);
+      double s = 0.0;
+      for (std::int64_t t = 0; t < n; ++t) {
+        const std::int64_t j = keys[t];
+        s += P[r * ldp + j] * static_cast<double>(X[j * rs + c]);
+      }
+      out[r * ldo + c] = s;
+    }
+}
+
+// Rows [i0, i1) of C = A B (A [., k], B [k, m], C [., m], row-major, double): each element a
+// sum over t in index order by fused multiply-adds (the same bits in the vector tiles and the
+// std::fma tail). Register tiles of R rows x C vectors.
+template <int R, int C>
+HWY_INLINE void MatMulTile(const double* A, const double* Bm, double* Cm, std::int64_t k,
+                           std::int64_t m, std::int64_t j) {
+  const hn::ScalableTag<double> dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  using V = hn::Vec<decltype(dd)>;
+  V a[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int x = 0; x < C; ++x) a[r][x] = hn::Zero(dd);
+  for (std::int64_t t = 0; t < k; ++t) {
+    V bv[C];
+    for (int x = 0; x < C; ++x) bv[x] = hn::LoadU(dd, Bm + t * m + j + x * L);
+    for (int r = 0; r < R; ++r) {
+      const V av = hn::Set(dd, A[r * k + t]);
+      for (int x = 0; x < C; ++x) a[r][x] = hn::MulAdd(av, bv[x], a[r][x]);
     }
   }
-  for (; c < width; ++c)
-    for (std::int64_t r = 0; r < rn; ++r) acc[r * ld + c] += p[r] * x[c];
+  for (int r = 0; r < R; ++r)
+    for (int x = 0; x < C; ++x) hn::StoreU(a[r][x], dd, Cm + r * m + j + x * L);
+}
+
+template <int C>
+HWY_INLINE void MatMulColumns(const double* A, const double* Bm, double* Cm, std::int64_t i0,
+                              std::int64_t i1, std::int64_t k, std::int64_t m, std::int64_t j) {
+  std::int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) MatMulTile<4, C>(A + i * k, Bm, Cm + i * m, k, m, j);
+  for (; i < i1; ++i) MatMulTile<1, C>(A + i * k, Bm, Cm + i * m, k, m, j);
+}
+
+void CompressedMatMul(const double* A, const double* Bm, double* Cm, std::int64_t i0,
+                      std::int64_t i1, std::int64_t k, std::int64_t m) {
+  const hn::ScalableTag<double> dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  std::int64_t j = 0;
+  for (; j + 4 * L <= m; j += 4 * L) MatMulColumns<4>(A, Bm, Cm, i0, i1, k, m, j);
+  for (; j + L <= m; j += L) MatMulColumns<1>(A, Bm, Cm, i0, i1, k, m, j);
+  for (; j < m; ++j)
+    for (std::int64_t i = i0; i < i1; ++i) {
+      double s = 0.0;
+      for (std::int64_t t = 0; t < k; ++t) s = std::fma(A[i * k + t], Bm[t * m + j], s);
+      Cm[i * m + j] = s;
+    }
 }
 
 }  // namespace HWY_NAMESPACE
@@ -70,7 +160,8 @@ HWY_AFTER_NAMESPACE();
 #include "methods/sparse/sparse.h"
 
 namespace smyrf::detail {
-HWY_EXPORT(CompressedProjectRow);
+HWY_EXPORT(CompressedProject);
+HWY_EXPORT(CompressedMatMul);
 
 namespace {
 
@@ -278,79 +369,67 @@ RunInfo attend_synthesised(const Problem& pr, Scratch& sc, std::size_t q_slot, s
 RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
   const std::int64_t M = c.rank, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
   const bool own_e = c.projection_e == nullptr, own_f = c.projection_f == nullptr;
-  const std::size_t proj = static_cast<std::size_t>(pr.H * M * pr.Nk);
+  const bool bf = pr.dtype == DType::bf16;
   Scratch sc(pr);
-  const std::size_t e_slot = sc.arena.add<float>(own_e ? proj : 0);
-  const std::size_t f_slot = sc.arena.add<float>(own_f ? proj : 0);
   const std::size_t k_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
   const std::size_t v_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
   const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
-  const std::size_t q_slot =
-      sc.arena.add<float>(pr.dtype == DType::bf16 ? static_cast<std::size_t>(BH * pr.Nq * d) : 0);
+  const std::size_t q_slot = sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nq * d) : 0);
+  // bf16: f32 copies of K and V (exact) for the projection kernel.
+  const std::size_t kv_slot =
+      sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nk * d) : 0);
+  const std::size_t vv_slot =
+      sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nk * dv) : 0);
   constexpr std::int64_t kRows = 8;  // projection rows per task
   const std::int64_t w = std::max(d, dv);
   const std::size_t acc_slot =
-      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * (kRows + 1) * w));
+      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * kRows * w));
+  // The task's kRows rows of E and F in double (the kernel broadcasts them): the default
+  // projections drawn there (not stored for all heads: drawing costs far less than the
+  // projection), given ones widened.
+  const std::int64_t Nk = pr.Nk;
+  const std::size_t draw_slot =
+      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * 2 * kRows * Nk));
   sc.bind(pr, workspace);
   Timer timer;
   RunInfo info;
-  float* e = own_e ? sc.arena.at<float>(e_slot) : nullptr;
-  float* f = own_f ? sc.arena.at<float>(f_slot) : nullptr;
-  const std::int64_t Nk = pr.Nk;
-  if (own_e || own_f)
-    parallel_for(pr.H * M, pr.threads, [&](std::int64_t hr) {
-      const std::int64_t h = hr / M, r = hr % M;
-      for (std::int64_t j = 0; j < Nk; ++j) {
-        float ej, fj;
-        linformer_projection(pr.p->seed, h, r, j, Nk, M, &ej, &fj);
-        if (own_e) e[hr * Nk + j] = ej;
-        if (own_f) f[hr * Nk + j] = fj;
-      }
-    });
-  const float* E = own_e ? e : c.projection_e;
-  const float* F = own_f ? f : c.projection_f;
   float* kp = sc.arena.at<float>(k_slot);
   float* vp = sc.arena.at<float>(v_slot);
   const TokenLists& lists = sc.lists;
+  const Rows kview = float_view(pr, 1, sc.arena.at<float>(kv_slot));
+  const Rows vview = float_view(pr, 2, sc.arena.at<float>(vv_slot));
+  info.gather.seconds += timer.lap();
+  // K' = E K, V' = F V over the visible keys: one task per (b, h, block of kRows rows), each
+  // element summed in double over the key list in order.
   const std::int64_t blocks = (M + kRows - 1) / kRows;
-  auto project_row = [](const double* p, std::int64_t rn, const double* x, std::int64_t width,
-                        double* acc, std::int64_t ld) {
-    HWY_DYNAMIC_DISPATCH(CompressedProjectRow)(p, rn, x, width, acc, ld);
-  };
-  with_input_type(pr.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
-      const std::int64_t bh = task / blocks, r0 = (task % blocks) * kRows;
-      const std::int64_t b = bh / pr.H, h = bh % pr.H, rn = std::min(kRows, M - r0);
-      const std::int32_t* keys = lists.keys(b, Nk);
-      const std::int64_t n = lists.k_count[b];
-      double* acc =
-          sc.arena.at<double>(acc_slot) + static_cast<std::int64_t>(tid) * (kRows + 1) * w;
-      double* xd = acc + kRows * w;  // the key's row in double, converted once
-      double pj[kRows];
-      auto project = [&](const float* P, std::int64_t width, auto&& row, float* out) {
-        std::fill_n(acc, rn * width, 0.0);
-        for (std::int64_t t = 0; t < n; ++t) {
-          const std::int32_t j = keys[t];
-          const T* x = row(j);
-          for (std::int64_t col = 0; col < width; ++col)
-            xd[col] = static_cast<double>(to_float(x[col]));
-          for (std::int64_t r = 0; r < rn; ++r) pj[r] = P[(h * M + r0 + r) * Nk + j];
-          project_row(pj, rn, xd, width, acc, width);
-        }
-        for (std::int64_t r = 0; r < rn; ++r)
-          for (std::int64_t col = 0; col < width; ++col)
-            out[(bh * M + r0 + r) * width + col] = static_cast<float>(acc[r * width + col]);
-      };
-      project(
-          E, d, [&](std::int32_t j) { return pr.k_row<T>(b, h, j); }, kp);
-      project(
-          F, dv, [&](std::int32_t j) { return pr.v_row<T>(b, h, j); }, vp);
-    });
+  parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / blocks, r0 = (task % blocks) * kRows;
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int64_t rn = std::min(kRows, M - r0);
+    const std::int32_t* keys = lists.keys(b, Nk);
+    const std::int64_t n = lists.k_count[b];
+    double* acc = sc.arena.at<double>(acc_slot) + static_cast<std::int64_t>(tid) * kRows * w;
+    double* E = sc.arena.at<double>(draw_slot) + static_cast<std::int64_t>(tid) * 2 * kRows * Nk;
+    double* F = E + kRows * Nk;
+    for (std::int64_t r = 0; r < (n > 0 ? rn : 0); ++r) {  // no visible key: K', V' = 0
+      linformer_projection_row<double>(pr.p->seed, h, r0 + r, Nk, M,
+                                       own_e ? E + r * Nk : nullptr, own_f ? F + r * Nk : nullptr);
+      if (!own_e) std::copy_n(c.projection_e + (h * M + r0 + r) * Nk, Nk, E + r * Nk);
+      if (!own_f) std::copy_n(c.projection_f + (h * M + r0 + r) * Nk, Nk, F + r * Nk);
+    }
+    auto project = [&](const double* P, const Rows& x, std::int64_t width, float* out) {
+      HWY_DYNAMIC_DISPATCH(CompressedProject)(P, Nk, rn, keys, n, x.row(b, h, 0), x.rs, width,
+                                              acc, width);
+      for (std::int64_t r = 0; r < rn; ++r)
+        for (std::int64_t col = 0; col < width; ++col)
+          out[(bh * M + r0 + r) * width + col] = static_cast<float>(acc[r * width + col]);
+    };
+    project(E, kview, d, kp);
+    project(F, vview, dv, vp);
   });
   std::uint8_t* mask = sc.arena.at<std::uint8_t>(mask_slot);
   fill_row_mask(pr.B, M, mask, [&](std::int64_t b) { return lists.k_count[b] > 0 ? M : 0; });
-  info.transform.seconds = timer.lap();
+  info.transform.seconds += timer.lap();
   return attend_synthesised(pr, sc, q_slot, M, kp, vp, mask, info);
 }
 
@@ -466,18 +545,10 @@ struct ViewSlots {
 
 // ---- nystrom ----
 
-// C = A B, A [n, k], B [k, m], row-major, sums in index order.
+// C = A B, A [n, k], B [k, m], row-major, double, each sum in index order.
 void matmul(const double* A, const double* Bm, double* C, std::int64_t n, std::int64_t k,
             std::int64_t m) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    double* c = C + i * m;
-    std::fill_n(c, m, 0.0);
-    for (std::int64_t t = 0; t < k; ++t) {
-      const double a = A[i * k + t];
-      const double* b = Bm + t * m;
-      for (std::int64_t j = 0; j < m; ++j) c[j] += a * b[j];
-    }
-  }
+  HWY_DYNAMIC_DISPATCH(CompressedMatMul)(A, Bm, C, 0, n, k, m);
 }
 // X <- x I - X (square n x n).
 void shift(double x, double* X, std::int64_t n) {

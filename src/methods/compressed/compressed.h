@@ -14,7 +14,9 @@
 //   linformer (Wang et al. 2020): K'[r] = sum_{j visible} E[h, r, j] K[j], V'[r] = sum_{j
 //     visible} F[h, r, j] V[j] (r < rank; masked keys' columns dropped, no renormalisation).
 //     E, F = projection_e, projection_f ([H, rank, Nk] contiguous) or, when nullptr,
-//     linformer_projection() below (seeded N(0, 1/rank), E and F independent). n_k = 0: O = 0.
+//     linformer_projection() below (seeded Rademacher +-1/sqrt(rank), E and F independent).
+//     K' and V' are sums in double over the visible keys in position order (each product of
+//     two floats exact), rounded to f32. n_k = 0: O = 0.
 //   memory_compressed (Liu et al. 2018): the visible keys in position order cut into windows
 //     of `stride` consecutive list entries (the last one may be shorter): M = ceil(n_k /
 //     stride); K'[t], V'[t] = the window's mean of K and of V (as segment means: double sum,
@@ -47,9 +49,10 @@
 //
 // Cost per (b, h), with M the synthetic rows (rank; memory_compressed ceil(n_k / stride); star
 // 1) and W = 2 window + 1: synthesis O(n_k M (d + dv)) (linformer, induced_points, nystrom's
-// A3 V; the default Linformer projections also draw 2 H rank Nk normals per call), O(n (d +
-// dv)) for means; attention O(n_q (M + W) (d + dv)); nystrom adds O(pinv_iterations m^3) for Z
-// (m = rank). No Nq x Nk matrix unless M ~ N (memory_compressed with stride 1).
+// A3 V; the default Linformer projections also draw H rank Nk / 32 random words per call),
+// O(n (d + dv)) for means; attention O(n_q (M + W) (d + dv)); nystrom adds
+// O(pinv_iterations m^3) for Z (m = rank). No Nq x Nk matrix unless M ~ N (memory_compressed
+// with stride 1).
 // RunInfo::attention_scores counts the softmax score entries computed by the attention kernels
 // and Nystrom's A2 (projections and means are not scores), per (b, h) with n_q, n_k >= 1:
 //   linformer n_q rank; memory_compressed n_q ceil(n_k / stride); nystrom m_q n_k + m_q m_k +
@@ -63,7 +66,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <numbers>
 
 #include "common/problem.h"
 #include "common/rng.h"
@@ -112,24 +114,45 @@ inline std::int64_t segment_count(std::int64_t rank, std::int64_t n) { return ra
 // head.
 constexpr std::uint64_t kLinformerStream = 0x4C494E5000000000ull;
 
-// The default projection entries E[h, r, j] and F[h, r, j]: the two independent normals of one
-// Box-Muller pair, a function of (seed, head, r, j, Nk, rank) only (the same for every batch
-// element). With c = r * Nk + j, u1 = uniform_open01(seed, stream, 2 c), u2 =
-// uniform_open01(seed, stream, 2 c + 1), stream = kLinformerStream + head, rho = sqrt(-2 ln
-// u1) and theta = 2 pi u2 (all in double):
-//   E = float(rho cos(theta) / sqrt(rank))   (rho cos(theta) = standard_normal(seed, stream, c))
-//   F = float(rho sin(theta) / sqrt(rank)).
+// The default projection entries E[h, r, j] and F[h, r, j]: independent Rademacher signs
+// scaled to +-1/sqrt(rank) (a Johnson-Lindenstrauss projection with the variance 1/rank of the
+// paper's N(0, 1/rank) entries), a function of (seed, head, r, j) only (the same for every
+// batch element and every Nk). Word w = random_bits(seed, kLinformerStream + head, r * 2^32 +
+// floor(j / 32)) (rng.h) holds the signs of 32 consecutive keys: with b = 2 (j mod 32),
+//   E = bit b of w ? +s : -s,   F = bit b + 1 of w ? +s : -s,   s = float(1 / sqrt(rank)).
+inline float linformer_scale(std::int64_t rank) {
+  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(rank)));
+}
+inline std::uint64_t linformer_word(std::uint64_t seed, std::int64_t head, std::int64_t r,
+                                    std::int64_t j) {
+  return random_bits(seed, kLinformerStream + static_cast<std::uint64_t>(head),
+                     (static_cast<std::uint64_t>(r) << 32) + static_cast<std::uint64_t>(j >> 5));
+}
 inline void linformer_projection(std::uint64_t seed, std::int64_t head, std::int64_t r,
-                                 std::int64_t j, std::int64_t nk, std::int64_t rank, float* e,
-                                 float* f) {
-  const std::uint64_t stream = kLinformerStream + static_cast<std::uint64_t>(head);
-  const std::uint64_t c = static_cast<std::uint64_t>(r * nk + j);
-  const double u1 = uniform_open01(seed, stream, 2 * c);
-  const double u2 = uniform_open01(seed, stream, 2 * c + 1);
-  const double rho = std::sqrt(-2.0 * std::log(u1)), theta = 2.0 * std::numbers::pi * u2;
-  const double inv = 1.0 / std::sqrt(static_cast<double>(rank));
-  *e = static_cast<float>(rho * std::cos(theta) * inv);
-  *f = static_cast<float>(rho * std::sin(theta) * inv);
+                                 std::int64_t j, std::int64_t rank, float* e, float* f) {
+  const std::uint64_t w = linformer_word(seed, head, r, j);
+  const int b = static_cast<int>(2 * (j & 31));
+  const float s = linformer_scale(rank);
+  *e = (w >> b) & 1 ? s : -s;
+  *f = (w >> (b + 1)) & 1 ? s : -s;
+}
+// Row r of the default E and F for keys [0, nk) (e or f may be nullptr): the same entries as
+// linformer_projection(), one random word per 32 keys, stored as float or double (exact).
+template <class T>
+void linformer_projection_row(std::uint64_t seed, std::int64_t head, std::int64_t r,
+                              std::int64_t nk, std::int64_t rank, T* e, T* f) {
+  const T s = linformer_scale(rank);
+  // sign(bit) = 2 bit - 1, multiplied (exactly) rather than selected: random signs would
+  // defeat branch prediction.
+  auto sign = [](std::uint64_t bit) { return static_cast<T>(2 * static_cast<int>(bit) - 1); };
+  for (std::int64_t j0 = 0; j0 < nk; j0 += 32) {
+    const std::uint64_t w = linformer_word(seed, head, r, j0);
+    const int n = static_cast<int>(nk - j0 < 32 ? nk - j0 : 32);
+    if (e != nullptr)
+      for (int t = 0; t < n; ++t) e[j0 + t] = sign((w >> (2 * t)) & 1) * s;
+    if (f != nullptr)
+      for (int t = 0; t < n; ++t) f[j0 + t] = sign((w >> (2 * t + 1)) & 1) * s;
+  }
 }
 
 }  // namespace smyrf::detail

@@ -1,22 +1,27 @@
 // Feature-map ("linear") attention forward (definitions: linear.h).
 //
-// Every feature, state and sum is computed in double (inputs converted exactly), in a fixed
-// order that does not depend on the thread count:
-//   non-causal: task per (b, h): the key stabiliser pre-pass, then S = Phi_k^T V and z in key
-//     position order; then tasks per (b, h, block of kLinearQueryBlock queries) read the state.
+// Every feature, state and sum is computed in double (inputs converted exactly), except the
+// non-causal value products Phi_b^T V and phi_q^T S (float operands, float chains; see
+// linear.h), in a fixed order that does not depend on the thread count:
+//   non-causal: tasks per (b, h, block of kLinearKeyTask key positions): the block's
+//     stabiliser, features and partial S_b, z_b (LinearKeyBlock); the task that completes a
+//     (b, h)'s last block combines them in block order (LinearCombine); then tasks per (b, h,
+//     block of kLinearQueryBlock queries) read the state.
 //   causal: task per (b, h): SLiM's chunked prefix form (running S, z; the chunk's key
 //     features and the lower-triangular block per query).
 //   gated rfa: task per (b, h): the recurrence in position order.
-// Per target (Highway): the projections (blocks of 4 rows sharing each load of W^T), state
-// updates (blocks of keys, S rows held in registers) and reads are vector loops over padded
-// rows (multiples of 8 doubles, zero padding); exp (favor_plus) and sin / cos (favor, rfa) are
-// Highway's vector functions (a few ulp; sin / cos only while |w.x| <= 39000, their valid
-// range, else std::sin / std::cos for the row).
+// Per target (Highway): the products (projections W x, block states Phi^T V, reads Phi_q S)
+// are register tiles of up to 4 rows x 4 vectors, each element a chain over the reduction
+// index in order (LinearGemm); state updates and single reads are vector loops over padded
+// rows (multiples of 8 doubles, zero padding); exp (favor_plus, elu, efficient) and sin / cos
+// (favor, rfa) are Highway's vector functions (a few ulp; sin / cos only while |w.x| <= 39000,
+// their valid range, else std::sin / std::cos for the row).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "methods/linear/linear.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -39,6 +44,7 @@ namespace HWY_NAMESPACE {
 
 namespace hn = hwy::HWY_NAMESPACE;
 using LinearDD = hn::CappedTag<double, 8>;  // at most 8 lanes: padded rows are multiples of 8
+using LinearDF = hn::CappedTag<float, 16>;  // value products: rows of dvp (a multiple of 16)
 
 constexpr std::int64_t kLinearQueryBlock = 64;
 
@@ -98,42 +104,79 @@ HWY_INLINE void LinearRows(const double* a, const double* M, std::int64_t n, std
   for (; c0 < cols; c0 += L) LinearRowsTile<1>(a, M, n, ld, c0, out);
 }
 
-// P[k][c0 + ...] = (W x_k)[c0 + ...] for R rows x_k (stride d) and NV vectors of columns:
-// each W^T load serves R rows; each element is the same chain over t as LinearRows'.
-template <int R, int NV>
-HWY_INLINE void LinearProjectTile(const LinearMap& s, const double* HWY_RESTRICT wt,
-                                  const double* HWY_RESTRICT X, std::int64_t c0,
-                                  double* HWY_RESTRICT P) {
-  const LinearDD dd;
+// out[k][c0 + v L + lane] (k < R, v < NV) = sum_{t < K} X(k, t) M[t][c0 + v L + lane], with
+// X(k, t) = X[k xk + t xt] and M of row stride ld, in the lane type of D (double, or float for
+// the value products): R x NV accumulators in registers, each a chain over t in order from 0
+// (in double the same chain as LinearRows'), each load of M serving R rows.
+template <class D, int R, int NV>
+HWY_INLINE void LinearGemmTile(D dd, const hn::TFromD<D>* HWY_RESTRICT X, std::int64_t xk,
+                               std::int64_t xt, const hn::TFromD<D>* HWY_RESTRICT M,
+                               std::int64_t ld, std::int64_t K, std::int64_t c0,
+                               hn::TFromD<D>* HWY_RESTRICT out, std::int64_t ldo) {
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  hn::Vec<LinearDD> acc[R][NV];
+  hn::Vec<D> acc[R][NV];
   for (int k = 0; k < R; ++k)
     for (int v = 0; v < NV; ++v) acc[k][v] = hn::Zero(dd);
-  for (std::int64_t t = 0; t < s.d; ++t) {
-    hn::Vec<LinearDD> w[NV];
-    for (int v = 0; v < NV; ++v) w[v] = hn::LoadU(dd, wt + t * s.dirs_p + c0 + v * L);
+  for (std::int64_t t = 0; t < K; ++t) {
+    hn::Vec<D> w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = hn::LoadU(dd, M + t * ld + c0 + v * L);
     for (int k = 0; k < R; ++k) {
-      const auto xk = hn::Set(dd, X[k * s.d + t]);
-      for (int v = 0; v < NV; ++v) acc[k][v] = hn::MulAdd(xk, w[v], acc[k][v]);
+      const auto xk_t = hn::Set(dd, X[k * xk + t * xt]);
+      for (int v = 0; v < NV; ++v) acc[k][v] = hn::MulAdd(xk_t, w[v], acc[k][v]);
     }
   }
   for (int k = 0; k < R; ++k)
-    for (int v = 0; v < NV; ++v) hn::StoreU(acc[k][v], dd, P + k * s.dirs_p + c0 + v * L);
+    for (int v = 0; v < NV; ++v) hn::StoreU(acc[k][v], dd, out + k * ldo + c0 + v * L);
 }
 
-// P[k][0..dirs_p) = W x_k for n rows (X stride d, P stride dirs_p), in groups of 4 rows.
+// Columns [0, cols) (a multiple of the lanes of D) of R rows: tiles of 4, 2, then 1 vectors (4
+// only where 32 vector registers hold the 16 accumulators).
+template <class D, int R>
+HWY_INLINE void LinearGemmRowGroup(D dd, const hn::TFromD<D>* X, std::int64_t xk, std::int64_t xt,
+                                   const hn::TFromD<D>* M, std::int64_t ld, std::int64_t K,
+                                   std::int64_t cols, hn::TFromD<D>* out, std::int64_t ldo) {
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  std::int64_t c0 = 0;
+  if (HWY_MAX_BYTES >= 64) {
+    for (; c0 + 4 * L <= cols; c0 += 4 * L)
+      LinearGemmTile<D, R, 4>(dd, X, xk, xt, M, ld, K, c0, out, ldo);
+  }
+  for (; c0 + 2 * L <= cols; c0 += 2 * L)
+    LinearGemmTile<D, R, 2>(dd, X, xk, xt, M, ld, K, c0, out, ldo);
+  for (; c0 < cols; c0 += L) LinearGemmTile<D, R, 1>(dd, X, xk, xt, M, ld, K, c0, out, ldo);
+}
+
+// out[k][0..cols) = sum_{t < K} X(k, t) M[t][0..cols) for k < n (out row stride ldo): the
+// product X M, rows in groups of 4. Every element is the chain over t in order from 0,
+// whatever the grouping. Double, or float (LinearDF: cols a multiple of 16).
+template <class D>
+HWY_INLINE void LinearGemmT(D dd, const hn::TFromD<D>* X, std::int64_t xk, std::int64_t xt,
+                            std::int64_t n, const hn::TFromD<D>* M, std::int64_t ld,
+                            std::int64_t K, std::int64_t cols, hn::TFromD<D>* out,
+                            std::int64_t ldo) {
+  std::int64_t k = 0;
+  for (; k + 4 <= n; k += 4)
+    LinearGemmRowGroup<D, 4>(dd, X + k * xk, xk, xt, M, ld, K, cols, out + k * ldo, ldo);
+  for (; k < n; ++k)
+    LinearGemmRowGroup<D, 1>(dd, X + k * xk, xk, xt, M, ld, K, cols, out + k * ldo, ldo);
+}
+
+HWY_INLINE void LinearGemm(const double* X, std::int64_t xk, std::int64_t xt, std::int64_t n,
+                           const double* M, std::int64_t ld, std::int64_t K, std::int64_t cols,
+                           double* out, std::int64_t ldo) {
+  LinearGemmT(LinearDD(), X, xk, xt, n, M, ld, K, cols, out, ldo);
+}
+
+HWY_INLINE void LinearGemmF(const float* X, std::int64_t xk, std::int64_t xt, std::int64_t n,
+                            const float* M, std::int64_t ld, std::int64_t K, std::int64_t cols,
+                            float* out, std::int64_t ldo) {
+  LinearGemmT(LinearDF(), X, xk, xt, n, M, ld, K, cols, out, ldo);
+}
+
+// P[k][0..dirs_p) = W x_k for n rows (X stride d, P stride dirs_p).
 HWY_INLINE void LinearProjectRows(const LinearMap& s, const double* wt, const double* X,
                                   std::int64_t n, double* P) {
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(LinearDD()));
-  std::int64_t k = 0;
-  for (; k + 4 <= n; k += 4) {
-    const double* Xk = X + k * s.d;
-    double* Pk = P + k * s.dirs_p;
-    std::int64_t c0 = 0;
-    for (; c0 + 2 * L <= s.dirs_p; c0 += 2 * L) LinearProjectTile<4, 2>(s, wt, Xk, c0, Pk);
-    for (; c0 < s.dirs_p; c0 += L) LinearProjectTile<4, 1>(s, wt, Xk, c0, Pk);
-  }
-  for (; k < n; ++k) LinearRows(X + k * s.d, wt, s.d, s.dirs_p, s.dirs_p, P + k * s.dirs_p);
+  LinearGemm(X, s.d, 1, n, wt, s.dirs_p, s.d, s.dirs_p, P, s.dirs_p);
 }
 
 // proj[0..dirs_p) = W x (zeros in the padding: W^T rows are zero-padded).
@@ -141,16 +184,47 @@ HWY_INLINE void LinearProject(const LinearMap& s, const double* wt, const double
   LinearRows(x, wt, s.d, s.dirs_p, s.dirs_p, proj);
 }
 
-HWY_INLINE double LinearHalfSqNorm(const double* x, std::int64_t d) {
+// sum_t x_t^2: lane-wise partial sums over whole vectors, their sum, then the tail in order.
+HWY_INLINE double LinearSumSq(const double* x, std::int64_t d) {
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  std::int64_t t = 0;
   double n2 = 0.0;
-  for (std::int64_t t = 0; t < d; ++t) n2 += x[t] * x[t];
-  return 0.5 * n2;
+  if (d >= L) {
+    auto acc = hn::Zero(dd);
+    for (; t + L <= d; t += L) {
+      const auto v = hn::LoadU(dd, x + t);
+      acc = hn::MulAdd(v, v, acc);
+    }
+    n2 = hn::GetLane(hn::SumOfLanes(dd, acc));
+  }
+  for (; t < d; ++t) n2 += x[t] * x[t];
+  return n2;
+}
+
+HWY_INLINE double LinearHalfSqNorm(const double* x, std::int64_t d) {
+  return 0.5 * LinearSumSq(x, d);
+}
+
+// max_r u_r over n >= 1 entries (exact in any order). max_r (u_r - h) = max_r u_r - h exactly:
+// rounding a difference is monotonic in u_r.
+HWY_INLINE double LinearMaxOf(const double* u, std::int64_t n) {
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  double c = u[0];
+  std::int64_t r = 0;
+  if (n >= L) {
+    auto vm = hn::LoadU(dd, u);
+    for (r = L; r + L <= n; r += L) vm = hn::Max(vm, hn::LoadU(dd, u + r));
+    c = hn::GetLane(hn::MaxOfLanes(dd, vm));
+  }
+  for (; r < n; ++r) c = std::max(c, u[r]);
+  return c;
 }
 
 // Unit vector (0 for a zero row), in place.
 HWY_INLINE void LinearNormalise(double* x, std::int64_t d) {
-  double n2 = 0.0;
-  for (std::int64_t t = 0; t < d; ++t) n2 += x[t] * x[t];
+  const double n2 = LinearSumSq(x, d);
   const double inv = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
   for (std::int64_t t = 0; t < d; ++t) x[t] *= inv;
 }
@@ -201,9 +275,20 @@ HWY_INLINE void LinearFeaturesOf(const LinearMap& s, const double* x, const doub
                                  bool query, const double* st, double* out, double* tmp) {
   const std::int64_t d = s.d;
   switch (s.map) {
-    case FeatureMap::elu:
-      for (std::int64_t t = 0; t < d; ++t) out[t] = x[t] > 0.0 ? x[t] + 1.0 : std::exp(x[t]);
+    case FeatureMap::elu: {
+      // Whole vectors with Highway's Exp (of min(x, 0): the selected lanes), the tail scalar.
+      const LinearDD dd;
+      const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+      const auto zero = hn::Zero(dd), one = hn::Set(dd, 1.0);
+      std::int64_t t = 0;
+      for (; t + L <= d; t += L) {
+        const auto v = hn::LoadU(dd, x + t);
+        hn::StoreU(hn::IfThenElse(hn::Gt(v, zero), hn::Add(v, one), hn::Exp(dd, hn::Min(v, zero))),
+                   dd, out + t);
+      }
+      for (; t < d; ++t) out[t] = x[t] > 0.0 ? x[t] + 1.0 : std::exp(x[t]);
       break;
+    }
     case FeatureMap::favor_plus: {
       const double hh = LinearHalfSqNorm(x, d);
       const LinearDD dd;
@@ -247,17 +332,30 @@ HWY_INLINE void LinearFeaturesOf(const LinearMap& s, const double* x, const doub
       }
       break;
     }
-    case FeatureMap::efficient:
-      if (query) {
-        double mx = x[0];
+    case FeatureMap::efficient: {
+      // exp(x_t - c_t): for a query c_t = its max (then divided by the sum, in order), for a
+      // key the key block's max of feature t (st: d entries; the block's softmax sums are
+      // applied when the block states are combined). Whole vectors with Highway's Exp
+      // (arguments <= 0), the tail scalar.
+      const LinearDD dd;
+      const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+      double mx = x[0];
+      if (query)
         for (std::int64_t t = 1; t < d; ++t) mx = std::max(mx, x[t]);
+      const auto vm = hn::Set(dd, mx);
+      std::int64_t t = 0;
+      for (; t + L <= d; t += L) {
+        const auto c = query ? vm : hn::LoadU(dd, st + t);
+        hn::StoreU(hn::Exp(dd, hn::Sub(hn::LoadU(dd, x + t), c)), dd, out + t);
+      }
+      for (; t < d; ++t) out[t] = std::exp(x[t] - (query ? mx : st[t]));
+      if (query) {
         double sum = 0.0;
-        for (std::int64_t t = 0; t < d; ++t) sum += (out[t] = std::exp(x[t] - mx));
-        for (std::int64_t t = 0; t < d; ++t) out[t] /= sum;
-      } else {
-        for (std::int64_t t = 0; t < d; ++t) out[t] = std::exp(x[t] - st[t]) / st[d + t];
+        for (std::int64_t u = 0; u < d; ++u) sum += out[u];
+        for (std::int64_t u = 0; u < d; ++u) out[u] /= sum;
       }
       break;
+    }
     case FeatureMap::l2:
       out[0] = 1.0;
       for (std::int64_t t = 0; t < d; ++t) out[1 + t] = x[t];
@@ -285,8 +383,8 @@ HWY_INLINE void LinearFeatureRows(const LinearMap& s, const double* wt, double* 
     LinearFeaturesOf(s, X + k * s.d, P + k * s.dirs_p, query, st, F + k * s.mp, tmp);
 }
 
-// The key statistics of (b, h) over its visible keys (in position order). x: scratch (d);
-// xs, pj: blocks of G rows and their projections (favor_plus).
+// The causal key stabiliser of (b, h) over its visible keys (favor_plus, favor; position
+// order). x: scratch (d); xs, pj: blocks of G rows and their projections (favor_plus).
 template <class T>
 void LinearKeyStats(const Problem& pr, const LinearMap& s, const double* wt, std::int64_t b,
                     std::int64_t h, double* st, double* x, double* xs, double* pj, std::int64_t G) {
@@ -307,11 +405,8 @@ void LinearKeyStats(const Problem& pr, const LinearMap& s, const double* wt, std
     std::int64_t n = 0;
     auto flush = [&] {
       LinearProjectRows(s, wt, xs, n, pj);
-      for (std::int64_t k = 0; k < n; ++k) {
-        const double hh = LinearHalfSqNorm(xs + k * d, d);
-        const double* u = pj + k * s.dirs_p;
-        for (std::int64_t r = 0; r < s.m; ++r) c = std::max(c, u[r] - hh);
-      }
+      for (std::int64_t k = 0; k < n; ++k)
+        c = std::max(c, LinearMaxOf(pj + k * s.dirs_p, s.m) - LinearHalfSqNorm(xs + k * d, d));
       n = 0;
     };
     for (std::int64_t j = 0; j < pr.Nk; ++j) {
@@ -322,19 +417,6 @@ void LinearKeyStats(const Problem& pr, const LinearMap& s, const double* wt, std
     }
     flush();
     st[0] = c;
-  } else if (s.map == FeatureMap::efficient) {
-    std::fill_n(st, d, -std::numeric_limits<double>::infinity());
-    std::fill_n(st + d, d, 0.0);
-    for (std::int64_t j = 0; j < pr.Nk; ++j) {
-      if (!pr.key_visible(b, j)) continue;
-      LinearLoad(pr.k_row<T>(b, h, j), d, x);
-      for (std::int64_t t = 0; t < d; ++t) st[t] = std::max(st[t], x[t]);
-    }
-    for (std::int64_t j = 0; j < pr.Nk; ++j) {
-      if (!pr.key_visible(b, j)) continue;
-      LinearLoad(pr.k_row<T>(b, h, j), d, x);
-      for (std::int64_t t = 0; t < d; ++t) st[d + t] += std::exp(x[t] - st[t]);
-    }
   }
 }
 
@@ -413,33 +495,127 @@ HWY_INLINE LinearBH LinearAt(const detail::LinearRunArgs& a, std::int64_t bh, st
           S + m * a.dvp};
 }
 
+// One key block task (non-causal): the visible keys of (b, h) at positions [j0, j1), in
+// position order, gathered, prepared and projected as one block; the block's stabiliser(s)
+// from those projections (favor_plus: max over its keys and r < m of u_r, the same values the
+// features use, so every argument of exp is <= 0 exactly; favor: max |x|^2 / 2; efficient:
+// the max of each feature t); the features with those; then the block's partial state
+// S_b = Phi^T V (each element the chain over the block's keys in order) and z_b = sum of the
+// feature rows. part: a LinearPart record.
 template <class T>
-void LinearBuildState(const detail::LinearRunArgs& a, std::int64_t bh, double* sc) {
+void LinearKeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t j0,
+                    std::int64_t j1, double* sc, double* part) {
   const Problem& pr = *a.pr;
   const LinearMap& s = a.s;
   const LinearBH at = LinearAt(a, bh, bh);
-  const std::int64_t KB = a.kb;
+  const std::int64_t d = s.d, m = s.m, mp = s.mp, dvp = a.dvp;
+  const detail::LinearPart pt = detail::LinearPart::make(m, mp, dvp, d);
   double* xs = sc + a.layout.xs;
   double* pj = sc + a.layout.pj;
-  LinearKeyStats<T>(pr, s, at.wt, at.b, at.h, at.st, sc + a.layout.x, xs, pj, KB);
-  std::fill_n(at.S, s.m * a.dvp + s.mp, 0.0);
-  // Keys in blocks of KB (rows gathered, features of the block, then absorbed in key order).
   double* kphi = sc + a.layout.kphi;
-  double* kv = sc + a.layout.kv;
-  std::fill_n(kv, KB * a.dvp, 0.0);  // zero padding of the value rows
+  float* kvf = reinterpret_cast<float*>(sc + a.layout.fb);  // values, exact in float
+  double* cb = part + pt.cb;
   std::int64_t n = 0;
-  auto flush = [&] {
-    LinearFeatureRows(s, at.wt, xs, n, false, at.st, pj, kphi, sc + a.layout.tmp);
-    LinearAbsorb(kphi, s.mp, kv, n, s.m, a.dvp, at.S, at.z);
-    n = 0;
-  };
-  for (std::int64_t j = 0; j < pr.Nk; ++j) {
-    if (!pr.key_visible(at.b, j)) continue;
-    LinearLoad(pr.k_row<T>(at.b, at.h, j), pr.d, xs + n * pr.d);
-    LinearLoad(pr.v_row<T>(at.b, at.h, j), pr.dv, kv + n * a.dvp);
-    if (++n == KB) flush();
+  if (a.any[at.b]) {
+    for (std::int64_t j = j0; j < j1; ++j) {
+      if (!pr.key_visible(at.b, j)) continue;
+      LinearLoad(pr.k_row<T>(at.b, at.h, j), d, xs + n * d);
+      const T* vrow = pr.v_row<T>(at.b, at.h, j);
+      float* v = kvf + n * dvp;
+      for (std::int64_t t = 0; t < pr.dv; ++t) v[t] = detail::to_float(vrow[t]);
+      std::fill(v + pr.dv, v + dvp, 0.0f);
+      ++n;
+    }
   }
-  flush();
+  part[pt.count] = static_cast<double>(n);
+  if (n == 0) return;
+  for (std::int64_t k = 0; k < n; ++k) LinearPrep(s, xs + k * d, false);
+  if (s.dirs > 0) LinearProjectRows(s, at.wt, xs, n, pj);
+  if (s.map == FeatureMap::favor_plus) {
+    double c = -std::numeric_limits<double>::infinity();
+    for (std::int64_t k = 0; k < n; ++k)
+      c = std::max(c, LinearMaxOf(pj + k * s.dirs_p, m) - LinearHalfSqNorm(xs + k * d, d));
+    cb[0] = c;
+  } else if (s.map == FeatureMap::favor) {
+    double c = -std::numeric_limits<double>::infinity();
+    for (std::int64_t k = 0; k < n; ++k) c = std::max(c, LinearHalfSqNorm(xs + k * d, d));
+    cb[0] = c;
+  } else if (s.map == FeatureMap::efficient) {
+    std::copy_n(xs, d, cb);
+    for (std::int64_t k = 1; k < n; ++k)
+      for (std::int64_t t = 0; t < d; ++t) cb[t] = std::max(cb[t], xs[k * d + t]);
+  }
+  for (std::int64_t k = 0; k < n; ++k)
+    LinearFeaturesOf(s, xs + k * d, pj + k * s.dirs_p, false, cb, kphi + k * mp,
+                     sc + a.layout.tmp);
+  // S_b[r][c] = sum_k kphi[k][r] v_k[c] in float: the features rounded to float, X(r, k) =
+  // kf[k mp + r], each element a float chain over the block's keys in order.
+  float* kf = reinterpret_cast<float*>(sc + a.layout.fa);
+  for (std::int64_t i = 0; i < n * mp; ++i) kf[i] = static_cast<float>(kphi[i]);
+  float* sf = reinterpret_cast<float*>(sc + a.layout.fs);
+  LinearGemmF(kf, 1, mp, m, kvf, dvp, n, dvp, sf, dvp);
+  double* Sb = part + pt.S;
+  for (std::int64_t i = 0; i < m * dvp; ++i) Sb[i] = static_cast<double>(sf[i]);
+  double* z = part + pt.z;
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  for (std::int64_t r = 0; r < mp; r += L) {
+    auto acc = hn::Zero(dd);
+    for (std::int64_t k = 0; k < n; ++k) acc = hn::Add(acc, hn::LoadU(dd, kphi + k * mp + r));
+    hn::StoreU(acc, dd, z + r);
+  }
+}
+
+// Rows [r0, r1) of the state of (b, h) from its nb key block records (block order): with w_b
+// = exp(c_b - c), c the max of the blocks' stabilisers (favor_plus, favor: one per block;
+// efficient: per feature r; w_b = 1 for the other maps), S[r] = sum_b w_b S_b[r] and z[r] =
+// sum_b w_b z_b[r], each a chain over the non-empty blocks in order; efficient then divides
+// row r by its softmax sum, which is z[r] (so z[r] = 1 up to rounding).
+HWY_INLINE void LinearCombine(const detail::LinearRunArgs& a, std::int64_t bh, const double* parts,
+                              std::int64_t nb, std::int64_t r0, std::int64_t r1) {
+  const LinearMap& s = a.s;
+  const LinearBH at = LinearAt(a, bh, bh);
+  const std::int64_t dvp = a.dvp;
+  const detail::LinearPart pt = detail::LinearPart::make(s.m, s.mp, dvp, s.d);
+  const bool one_c = s.map == FeatureMap::favor_plus || s.map == FeatureMap::favor;
+  const bool per_r = s.map == FeatureMap::efficient;
+  double c = -std::numeric_limits<double>::infinity();
+  if (one_c)
+    for (std::int64_t blk = 0; blk < nb; ++blk) {
+      const double* p = parts + blk * pt.total;
+      if (p[pt.count] > 0) c = std::max(c, p[pt.cb]);
+    }
+  const LinearDD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  for (std::int64_t r = r0; r < r1; ++r) {
+    double cr = c;
+    if (per_r)
+      for (std::int64_t blk = 0; blk < nb; ++blk) {
+        const double* p = parts + blk * pt.total;
+        if (p[pt.count] > 0) cr = std::max(cr, p[pt.cb + r]);
+      }
+    double* Sr = at.S + r * dvp;
+    std::fill_n(Sr, dvp, 0.0);
+    double zr = 0.0;
+    for (std::int64_t blk = 0; blk < nb; ++blk) {
+      const double* p = parts + blk * pt.total;
+      if (!(p[pt.count] > 0)) continue;
+      const double w = one_c ? std::exp(p[pt.cb] - cr) : per_r ? std::exp(p[pt.cb + r] - cr) : 1.0;
+      const auto vw = hn::Set(dd, w);
+      const double* Sb = p + pt.S + r * dvp;
+      for (std::int64_t col = 0; col < dvp; col += L)
+        hn::StoreU(hn::MulAdd(vw, hn::LoadU(dd, Sb + col), hn::LoadU(dd, Sr + col)), dd, Sr + col);
+      zr += w * p[pt.z + r];
+    }
+    if (per_r && zr > 0.0) {
+      for (std::int64_t col = 0; col < dvp; ++col) Sr[col] /= zr;
+      zr /= zr;
+    }
+    at.z[r] = zr;
+    float* Sf = a.statef + bh * s.m * dvp + r * dvp;
+    for (std::int64_t col = 0; col < dvp; ++col) Sf[col] = static_cast<float>(Sr[col]);
+  }
+  if (r1 == s.m) std::fill(at.z + s.m, at.z + s.mp, 0.0);
 }
 
 template <class T>
@@ -457,8 +633,15 @@ void LinearReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int
   std::int64_t n = 0;
   auto flush = [&] {
     LinearFeatureRows(s, at.wt, xs, n, true, at.st, pj, phi, sc + a.layout.tmp);
+    // Numerators in float: phi_k rounded to float times S rounded to float (each element a
+    // float chain over r < m in order); the normaliser phi_k . z in double.
+    float* phif = reinterpret_cast<float*>(sc + a.layout.fa);
+    float* accf = reinterpret_cast<float*>(sc + a.layout.fb);
+    for (std::int64_t i = 0; i < n * s.mp; ++i) phif[i] = static_cast<float>(phi[i]);
+    LinearGemmF(phif, s.mp, 1, n, a.statef + bh * s.m * a.dvp, a.dvp, s.m, a.dvp, accf, a.dvp);
     for (std::int64_t k = 0; k < n; ++k) {
-      const double den = LinearRead(phi + k * s.mp, at.S, at.z, s.m, a.dvp, acc);
+      const double den = LinearDot(phi + k * s.mp, at.z, s.mp);
+      for (std::int64_t c = 0; c < pr.dv; ++c) acc[c] = static_cast<double>(accf[k * a.dvp + c]);
       LinearWrite(pr, at.b, at.h, idx[k], acc, den, true);
     }
     n = 0;
@@ -607,9 +790,26 @@ void LinearRunT(const detail::LinearRunArgs& a) {
                              [&](std::int64_t bh, int tid) { LinearCausal<T>(a, bh, tid); });
     return;
   }
-  detail::parallel_for_tid(BH, pr.threads, [&](std::int64_t bh, int tid) {
-    if (a.any[bh / pr.H]) LinearBuildState<T>(a, bh, a.scratch + tid * per);
-  });
+  // Groups of a.group (b, h): key block tasks; the task that completes the last block of a
+  // (b, h) combines its records (LinearCombine, rows in order). Each record and state depends
+  // on its (b, h) and block only: neither the grouping (sized from the thread count) nor which
+  // thread combines changes any bit.
+  const std::int64_t KT = detail::kLinearKeyTask;
+  const std::int64_t nb = (pr.Nk + KT - 1) / KT;
+  const std::int64_t psz = detail::LinearPart::make(a.s.m, a.s.mp, a.dvp, a.s.d).total;
+  std::vector<std::atomic<std::int64_t>> done(static_cast<std::size_t>(a.group));
+  for (std::int64_t g0 = 0; g0 < BH; g0 += a.group) {
+    const std::int64_t gn = std::min(a.group, BH - g0);
+    for (std::int64_t g = 0; g < gn; ++g) done[static_cast<std::size_t>(g)].store(0);
+    detail::parallel_for_tid(gn * nb, pr.threads, [&](std::int64_t task, int tid) {
+      const std::int64_t g = task / nb, bh = g0 + g, blk = task % nb;
+      LinearKeyBlock<T>(a, bh, blk * KT, std::min(pr.Nk, (blk + 1) * KT), a.scratch + tid * per,
+                        a.parts + task * psz);
+      if (done[static_cast<std::size_t>(g)].fetch_add(1, std::memory_order_acq_rel) == nb - 1 &&
+          a.any[bh / pr.H])
+        LinearCombine(a, bh, a.parts + g * nb * psz, nb, 0, a.s.m);
+    });
+  }
   const std::int64_t blocks = (pr.Nq + kLinearQueryBlock - 1) / kLinearQueryBlock;
   detail::parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
     const std::int64_t bh = task / blocks, blk = task % blocks;
@@ -719,13 +919,16 @@ RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace*
   const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
   const std::int64_t m = linear_feature_count(config, d), mp = linear_pad8(m);
   const std::int64_t dirs = direction_count(config), dirs_p = linear_pad8(dirs);
-  const std::int64_t dvp = linear_pad8(dv);
+  const std::int64_t dvp = linear_pad16(dv);
   const bool gated = config.gates != nullptr;
   const std::int64_t E = pr.p->causal && !gated ? std::min<std::int64_t>(config.chunk, pr.Nk) : 0;
-  // Key rows gathered per block: the causal chunk, else kLinearKeyBlock keys.
-  const std::int64_t kb = E > 0 ? E : std::min<std::int64_t>(kLinearKeyBlock, pr.Nk);
+  // Key rows gathered per block: the causal chunk, 16 keys for the gated recurrence, else a
+  // key task (kLinearKeyTask keys; also the query groups).
+  const std::int64_t kb = E > 0   ? E
+                          : gated ? std::min<std::int64_t>(kLinearKeyBlock, pr.Nk)
+                                  : std::min<std::int64_t>(kLinearKeyTask, pr.Nk);
   const LinearScratch layout = LinearScratch::make(d, mp, dirs_p, dvp, kb);
-  const std::int64_t kstat = config.map == FeatureMap::efficient ? 2 * d : 1;
+  const std::int64_t kstat = 1;  // the causal key stabiliser (favor_plus, favor)
   const std::size_t threads = static_cast<std::size_t>(pr.threads);
 
   Arena arena;
@@ -739,6 +942,15 @@ RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace*
       arena.add<double>(threads * static_cast<std::size_t>(layout.total));
   const std::size_t kpos_slot = arena.add<std::int32_t>(threads * 3 * static_cast<std::size_t>(kb));
   const std::size_t any_slot = arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B));
+  // Non-causal key block records: enough (b, h) per group for 4 tasks per thread.
+  const std::int64_t nb = std::max<std::int64_t>(1, (pr.Nk + kLinearKeyTask - 1) / kLinearKeyTask);
+  const std::int64_t group =
+      std::clamp<std::int64_t>((4 * pr.threads + nb - 1) / nb, 1, std::max<std::int64_t>(BH, 1));
+  const bool plain = !pr.p->causal;
+  const std::size_t parts_slot = arena.add<double>(
+      plain ? static_cast<std::size_t>(group * nb * LinearPart::make(m, mp, dvp, d).total) : 0);
+  const std::size_t statef_slot =
+      arena.add<float>(plain ? static_cast<std::size_t>(BH * m * dvp) : 0);
   Workspace local;
   bind_scratch(arena, workspace, local);
 
@@ -797,7 +1009,10 @@ RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace*
                            arena.at<double>(stats_slot),
                            config.gates,
                            any,
-                           kb};
+                           kb,
+                           arena.at<double>(parts_slot),
+                           group,
+                           arena.at<float>(statef_slot)};
   Timer attn;
   HWY_DYNAMIC_DISPATCH(LinearRun)(args);
   info.attention.seconds = attn.seconds();
@@ -805,8 +1020,9 @@ RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace*
   // Bytes model (common/phases.h): Q, K (twice with a key pre-pass) and V read once, O written.
   const double e = static_cast<double>(pr.elem_bytes());
   const double key_reads =
-      kstat > 1 || config.map == FeatureMap::favor_plus || config.map == FeatureMap::favor ? 2.0
-                                                                                           : 1.0;
+      pr.p->causal && (config.map == FeatureMap::favor_plus || config.map == FeatureMap::favor)
+          ? 2.0
+          : 1.0;
   info.attention.bytes =
       static_cast<double>(BH) *
       (static_cast<double>(pr.Nq) * (static_cast<double>(d) * e + static_cast<double>(dv) * 4.0) +

@@ -47,22 +47,38 @@
 //               Not causal.
 //   l2:         x^ = x / |x| (0 for a zero row), phi(x) = [1, x^], m = d + 1: a_ij = 1 + q^.k^.
 //
-// Computation, per (b, h): non-causal: S = Phi_k^T V [m, dv] and z = sum_j phi_k(k_j) [m] over
-// the visible keys in position order, then every active query reads phi_q . S / phi_q . z.
+// Computation, per (b, h): non-causal: the visible keys in blocks of kLinearKeyTask = 128
+// consecutive positions (linear_internal.h); per block, its own stabiliser c_b (favor_plus:
+// max over its keys and r of u_r; favor: max |x_k|^2 / 2; efficient: per feature f the max
+// M_bf), its features with c_b in place of c, and its partial S_b = Phi_b^T V_b [m, dv], z_b =
+// sum of its feature rows; then S = sum_b w_b S_b, z = sum_b w_b z_b over the non-empty blocks
+// in order, w_b = exp(c_b - c) with c = max_b c_b the (b, h) constant above (1 for maps without
+// a stabiliser; efficient: per feature, then row f of S and z divided by the softmax sum z_f).
+// Equal to the definition up to rounding (exp(u - c_b) exp(c_b - c) = exp(u - c)); the keys
+// are read once. Then every active query reads phi_q . S / phi_q . z. Precision (non-causal):
+// features, z, the combination and phi_q . z in double; the two value products in float: S_b
+// = Phi_b^T V_b from the features rounded to float (a float chain over the block's keys in
+// order; V is exact in float), S rounded to float, and the numerator phi_q^T S from phi_q
+// rounded to float (a float chain over r < m in order). Relative to sum_r |phi_q,r| sum_j
+// |phi_k,jr| max|v|, the numerator is within (128 + m + 3) 2^-24 (to first order).
 // Causal (not gated): SLiM's chunked prefix form (Likhosherstov et al. 2020): key positions in
 // chunks of `chunk`; a query at p in chunk [s, e) reads the running state of the keys before s
 // plus the lower-triangular block a_ij for keys s <= j <= p; the state then absorbs the chunk.
 // Memory O(m dv + chunk m) per (b, h) at a time. Gated rfa: the recurrence above, sequential
 // (`chunk` unused). Time O((Nq + Nk) m (d + dv)) (+ O(Nq chunk (m + dv)) for the causal
-// blocks; favor_plus and favor read the keys twice: the stabiliser pre-pass). Every feature,
-// state and sum in double in a fixed order: same bits whatever the thread count (exp, sin and
-// cos are Highway's vector functions, so bits may differ between SIMD targets, within a few
-// ulp). Threads: (b, h) for the state (and the whole causal / gated computation), then
-// (b, h, block of 64 queries) for the non-causal reads. Workspace: the states (m dv + m
-// doubles) of every (b, h) (non-causal) or of every thread (causal, gated), W^T per head,
-// per-thread blocks of E key rows (E = chunk, or 16).
+// blocks; causal favor_plus and favor read the keys twice: the stabiliser pre-pass). Every
+// feature, state and sum in double (but the non-causal value products: float, above) in a
+// fixed order: same bits whatever the thread count (exp, sin and cos are Highway's vector
+// functions, so bits may differ between SIMD targets, within a few ulp). Threads: non-causal:
+// (b, h, key block) for the block states (the task that completes a (b, h)'s last block
+// combines them), then (b, h, block of 64 queries) for the reads; causal and gated: (b, h).
+// Workspace: the states (m dv + m doubles, and m dv floats) of every (b, h) (non-causal) or of
+// every thread (causal, gated), the key block records (m dv + m + d doubles each) of a group
+// of (b, h) (4 tasks per thread), W^T per head, per-thread blocks of E rows (E = chunk, 16 for
+// gated rfa, else 128).
 // RunInfo::attention_scores counts feature entries computed: (n_q + n_k) m per (b, h) (n_q
-// active queries, n_k visible keys; the stabiliser pre-pass over the keys is not counted).
+// active queries, n_k visible keys; the causal stabiliser pre-pass over the keys is not
+// counted).
 #pragma once
 
 #include "common/problem.h"
