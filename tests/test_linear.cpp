@@ -48,18 +48,6 @@
 namespace smyrf::test {
 namespace {
 
-const char* name_of(FeatureMap m) {
-  switch (m) {
-    case FeatureMap::elu: return "elu";
-    case FeatureMap::favor_plus: return "favor_plus";
-    case FeatureMap::favor: return "favor";
-    case FeatureMap::rfa: return "rfa";
-    case FeatureMap::dpfp: return "dpfp";
-    case FeatureMap::efficient: return "efficient";
-    case FeatureMap::l2: return "l2";
-  }
-  return "?";
-}
 
 LinearConfig lcfg(FeatureMap map, int n_features = 64, int chunk = 64, bool orthogonal = true) {
   LinearConfig c;
@@ -94,7 +82,7 @@ void expect_matches_oracle(Problem& pr, const LinearConfig& config, const std::s
       const std::size_t at = r * static_cast<std::size_t>(pr.dv) + static_cast<std::size_t>(t);
       const double err = std::abs(double(fast[at]) - ref.o[at]);
       worst = std::max(worst, err / tol);
-      ASSERT_LE(err, tol) << what << " " << name_of(config.map) << " row " << r << " col " << t
+      ASSERT_LE(err, tol) << what << " " << detail::feature_map_name(config.map) << " row " << r << " col " << t
                           << " fast " << fast[at] << " ref " << ref.o[at] << " cond " << c;
     }
     if (ref.saw[r]) {
@@ -170,7 +158,7 @@ TEST_P(LinearCases, Bf16MatchesOracleAndF32OfTheSameValues) {
     expect_matches_oracle(pr, c, "bf16");
     const auto bf = pr.run(c);
     pr.use_f32();
-    EXPECT_TRUE(bitwise_equal(bf, pr.run(c))) << name_of(m);
+    EXPECT_TRUE(bitwise_equal(bf, pr.run(c))) << detail::feature_map_name(m);
     pr.use_bf16();
   }
 }
@@ -181,8 +169,8 @@ TEST_P(LinearCases, SameBitsAtOneTwoAndSevenThreads) {
     if (skip(m)) continue;
     const LinearConfig c = lcfg(m, 32, GetParam().chunk);
     const auto one = pr.run(c, 1);
-    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 2))) << name_of(m);
-    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 7))) << name_of(m);
+    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 2))) << detail::feature_map_name(m);
+    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 7))) << detail::feature_map_name(m);
   }
 }
 
@@ -202,7 +190,7 @@ TEST_P(LinearCases, AttentionScoresCountFeatureEntries) {
     }
     pr.params.num_threads = 2;
     const RunInfo info = attention(pr.params, c);
-    EXPECT_EQ(info.attention_scores, expect) << name_of(m);
+    EXPECT_EQ(info.attention_scores, expect) << detail::feature_map_name(m);
     EXPECT_GT(info.workspace_bytes, 0u);
   }
 }
@@ -280,8 +268,8 @@ TEST(Linear, KeyBlocksWithDistantStabilisersMatchOracle) {
     const LinearConfig c = lcfg(m, 24);
     expect_matches_oracle(pr, c, "key blocks");
     const auto one = pr.run(c, 1);
-    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 2))) << name_of(m);
-    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 7))) << name_of(m);
+    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 2))) << detail::feature_map_name(m);
+    EXPECT_TRUE(bitwise_equal(one, pr.run(c, 7))) << detail::feature_map_name(m);
   }
 }
 
@@ -340,7 +328,7 @@ TEST(Linear, SeedRedrawsRandomFeatures) {
     const auto a = pr.run(lcfg(m, 32));
     EXPECT_TRUE(bitwise_equal(a, pr.run(lcfg(m, 32))));
     pr.params.seed = 2;
-    EXPECT_GT(max_abs_diff(a, pr.run(lcfg(m, 32))), 1e-4) << name_of(m);
+    EXPECT_GT(max_abs_diff(a, pr.run(lcfg(m, 32))), 1e-4) << detail::feature_map_name(m);
   }
   // Deterministic maps do not depend on the seed.
   Problem pr(1, 1, 20, 20, 8, 8);

@@ -329,13 +329,7 @@ TEST(Synthesizer, WorkspaceReuseGivesSameBits) {
   Problem small(2, 2, 60, 50, 8, 8, true, 12), big(1, 3, 200, 210, 16, 16, false, 13);
   small.random_masks(1, 0.8, 0.9);
   SynthesizerConfig c{.kind = SynthesizerKind::random};
-  const auto fresh = small.run(c);
-  Workspace ws;
-  attention(small.params, c, &ws);
-  attention(big.params, c, &ws);
-  std::fill(small.o.begin(), small.o.end(), 0.0f);
-  attention(small.params, c, &ws);
-  EXPECT_TRUE(bitwise_equal(fresh, small.output()));
+  expect_workspace_reuse_same_bits(small, big, c);
 }
 
 TEST(Synthesizer, BadConfigsThrowNamingTheField) {

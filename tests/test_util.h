@@ -282,4 +282,16 @@ inline void expect_config_error(Problem& pr, const MethodConfig& c, const std::s
   for (float x : pr.o) ASSERT_EQ(x, 3.0f) << "o touched before the error for " << part;
 }
 
+// Calls with one Workspace reused (grown by a larger problem in between) give the bits of a call
+// with a fresh one.
+inline void expect_workspace_reuse_same_bits(Problem& small, Problem& big, const MethodConfig& c) {
+  const auto fresh = small.run(c);
+  Workspace ws;
+  attention(small.params, c, &ws);
+  attention(big.params, c, &ws);
+  std::fill(small.o.begin(), small.o.end(), 0.0f);
+  attention(small.params, c, &ws);
+  EXPECT_TRUE(bitwise_equal(fresh, small.output()));
+}
+
 }  // namespace smyrf::test

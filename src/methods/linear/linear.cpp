@@ -836,18 +836,6 @@ namespace {
 constexpr std::int64_t kMaxFeatures = 1 << 16;
 constexpr std::int64_t kLinearKeyBlock = 16;
 
-const char* map_name(FeatureMap map) {
-  switch (map) {
-    case FeatureMap::elu: return "elu";
-    case FeatureMap::favor_plus: return "favor_plus";
-    case FeatureMap::favor: return "favor";
-    case FeatureMap::rfa: return "rfa";
-    case FeatureMap::dpfp: return "dpfp";
-    case FeatureMap::efficient: return "efficient";
-    case FeatureMap::l2: return "l2";
-  }
-  return "?";
-}
 
 // Rows of W: m for favor_plus, m / 2 directions for favor and rfa, none otherwise.
 std::int64_t direction_count(const LinearConfig& c) {
@@ -883,7 +871,7 @@ void validate_config(const LinearConfig& config, const Problem& pr) {
     fail("n_features", std::to_string(config.n_features), "must be <= 65536");
   if ((config.map == FeatureMap::favor || config.map == FeatureMap::rfa) && config.n_features % 2)
     fail("n_features", std::to_string(config.n_features),
-         std::string("must be even for FeatureMap::") + map_name(config.map) +
+         std::string("must be even for FeatureMap::") + feature_map_name(config.map) +
              " (sin and cos of n_features / 2 directions)");
   if (!std::isfinite(config.rfa_sigma) || !(config.rfa_sigma > 0.0f))
     fail("rfa_sigma", std::to_string(config.rfa_sigma), "must be finite and > 0");
@@ -899,7 +887,7 @@ void validate_config(const LinearConfig& config, const Problem& pr) {
     if (config.map != FeatureMap::rfa)
       fail("gates", "non-null",
            std::string("gating is defined for FeatureMap::rfa only (map = ") +
-               map_name(config.map) + ")");
+               feature_map_name(config.map) + ")");
     if (!pr.p->causal) fail("gates", "non-null", "gating requires params.causal = true");
     for (std::int64_t b = 0; b < pr.B; ++b)
       for (std::int64_t h = 0; h < pr.H; ++h)

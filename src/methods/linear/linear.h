@@ -93,4 +93,18 @@ std::int64_t linear_feature_count(const LinearConfig& config, std::int64_t d);
 void validate_config(const LinearConfig& config, const Problem& pr);
 RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace* workspace);
 
+// The map's name as the messages spell it.
+inline const char* feature_map_name(FeatureMap map) {
+  switch (map) {
+    case FeatureMap::elu: return "elu";
+    case FeatureMap::favor_plus: return "favor_plus";
+    case FeatureMap::favor: return "favor";
+    case FeatureMap::rfa: return "rfa";
+    case FeatureMap::dpfp: return "dpfp";
+    case FeatureMap::efficient: return "efficient";
+    case FeatureMap::l2: return "l2";
+  }
+  return "?";
+}
+
 }  // namespace smyrf::detail
