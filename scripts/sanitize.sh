@@ -23,6 +23,7 @@ cmake --build "$dir" -j "$(nproc)"
 export OMP_WAIT_POLICY=passive
 if [[ $kind == address ]]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export LSAN_OPTIONS=suppressions=$PWD/scripts/sanitizers/lsan.supp
   ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" -E install_and_find_package
 else
   archer=$(ls /usr/lib/llvm-*/lib/libarcher.so | head -1)
