@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "smyrf/smyrf.h"
@@ -29,9 +30,12 @@ namespace {
 using smyrf::AttentionParams;
 using smyrf::MethodConfig;
 
+// The call under test, for the report.
+std::string g_call;
+
 [[noreturn]] void fail(const char* what, std::int64_t index = -1) {
-  std::fprintf(stderr, "fuzz_attention: contract violated: %s (element %lld)\n", what,
-               static_cast<long long>(index));
+  std::fprintf(stderr, "fuzz_attention: contract violated: %s (element %lld)\n  call: %s\n", what,
+               static_cast<long long>(index), g_call.c_str());
   std::abort();
 }
 
@@ -243,6 +247,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   if (in.ConsumeBool()) p.lse = lse.data();
   if (in.ConsumeIntegralInRange<int>(0, 7) == 0) p.dropout = static_cast<float>(in.ConsumeIntegralInRange<int>(-1, 10)) / 10.0f;
 
+  g_call = std::string(smyrf::method_name(config)) + " B=" + std::to_string(B) + " H=" + std::to_string(H) +
+           " Nq=" + std::to_string(Nq) + " Nk=" + std::to_string(Nk) + " d=" + std::to_string(d) +
+           " dv=" + std::to_string(dv) + " scale=" + (p.scale ? std::to_string(*p.scale) : "default") +
+           " causal=" + std::to_string(p.causal) + " ordinary_values=" + std::to_string(all_normal);
   try {
     smyrf::attention(p, config);
   } catch (const smyrf::Error&) {
