@@ -75,6 +75,7 @@ INSTANTIATE_TEST_SUITE_P(
         Mutation{"scale_nan", [](AttentionParams& p) { p.scale = kNaN; }, {"params.scale", "nan"}},
         Mutation{"scale_inf", [](AttentionParams& p) { p.scale = kInf; }, {"params.scale", "inf"}},
         Mutation{"threads_neg", [](AttentionParams& p) { p.num_threads = -2; }, {"params.num_threads", "-2"}},
+        Mutation{"threads_huge", [](AttentionParams& p) { p.num_threads = 100000; }, {"params.num_threads", "100000", "1024"}},
         Mutation{"dtype", [](AttentionParams& p) { p.dtype = static_cast<DType>(7); }, {"params.dtype", "7"}},
         Mutation{"mask_stride", [](AttentionParams& p) {
                    static const std::uint8_t m[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};

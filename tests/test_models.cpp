@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -99,6 +101,68 @@ TEST(TfjsWeights, ClearErrorsForBrokenFiles) {
   fs::remove_all(dir);
 }
 
+// A manifest of one group whose shard holds `values` as float32 followed by `ints` as int32.
+std::string float_bytes(const std::vector<float>& values) {
+  return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+}
+
+TEST(TfjsWeights, NonFiniteFloatWeightsAreRejectedByName) {
+  const fs::path dir = temp_dir("tfjs_nan");
+  const std::string spec = R"([{"name": "a", "shape": [2], "dtype": "float32"}, {"name": "b", "shape": [3], "dtype": "float32"}])";
+  write(dir / "model.json", manifest(spec));
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  // Element 1 of 'b' starts at byte 2 * 4 + 1 * 4 = 12 of the group.
+  write(dir / "shard1", float_bytes({1, 2, 3, nan, 5}));
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "weight 'b' holds NaN at element 1 (shard byte 12");
+  write(dir / "shard1", float_bytes({-inf, 2, 3, 4, 5}));
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "weight 'a' holds an infinity at element 0");
+  write(dir / "shard1", float_bytes({1, 2, 3, 4, inf}));
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "weight 'b' holds an infinity at element 2");
+  // The same bits as an int32 weight are an ordinary integer.
+  write(dir / "model.json", manifest(R"([{"name": "i", "shape": [1], "dtype": "int32"}])"));
+  write(dir / "shard1", float_bytes({nan}));
+  std::int32_t nan_bits;
+  std::memcpy(&nan_bits, &nan, sizeof nan_bits);
+  EXPECT_EQ(TfjsWeights::load(dir / "model.json").at("i").ints, std::vector<std::int32_t>({nan_bits}));
+  fs::remove_all(dir);
+}
+
+TEST(TfjsWeights, ShapesNamesAndManifestsThatCannotBeRightAreRejected) {
+  const fs::path dir = temp_dir("tfjs_shape");
+  write(dir / "shard1", std::string(16, '\0'));
+  auto load_with = [&](const std::string& weights) {
+    write(dir / "model.json", manifest(weights));
+    return TfjsWeights::load(dir / "model.json");
+  };
+  expect_error([&] { load_with(R"([{"name": "w", "shape": [2, -2], "dtype": "float32"}])"); },
+               "weight 'w' has a negative dimension [2, -2]");
+  expect_error([&] { load_with(R"([{"name": "w", "shape": [4, 0], "dtype": "float32"}])"); },
+               "weight 'w' has a zero dimension [4, 0]");
+  // 2^32 * 2^32 elements: the product wraps to 0 in 64 bits.
+  expect_error([&] { load_with(R"([{"name": "w", "shape": [4294967296, 4294967296], "dtype": "float32"}])"); },
+               "whose element count overflows");
+  // 2^61 elements fit in 64 bits, but 2^61 * 4 bytes do not: still no more than the shards hold.
+  expect_error([&] { load_with(R"([{"name": "w", "shape": [2305843009213693952], "dtype": "int32"}])"); },
+               "truncated or missing shard data");
+  expect_error([&] { load_with(R"([{"name": "w", "shape": [2], "dtype": "float32"}, {"name": "w", "shape": [2], "dtype": "int32"}])"); },
+               "weight 'w' appears twice");
+  expect_error([&] { load_with(R"([{"name": "w", "shape": "4", "dtype": "float32"}])"); },
+               "malformed weights manifest");
+  expect_error([&] { load_with(R"([{"shape": [4], "dtype": "float32"}])"); }, "malformed weights manifest");
+  // The scalar shape [] is one element.
+  EXPECT_EQ(load_with(R"([{"name": "s", "shape": [], "dtype": "float32"}, {"name": "t", "shape": [3], "dtype": "int32"}])")
+                .at("s").values.size(), 1u);
+  write(dir / "model.json", R"({"modelTopology": {}, "weightsManifest": []})");
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "'weightsManifest' array is empty");
+  // Two groups: the first group's shard holds the second's bytes too, so they disagree.
+  write(dir / "other", std::string(8, '\0'));
+  write(dir / "model.json",
+        R"({"weightsManifest": [{"paths": ["shard1"], "weights": [{"name": "a", "shape": [2], "dtype": "float32"}]},)"
+        R"( {"paths": ["other"], "weights": [{"name": "b", "shape": [2], "dtype": "float32"}]}]})");
+  expect_error([&] { TfjsWeights::load(dir / "model.json"); }, "the shards hold 16 bytes but the manifest describes 8");
+  fs::remove_all(dir);
+}
+
 // ---- tokenizer (the JS algorithm's rules, on a toy vocabulary) ----
 
 Tokenizer toy() {
@@ -131,6 +195,76 @@ TEST(Tokenizer, UnknownSymbolsAreIdZeroAndRunsCollapse) {
   // NFKC: the fullwidth 'ａ' (U+FF41) normalises to 'a'.
   EXPECT_EQ(t.encode("\xef\xbd\x81"), t.encode("a"));
   expect_error([&] { t.encode(std::string("a\xff")); }, "invalid UTF-8");
+}
+
+TEST(Tokenizer, EveryKindOfInvalidUtf8IsRejectedWithItsOffset) {
+  const Tokenizer t = toy();
+  // (text, offset of the first bad byte). Literals are split where a hex escape would
+  // otherwise swallow the next character.
+  const std::pair<std::string, int> bad[] = {
+      {"ab\xc3", 2},                  // truncated 2-byte sequence at the end
+      {"a\xe2\x82", 1},               // truncated 3-byte sequence at the end
+      {"\xf0\x9f\x98", 0},            // truncated 4-byte sequence at the end
+      {"\xc3" "(", 0},                // lead byte followed by a non-continuation byte
+      {"xy\xc0\x80", 2},              // overlong U+0000
+      {"\xc1\xbf", 0},                // overlong U+007F
+      {"\xe0\x80\x80", 0},            // overlong U+0000 in 3 bytes
+      {"\xe0\x9f\xbf", 0},            // overlong U+07FF
+      {"\xf0\x80\x80\x80", 0},        // overlong U+0000 in 4 bytes
+      {"\xf0\x8f\xbf\xbf", 0},        // overlong U+FFFF
+      {"ok\xed\xa0\x80", 2},          // UTF-16 surrogate U+D800
+      {"\xed\xbf\xbf", 0},            // UTF-16 surrogate U+DFFF
+      {"\xf4\x90\x80\x80", 0},        // U+110000, above U+10FFFF
+      {"\xf5\x80\x80\x80", 0},        // lead byte F5 (> U+10FFFF)
+      {"\xf8\x88\x80\x80\x80", 0},    // 5-byte form
+      {"a\x80" "b", 1},               // stray continuation byte
+      {"abc\xbf", 3},                 // stray continuation byte at the end
+      {"\xfe", 0},
+      {"\xff", 0},
+      {"\xe2\x82\xac\xe2\x82", 3},    // a valid euro sign, then a truncated one
+  };
+  for (const auto& [text, offset] : bad)
+    expect_error([&] { t.encode(text); }, "tokenizer: text: invalid UTF-8 at byte " + std::to_string(offset));
+  // The limits just inside the valid range are accepted.
+  for (const std::string ok : {"\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf", "\xee\x80\x80",
+                               "\xef\xbf\xbf", "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf"})
+    EXPECT_NO_THROW(t.encode(ok)) << ok;
+}
+
+TEST(Tokenizer, MalformedVocabularyFilesAreRejected) {
+  const fs::path dir = temp_dir("vocab");
+  const fs::path v = dir / "vocab.json";
+  // A raw invalid byte inside a piece: reported with its offset in the file.
+  const std::string head = R"([["<unk>", 0], ["a)";
+  write(v, head + "\xc3" "(" + R"(", -1.0]])");
+  expect_error([&] { Tokenizer::load(v); }, v.string() + ": invalid UTF-8 at byte " + std::to_string(head.size()));
+  write(v, head + "\xed\xa0\x80" + R"(", -1.0]])");
+  expect_error([&] { Tokenizer::load(v); }, "invalid UTF-8 at byte " + std::to_string(head.size()));
+  // A lone surrogate written as a JSON escape is not a character either.
+  write(v, R"([["<unk>", 0], ["\ud800", -1.0]])");
+  expect_error([&] { Tokenizer::load(v); }, "not valid JSON");
+  write(v, R"([["<unk>", 0], ["a", -1.0], ["b"]])");
+  expect_error([&] { Tokenizer::load(v); }, "entry 2 is not a [piece, score] pair");
+  write(v, R"([["<unk>", 0], [7, -1.0]])");
+  expect_error([&] { Tokenizer::load(v); }, "entry 1 is not a [piece, score] pair");
+  write(v, R"({"<unk>": 0})");
+  expect_error([&] { Tokenizer::load(v); }, "not an array");
+  write(v, "[]");
+  expect_error([&] { Tokenizer::load(v); }, "empty vocabulary");
+  write(v, R"([["<unk>", 0], ["a", -1.0)");
+  expect_error([&] { Tokenizer::load(v); }, "not valid JSON");
+  expect_error([&] { Tokenizer::load(dir / "absent.json"); }, "cannot open");
+  // Pieces given directly: a malformed piece is named by its id; so is a score that is no number.
+  expect_error([&] { Tokenizer::from_pieces({{"<unk>", 0}, {"ok", -1}, {"b\xe0\x80\x80", -1}}); },
+               "tokenizer: piece 2: invalid UTF-8 at byte 1");
+  expect_error([&] { Tokenizer::from_pieces({{"<unk>", 0}, {"a", -std::numeric_limits<double>::infinity()}}); },
+               "piece 1: score -inf is not a finite number");
+  expect_error([&] { Tokenizer::from_pieces({{"<unk>", 0}, {"a", std::numeric_limits<double>::quiet_NaN()}}); },
+               "piece 1: score");
+  // An empty piece 0 would make encoding an unknown symbol loop for ever.
+  write(v, R"([["", 0], ["a", -1.0]])");
+  expect_error([&] { Tokenizer::load(v); }, "piece 0 (the unknown-symbol piece) is empty");
+  fs::remove_all(dir);
 }
 
 // ---- the pretrained model against TF.js ----
@@ -265,6 +399,88 @@ TEST(UseLite, BadIdsAndOptionsAreRejected) {
   EXPECT_NEAR(std::sqrt(std::inner_product(e.begin(), e.end(), e.begin(), 0.0)), 1.0, 1e-6);
 }
 
+// A copy of the model folder whose named weight gets new bytes at element `index`; the offset
+// follows the TF.js format (a group's shards concatenated, weights in manifest order).
+void patch_weight(const fs::path& dir, const std::string& name, std::size_t index, const std::string& bytes) {
+  std::ifstream in(dir / "model.json");
+  const nlohmann::json doc = nlohmann::json::parse(in);
+  for (const auto& group : doc.at("weightsManifest")) {
+    std::size_t offset = 0;
+    for (const auto& spec : group.at("weights")) {
+      std::size_t n = 1;
+      for (const auto& s : spec.at("shape")) n *= s.get<std::size_t>();
+      if (spec.at("name") != name) {
+        offset += 4 * n;
+        continue;
+      }
+      ASSERT_LT(index, n);
+      offset += 4 * index;
+      for (const auto& path : group.at("paths")) {
+        const fs::path shard = dir / path.get<std::string>();
+        const std::size_t size = fs::file_size(shard);
+        if (offset < size) {
+          ASSERT_LE(offset + bytes.size(), size) << "a patch across two shards";
+          std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+          f.seekp(static_cast<std::streamoff>(offset));
+          f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+          ASSERT_TRUE(f.good());
+          return;
+        }
+        offset -= size;
+      }
+    }
+  }
+  FAIL() << "no weight " << name;
+}
+
+template <class T>
+std::string bytes_of(T v) {
+  return std::string(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+TEST(UseLite, CorruptedModelFilesAreRejectedByWeightName) {
+  const fs::path dir = temp_dir("use_corrupt");
+  fs::copy(kModel, dir, fs::copy_options::recursive);
+  const std::string enc = "module_apply_default/Encoder_en/KonaTransformer/";
+  struct Case {
+    std::string weight;
+    std::size_t index;
+    std::string bytes;
+    std::string error;
+  };
+  const Case cases[] = {
+      {"module/Embeddings_en", 12345, bytes_of(std::numeric_limits<float>::quiet_NaN()),
+       "weight 'module/Embeddings_en' holds NaN at element 12345"},
+      {"module/Encoder_en/hidden_layers/tanh_layer_0/bias", 7, bytes_of(std::numeric_limits<float>::infinity()),
+       "weight 'module/Encoder_en/hidden_layers/tanh_layer_0/bias' holds an infinity at element 7"},
+      {enc + "ClipToMaxLength/Less/y", 0, bytes_of(std::int32_t{64}),
+       "ClipToMaxLength/Less/y' = 64, expected 128"},
+      {enc + "Encode/SparseToDense/default_value", 0, bytes_of(std::int32_t{8001}),
+       "SparseToDense/default_value' = 8001, expected -1"},
+      {enc + "Encode/TransformerStack/Layer_1/TransformerLayer/MultiheadAttention/split_heads/"
+             "split_last_dimension/Reshape/shape/3",
+       0, bytes_of(std::int32_t{-128}), "Reshape/shape/3' = -128, expected 128"},
+      {enc + "Encode/TransformerStack/Layer_0/TransformerLayer/MultiheadAttention/combine_heads/"
+             "combine_last_two_dimensions/Reshape/shape/2",
+       0, bytes_of(std::int32_t{1 << 30}), "Reshape/shape/2' = 1073741824, expected 256"},
+      {"module_apply_default/Encoder_en/hidden_layers/l2_normalize/Maximum/y", 0, bytes_of(-1e-12f),
+       "l2_normalize/Maximum/y' = -1e-12: must be a positive number"},
+      {enc + "Encode/TransformerStack/Layer_1/TransformerLayer/FFN/layer_prepostprocess/layer_norm/Cast/x", 0,
+       bytes_of(0.0f), "layer_norm/Cast/x' = 0: must be a positive number"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.weight);
+    const fs::path shard_dir = dir / "copy";
+    fs::remove_all(shard_dir);
+    fs::copy(kModel, shard_dir, fs::copy_options::recursive);
+    patch_weight(shard_dir, c.weight, c.index, c.bytes);
+    expect_error([&] { UseLite::load(shard_dir); }, c.error);
+  }
+  // The untouched copy loads.
+  EXPECT_NO_THROW(UseLite::load(dir));
+  fs::remove_all(dir);
+}
+
 // ---- variants ----
 
 TEST(Variants, SpecsAndClusterSizes) {
@@ -397,6 +613,48 @@ TEST(Corpus, JsonlWithLabelsFolderOfTextsAndErrors) {
   EXPECT_EQ(t.docs[0].text, "first");
   EXPECT_EQ(t.docs[2].text, "third");
   expect_error([&] { load_corpus(dir / "nothing"); }, "neither a folder nor a file");
+  fs::remove_all(dir);
+}
+
+TEST(Corpus, BadBytesAndBadJsonNameTheFileLineAndByte) {
+  const fs::path dir = temp_dir("corpus_bad");
+  // Line 3 has an overlong encoding at byte 10 of the line; line 2 is blank and skipped.
+  write(dir / "a.jsonl", "{\"text\": \"ok\"}\n\n{\"text\": \"\xc0\xaf\"}\n");
+  expect_error([&] { load_corpus(dir / "a.jsonl"); }, (dir / "a.jsonl").string() + " line 3: invalid UTF-8 at byte 10");
+  write(dir / "b.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"x\"}\n{\"text\": \"cut \xe2\x82");
+  expect_error([&] { load_corpus(dir / "b.jsonl"); }, "b.jsonl line 3: invalid UTF-8 at byte 14");
+  write(dir / "c.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"unterminated}\n");
+  expect_error([&] { load_corpus(dir / "c.jsonl"); }, "c.jsonl line 2: not valid JSON");
+  write(dir / "d.jsonl", "{\"text\": \"\\udc80\"}\n");  // a lone surrogate as a JSON escape
+  expect_error([&] { load_corpus(dir / "d.jsonl"); }, "d.jsonl line 1: not valid JSON");
+  write(dir / "e.jsonl", "[\"text\", \"x\"]\n");
+  expect_error([&] { load_corpus(dir / "e.jsonl"); }, "e.jsonl line 1: no string field 'text'");
+  write(dir / "f.jsonl", "{\"text\": 5}\n");
+  expect_error([&] { load_corpus(dir / "f.jsonl"); }, "f.jsonl line 1: no string field 'text'");
+  write(dir / "g.jsonl", "{\"text\": \"x\", \"label\": null}\n");
+  expect_error([&] { load_corpus(dir / "g.jsonl"); }, "g.jsonl line 1: 'label' must be a string, number or bool");
+  write(dir / "h.jsonl", "\n  \n");
+  expect_error([&] { load_corpus(dir / "h.jsonl"); }, "holds no texts");
+  // A folder of texts: the file and the byte.
+  fs::create_directories(dir / "texts");
+  write(dir / "texts/a.txt", "fine");
+  write(dir / "texts/b.txt", "surrogate \xed\xb0\x80");
+  expect_error([&] { load_corpus(dir / "texts"); }, "texts/b.txt: invalid UTF-8 at byte 10");
+  fs::create_directories(dir / "empty");
+  expect_error([&] { load_corpus(dir / "empty"); }, "no .txt files");
+  fs::create_directories(dir / "looped");
+  fs::create_symlink("loop.txt", dir / "looped/loop.txt");  // a link to itself
+  expect_error([&] { load_corpus(dir / "looped"); }, "cannot list " + (dir / "looped").string() + ": " +
+                                                          (dir / "looped/loop.txt").string());
+  // The SpamAssassin layout: a mail file with bad bytes or bad JSON is named.
+  const fs::path sa = dir / "sa";
+  for (const char* g : {"easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2"}) fs::create_directories(sa / g);
+  write(sa / "spam-1/0001.json", "{\"text\": \"Subject: hi\\n\\nbody \xf4\x90\x80\x80\"}");
+  expect_error([&] { load_corpus(sa); }, "spam-1/0001.json: invalid UTF-8 at byte 30");
+  write(sa / "spam-1/0001.json", "{\"text\": ");
+  expect_error([&] { load_corpus(sa); }, "spam-1/0001.json: not valid JSON");
+  fs::remove_all(sa / "easy-ham-2");
+  expect_error([&] { load_spam_assassin(sa); }, "has no folder 'easy-ham-2'");
   fs::remove_all(dir);
 }
 

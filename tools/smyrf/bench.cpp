@@ -236,6 +236,7 @@ int run_bench(const BenchOptions& o) {
   for (const auto& m : o.methods) parse_method(m, SmyrfConfig{});  // throws on unknown names
   std::vector<models::AttentionVariant> variants;
   for (const auto& v : o.variants) variants.push_back(models::parse_variant(v));
+  check_output_paths({{"--json", o.json}, {"--csv", o.csv}});
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   auto wants = [&](const char* m) { return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end(); };
 

@@ -43,7 +43,7 @@ Regime make_regime(const std::string& name, std::int64_t extended_tokens) {
     return {name, extended_tokens,
             "clip lifted to " + std::to_string(extended_tokens) +
                 " tokens: BEYOND the model's training length (sinusoidal positions extrapolate)"};
-  throw Error("smyrf: eval: regime '" + name + "': must be native or extended");
+  throw Error("smyrf: eval: --regimes: regime '" + name + "': must be native or extended");
 }
 
 // p-th percentile (0..1) with linear interpolation between order statistics.
@@ -126,6 +126,7 @@ int run_eval(const EvalOptions& o) {
                                 [](const AttentionVariant& v) { return v.kind == AttentionVariant::Kind::dense; }),
                  variants.end());
   variants.insert(variants.begin(), models::parse_variant("dense"));
+  check_output_paths({{"--json", o.json}, {"--csv", o.csv}});
 
   const models::Corpus corpus = models::load_corpus(o.corpus, models::parse_mail_text(o.mail_text));
   std::vector<int> corpus_labels;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <stdexcept>
 
@@ -27,19 +28,39 @@ void fill_mixture(Floats& x, std::int64_t d, const std::vector<float>& centers,
   }
 }
 
+// B * H * rows * cols as a size, or an error naming the sizes when the product overflows (the
+// sizes come from the command line; a wrapped product would allocate the wrong amount).
+std::size_t elements(const char* what, std::int64_t B, std::int64_t H, std::int64_t rows, std::int64_t cols) {
+  const std::int64_t dims[] = {B, H, rows, cols};
+  std::int64_t n = 1;
+  for (const std::int64_t x : dims) {
+    if (x <= 0 || n > std::numeric_limits<std::int64_t>::max() / x)
+      throw std::invalid_argument(std::string("inputs: ") + what + " of B=" + std::to_string(B) + " H=" +
+                                  std::to_string(H) + " x " + std::to_string(rows) + " x " +
+                                  std::to_string(cols) + ": sizes must be positive and their product " +
+                                  "must fit in 64 bits");
+    n *= x;
+  }
+  return static_cast<std::size_t>(n);
+}
+
 }  // namespace
 
 float softmax_scale(const InputSpec& spec, std::int64_t d) {
   const double temperature = spec.kind == "clustered" ? spec.temperature : 1.0;
-  return static_cast<float>(1.0 / (std::sqrt(static_cast<double>(d)) * temperature));
+  const auto scale = static_cast<float>(1.0 / (std::sqrt(static_cast<double>(d)) * temperature));
+  if (!std::isfinite(scale) || scale <= 0)
+    throw std::invalid_argument("--temperature " + std::to_string(temperature) +
+                                ": the softmax scale 1 / (sqrt(d) * temperature) is not a positive float32");
+  return scale;
 }
 
 Tensors make_inputs(const InputSpec& spec, std::int64_t B, std::int64_t H, std::int64_t Nq,
                     std::int64_t Nk, std::int64_t d, std::int64_t dv, std::uint64_t seed) {
   Tensors t{B, H, Nq, Nk, d, dv, {}, {}, {}};
-  t.q.resize(static_cast<std::size_t>(B * H * Nq * d));
-  t.k.resize(static_cast<std::size_t>(B * H * Nk * d));
-  t.v.resize(static_cast<std::size_t>(B * H * Nk * dv));
+  t.q.resize(elements("Q", B, H, Nq, d));
+  t.k.resize(elements("K", B, H, Nk, d));
+  t.v.resize(elements("V", B, H, Nk, dv));
   std::mt19937_64 rng(seed);
   if (spec.kind == "gaussian") {
     fill_normal(t.q, rng);
@@ -58,6 +79,12 @@ Tensors make_inputs(const InputSpec& spec, std::int64_t B, std::int64_t H, std::
                                 "' (valid: gaussian, clustered)");
   }
   fill_normal(t.v, rng);
+  // Large --center-norm or --noise values overflow float32 in the sums above.
+  for (const Floats* x : {&t.q, &t.k})
+    for (const float f : *x)
+      if (!std::isfinite(f))
+        throw std::invalid_argument("inputs: --center-norm " + std::to_string(spec.center_norm) + " and --noise " +
+                                    std::to_string(spec.noise) + " give values beyond the float32 range");
   return t;
 }
 

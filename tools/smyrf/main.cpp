@@ -6,8 +6,11 @@
 //   smyrf perf    the performance targets, each as a ratio measured in one run
 //   smyrf peak    the machine's measured fp32 FMA peak
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <exception>
+#include <limits>
+#include <new>
 #include <string>
 
 #include "bench.h"
@@ -40,6 +43,52 @@ const CLI::Validator kNonNegative(
       return "must be a number >= 0, got '" + value + "'";
     },
     "NON-NEGATIVE");
+// Options stored as float: a value beyond the float range would become an infinity.
+const CLI::Validator kFitsFloat(
+    [](std::string& value) -> std::string {
+      try {
+        if (std::abs(std::stod(value)) <= std::numeric_limits<float>::max()) return "";
+      } catch (const std::exception&) {
+      }
+      return "must be a number within the float32 range, got '" + value + "'";
+    },
+    "FLOAT");
+// OpenMP thread counts: far more threads than any machine has exhaust the process's resources
+// (the runtime then crashes instead of failing), so there is a generous ceiling.
+constexpr int kMaxThreads = 1024;
+const CLI::Validator kThreads(
+    [](std::string& value) -> std::string {
+      try {
+        std::size_t used = 0;
+        const long long t = std::stoll(value, &used);
+        if (used == value.size() && t >= 0 && t <= kMaxThreads) return "";
+      } catch (const std::exception&) {
+      }
+      return "must be an integer in [0, " + std::to_string(kMaxThreads) + "] (0: all), got '" + value + "'";
+    },
+    "THREADS");
+// A share strictly between 0 and 1 (a training split).
+const CLI::Validator kOpenFraction(
+    [](std::string& value) -> std::string {
+      try {
+        const double v = std::stod(value);
+        if (v > 0 && v < 1) return "";
+      } catch (const std::exception&) {
+      }
+      return "must be a number in (0, 1), got '" + value + "'";
+    },
+    "(0, 1)");
+// A share of at most all of them (a fraction of the keys).
+const CLI::Validator kFraction(
+    [](std::string& value) -> std::string {
+      try {
+        const double v = std::stod(value);
+        if (v > 0 && v <= 1) return "";
+      } catch (const std::exception&) {
+      }
+      return "must be a number in (0, 1], got '" + value + "'";
+    },
+    "(0, 1]");
 
 // The options of the generated inputs, shared by `bench` and `run`. The construction is
 // documented in inputs.h.
@@ -53,13 +102,13 @@ void add_clustered_options(CLI::App* cmd, smyrf::cli::InputSpec& spec) {
       ->check(kPositive)->excludes(per_center);
   cmd->add_option("--center-norm", spec.center_norm,
                   "clustered: centre c_m ~ N(0, I) * center-norm / sqrt(d), so |c_m| ~ center-norm")
-      ->check(kPositive)->capture_default_str();
+      ->check(kPositive)->check(kFitsFloat)->capture_default_str();
   cmd->add_option("--noise", spec.noise,
                   "clustered: every query and key = a uniformly drawn centre + noise * N(0, I)")
-      ->check(kNonNegative)->capture_default_str();
+      ->check(kNonNegative)->check(kFitsFloat)->capture_default_str();
   cmd->add_option("--temperature", spec.temperature,
                   "clustered: softmax scale = 1 / (sqrt(d) * temperature)")
-      ->check(kPositive)->capture_default_str();
+      ->check(kPositive)->check(kFitsFloat)->capture_default_str();
 }
 
 // The model and text options shared by `eval` and `layers`.
@@ -85,6 +134,10 @@ int main(int argc, char** argv) {
   CLI::App app{"smyrf: efficient attention (SMYRF and friends) — benchmarks and tools"};
   app.set_version_flag("--version", std::string("smyrf ") + SMYRF_VERSION_STRING);
   app.require_subcommand(1);
+  // One line, like the errors of a run ("error: ..."), naming the option and what is wrong.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "error: " + std::string(e.what()) + " (see smyrf --help)\n";
+  });
 
   smyrf::cli::BenchOptions b;
   CLI::App* bench = app.add_subcommand(
@@ -107,7 +160,7 @@ int main(int argc, char** argv) {
   bench->add_option("--n-hashes", b.n_hashes, "SMYRF hashing rounds")->delimiter(',')->check(CLI::Range(1, 1024))->capture_default_str();
   bench->add_option("--q-cluster", b.q_cluster, "SMYRF query cluster sizes")->delimiter(',')->check(kPositive)->capture_default_str();
   bench->add_option("--k-cluster", b.k_cluster, "SMYRF key cluster sizes")->delimiter(',')->check(kPositive)->capture_default_str();
-  bench->add_option("--r", b.r, "E2LSH bucket width (0: order by the projection)")->check(kNonNegative)->capture_default_str();
+  bench->add_option("--r", b.r, "E2LSH bucket width (0: order by the projection)")->check(kNonNegative)->check(kFitsFloat)->capture_default_str();
   bench->add_option("--transform", b.transform, "xbox_plus | xbox | h2_alsh | l2_alsh")
       ->check(CLI::IsMember({"xbox_plus", "xbox", "h2_alsh", "l2_alsh"}))->capture_default_str();
   bench->add_option("--methods", b.methods, "Methods: reference, dense, smyrf")->delimiter(',')
@@ -125,8 +178,8 @@ int main(int argc, char** argv) {
       ->delimiter(',')->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
   add_clustered_options(bench, b.spec);
   bench->add_option("--repeats", b.repeats, "Timed repeats after one warm-up (median reported)")->check(CLI::Range(1, 1000))->capture_default_str();
-  bench->add_option("--threads", b.threads, "Threads (0: all)")->check(kNonNegative)->capture_default_str();
-  bench->add_option("--seed", b.seed, "Seed of the inputs and of SMYRF's hashes")->capture_default_str();
+  bench->add_option("--threads", b.threads, "Threads (0: all)")->check(kThreads)->capture_default_str();
+  bench->add_option("--seed", b.seed, "Seed of the inputs and of SMYRF's hashes")->check(kNonNegative)->capture_default_str();
   bench->add_option("--reference-max-n", b.reference_max_n,
                     "Run the O(N^2) double-precision reference only where Nq*Nk <= this^2")
       ->check(kNonNegative)->capture_default_str();
@@ -158,14 +211,14 @@ int main(int argc, char** argv) {
   run->add_option("--n-hashes", r.smyrf.n_hashes, "SMYRF hashing rounds")->check(CLI::Range(1, 1024))->capture_default_str();
   run->add_option("--q-cluster", r.smyrf.q_cluster_size, "SMYRF query cluster size")->check(kPositive)->capture_default_str();
   run->add_option("--k-cluster", r.smyrf.k_cluster_size, "SMYRF key cluster size")->check(kPositive)->capture_default_str();
-  run->add_option("--r", r.smyrf.r, "E2LSH bucket width (0: order by the projection)")->check(kNonNegative)->capture_default_str();
+  run->add_option("--r", r.smyrf.r, "E2LSH bucket width (0: order by the projection)")->check(kNonNegative)->check(kFitsFloat)->capture_default_str();
   run->add_option("--transform", r.transform, "xbox_plus | xbox | h2_alsh | l2_alsh")
       ->check(CLI::IsMember({"xbox_plus", "xbox", "h2_alsh", "l2_alsh"}))->capture_default_str();
   add_clustered_options(run, r.spec);
   run->add_option("--repeats", r.repeats, "Calls (the first one, which sizes the workspace, is reported apart)")
       ->check(CLI::Range(1, 100000))->capture_default_str();
-  run->add_option("--threads", r.threads, "Threads (0: all)")->check(kNonNegative)->capture_default_str();
-  run->add_option("--seed", r.seed, "Seed of the inputs and of SMYRF's hashes")->capture_default_str();
+  run->add_option("--threads", r.threads, "Threads (0: all)")->check(kThreads)->capture_default_str();
+  run->add_option("--seed", r.seed, "Seed of the inputs and of SMYRF's hashes")->check(kNonNegative)->capture_default_str();
   run->add_option("--reference-max-n", r.reference_max_n,
                   "The exact result is the double reference where Nq*Nk <= this^2, else dense")
       ->check(kNonNegative)->capture_default_str();
@@ -173,7 +226,7 @@ int main(int argc, char** argv) {
 
   int peak_threads = 0;
   CLI::App* peak = app.add_subcommand("peak", "Measure the fp32 FMA peak (GFLOP/s) of this machine");
-  peak->add_option("--threads", peak_threads, "Threads (0: all)")->check(kNonNegative);
+  peak->add_option("--threads", peak_threads, "Threads (0: all)")->check(kThreads);
 
   smyrf::cli::PerfOptions perf_options;
   CLI::App* perf = app.add_subcommand(
@@ -194,14 +247,14 @@ int main(int argc, char** argv) {
       "spam classifier trained on dense embeddings. Table on stdout, JSON and CSV to files.");
   add_model_options(eval, ev.model, ev.corpus, ev.mail_text);
   eval->add_option("--limit", ev.limit, "Use a seeded (stratified) subset of this many texts; 0 = all")
-      ->capture_default_str();
+      ->check(kNonNegative)->capture_default_str();
   eval->add_option("--regimes", ev.regimes, "native (the model's 128-token clip) and/or extended")
       ->delimiter(',')->capture_default_str();
   eval->add_option("--extended-tokens", ev.extended_tokens, "Token clip of the extended regime")
       ->check(kPositive)->capture_default_str();
   eval->add_option("--extended-limit", ev.extended_limit,
                    "Extended regime: a seeded (stratified) part of the texts of this size; 0 = all")
-      ->capture_default_str();
+      ->check(kNonNegative)->capture_default_str();
   eval->add_option("--variants", ev.variants,
                    "Attention variants: dense, smyrf:H:F (H rounds, memory budget F; at 128 tokens "
                    "smyrf:2:0.5 = 2x32), smyrf:HxC (fixed clusters of C), smyrf-c:F[:Q], and every "
@@ -216,9 +269,9 @@ int main(int argc, char** argv) {
       ->check(kPositive)->capture_default_str();
   eval->add_flag("--cv", ev.cross_validate, "Also choose lambda by 5-fold cross-validation");
   eval->add_option("--train-fraction", ev.train_fraction, "Training share of the stratified split")
-      ->capture_default_str();
-  eval->add_option("--seed", ev.seed, "Seed of the subset, the split and the hashing")->capture_default_str();
-  eval->add_option("--threads", ev.threads, "Threads (texts run in parallel); 0 = all")->capture_default_str();
+      ->check(kOpenFraction)->capture_default_str();
+  eval->add_option("--seed", ev.seed, "Seed of the subset, the split and the hashing")->check(kNonNegative)->capture_default_str();
+  eval->add_option("--threads", ev.threads, "Threads (texts run in parallel); 0 = all")->check(kThreads)->capture_default_str();
   eval->add_option("--json", ev.json, "JSON output ('' for none)")->capture_default_str();
   eval->add_option("--csv", ev.csv, "CSV output ('' for none)")->capture_default_str();
   eval->add_flag("--quiet", ev.quiet, "No progress bar");
@@ -233,10 +286,10 @@ int main(int argc, char** argv) {
   add_model_options(layers, lo.model, lo.corpus, lo.mail_text);
   layers->add_option("--limit", lo.limit, "Texts (every k-th of the corpus)")->check(kPositive)->capture_default_str();
   layers->add_option("--max-tokens", lo.max_tokens, "Token clip (128 = the model's)")->check(kPositive)->capture_default_str();
-  layers->add_option("--budget", lo.budget, "Oracles' keys per query as a fraction of N")->check(kPositive)->capture_default_str();
+  layers->add_option("--budget", lo.budget, "Oracles' keys per query as a fraction of N")->check(kFraction)->capture_default_str();
   layers->add_option("--variants", lo.variants, "Variants (as smyrf eval)")->delimiter(',')->capture_default_str();
-  layers->add_option("--seed", lo.seed, "Seed")->capture_default_str();
-  layers->add_option("--threads", lo.threads, "Threads (texts in parallel); 0 = all")->capture_default_str();
+  layers->add_option("--seed", lo.seed, "Seed")->check(kNonNegative)->capture_default_str();
+  layers->add_option("--threads", lo.threads, "Threads (texts in parallel); 0 = all")->check(kThreads)->capture_default_str();
 #endif
 
   std::int64_t probe_n = 0;
@@ -244,6 +297,20 @@ int main(int argc, char** argv) {
   probe->group("");  // hidden from --help
   probe->add_option("--n", probe_n)->required()->check(kPositive);
 
+  // CLI11 reports an unknown command only as "a subcommand is required"; name it.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string known;
+    bool found = false;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      found = found || sub->check_name(argv[1]);
+      if (!sub->get_group().empty()) known += (known.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!found) {
+      std::fprintf(stderr, "error: unknown command '%s' (commands: %s; see smyrf --help)\n", argv[1],
+                   known.c_str());
+      return static_cast<int>(CLI::ExitCodes::ExtrasError);
+    }
+  }
   CLI11_PARSE(app, argc, argv);
   try {
 #if SMYRF_HAVE_MODELS
@@ -265,6 +332,11 @@ int main(int argc, char** argv) {
   } catch (const smyrf::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
+  } catch (const std::bad_alloc&) {
+    // Sizes from the command line (--n, --d, --batch, --heads) can ask for more than
+    // the machine has; std::bad_alloc alone does not say so.
+    std::fprintf(stderr, "error: out of memory: the sizes given ask for more memory than can be allocated\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

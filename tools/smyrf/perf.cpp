@@ -9,8 +9,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <stdexcept>
@@ -18,6 +16,7 @@
 
 #include "inputs.h"
 #include "movement.h"
+#include "output.h"
 #include "peak.h"
 #include "smyrf/smyrf.h"
 
@@ -118,6 +117,7 @@ int run_rss_probe(std::int64_t n) {
 }
 
 int run_perf(const PerfOptions& o, const char* self_exe) {
+  check_output_paths({{"--json", o.json}});
   const int threads = 2;
   const Peak peak1 = measure_fma_peak(1), peak2 = measure_fma_peak(threads);
   std::printf("smyrf %s | %s | measured fp32 FMA peak %.1f GFLOP/s (1 thread), %.1f (%d threads)\n",
@@ -206,8 +206,6 @@ int run_perf(const PerfOptions& o, const char* self_exe) {
                              : "below the data-movement bound, so on this machine no "
                                "implementation meets both.");
   if (!o.json.empty()) {
-    const std::filesystem::path path(o.json);
-    if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
     nlohmann::json doc = {{"machine", {{"simd_target", simd_target()}, {"peak_1_thread_gflops", peak1.gflops},
                                        {"peak_gflops", peak2.gflops}, {"threads", threads}}},
                           {"targets", rows},
@@ -218,8 +216,7 @@ int run_perf(const PerfOptions& o, const char* self_exe) {
                                              {"cap_16k_seconds", cap_16k},
                                              {"cap_large_seconds", cap_large},
                                              {"targets_2b_2c_jointly_possible", joint_possible}}}};
-    std::ofstream(o.json + ".tmp") << doc.dump(2) << "\n";
-    std::filesystem::rename(o.json + ".tmp", path);
+    write_files({{o.json, doc.dump(2) + "\n"}});
   }
   return 0;
 }

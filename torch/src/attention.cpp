@@ -51,8 +51,9 @@ c10::optional<at::Tensor> check_mask(const c10::optional<at::Tensor>& mask, cons
 void check_options(const Options& options) {
   TORCH_CHECK_VALUE(std::isfinite(options.dropout) && options.dropout >= 0.0 && options.dropout < 1.0,
                     "dropout = ", options.dropout, ": must be in [0, 1)");
-  TORCH_CHECK_VALUE(options.num_threads >= 0, "num_threads = ", options.num_threads,
-                    ": must be >= 0 (0 = all threads OpenMP offers)");
+  TORCH_CHECK_VALUE(options.num_threads >= 0 && options.num_threads <= smyrf::kMaxThreads, "num_threads = ",
+                    options.num_threads, ": must be >= 0 and <= ", smyrf::kMaxThreads,
+                    " (0 = all threads OpenMP offers)");
   if (options.scale) {
     const double s = *options.scale;
     TORCH_CHECK_VALUE(std::isfinite(s) && std::abs(s) <= std::numeric_limits<float>::max(),

@@ -29,6 +29,7 @@ Q, K, V = qkv(b=2, h=2, nq=6, nk=5, d=4, dv=3, dtype=torch.float32)
     ((Q, K, V), dict(dropout=-0.1), ValueError, r"^dropout = -0.1: must be in \[0, 1\)"),
     ((Q, K, V), dict(scale=float("inf")), ValueError, r"^scale = inf: must be finite"),
     ((Q, K, V), dict(num_threads=-1), ValueError, r"^num_threads = -1: must be >= 0"),
+    ((Q, K, V), dict(num_threads=5000), ValueError, r"^num_threads = 5000: must be >= 0 and <= 1024"),
 ])
 def test_functional_edge_errors(fn, args, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -69,6 +70,12 @@ Q3, K3, V3 = Q[:, 0], K[:, 0], V[:, 0]  # [batch, seq, dim]
     ((Q3, K3[:1], V3[:1]), {}, ValueError, r"^keys: shape \[1, 5, 4\] does not match queries"),
     ((Q3, K3, V3[:, :4]), {}, ValueError, r"^values: shape .* does not match keys"),
     ((Q3, K3, V3), dict(norm_factor=0), ValueError, r"^norm_factor = 0: must be finite and nonzero"),
+    ((Q3, K3, V3), dict(norm_factor="two"), TypeError, r"^norm_factor = 'two': expected a number"),
+    ((Q3, K3, V3), dict(norm_factor=None), TypeError, r"^norm_factor = None: expected a number"),
+    ((Q3, K3.double(), V3), {}, TypeError,
+     r"^queries, keys, values: expected one dtype, got torch\.float32, torch\.float64, torch\.float32"),
+    ((Q3[:, :0], K3, V3), {}, ValueError, r"^queries: every dimension must be >= 1, got shape \[2, 0, 4\]"),
+    ((Q3, K3, V3[..., :0]), {}, ValueError, r"^values: every dimension must be >= 1, got shape \[2, 5, 0\]"),
     ((Q3, K3, V3), dict(attn_mask=torch.ones(2, 5, dtype=torch.bool)), TypeError,
      r"^attn_mask: expected an additive floating-point mask"),
     ((Q3, K3, V3), dict(attn_mask=torch.zeros(2, 6)), ValueError,
@@ -94,3 +101,9 @@ def test_module_constructor_errors(kwargs, pattern):
     args.update(kwargs)
     with pytest.raises(ValueError, match=pattern):
         SmyrfAttention(**args)
+
+
+@pytest.mark.parametrize("dropout", ["0.1", None, True])
+def test_module_dropout_must_be_a_number(dropout):
+    with pytest.raises(TypeError, match=r"^dropout = .*: expected a number in \[0, 1\)"):
+        SmyrfAttention(1, 4, 4, dropout=dropout)

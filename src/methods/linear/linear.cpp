@@ -548,6 +548,17 @@ void LinearKeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_
   for (std::int64_t k = 0; k < n; ++k)
     LinearFeaturesOf(s, xs + k * d, pj + k * s.dirs_p, false, cb, kphi + k * mp,
                      sc + a.layout.tmp);
+  if (s.map == FeatureMap::dpfp) {
+    // DPFP's features are products of two coordinates: with small inputs they fall below
+    // float's range before the float products. The block's features are divided by their
+    // max (cb = its log, -inf for an all-zero block) and the blocks recombined like the
+    // FAVOR stabilisers; the scale cancels in the ratio.
+    double mx = 0.0;
+    for (std::int64_t i = 0; i < n * mp; ++i) mx = std::max(mx, kphi[i]);
+    cb[0] = mx > 0.0 ? std::log(mx) : -std::numeric_limits<double>::infinity();
+    if (mx > 0.0)
+      for (std::int64_t i = 0; i < n * mp; ++i) kphi[i] /= mx;
+  }
   // S_b[r][c] = sum_k kphi[k][r] v_k[c] in float: the features rounded to float, X(r, k) =
   // kf[k mp + r], each element a float chain over the block's keys in order.
   float* kf = reinterpret_cast<float*>(sc + a.layout.fa);
@@ -577,7 +588,7 @@ HWY_INLINE void LinearCombine(const detail::LinearRunArgs& a, std::int64_t bh, c
   const LinearBH at = LinearAt(a, bh, bh);
   const std::int64_t dvp = a.dvp;
   const detail::LinearPart pt = detail::LinearPart::make(s.m, s.mp, dvp, s.d);
-  const bool one_c = s.map == FeatureMap::favor_plus || s.map == FeatureMap::favor;
+  const bool one_c = s.map == FeatureMap::favor_plus || s.map == FeatureMap::favor || s.map == FeatureMap::dpfp;
   const bool per_r = s.map == FeatureMap::efficient;
   double c = -std::numeric_limits<double>::infinity();
   if (one_c)
@@ -600,7 +611,10 @@ HWY_INLINE void LinearCombine(const detail::LinearRunArgs& a, std::int64_t bh, c
     for (std::int64_t blk = 0; blk < nb; ++blk) {
       const double* p = parts + blk * pt.total;
       if (!(p[pt.count] > 0)) continue;
-      const double w = one_c ? std::exp(p[pt.cb] - cr) : per_r ? std::exp(p[pt.cb + r] - cr) : 1.0;
+      // With one_c, cr = -inf only for DPFP with every block all-zero: then S = z = 0.
+      double w = 1.0;
+      if (one_c) w = cr == -std::numeric_limits<double>::infinity() ? 0.0 : std::exp(p[pt.cb] - cr);
+      if (per_r) w = std::exp(p[pt.cb + r] - cr);
       const auto vw = hn::Set(dd, w);
       const double* Sb = p + pt.S + r * dvp;
       for (std::int64_t col = 0; col < dvp; col += L)
@@ -633,6 +647,13 @@ void LinearReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int
   std::int64_t n = 0;
   auto flush = [&] {
     LinearFeatureRows(s, at.wt, xs, n, true, at.st, pj, phi, sc + a.layout.tmp);
+    if (s.map == FeatureMap::dpfp)  // each query's features over their max (see LinearKeyBlock)
+      for (std::int64_t k = 0; k < n; ++k) {
+        double* row = phi + k * s.mp;
+        const double mx = *std::max_element(row, row + s.m);
+        if (mx > 0.0)
+          for (std::int64_t r = 0; r < s.m; ++r) row[r] /= mx;
+      }
     // Numerators in float: phi_k rounded to float times S rounded to float (each element a
     // float chain over r < m in order); the normaliser phi_k . z in double.
     float* phif = reinterpret_cast<float*>(sc + a.layout.fa);

@@ -6,6 +6,7 @@ smyrf/torch/attn.py), computed by this library: existing code switches by changi
 Deviations from the official module are listed in torch/README.md.
 """
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -33,6 +34,8 @@ def _check_tensor(name, t, layout):
         raise TypeError(f"{name}: expected a CPU tensor, got one on {t.device}")
     if t.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name}: expected dtype float32 or float64, got {t.dtype}")
+    if any(s < 1 for s in t.shape):
+        raise ValueError(f"{name}: every dimension must be >= 1, got shape {list(t.shape)}")
 
 
 def _key_mask(attn_mask, batch, k_seqlen):
@@ -79,6 +82,8 @@ class SmyrfAttention(nn.Module):
                             else _positive_int("q_attn_size", q_attn_size))
         self.k_attn_size = (_positive_int("k_cluster_size", k_cluster_size) if k_attn_size is None
                             else _positive_int("k_attn_size", k_attn_size))
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout = {dropout!r}: expected a number in [0, 1)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout = {dropout!r}: must be in [0, 1)")
         self.dropout = nn.Dropout(dropout)
@@ -100,6 +105,9 @@ class SmyrfAttention(nn.Module):
         _check_tensor("queries", queries, "[batch, Nq, d]")
         _check_tensor("keys", keys, "[batch, Nk, d]")
         _check_tensor("values", values, "[batch, Nk, dv]")
+        if keys.dtype != queries.dtype or values.dtype != queries.dtype:
+            raise TypeError(f"queries, keys, values: expected one dtype, got {queries.dtype}, "
+                            f"{keys.dtype}, {values.dtype}")
         batch, q_seqlen, dim = queries.shape
         if keys.shape[0] != batch or keys.shape[2] != dim:
             raise ValueError(f"keys: shape {list(keys.shape)} does not match queries "
@@ -107,7 +115,10 @@ class SmyrfAttention(nn.Module):
         if values.shape[:2] != keys.shape[:2]:
             raise ValueError(f"values: shape {list(values.shape)} does not match keys "
                              f"{list(keys.shape)}: batch and Nk must agree")
-        factor = float(norm_factor)
+        try:
+            factor = float(norm_factor)
+        except (TypeError, ValueError):
+            raise TypeError(f"norm_factor = {norm_factor!r}: expected a number") from None
         if not math.isfinite(factor) or factor == 0.0:
             raise ValueError(f"norm_factor = {norm_factor!r}: must be finite and nonzero")
         k_seqlen = keys.shape[1]
