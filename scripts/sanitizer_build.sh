@@ -4,7 +4,7 @@
 #   address: AddressSanitizer + UndefinedBehaviorSanitizer + libFuzzer coverage (tests and fuzzer)
 #   thread:  ThreadSanitizer (tests only)
 configure_sanitized() {
-  local kind=$1 flags="-O1 -gline-tables-only -fno-omit-frame-pointer -march=native -DHWY_COMPILE_ONLY_STATIC=1"
+  local kind=$1 flags="-O0 -gline-tables-only -fno-omit-frame-pointer -march=native -DHWY_COMPILE_ONLY_STATIC=1"
   local fuzz=OFF
   case $kind in
     address) flags+=" -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined"
