@@ -30,6 +30,13 @@ Q, K, V = qkv(b=2, h=2, nq=6, nk=5, d=4, dv=3, dtype=torch.float32)
     ((Q, K, V), dict(scale=float("inf")), ValueError, r"^scale = inf: must be finite"),
     ((Q, K, V), dict(num_threads=-1), ValueError, r"^num_threads = -1: must be >= 0"),
     ((Q, K, V), dict(num_threads=5000), ValueError, r"^num_threads = 5000: must be >= 0 and <= 1024"),
+    ((Q, K, V), dict(num_threads=1.5), TypeError, r"^num_threads: expected an int, got float"),
+    ((Q, K, V), dict(seed=-1), ValueError, r"^seed = -1: must be in \[0, 2\^64\)"),
+    ((Q, K, V), dict(seed=2**64), ValueError, r"^seed = 18446744073709551616: must be in"),
+    ((Q, K, V), dict(seed="1"), TypeError, r"^seed: expected an int, got str"),
+    ((Q, K, V), dict(dropout="x"), TypeError, r"^dropout: expected a number, got str"),
+    ((Q, K, V), dict(scale="x"), TypeError, r"^scale: expected a number, got str"),
+    ((Q, K, V), dict(training="yes"), TypeError, r"^training: expected a bool, got str"),
 ])
 def test_functional_edge_errors(fn, args, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -45,6 +52,23 @@ def test_functional_edge_errors(fn, args, kwargs, error, pattern):
 def test_smyrf_config_errors_from_the_library(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         smyrf_attention(Q, K, V, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,error,pattern", [
+    (dict(n_hashes=2**40), ValueError, r"^n_hashes = 1099511627776: must fit in a 32-bit int"),
+    (dict(q_cluster_size=True), TypeError, r"^q_cluster_size: expected an int, got bool"),
+    (dict(r="0"), TypeError, r"^r: expected a number, got str"),
+])
+def test_smyrf_scalar_arguments_are_named(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        smyrf_attention(Q, K, V, **kwargs)
+
+
+def test_range_error_names_the_row():
+    big = K.clone()
+    big[0, 1, 2] = 1e30
+    with pytest.raises(ValueError, match=r"params\.k\[0, 1, 2\] row norm = 1e\+30: above 2\^32"):
+        dense_attention(Q, big, V)
 
 
 def test_non_finite_input_is_reported_by_the_library():

@@ -7,7 +7,56 @@ See torch/README.md of the smyrf repository.
 """
 import torch  # noqa: F401  (loads libtorch and its Python bindings before the extension)
 
-from ._C import dense_attention, smyrf_attention
+import functools
+import numbers
+
+from . import _C
 from .attn import SmyrfAttention
+
+_INT32_MAX = 2**31 - 1
+
+
+def _int_arg(name, value, lo, hi, why):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} = {value}: {why}")
+
+
+def _number_arg(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+
+
+def _checked(fn, int_args):
+    """fn with its scalar arguments checked by name before the extension converts them (whose
+    own error for a wrong type or range lists the whole signature, not the argument)."""
+    @functools.wraps(fn)
+    def call(q, k, v, *args, **kwargs):
+        for name, (lo, hi, why) in int_args.items():
+            if name in kwargs:
+                _int_arg(name, kwargs[name], lo, hi, why)
+        for name in ("dropout", "r"):
+            if name in kwargs:
+                _number_arg(name, kwargs[name])
+        if kwargs.get("scale") is not None:
+            _number_arg("scale", kwargs["scale"])
+        if "training" in kwargs and not isinstance(kwargs["training"], bool):
+            raise TypeError(f"training: expected a bool, got {type(kwargs['training']).__name__}")
+        return fn(q, k, v, *args, **kwargs)
+
+    return call
+
+
+_COMMON_INTS = {
+    "seed": (0, 2**64 - 1, "must be in [0, 2^64)"),
+    "num_threads": (0, 1024, "must be >= 0 and <= 1024"),
+}
+dense_attention = _checked(_C.dense_attention, _COMMON_INTS)
+smyrf_attention = _checked(_C.smyrf_attention, {
+    **_COMMON_INTS,
+    **{n: (-_INT32_MAX - 1, _INT32_MAX, "must fit in a 32-bit int")
+       for n in ("n_hashes", "q_cluster_size", "k_cluster_size")},
+})
 
 __all__ = ["SmyrfAttention", "dense_attention", "smyrf_attention"]
