@@ -215,5 +215,29 @@ TEST(Sinkhorn, BadConfigsThrowNamingTheField) {
   expect_config_error(pr, SinkhornConfig{}, "params.causal = true");
 }
 
+// Memory the call cannot have is an error, not a crash: the nb x nb sort matrices with
+// block_size 1 on long key sequences. 2^24 keys: 2^51 bytes, refused by the config check;
+// 2^21 keys: 32 TiB, refused when the workspace is reserved (more than any machine here has).
+TEST(Sinkhorn, SortMatricesTooLargeForMemoryAreAnError) {
+  for (const std::int64_t nk : {std::int64_t{1} << 24, std::int64_t{1} << 21}) {
+    std::vector<float> q(1, 0.5f), k(static_cast<std::size_t>(nk), 0.25f), v(static_cast<std::size_t>(nk), 1.0f);
+    std::vector<float> o(1, 7.0f);
+    const AttentionParams p = AttentionParams::contiguous(1, 1, 1, nk, 1, 1, q.data(), k.data(), v.data(), o.data());
+    try {
+      attention(p, SinkhornConfig{.block_size = 1});
+      ADD_FAILURE() << "no error for nk = " << nk;
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (nk == (std::int64_t{1} << 24)) {
+        EXPECT_NE(what.find("SinkhornConfig.block_size = 1: too small for nk = 16777216"), std::string::npos) << what;
+      } else {
+        EXPECT_NE(what.find("out of memory"), std::string::npos) << what;
+        EXPECT_NE(what.find("GiB"), std::string::npos) << what;
+      }
+    }
+    EXPECT_EQ(o[0], 7.0f);
+  }
+}
+
 }  // namespace
 }  // namespace smyrf::test

@@ -151,25 +151,10 @@ void validate_method(const detail::Problem& pr, const MethodConfig& config) {
                 config_name(config) + " has no dropout");
 }
 
-}  // namespace
-
-RunInfo attention(const AttentionParams& params, const MethodConfig& config,
-                  Workspace* workspace) {
-  detail::Timer timer;
-  validate_method(detail::validate_params(params), config);
-  // Dropout reweights the forward's probabilities exp(s - lse): it needs each query's lse,
-  // in params.lse or in a buffer of its own.
-  AttentionParams with_lse = params;
-  std::vector<float> own_lse;
-  if (params.dropout > 0.0f && params.lse == nullptr) {
-    own_lse.resize(static_cast<std::size_t>(params.batch * params.heads * params.nq));
-    with_lse.lse = own_lse.data();
-  }
-  const detail::Problem pr = detail::validate_params(with_lse);
-  if (params.check_finite) check_finite_inputs(pr, config);
-  if (with_lse.lse != nullptr)
-    std::fill_n(with_lse.lse, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
-  RunInfo info = std::visit(
+// The method's forward pass on the validated problem.
+RunInfo run_method(const detail::Problem& pr, const AttentionParams& with_lse, const MethodConfig& config,
+                   Workspace* workspace) {
+  return std::visit(
       [&](const auto& c) -> RunInfo {
         using T = std::decay_t<decltype(c)>;
         if constexpr (std::is_same_v<T, ReferenceConfig>) {
@@ -200,6 +185,33 @@ RunInfo attention(const AttentionParams& params, const MethodConfig& config,
           return detail::synthesizer_forward(pr, c, workspace);
       },
       config);
+}
+
+}  // namespace
+
+RunInfo attention(const AttentionParams& params, const MethodConfig& config,
+                  Workspace* workspace) {
+  detail::Timer timer;
+  validate_method(detail::validate_params(params), config);
+  // Dropout reweights the forward's probabilities exp(s - lse): it needs each query's lse,
+  // in params.lse or in a buffer of its own.
+  AttentionParams with_lse = params;
+  std::vector<float> own_lse;
+  if (params.dropout > 0.0f && params.lse == nullptr) {
+    own_lse.resize(static_cast<std::size_t>(params.batch * params.heads * params.nq));
+    with_lse.lse = own_lse.data();
+  }
+  const detail::Problem pr = detail::validate_params(with_lse);
+  if (params.check_finite) check_finite_inputs(pr, config);
+  if (with_lse.lse != nullptr)
+    std::fill_n(with_lse.lse, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
+  RunInfo info;
+  try {
+    info = run_method(pr, with_lse, config, workspace);
+  } catch (const std::bad_alloc&) {
+    throw Error("smyrf: out of memory: " + config_name(config) + " could not allocate what these sizes need " +
+                "(output values unspecified)");
+  }
   if (params.dropout > 0.0f && !std::holds_alternative<ReferenceConfig>(config))
     detail::dropout_forward(pr, config, with_lse.lse, workspace);
   info.seconds_total = timer.seconds();

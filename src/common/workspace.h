@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "smyrf/smyrf.h"
@@ -24,9 +25,16 @@ namespace detail {
 // Two-pass layout: add() the regions (offsets are 64-byte aligned), then bind() to a buffer.
 class Arena {
  public:
+  // Sizes that would overflow saturate at kHuge, which Workspace refuses (out-of-memory error)
+  // before anything is bound.
+  static constexpr std::size_t kHuge = std::numeric_limits<std::size_t>::max() / 4;
   template <class T>
   std::size_t add(std::size_t count) {
     const std::size_t offset = size_;
+    if (count > kHuge / sizeof(T) || size_ >= kHuge - count * sizeof(T) - 64) {
+      size_ = kHuge;
+      return offset;
+    }
     size_ += (count * sizeof(T) + 63) / 64 * 64;
     return offset;
   }

@@ -66,7 +66,7 @@ def test_smyrf_scalar_arguments_are_named(kwargs, error, pattern):
 
 def test_range_error_names_the_row():
     big = K.clone()
-    big[0, 1, 2] = 1e30
+    big[0, 1, 2, 0] = 1e30
     with pytest.raises(ValueError, match=r"params\.k\[0, 1, 2\] row norm = 1e\+30: above 2\^32"):
         dense_attention(Q, big, V)
 

@@ -252,6 +252,14 @@ void validate_config(const SinkhornConfig& c, const Problem& pr) {
     fail("temperature", float_str(c.temperature), "must be finite and > 0");
   if (pr.p->causal)
     throw Error("smyrf: params.causal = true: sinkhorn attention has no causal form");
+  // The sort matrices: B * H * nb^2 doubles, nb = ceil(nk / block_size) (exact in double here).
+  const double nb = static_cast<double>(sinkhorn_blocks(pr.Nk, c.block_size));
+  const double sort_bytes = 8.0 * static_cast<double>(pr.B * pr.H) * nb * nb;
+  if (sort_bytes > 0x1p50)
+    fail("block_size", std::to_string(c.block_size),
+         "too small for nk = " + std::to_string(pr.Nk) + ": the sort matrices (B * H * nb^2 doubles, nb = " +
+             float_str(static_cast<float>(nb)) + " blocks) would need " + float_str(static_cast<float>(sort_bytes)) +
+             " bytes");
   if (c.sort_net != nullptr) {
     const std::int64_t n = pr.H * pr.d * sinkhorn_blocks(pr.Nk, c.block_size);
     for (std::int64_t i = 0; i < n; ++i)
