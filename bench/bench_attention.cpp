@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "api/inspect.h"
 #include "methods/smyrf/clustering.h"
 #include "smyrf/smyrf.h"
 

@@ -6,6 +6,7 @@
 
 #include <tuple>
 
+#include "api/inspect.h"
 #include "methods/smyrf/clustering.h"
 #include "reference/smyrf_reference.h"
 #include "test_util.h"

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "api/inspect.h"
 #include "hwy/targets.h"
 #include "methods/clustered/clustered.h"
 #include "reference/clustered_reference.h"

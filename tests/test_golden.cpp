@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "api/inspect.h"
 #include "method_cases.h"
 #include "methods/clustered/clustered.h"
 #include "methods/reformer/reformer.h"

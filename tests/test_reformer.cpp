@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "api/inspect.h"
 #include "hwy/targets.h"
 #include "methods/reformer/reformer.h"
 #include "reference/reformer_reference.h"

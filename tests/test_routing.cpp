@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "api/inspect.h"
 #include "hwy/targets.h"
 #include "methods/routing/routing.h"
 #include "reference/routing_reference.h"

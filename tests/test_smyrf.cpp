@@ -7,6 +7,7 @@
 #include <string>
 #include <tuple>
 
+#include "api/inspect.h"
 #include "kernels/radix_sort.h"
 #include "methods/smyrf/clustering.h"
 #include "methods/smyrf/smyrf.h"

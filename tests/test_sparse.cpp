@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "api/inspect.h"
 #include "methods/sparse/sparse.h"
 #include "reference/sparse_reference.h"
 #include "test_util.h"

@@ -2,6 +2,7 @@
 // dispatch must not hide a broken kernel on a target the test machine would not pick.
 #include <gtest/gtest.h>
 
+#include "api/inspect.h"
 #include "hwy/highway.h"
 #include "hwy/targets.h"
 #include "methods/smyrf/clustering.h"

@@ -6,23 +6,15 @@
 #include <type_traits>
 #include <vector>
 
+#include "api/dispatch.h"
 #include "api/validate.h"
+#include "common/error.h"
+#include "common/finite.h"
 #include "common/timer.h"
 #include "hwy/targets.h"
-#include "methods/clustered/clustered.h"
-#include "methods/compressed/compressed.h"
-#include "methods/dense/dense.h"
-#include "methods/informer/informer.h"
-#include "methods/linear/linear.h"
-#include "methods/reformer/reformer.h"
-#include "methods/routing/routing.h"
-#include "methods/sinkhorn/sinkhorn.h"
-#include "methods/sparse/sparse.h"
-#include "methods/smyrf/smyrf.h"
-#include "methods/synthesizer/synthesizer.h"
-#include "methods/train/train.h"
-#include "reference/dense_reference.h"
+#include "methods/registry.h"
 #include "reference/train_reference.h"
+#include "smyrf/registry.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf {
@@ -67,176 +59,136 @@ AttentionParams& AttentionParams::with_masks(const std::uint8_t* key_mask_bn,
 }
 
 const char* method_name(const MethodConfig& config) {
+  return std::visit([](const auto& c) { return detail::Method<std::decay_t<decltype(c)>>::kName; }, config);
+}
+
+Capabilities capabilities(const MethodConfig& config) {
   return std::visit(
-      [](const auto& c) -> const char* {
-        using T = std::decay_t<decltype(c)>;
-        if constexpr (std::is_same_v<T, ReferenceConfig>) return "reference";
-        if constexpr (std::is_same_v<T, DenseConfig>) return "dense";
-        if constexpr (std::is_same_v<T, SmyrfConfig>) return "smyrf";
-        if constexpr (std::is_same_v<T, ReformerConfig>) return "reformer";
-        if constexpr (std::is_same_v<T, ClusteredConfig>) return "clustered";
-        if constexpr (std::is_same_v<T, RoutingConfig>) return "routing";
-        if constexpr (std::is_same_v<T, SparseConfig>) return "sparse";
-        if constexpr (std::is_same_v<T, LinearConfig>) return "linear";
-        if constexpr (std::is_same_v<T, CompressedConfig>) return "compressed";
-        if constexpr (std::is_same_v<T, InformerConfig>) return "informer";
-        if constexpr (std::is_same_v<T, SinkhornConfig>) return "sinkhorn";
-        if constexpr (std::is_same_v<T, SynthesizerConfig>) return "synthesizer";
-      },
-      config);
+      [](const auto& c) { return detail::Method<std::decay_t<decltype(c)>>::capabilities(c); }, config);
 }
 
-namespace {
-
-bool is_centroid(const MethodConfig& config) {
-  const auto* s = std::get_if<SmyrfConfig>(&config);
-  return s != nullptr && s->keys == KeySelection::centroid;
+const std::vector<MethodInfo>& methods() {
+  static const std::vector<MethodInfo> all = [] {
+    std::vector<MethodInfo> out;
+    // One entry per alternative of MethodConfig, in its order.
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (
+          [&] {
+            using C = std::variant_alternative_t<I, MethodConfig>;
+            for (MethodInfo& m : detail::Method<C>::forms()) out.push_back(std::move(m));
+          }(),
+          ...);
+    }(std::make_index_sequence<std::variant_size_v<MethodConfig>>{});
+    return out;
+  }();
+  return all;
 }
 
-// The methods with a training path (backward, dropout, double-precision forward): reference,
-// dense and SMYRF's LSH mode.
-bool trainable(const MethodConfig& config) {
-  return std::holds_alternative<ReferenceConfig>(config) ||
-         std::holds_alternative<DenseConfig>(config) ||
-         (std::holds_alternative<SmyrfConfig>(config) && !is_centroid(config));
+namespace detail {
+
+template <class C>
+std::string subject(const C& c) {
+  return Method<C>::subject(c);
+}
+std::string subject(const MethodConfig& config) {
+  return std::visit([](const auto& c) { return subject(c); }, config);
 }
 
-std::string config_name(const MethodConfig& config) {
-  if (is_centroid(config)) return "SmyrfConfig.keys = centroid";
-  return std::string(method_name(config)) + " attention";
+template <class C>
+std::string causal_subject(const C& c) {
+  if constexpr (requires { Method<C>::causal_subject(c); })
+    return Method<C>::causal_subject(c);
+  else
+    return Method<C>::subject(c);
 }
 
-// The non-finite scan of the rows a method reads. Reformer with shared_qk reads no K: its keys
-// are the normalised q rows of the visible keys, so those Q rows are scanned as keys instead.
-void check_finite_inputs(const detail::Problem& pr, const MethodConfig& config) {
-  const auto* reformer = std::get_if<ReformerConfig>(&config);
-  if (reformer == nullptr || !reformer->shared_qk) return detail::check_inputs_finite(pr);
-  AttentionParams keys_from_q = *pr.p;
-  keys_from_q.k = keys_from_q.q;
-  keys_from_q.k_batch_stride = keys_from_q.q_batch_stride;
-  keys_from_q.k_head_stride = keys_from_q.q_head_stride;
-  keys_from_q.k_row_stride = keys_from_q.q_row_stride;
-  try {
-    detail::check_inputs_finite(detail::validate_params(keys_from_q));
-  } catch (const Error& e) {
-    std::string what = e.what();
-    if (const std::size_t at = what.find("params.k["); at != std::string::npos) {
-      what.replace(at, 9, "params.q[");
-      what += " (the row of a key: ReformerConfig.shared_qk builds keys from Q)";
-    }
-    throw Error(what);
-  }
-}
-
-// Checks the method's own config and what it supports of params.
-void validate_method(const detail::Problem& pr, const MethodConfig& config) {
-  std::visit(
-      [&](const auto& c) {
-        using T = std::decay_t<decltype(c)>;
-        if constexpr (std::is_same_v<T, SmyrfConfig> || std::is_same_v<T, ClusteredConfig> ||
-                      std::is_same_v<T, RoutingConfig> || std::is_same_v<T, SparseConfig>)
-          detail::validate_config(c);
-        else if constexpr (!std::is_same_v<T, ReferenceConfig> && !std::is_same_v<T, DenseConfig>)
-          detail::validate_config(c, pr);  // the config's checks that need the problem's sizes
-      },
-      config);
+// The method's own checks, then the refusals of what its capabilities do not cover.
+template <class C>
+void check_method(const Problem& pr, const C& c) {
+  Method<C>::check(c, pr);
+  const Capabilities caps = Method<C>::capabilities(c);
   const AttentionParams& p = *pr.p;
-  if (p.causal && (is_centroid(config) || std::holds_alternative<ClusteredConfig>(config)))
-    throw Error("smyrf: params.causal = true: " + config_name(config) + " has no causal form");
-  if (p.dropout > 0.0f && p.causal && !std::holds_alternative<ReferenceConfig>(config))
+  if (p.causal && !caps.causal)
+    throw Error("smyrf: params.causal = true: " + causal_subject(c) + " has no causal form");
+  if (p.dropout > 0.0f && p.causal && !caps.causal_dropout)
     throw Error("smyrf: params.dropout = " + std::to_string(p.dropout) +
                 " with params.causal = true: only the reference method has causal dropout");
-  if (p.dropout > 0.0f && !trainable(config))
-    throw Error("smyrf: params.dropout = " + std::to_string(p.dropout) + ": " +
-                config_name(config) + " has no dropout");
+  if (p.dropout > 0.0f && !caps.dropout)
+    throw Error("smyrf: params.dropout = " + std::to_string(p.dropout) + ": " + subject(c) +
+                " has no dropout");
 }
 
-// The method's forward pass on the validated problem.
-RunInfo run_method(const detail::Problem& pr, const AttentionParams& with_lse, const MethodConfig& config,
-                   Workspace* workspace) {
-  return std::visit(
-      [&](const auto& c) -> RunInfo {
-        using T = std::decay_t<decltype(c)>;
-        if constexpr (std::is_same_v<T, ReferenceConfig>) {
-          if (with_lse.lse == nullptr) return detail::reference_forward(pr);
-          detail::reference_train_forward(pr);
-          return RunInfo{};
-        }
-        if constexpr (std::is_same_v<T, DenseConfig>) return detail::dense_forward(pr, workspace);
-        if constexpr (std::is_same_v<T, SmyrfConfig>)
-          return detail::smyrf_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, ReformerConfig>)
-          return detail::reformer_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, ClusteredConfig>)
-          return detail::clustered_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, RoutingConfig>)
-          return detail::routing_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, SparseConfig>)
-          return detail::sparse_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, LinearConfig>)
-          return detail::linear_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, CompressedConfig>)
-          return detail::compressed_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, InformerConfig>)
-          return detail::informer_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, SinkhornConfig>)
-          return detail::sinkhorn_forward(pr, c, workspace);
-        if constexpr (std::is_same_v<T, SynthesizerConfig>)
-          return detail::synthesizer_forward(pr, c, workspace);
-      },
-      config);
+Problem check_call(const AttentionParams& params, const MethodConfig& config) {
+  const Problem pr = validate_params(params);
+  std::visit([&](const auto& c) { check_method(pr, c); }, config);
+  return pr;
 }
 
-}  // namespace
+// The scan of params.check_finite over the rows the method reads.
+template <class C>
+void check_finite(const Problem& pr, const C& c) {
+  if constexpr (requires { Method<C>::check_finite(pr, c); })
+    Method<C>::check_finite(pr, c);
+  else
+    check_inputs_finite(pr);
+}
+
+void prepare_call(const Problem& pr, const MethodConfig& config) {
+  if (pr.p->check_finite) std::visit([&](const auto& c) { check_finite(pr, c); }, config);
+  if (pr.p->lse != nullptr)
+    std::fill_n(pr.p->lse, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
+}
+
+}  // namespace detail
 
 RunInfo attention(const AttentionParams& params, const MethodConfig& config,
                   Workspace* workspace) {
   detail::Timer timer;
-  validate_method(detail::validate_params(params), config);
-  // Dropout reweights the forward's probabilities exp(s - lse): it needs each query's lse,
-  // in params.lse or in a buffer of its own.
-  AttentionParams with_lse = params;
-  std::vector<float> own_lse;
-  if (params.dropout > 0.0f && params.lse == nullptr) {
-    own_lse.resize(static_cast<std::size_t>(params.batch * params.heads * params.nq));
-    with_lse.lse = own_lse.data();
-  }
-  const detail::Problem pr = detail::validate_params(with_lse);
-  if (params.check_finite) check_finite_inputs(pr, config);
-  if (with_lse.lse != nullptr)
-    std::fill_n(with_lse.lse, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
-  RunInfo info;
-  try {
-    info = run_method(pr, with_lse, config, workspace);
-  } catch (const std::bad_alloc&) {
-    throw Error("smyrf: out of memory: " + config_name(config) + " could not allocate what these sizes need " +
-                "(output values unspecified)");
-  }
-  if (params.dropout > 0.0f && !std::holds_alternative<ReferenceConfig>(config))
-    detail::dropout_forward(pr, config, with_lse.lse, workspace);
-  info.seconds_total = timer.seconds();
-  return info;
+  return detail::out_of_memory_is_an_error(detail::subject(config), [&] {
+    detail::check_params(params);
+    // Dropout reweights the forward's probabilities exp(s - lse): it needs each query's lse,
+    // in params.lse or in a buffer of its own.
+    AttentionParams with_lse = params;
+    std::vector<float> own_lse;
+    if (params.dropout > 0.0f && params.lse == nullptr) {
+      own_lse.resize(static_cast<std::size_t>(params.batch * params.heads * params.nq));
+      with_lse.lse = own_lse.data();
+    }
+    const detail::Problem pr = detail::checked_problem(with_lse);
+    std::visit([&](const auto& c) { detail::check_method(pr, c); }, config);
+    detail::prepare_call(pr, config);
+    RunInfo info = std::visit(
+        [&](const auto& c) { return detail::Method<std::decay_t<decltype(c)>>::forward(pr, c, workspace); },
+        config);
+    info.seconds_total = timer.seconds();
+    return info;
+  });
 }
 
 RunInfo attention_backward(const AttentionParams& params, const GradientParams& grads,
                            const MethodConfig& config, Workspace* workspace) {
   detail::Timer timer;
-  const detail::Problem pr = detail::validate_params(params);
-  validate_method(pr, config);
-  detail::validate_gradients(params, grads);
-  if (!trainable(config)) throw Error("smyrf: " + config_name(config) + " has no backward");
-  if (params.causal && std::holds_alternative<SmyrfConfig>(config))
-    throw Error("smyrf: params.causal = true: the backward of " + config_name(config) +
-                " is not causal yet (the reference method's and attention_backward_f64 are)");
-  if (params.check_finite) detail::check_inputs_finite(pr);
-  RunInfo info;
-  if (std::holds_alternative<ReferenceConfig>(config)) {
-    detail::reference_backward(pr, grads);
-  } else {
-    info = detail::train_backward(pr, grads, config, workspace);
-  }
-  info.seconds_total = timer.seconds();
-  return info;
+  return detail::out_of_memory_is_an_error("the backward of " + detail::subject(config), [&] {
+    const detail::Problem pr = detail::check_call(params, config);
+    detail::validate_gradients(params, grads);
+    const Capabilities caps = capabilities(config);
+    if (!caps.backward) throw Error("smyrf: " + detail::subject(config) + " has no backward");
+    if (params.causal && !caps.causal_backward)
+      throw Error("smyrf: params.causal = true: the backward of " + detail::subject(config) +
+                  " is not causal yet (the reference method's and attention_backward_f64 are)");
+    if (params.check_finite) detail::check_inputs_finite(pr);
+    RunInfo info = std::visit(
+        [&](const auto& c) -> RunInfo {
+          using M = detail::Method<std::decay_t<decltype(c)>>;
+          if constexpr (requires { M::backward(pr, grads, c, workspace); })
+            return M::backward(pr, grads, c, workspace);
+          else
+            throw Error("smyrf: " + detail::subject(c) + " has no backward");  // no capability either
+        },
+        config);
+    info.seconds_total = timer.seconds();
+    return info;
+  });
 }
 
 namespace {
@@ -280,18 +232,26 @@ struct FloatShadow {
   }
 };
 
+// The checked problem of a double call, refused when the method has no double-precision
+// definition.
+detail::Problem f64_problem(const FloatShadow& shadow, const MethodConfig& config) {
+  const detail::Problem pr = detail::check_call(shadow.params, config);
+  if (!capabilities(config).f64)
+    throw Error("smyrf: " + detail::subject(config) + " has no double-precision path");
+  return pr;
+}
+
 }  // namespace
 
 void attention_f64(const AttentionParams& params, const DoubleTensors& in,
                    const MethodConfig& config, double* o, double* lse) {
   if (o == nullptr) throw Error("smyrf: o = nullptr: must point to the output");
-  const FloatShadow shadow(params, in);
-  const detail::Problem pr = detail::validate_params(shadow.params);
-  validate_method(pr, config);
-  if (!trainable(config))
-    throw Error("smyrf: " + config_name(config) + " has no double-precision path");
-  const detail::KeySets sets(pr, config);
-  detail::sets_forward({&pr, in.q, in.k, in.v}, sets, o, lse);
+  detail::out_of_memory_is_an_error("the double-precision " + detail::subject(config), [&] {
+    const FloatShadow shadow(params, in);
+    const detail::Problem pr = f64_problem(shadow, config);
+    const detail::KeySets sets(pr, config);
+    detail::sets_forward({&pr, in.q, in.k, in.v}, sets, o, lse);
+  });
 }
 
 void attention_backward_f64(const AttentionParams& params, const DoubleTensors& in,
@@ -302,13 +262,12 @@ void attention_backward_f64(const AttentionParams& params, const DoubleTensors& 
     throw Error("smyrf: o, lse and grad_o of attention_backward_f64 must not be nullptr");
   if (grad_q == nullptr || grad_k == nullptr || grad_v == nullptr)
     throw Error("smyrf: grad_q, grad_k and grad_v of attention_backward_f64 must not be nullptr");
-  const FloatShadow shadow(params, in);
-  const detail::Problem pr = detail::validate_params(shadow.params);
-  validate_method(pr, config);
-  if (!trainable(config))
-    throw Error("smyrf: " + config_name(config) + " has no double-precision path");
-  const detail::KeySets sets(pr, config);
-  detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);
+  detail::out_of_memory_is_an_error("the double-precision backward of " + detail::subject(config), [&] {
+    const FloatShadow shadow(params, in);
+    const detail::Problem pr = f64_problem(shadow, config);
+    const detail::KeySets sets(pr, config);
+    detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);
+  });
 }
 
 std::string simd_target() {

@@ -9,29 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "common/parallel.h"
 
 namespace smyrf::detail {
 namespace {
 
 __extension__ using Int128 = __int128;  // exact offset arithmetic for the overflow checks
-
-[[noreturn]] void fail(const std::string& parameter, const std::string& value,
-                       const std::string& why) {
-  throw Error("smyrf: " + parameter + " = " + value + ": " + why);
-}
-
-std::string str(std::int64_t v) { return std::to_string(v); }
-std::string str(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
-std::string ptr(const void* p) {
-  std::ostringstream s;
-  s << p;
-  return s.str();
-}
 
 void require_size(const char* name, std::int64_t v) {
   if (v < 1) fail(std::string("params.") + name, str(v), "must be >= 1");
@@ -104,7 +88,7 @@ Range byte_range(const void* base, std::int64_t max_off, std::size_t elem_bytes)
 
 }  // namespace
 
-Problem validate_params(const AttentionParams& p) {
+void check_params(const AttentionParams& p) {
   require_size("batch", p.batch);
   require_size("heads", p.heads);
   require_size("nq", p.nq);
@@ -157,20 +141,13 @@ Problem validate_params(const AttentionParams& p) {
   }};
   for (const auto& [name, r] : inputs)
     if (r.lo < o.hi && o.lo < r.hi)
-      fail("params.o", ptr(p.o), std::string("output memory overlaps ") + name);
+      fail("params.o", ptr_str(p.o), std::string("output memory overlaps ") + name);
 
-  Problem pr;
-  pr.p = &p;
-  pr.B = p.batch;
-  pr.H = p.heads;
-  pr.Nq = p.nq;
-  pr.Nk = p.nk;
-  pr.d = p.d;
-  pr.dv = p.dv;
-  pr.scale = p.scale ? *p.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.d)));
-  pr.threads = resolve_threads(p.num_threads);
-  pr.dtype = p.dtype;
-  return pr;
+}
+
+Problem validate_params(const AttentionParams& p) {
+  check_params(p);
+  return checked_problem(p);
 }
 
 void validate_gradients(const AttentionParams& p, const GradientParams& g) {
@@ -218,182 +195,8 @@ void validate_gradients(const AttentionParams& p, const GradientParams& g) {
   for (std::size_t a = 0; a < 3; ++a)
     for (std::size_t b = 0; b < all.size(); ++b)
       if (a != b && all[a].second.lo < all[b].second.hi && all[b].second.lo < all[a].second.hi)
-        fail(all[a].first, ptr(a == 0 ? static_cast<const void*>(g.grad_q) : a == 1 ? g.grad_k : g.grad_v),
+        fail(all[a].first, ptr_str(a == 0 ? static_cast<const void*>(g.grad_q) : a == 1 ? g.grad_k : g.grad_v),
              std::string("gradient memory overlaps ") + all[b].first);
-}
-
-void validate_config(const SmyrfConfig& c) {
-  if (c.keys != KeySelection::lsh && c.keys != KeySelection::centroid)
-    fail("SmyrfConfig.keys", str(std::int64_t{static_cast<int>(c.keys)}), "is not a KeySelection value");
-  if (c.keys == KeySelection::centroid && c.n_hashes != 1)
-    fail("SmyrfConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be 1 with keys = centroid (one round)");
-  if (c.n_hashes < 1 || c.n_hashes > 1024)
-    fail("SmyrfConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be in [1, 1024]");
-  if (c.q_cluster_size < 1)
-    fail("SmyrfConfig.q_cluster_size", str(std::int64_t{c.q_cluster_size}), "must be >= 1");
-  if (c.k_cluster_size < 1)
-    fail("SmyrfConfig.k_cluster_size", str(std::int64_t{c.k_cluster_size}), "must be >= 1");
-  if (!(std::isfinite(c.r) && c.r >= 0.0f))
-    fail("SmyrfConfig.r", str(static_cast<double>(c.r)),
-         "must be finite and >= 0 (0 = order by the projection)");
-  const auto t = static_cast<int>(c.transform);
-  if (t < 0 || t > static_cast<int>(Transform::l2_alsh))
-    fail("SmyrfConfig.transform", str(std::int64_t{t}), "is not a Transform value");
-  if (c.transform == Transform::l2_alsh) {
-    if (c.alsh_m < 1 || c.alsh_m > 8)
-      fail("SmyrfConfig.alsh_m", str(std::int64_t{c.alsh_m}), "must be in [1, 8]");
-    if (!(c.alsh_u > 0.0f && c.alsh_u < 1.0f))
-      fail("SmyrfConfig.alsh_u", str(static_cast<double>(c.alsh_u)), "must be in (0, 1)");
-  }
-}
-
-namespace {
-void at_least(const char* name, int v, int lo) {
-  if (v < lo) fail(name, str(std::int64_t{v}), "must be >= " + str(std::int64_t{lo}));
-}
-}  // namespace
-
-void validate_config(const ReformerConfig& c, const Problem& pr) {
-  if (c.n_hashes < 1 || c.n_hashes > 1024)
-    fail("ReformerConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be in [1, 1024]");
-  if (c.n_buckets < 2 || c.n_buckets % 2 != 0)
-    fail("ReformerConfig.n_buckets", str(std::int64_t{c.n_buckets}), "must be even and >= 2");
-  if (c.n_buckets > 65536)
-    fail("ReformerConfig.n_buckets", str(std::int64_t{c.n_buckets}), "must be <= 65536");
-  at_least("ReformerConfig.chunk_size", c.chunk_size, 1);
-  if (c.shared_qk && pr.Nq != pr.Nk)
-    fail("ReformerConfig.shared_qk", "true",
-         "needs nq == nk (keys are the normalised queries), got nq = " + str(pr.Nq) +
-             ", nk = " + str(pr.Nk));
-}
-
-void validate_config(const ClusteredConfig& c) {
-  at_least("ClusteredConfig.n_clusters", c.n_clusters, 1);
-  if (c.hash_bits < 1 || c.hash_bits > 64)
-    fail("ClusteredConfig.hash_bits", str(std::int64_t{c.hash_bits}), "must be in [1, 64]");
-  at_least("ClusteredConfig.iterations", c.iterations, 0);
-  at_least("ClusteredConfig.topk", c.topk, 0);
-}
-
-void validate_config(const RoutingConfig& c) {
-  at_least("RoutingConfig.n_clusters", c.n_clusters, 1);
-  if (c.n_clusters > 65536)
-    fail("RoutingConfig.n_clusters", str(std::int64_t{c.n_clusters}), "must be <= 65536");
-  at_least("RoutingConfig.window", c.window, 1);
-  at_least("RoutingConfig.iterations", c.iterations, 0);
-}
-
-void validate_config(const SparseConfig& c) {
-  const auto kind = static_cast<int>(c.pattern);
-  if (kind < 0 || kind > static_cast<int>(SparsePattern::criss_cross))
-    fail("SparseConfig.pattern", str(std::int64_t{kind}), "is not a SparsePattern value");
-  at_least("SparseConfig.window", c.window, 0);
-  at_least("SparseConfig.dilation", c.dilation, 1);
-  at_least("SparseConfig.stride", c.stride, 1);
-  if (c.pattern == SparsePattern::fixed && (c.summary < 1 || c.summary > c.stride))
-    fail("SparseConfig.summary", str(std::int64_t{c.summary}),
-         "must be in [1, stride = " + str(std::int64_t{c.stride}) + "] for the fixed pattern");
-  at_least("SparseConfig.global_tokens", c.global_tokens, 0);
-  at_least("SparseConfig.block_size", c.block_size, 1);
-  at_least("SparseConfig.global_blocks", c.global_blocks, 0);
-  at_least("SparseConfig.random_blocks", c.random_blocks, 0);
-  at_least("SparseConfig.width", c.width, 1);
-}
-
-void check_inputs_finite(const Problem& pr) {
-  // One pass over the rows a method reads checks two things, in a fixed order so that the
-  // message does not depend on the thread count. Tasks are blocks of rows — per (b, h): query
-  // rows, then key rows (K row j, then V row j) — and each records its first bad row; the lowest
-  // task wins.
-  //   * Every element is finite.
-  //   * Every value stays inside the float range the methods compute in: Q and K row norms and
-  //     |V| elements at most 2^32, and |scale| * R^2 at most 2^32, R the largest Q or K row norm.
-  //     Then scores, squared norms, feature-map arguments and sums of up to 2^31 weighted values
-  //     all stay far from FLT_MAX (~2^128) in every method; larger inputs would overflow to
-  //     Inf/NaN somewhere, so they are rejected here instead.
-  struct Hit {
-    int tensor = -1;  // 0 = q, 1 = k, 2 = v
-    bool finite = true;
-    std::int64_t row = 0, col = 0;
-    double value = 0;  // the non-finite element, the row norm or |v|
-  };
-  constexpr double kLimit = 4294967296.0;  // 2^32
-  constexpr std::int64_t kRows = 512;
-  const std::int64_t q_blocks = (pr.Nq + kRows - 1) / kRows, k_blocks = (pr.Nk + kRows - 1) / kRows;
-  const std::int64_t per_head = q_blocks + k_blocks;
-  const std::int64_t tasks = pr.B * pr.H * per_head;
-  std::vector<Hit> hits(static_cast<std::size_t>(tasks));
-  std::vector<double> max_norm2(static_cast<std::size_t>(tasks), 0.0);
-  with_input_type(pr.dtype, [&](auto type_tag) {
-    using T = decltype(type_tag);
-    // A Q or K row: its first non-finite element, else its norm if above the limit.
-    auto check_row = [&](int tensor, const T* row, std::int64_t i, double* norm2, Hit* hit) {
-      double sum = 0;
-      for (std::int64_t c = 0; c < pr.d; ++c) {
-        const float x = to_float(row[c]);
-        if (!std::isfinite(x)) {
-          *hit = {tensor, false, i, c, x};
-          return true;
-        }
-        sum += static_cast<double>(x) * x;
-      }
-      *norm2 = std::max(*norm2, sum);
-      if (sum <= kLimit * kLimit) return false;
-      *hit = {tensor, true, i, 0, std::sqrt(sum)};
-      return true;
-    };
-    auto check_values = [&](const T* row, std::int64_t j, Hit* hit) {
-      for (std::int64_t c = 0; c < pr.dv; ++c) {
-        const float x = to_float(row[c]);
-        if (std::isfinite(x) && std::fabs(x) <= kLimit) continue;
-        *hit = {2, std::isfinite(x), j, c, std::isfinite(x) ? std::fabs(x) : x};
-        return true;
-      }
-      return false;
-    };
-    parallel_for(tasks, pr.threads, [&](std::int64_t t) {
-      const std::int64_t bh = t / per_head, block = t % per_head;
-      const std::int64_t b = bh / pr.H, h = bh % pr.H;
-      Hit& hit = hits[static_cast<std::size_t>(t)];
-      double& norm2 = max_norm2[static_cast<std::size_t>(t)];
-      if (block < q_blocks) {
-        for (std::int64_t i = block * kRows; i < std::min(pr.Nq, (block + 1) * kRows); ++i)
-          if (pr.query_active(b, i) && check_row(0, pr.q_row<T>(b, h, i), i, &norm2, &hit)) return;
-        return;
-      }
-      const std::int64_t kb = block - q_blocks;
-      for (std::int64_t j = kb * kRows; j < std::min(pr.Nk, (kb + 1) * kRows); ++j) {
-        if (!pr.key_visible(b, j)) continue;
-        if (check_row(1, pr.k_row<T>(b, h, j), j, &norm2, &hit) || check_values(pr.v_row<T>(b, h, j), j, &hit))
-          return;
-      }
-    });
-  });
-  static constexpr const char* kNames[] = {"params.q", "params.k", "params.v"};
-  double r2 = 0;
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    r2 = std::max(r2, max_norm2[static_cast<std::size_t>(t)]);
-    const Hit& hit = hits[static_cast<std::size_t>(t)];
-    if (hit.tensor < 0) continue;
-    std::ostringstream where;
-    const std::int64_t bh = t / per_head;
-    where << kNames[hit.tensor] << "[" << bh / pr.H << ", " << bh % pr.H << ", " << hit.row;
-    if (!hit.finite || hit.tensor == 2) where << ", " << hit.col;
-    where << "]";
-    if (!hit.finite)
-      fail(where.str(), str(hit.value), "non-finite input (set params.check_finite = false to skip this scan)");
-    fail(where.str() + (hit.tensor == 2 ? "" : " row norm"), str(hit.value),
-         "above 2^32, outside the float range the methods compute in (rescale the input; "
-         "params.check_finite = false skips this check)");
-  }
-  const double bound = std::fabs(static_cast<double>(pr.scale)) * r2;
-  if (bound > kLimit) {
-    std::ostringstream why;
-    why << "|scale| * R^2 = " << bound << " is above 2^32 (R = " << std::sqrt(r2)
-        << ", the largest Q or K row norm): scores would leave the float range the methods compute "
-           "in (params.check_finite = false skips this check)";
-    fail("params.scale", str(static_cast<double>(pr.scale)), why.str());
-  }
 }
 
 }  // namespace smyrf::detail

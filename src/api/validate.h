@@ -6,17 +6,13 @@
 
 namespace smyrf::detail {
 
-// Validates params and returns the problem the methods run on.
+// Checks params (sizes, pointers, strides, overlaps, flags); throws smyrf::Error naming the
+// first bad parameter.
+void check_params(const AttentionParams& params);
+// check_params, then the problem the methods run on.
 Problem validate_params(const AttentionParams& params);
-void validate_config(const SmyrfConfig& config);
-void validate_config(const ReformerConfig& config, const Problem& pr);
-void validate_config(const ClusteredConfig& config);
-void validate_config(const RoutingConfig& config);
-void validate_config(const SparseConfig& config);
 // The backward pass's extra requirements (f32, no broadcast, gradient buffers that overlap
 // nothing).
 void validate_gradients(const AttentionParams& params, const GradientParams& grads);
-// Throws if an unmasked row of Q, K or V holds a NaN or an infinity.
-void check_inputs_finite(const Problem& pr);
 
 }  // namespace smyrf::detail

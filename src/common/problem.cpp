@@ -1,10 +1,26 @@
 #include "common/problem.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "common/parallel.h"
 
 namespace smyrf::detail {
+
+Problem checked_problem(const AttentionParams& p) {
+  Problem pr;
+  pr.p = &p;
+  pr.B = p.batch;
+  pr.H = p.heads;
+  pr.Nq = p.nq;
+  pr.Nk = p.nk;
+  pr.d = p.d;
+  pr.dv = p.dv;
+  pr.scale = p.scale ? *p.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.d)));
+  pr.threads = resolve_threads(p.num_threads);
+  pr.dtype = p.dtype;
+  return pr;
+}
 
 void zero_unattended_rows(const Problem& pr, const TokenLists& lists) {
   parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t t) {

@@ -68,6 +68,11 @@ struct Problem {
   }
 };
 
+// The Problem of parameters that passed the edge's checks (src/api/validate.cpp), or of an inner
+// sub-problem a method builds from checked data (compressed and synthesizer attention run dense
+// attention on synthesised rows). Checks nothing.
+Problem checked_problem(const AttentionParams& params);
+
 // An input element as float (bf16 -> f32 is exact).
 inline float to_float(float x) { return x; }
 inline float to_float(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }

@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "api/validate.h"
+#include "api/dispatch.h"
 #include "common/problem.h"
 #include "methods/compressed/compressed.h"
 
@@ -267,8 +267,7 @@ void run(const Problem& pr, const CompressedConfig& c, CompressedOracle& out) {
 
 CompressedOracle compressed_reference(const AttentionParams& params,
                                       const CompressedConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config, pr);
+  const Problem pr = check_call(params, config);
   CompressedOracle out;
   out.B = pr.B, out.H = pr.H, out.Nq = pr.Nq, out.Nk = pr.Nk, out.d = pr.d, out.dv = pr.dv;
   const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);

@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "api/validate.h"
+#include "api/dispatch.h"
 #include "common/problem.h"
 #include "methods/informer/informer.h"
 
@@ -100,15 +100,13 @@ std::vector<std::vector<std::int32_t>> run(const Problem& pr, const InformerConf
 }  // namespace
 
 void informer_reference_attention(const AttentionParams& params, const InformerConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config, pr);
+  const Problem pr = check_call(params, config);
   with_input_type(pr.dtype, [&](auto tag) { run<decltype(tag)>(pr, config, true); });
 }
 
 std::vector<std::vector<std::int32_t>> informer_reference_selected(const AttentionParams& params,
                                                                    const InformerConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config, pr);
+  const Problem pr = check_call(params, config);
   return with_input_type(pr.dtype, [&](auto tag) { return run<decltype(tag)>(pr, config, false); });
 }
 

@@ -6,7 +6,7 @@
 #include <numeric>
 #include <vector>
 
-#include "api/validate.h"
+#include "api/dispatch.h"
 #include "common/problem.h"
 
 namespace smyrf::detail {
@@ -215,8 +215,7 @@ void attend(const Problem& pr, const std::vector<std::vector<std::int32_t>>& set
 }  // namespace
 
 RoutingRoutes routing_reference_routes(const AttentionParams& params, const RoutingConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
+  const Problem pr = check_call(params, config);
   const std::vector<HeadRoutes> routes = route_problem(pr, config);
   RoutingRoutes out;
   out.B = pr.B;
@@ -245,14 +244,12 @@ RoutingRoutes routing_reference_routes(const AttentionParams& params, const Rout
 
 std::vector<std::vector<std::int32_t>> routing_reference_key_sets(const AttentionParams& params,
                                                                   const RoutingConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
+  const Problem pr = check_call(params, config);
   return key_sets(pr, route_problem(pr, config));
 }
 
 void routing_reference_attention(const AttentionParams& params, const RoutingConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
+  const Problem pr = check_call(params, config);
   const auto sets = key_sets(pr, route_problem(pr, config));
   with_input_type(pr.dtype, [&](auto tag) { attend<decltype(tag)>(pr, sets); });
 }

@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "api/validate.h"
+#include "api/dispatch.h"
 #include "common/problem.h"
 #include "methods/sinkhorn/sinkhorn.h"
 
@@ -156,8 +156,7 @@ void run(const Problem& pr, const SinkhornConfig& c) {
 }  // namespace
 
 void sinkhorn_reference_attention(const AttentionParams& params, const SinkhornConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config, pr);
+  const Problem pr = check_call(params, config);
   with_input_type(pr.dtype, [&](auto tag) { run<decltype(tag)>(pr, config); });
 }
 

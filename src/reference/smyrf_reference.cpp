@@ -5,6 +5,7 @@
 #include <numeric>
 #include <vector>
 
+#include "api/dispatch.h"
 #include "api/validate.h"
 
 namespace smyrf::reference {
@@ -44,8 +45,7 @@ namespace {
 
 template <class T>
 detail::ClusterLists clusters_as(const AttentionParams& params, const SmyrfConfig& config) {
-  const detail::Problem pr = detail::validate_params(params);
-  detail::validate_config(config);
+  const detail::Problem pr = detail::check_call(params, config);
   const int R = config.n_hashes;
   const std::size_t lanes = detail::projection_lanes(R, detail::transform_extra_dims(config));
   const std::int64_t dims = pr.d + detail::transform_extra_dims(config);
@@ -179,8 +179,7 @@ void attention_as(const AttentionParams& params, const SmyrfConfig& config) {
 template <class T>
 std::vector<std::vector<std::int32_t>> centroid_as(const AttentionParams& params, const SmyrfConfig& config,
                                                     bool write_output) {
-  const detail::Problem pr = detail::validate_params(params);
-  detail::validate_config(config);
+  const detail::Problem pr = detail::check_call(params, config);
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
   std::vector<std::vector<std::int32_t>> selections;
   for (std::int64_t b = 0; b < pr.B; ++b)

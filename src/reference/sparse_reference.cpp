@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "api/validate.h"
+#include "api/dispatch.h"
 #include "common/problem.h"
 #include "methods/sparse/sparse.h"
 
@@ -125,14 +125,12 @@ bool sparse_reference_pattern(const SparseConfig& config, std::uint64_t seed, st
 std::vector<std::int32_t> sparse_reference_keys(const AttentionParams& params,
                                                 const SparseConfig& config, std::int64_t b,
                                                 std::int64_t h, std::int64_t i) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
+  const Problem pr = check_call(params, config);
   return keys_of(pr, config, b, h, i);
 }
 
 SparseReferenceOutput sparse_reference(const AttentionParams& params, const SparseConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
+  const Problem pr = check_call(params, config);
   SparseReferenceOutput out;
   out.o.assign(static_cast<std::size_t>(pr.B * pr.H * pr.Nq * pr.dv), 0.0);
   out.lse.assign(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), 0.0);

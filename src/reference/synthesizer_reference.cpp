@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "api/validate.h"
+#include "api/dispatch.h"
 #include "common/problem.h"
 #include "methods/synthesizer/synthesizer.h"
 
@@ -84,8 +84,7 @@ void attend(const Problem& pr, const SynthesizerConfig& c) {
 
 void synthesizer_reference_attention(const AttentionParams& params,
                                      const SynthesizerConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config, pr);
+  const Problem pr = check_call(params, config);
   with_input_type(pr.dtype, [&](auto tag) { attend<decltype(tag)>(pr, config); });
 }
 

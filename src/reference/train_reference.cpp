@@ -16,7 +16,7 @@ KeySets::KeySets(const Problem& pr, const MethodConfig& config) : pr_(&pr) {
   if (s == nullptr || (s->q_cluster_size >= pr.Nq && s->k_cluster_size >= pr.Nk)) return;
   if (s->keys != KeySelection::lsh)
     throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward or double-precision path");
-  const ClusterLists c = compute_clusters(*pr.p, *s);
+  const ClusterLists c = compute_clusters(pr, *s);
   clustered_ = true;
   fallback_window_ = std::min<std::int64_t>(s->k_cluster_size, pr.Nk);
   rounds_ = c.rounds;

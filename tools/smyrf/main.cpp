@@ -5,6 +5,7 @@
 //   smyrf run     one method on one generated problem (RunInfo, error): for profiling
 //   smyrf perf    the performance targets, each as a ratio measured in one run
 //   smyrf peak    the machine's measured fp32 FMA peak
+//   smyrf methods every method form and its capabilities (--json for a list of objects)
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "eval.h"
 #include "layers.h"
 #endif
+#include "methods_table.h"
 #include "peak.h"
 #include "perf.h"
 #include "run.h"
@@ -293,6 +295,10 @@ int main(int argc, char** argv) {
 #endif
 
   std::int64_t probe_n = 0;
+  bool methods_json = false;
+  CLI::App* methods = app.add_subcommand("methods", "Every method form with its capabilities (from the registrations)");
+  methods->add_flag("--json", methods_json, "A JSON list of objects: name, form, config, specs, summary, one boolean per capability");
+
   CLI::App* probe = app.add_subcommand("rss-probe", "(internal) peak memory of one SMYRF call");
   probe->group("");  // hidden from --help
   probe->add_option("--n", probe_n)->required()->check(kPositive);
@@ -321,6 +327,7 @@ int main(int argc, char** argv) {
     if (run->parsed()) return smyrf::cli::run_one(r);
     if (perf->parsed()) return smyrf::cli::run_perf(perf_options, "/proc/self/exe");
     if (probe->parsed()) return smyrf::cli::run_rss_probe(probe_n);
+    if (methods->parsed()) return smyrf::cli::run_methods(methods_json);
     if (peak->parsed()) {
       for (int t : {1, peak_threads}) {
         const smyrf::cli::Peak p = smyrf::cli::measure_fma_peak(t);

@@ -450,7 +450,7 @@ void ClusteredMemberPass(const detail::ClusteredArgs& a) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "api/validate.h"
+#include "methods/clustered/registration.h"
 #include "common/rng.h"
 #include "common/timer.h"
 
@@ -727,22 +727,20 @@ RunInfo clustered_run(const Problem& pr, const ClusteredConfig& config, Workspac
 
 }  // namespace
 
+void Method<ClusteredConfig>::check(const ClusteredConfig& c, const Problem&) {
+  at_least("ClusteredConfig.n_clusters", c.n_clusters, 1);
+  if (c.hash_bits < 1 || c.hash_bits > 64)
+    fail("ClusteredConfig.hash_bits", str(std::int64_t{c.hash_bits}), "must be in [1, 64]");
+  at_least("ClusteredConfig.iterations", c.iterations, 0);
+  at_least("ClusteredConfig.topk", c.topk, 0);
+}
+
 RunInfo clustered_forward(const Problem& pr, const ClusteredConfig& config, Workspace* workspace) {
   return clustered_run(pr, config, workspace, nullptr, KMeansSchedule::automatic);
 }
 
-ClusteredInspection clustered_inspect(const AttentionParams& params, const ClusteredConfig& config,
+ClusteredInspection clustered_inspect(const Problem& pr, const ClusteredConfig& config,
                                       KMeansSchedule schedule) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
-  if (params.causal)
-    throw Error("smyrf: params.causal = true: clustered attention has no causal form");
-  if (params.dropout > 0.0f)
-    throw Error("smyrf: params.dropout = " + std::to_string(params.dropout) +
-                ": clustered attention has no dropout");
-  if (params.check_finite) check_inputs_finite(pr);
-  if (params.lse != nullptr)
-    std::fill_n(params.lse, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
   ClusteredInspection out;
   clustered_run(pr, config, nullptr, &out, schedule);
   return out;

@@ -36,9 +36,9 @@ struct ClusteredInspection {
 // queries (one long head). automatic: per_head unless B * H < 2 threads and B * H * Nq > 65536.
 enum class KMeansSchedule { automatic, per_head, chunked };
 
-// Validates params and config, runs the fast path (writing params.o and params.lse when set)
+// Runs the fast path on a checked problem (writing params.o and params.lse when set)
 // and returns its hash codes, clusters and key sets.
-ClusteredInspection clustered_inspect(const AttentionParams& params, const ClusteredConfig& config,
+ClusteredInspection clustered_inspect(const Problem& pr, const ClusteredConfig& config,
                                       KMeansSchedule schedule = KMeansSchedule::automatic);
 
 // ---------------------------------------------------------------------------------------

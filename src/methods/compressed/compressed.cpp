@@ -153,7 +153,7 @@ HWY_AFTER_NAMESPACE();
 #include <string>
 #include <vector>
 
-#include "api/validate.h"
+#include "methods/compressed/registration.h"
 #include "common/parallel.h"
 #include "common/timer.h"
 #include "methods/dense/dense.h"
@@ -166,15 +166,6 @@ HWY_EXPORT(CompressedMatMul);
 namespace {
 
 
-[[noreturn]] void fail(const std::string& field, const std::string& value, const std::string& why) {
-  throw Error("smyrf: " + field + " = " + value + ": " + why);
-}
-
-std::string ptr_str(const void* p) {
-  std::ostringstream s;
-  s << p;
-  return s.str();
-}
 
 // Throws naming `name` and the first non-finite element of a contiguous [a, b, c] array.
 void check_finite_array(const char* name, const float* x, std::int64_t a, std::int64_t b,
@@ -265,7 +256,7 @@ RunInfo attend_f32(const Problem& pr, Workspace* ws, std::int64_t nq, const Rows
   s.check_finite = false;
   s.lse = lse;
   if (lse != nullptr) std::fill_n(lse, pr.B * pr.H * nq, -std::numeric_limits<float>::infinity());
-  const Problem sub = validate_params(s);
+  const Problem sub = checked_problem(s);
   return dense_forward(sub, ws);
 }
 
@@ -496,7 +487,7 @@ RunInfo window_part(const Problem& pr, Workspace* ws, std::int64_t window, float
   s.num_threads = pr.threads;
   s.check_finite = false;
   std::fill_n(lw, pr.B * pr.H * pr.Nq, -std::numeric_limits<float>::infinity());
-  const Problem sub = validate_params(s);
+  const Problem sub = checked_problem(s);
   SparseConfig local;
   local.pattern = SparsePattern::local;
   // |p - j| <= Nq + Nk holds for every pair: a larger radius is the same set.
@@ -841,7 +832,7 @@ RunInfo induced_points(const Problem& pr, const CompressedConfig& c, Workspace* 
 
 // ---- validation ----
 
-void validate_config(const CompressedConfig& c, const Problem& pr) {
+void Method<CompressedConfig>::check(const CompressedConfig& c, const Problem& pr) {
   const int kind = static_cast<int>(c.kind);
   if (kind < 0 || kind > static_cast<int>(Compression::global_memory))
     fail("CompressedConfig.kind", std::to_string(kind), "not a Compression value");
@@ -877,16 +868,12 @@ void validate_config(const CompressedConfig& c, const Problem& pr) {
   check_finite_array("inducing", c.inducing, pr.H, c.rank, pr.d, "[heads, rank, d]");
   check_finite_array("memory_k", c.memory_k, pr.H, c.rank, pr.d, "[heads, rank, d]");
   check_finite_array("memory_v", c.memory_v, pr.H, c.rank, pr.dv, "[heads, rank, dv]");
-  if (pr.p->causal) {
-    if (c.kind != Compression::global_memory)
-      throw Error("smyrf: params.causal = true: compressed attention (" + kname +
-                  ") has no causal form");
-    if (c.memory_k == nullptr)
-      throw Error(
-          "smyrf: params.causal = true: compressed attention (global_memory) with the "
-          "default memory (CompressedConfig.memory_k = nullptr) has no causal form "
-          "(segment means mix future positions)");
-  }
+  // The other kinds' causal refusal comes from the capabilities; this one says why.
+  if (pr.p->causal && c.kind == Compression::global_memory && c.memory_k == nullptr)
+    throw Error(
+        "smyrf: params.causal = true: compressed attention (global_memory) with the "
+        "default memory (CompressedConfig.memory_k = nullptr) has no causal form "
+        "(segment means mix future positions)");
 }
 
 RunInfo compressed_forward(const Problem& pr, const CompressedConfig& config,

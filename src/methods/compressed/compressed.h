@@ -73,9 +73,6 @@
 
 namespace smyrf::detail {
 
-// Checks the config against the problem (throws smyrf::Error naming the field): sizes, the
-// pointers a kind may use, finite learned inputs, params.causal.
-void validate_config(const CompressedConfig& config, const Problem& pr);
 RunInfo compressed_forward(const Problem& pr, const CompressedConfig& config, Workspace* workspace);
 
 // The kind's name as the messages spell it.

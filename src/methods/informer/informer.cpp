@@ -22,6 +22,7 @@
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
 #include "methods/informer/informer.h"
+#include "methods/informer/registration.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
@@ -136,9 +137,7 @@ HWY_EXPORT(InformerExact);
 
 namespace {
 
-[[noreturn]] void fail(const std::string& field, const std::string& value, const std::string& why) {
-  throw Error("smyrf: InformerConfig." + field + " = " + value + ": " + why);
-}
+constexpr ConfigFail config_fail{"InformerConfig"};
 
 // Pass 2 for (b, h): selection, then the lazy means by one walk over the positions.
 template <class T>
@@ -201,17 +200,17 @@ void select_and_mean(const InformerArgs& a, std::int64_t bh, double* sum) {
 
 }  // namespace
 
-void validate_config(const InformerConfig& c, const Problem&) {
+void Method<InformerConfig>::check(const InformerConfig& c, const Problem&) {
   if (!std::isfinite(c.factor) || !(c.factor > 0.0f)) {
     std::ostringstream s;
     s << c.factor;
-    fail("factor", s.str(), "must be finite and > 0");
+    config_fail("factor", s.str(), "must be finite and > 0");
   }
   if (c.top_queries < 0)
-    fail("top_queries", std::to_string(c.top_queries),
+    config_fail("top_queries", std::to_string(c.top_queries),
          "must be >= 0 (0 = min(n_q, ceil(factor ln n_q)))");
   if (c.sample_keys < 0)
-    fail("sample_keys", std::to_string(c.sample_keys),
+    config_fail("sample_keys", std::to_string(c.sample_keys),
          "must be >= 0 (0 = min(n_k, ceil(factor ln n_k)))");
 }
 

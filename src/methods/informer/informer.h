@@ -42,8 +42,6 @@
 
 namespace smyrf::detail {
 
-// Checks the config against the problem (throws smyrf::Error naming the field).
-void validate_config(const InformerConfig& config, const Problem& pr);
 RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Workspace* workspace);
 
 // ---- Definition pieces shared with the oracle. ----

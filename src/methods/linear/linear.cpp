@@ -35,6 +35,7 @@
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "methods/linear/linear.h"
+#include "methods/linear/registration.h"
 #include "methods/linear/linear_internal.h"
 #include "methods/linear/random_features.h"
 
@@ -880,10 +881,8 @@ std::int64_t linear_feature_count(const LinearConfig& config, std::int64_t d) {
   return d;
 }
 
-void validate_config(const LinearConfig& config, const Problem& pr) {
-  auto fail = [](const std::string& field, const std::string& value, const std::string& why) {
-    throw Error("smyrf: LinearConfig." + field + " = " + value + ": " + why);
-  };
+void Method<LinearConfig>::check(const LinearConfig& config, const Problem& pr) {
+  constexpr ConfigFail fail{"LinearConfig"};
   const int map = static_cast<int>(config.map);
   if (map < 0 || map > static_cast<int>(FeatureMap::l2))
     fail("map", std::to_string(map), "not a FeatureMap");
@@ -900,10 +899,6 @@ void validate_config(const LinearConfig& config, const Problem& pr) {
     fail("dpfp_nu", std::to_string(config.dpfp_nu),
          "must be in [1, 2 d] = [1, " + std::to_string(2 * pr.d) + "]");
   if (config.chunk < 1) fail("chunk", std::to_string(config.chunk), "must be >= 1");
-  if (pr.p->causal && config.map == FeatureMap::efficient)
-    throw Error(
-        "smyrf: params.causal = true: linear attention with FeatureMap::efficient has no "
-        "causal form");
   if (config.gates != nullptr) {
     if (config.map != FeatureMap::rfa)
       fail("gates", "non-null",

@@ -89,8 +89,6 @@ namespace smyrf::detail {
 // Number of features m of the config on a problem with head dimension d.
 std::int64_t linear_feature_count(const LinearConfig& config, std::int64_t d);
 
-// Checks the config against the problem (throws smyrf::Error naming the field).
-void validate_config(const LinearConfig& config, const Problem& pr);
 RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace* workspace);
 
 // The map's name as the messages spell it.

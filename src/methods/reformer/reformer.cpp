@@ -309,7 +309,8 @@ void ReformerRound(const detail::ReformerRoundArgs& a) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "api/validate.h"
+#include "common/finite.h"
+#include "methods/reformer/registration.h"
 #include "common/rng.h"
 #include "common/timer.h"
 #include "kernels/radix_sort.h"
@@ -620,9 +621,40 @@ RunInfo reformer_forward(const Problem& pr, const ReformerConfig& config, Worksp
   return info;
 }
 
-ReformerBuckets reformer_buckets(const AttentionParams& params, const ReformerConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config, pr);
+void Method<ReformerConfig>::check(const ReformerConfig& c, const Problem& pr) {
+  if (c.n_hashes < 1 || c.n_hashes > 1024)
+    fail("ReformerConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be in [1, 1024]");
+  if (c.n_buckets < 2 || c.n_buckets % 2 != 0)
+    fail("ReformerConfig.n_buckets", str(std::int64_t{c.n_buckets}), "must be even and >= 2");
+  if (c.n_buckets > 65536)
+    fail("ReformerConfig.n_buckets", str(std::int64_t{c.n_buckets}), "must be <= 65536");
+  at_least("ReformerConfig.chunk_size", c.chunk_size, 1);
+  if (c.shared_qk && pr.Nq != pr.Nk)
+    fail("ReformerConfig.shared_qk", "true",
+         "needs nq == nk (keys are the normalised queries), got nq = " + str(pr.Nq) +
+             ", nk = " + str(pr.Nk));
+}
+
+void Method<ReformerConfig>::check_finite(const Problem& pr, const ReformerConfig& config) {
+  if (!config.shared_qk) return check_inputs_finite(pr);
+  AttentionParams keys_from_q = *pr.p;
+  keys_from_q.k = keys_from_q.q;
+  keys_from_q.k_batch_stride = keys_from_q.q_batch_stride;
+  keys_from_q.k_head_stride = keys_from_q.q_head_stride;
+  keys_from_q.k_row_stride = keys_from_q.q_row_stride;
+  try {
+    check_inputs_finite(checked_problem(keys_from_q));
+  } catch (const Error& e) {
+    std::string what = e.what();
+    if (const std::size_t at = what.find("params.k["); at != std::string::npos) {
+      what.replace(at, 9, "params.q[");
+      what += " (the row of a key: ReformerConfig.shared_qk builds keys from Q)";
+    }
+    throw Error(what);
+  }
+}
+
+ReformerBuckets reformer_buckets(const Problem& pr, const ReformerConfig& config) {
   Arena arena;
   const TokenListSlots list_slots = plan_token_lists(arena, pr);
   const HashSlots slots = plan_hashing(arena, pr, config);

@@ -33,6 +33,6 @@ struct ReformerBuckets {
   std::vector<std::int32_t> q_count, k_count;  // [B]
   std::vector<std::int64_t> n_chunks;          // [B]: C (0 when n_q or n_k is 0)
 };
-ReformerBuckets reformer_buckets(const AttentionParams& params, const ReformerConfig& config);
+ReformerBuckets reformer_buckets(const Problem& pr, const ReformerConfig& config);
 
 }  // namespace smyrf::detail

@@ -392,7 +392,7 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 #include <string>
 
-#include "api/validate.h"
+#include "methods/routing/registration.h"
 #include "methods/dense/dense.h"
 
 namespace smyrf::detail {
@@ -500,8 +500,16 @@ void validate_routing_centroids(const Problem& pr, const RoutingConfig& config) 
       }
 }
 
+void Method<RoutingConfig>::check(const RoutingConfig& c, const Problem& pr) {
+  at_least("RoutingConfig.n_clusters", c.n_clusters, 1);
+  if (c.n_clusters > 65536)
+    fail("RoutingConfig.n_clusters", str(std::int64_t{c.n_clusters}), "must be <= 65536");
+  at_least("RoutingConfig.window", c.window, 1);
+  at_least("RoutingConfig.iterations", c.iterations, 0);
+  validate_routing_centroids(pr, c);
+}
+
 RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspace* workspace) {
-  validate_routing_centroids(pr, config);
   // One chunk whatever the routing: every query attends to every visible key (causal: to those
   // at positions <= its own, so the fallback never applies), exactly the dense result.
   if (config.window >= pr.Nq && config.window >= pr.Nk) return dense_forward(pr, workspace);
@@ -554,10 +562,7 @@ RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspac
   return info;
 }
 
-RoutingRoutes routing_routes(const AttentionParams& params, const RoutingConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
-  validate_routing_centroids(pr, config);
+RoutingRoutes routing_routes(const Problem& pr, const RoutingConfig& config) {
   Arena arena;
   const TokenListSlots list_slots = plan_token_lists(arena, pr);
   const RouteSlots route_slots = plan_route(arena, pr, config);

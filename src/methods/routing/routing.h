@@ -34,9 +34,9 @@ struct RoutingRoutes {
   std::vector<std::vector<std::int32_t>> chunk_queries, chunk_keys;
 };
 
-// Validates params and config, runs the fast path's routing stage (the same code as
+// Runs the fast path's routing stage on a checked problem (the same code as
 // routing_forward) and returns its results. Does not write params.o.
-RoutingRoutes routing_routes(const AttentionParams& params, const RoutingConfig& config);
+RoutingRoutes routing_routes(const Problem& pr, const RoutingConfig& config);
 
 // ---- Internals shared by the per-target code and the driver (routing.cpp). ----
 

@@ -16,6 +16,7 @@
 #include "common/timer.h"
 #include "hwy/highway.h"
 #include "methods/sinkhorn/sinkhorn.h"
+#include "methods/sinkhorn/registration.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
@@ -233,9 +234,7 @@ HWY_EXPORT(SinkhornRun);
 
 namespace {
 
-[[noreturn]] void fail(const std::string& field, const std::string& value, const std::string& why) {
-  throw Error("smyrf: SinkhornConfig." + field + " = " + value + ": " + why);
-}
+constexpr ConfigFail config_fail{"SinkhornConfig"};
 std::string float_str(float x) {
   std::ostringstream s;
   s << x;
@@ -244,19 +243,17 @@ std::string float_str(float x) {
 
 }  // namespace
 
-void validate_config(const SinkhornConfig& c, const Problem& pr) {
-  if (c.block_size < 1) fail("block_size", std::to_string(c.block_size), "must be >= 1");
+void Method<SinkhornConfig>::check(const SinkhornConfig& c, const Problem& pr) {
+  if (c.block_size < 1) config_fail("block_size", std::to_string(c.block_size), "must be >= 1");
   if (c.iterations < 0 || c.iterations > 1000)
-    fail("iterations", std::to_string(c.iterations), "must be in [0, 1000]");
+    config_fail("iterations", std::to_string(c.iterations), "must be in [0, 1000]");
   if (!std::isfinite(c.temperature) || !(c.temperature > 0.0f))
-    fail("temperature", float_str(c.temperature), "must be finite and > 0");
-  if (pr.p->causal)
-    throw Error("smyrf: params.causal = true: sinkhorn attention has no causal form");
+    config_fail("temperature", float_str(c.temperature), "must be finite and > 0");
   // The sort matrices: B * H * nb^2 doubles, nb = ceil(nk / block_size) (exact in double here).
   const double nb = static_cast<double>(sinkhorn_blocks(pr.Nk, c.block_size));
   const double sort_bytes = 8.0 * static_cast<double>(pr.B * pr.H) * nb * nb;
   if (sort_bytes > 0x1p50)
-    fail("block_size", std::to_string(c.block_size),
+    config_fail("block_size", std::to_string(c.block_size),
          "too small for nk = " + std::to_string(pr.Nk) + ": the sort matrices (B * H * nb^2 doubles, nb = " +
              float_str(static_cast<float>(nb)) + " blocks) would need " + float_str(static_cast<float>(sort_bytes)) +
              " bytes");
@@ -264,7 +261,7 @@ void validate_config(const SinkhornConfig& c, const Problem& pr) {
     const std::int64_t n = pr.H * pr.d * sinkhorn_blocks(pr.Nk, c.block_size);
     for (std::int64_t i = 0; i < n; ++i)
       if (!std::isfinite(c.sort_net[i]))
-        fail("sort_net[" + std::to_string(i) + "]", float_str(c.sort_net[i]),
+        config_fail("sort_net[" + std::to_string(i) + "]", float_str(c.sort_net[i]),
              "must be finite ([heads, d, ceil(nk / block_size)] floats, contiguous)");
   }
 }

@@ -41,8 +41,6 @@
 
 namespace smyrf::detail {
 
-// Checks the config against the problem (throws smyrf::Error naming the field).
-void validate_config(const SinkhornConfig& config, const Problem& pr);
 RunInfo sinkhorn_forward(const Problem& pr, const SinkhornConfig& config, Workspace* workspace);
 
 // nb for n_k visible keys.

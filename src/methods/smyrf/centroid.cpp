@@ -118,7 +118,7 @@ void CentroidAttend(const detail::CentroidArgs& args) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "api/validate.h"
+#include "methods/smyrf/registration.h"
 #include "common/timer.h"
 
 namespace smyrf::detail {
@@ -165,9 +165,7 @@ RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Wor
   return info;
 }
 
-std::vector<std::vector<std::int32_t>> centroid_keys(const AttentionParams& params, const SmyrfConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
+std::vector<std::vector<std::int32_t>> centroid_keys(const Problem& pr, const SmyrfConfig& config) {
   std::vector<std::int32_t> capture;
   smyrf_centroid_forward(pr, config, nullptr, &capture);
   std::vector<std::vector<std::int32_t>> out;

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <utility>
 
-#include "api/validate.h"
+#include "methods/smyrf/registration.h"
 #include "common/parallel.h"
 #include "common/rng.h"
 #include "common/timer.h"
@@ -243,9 +243,32 @@ SortedTokens hash_and_sort(const Problem& pr, const SmyrfConfig& config, const T
   return out;
 }
 
-ClusterLists compute_clusters(const AttentionParams& params, const SmyrfConfig& config) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
+void Method<SmyrfConfig>::check(const SmyrfConfig& c, const Problem&) {
+  if (c.keys != KeySelection::lsh && c.keys != KeySelection::centroid)
+    fail("SmyrfConfig.keys", str(std::int64_t{static_cast<int>(c.keys)}), "is not a KeySelection value");
+  if (c.keys == KeySelection::centroid && c.n_hashes != 1)
+    fail("SmyrfConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be 1 with keys = centroid (one round)");
+  if (c.n_hashes < 1 || c.n_hashes > 1024)
+    fail("SmyrfConfig.n_hashes", str(std::int64_t{c.n_hashes}), "must be in [1, 1024]");
+  if (c.q_cluster_size < 1)
+    fail("SmyrfConfig.q_cluster_size", str(std::int64_t{c.q_cluster_size}), "must be >= 1");
+  if (c.k_cluster_size < 1)
+    fail("SmyrfConfig.k_cluster_size", str(std::int64_t{c.k_cluster_size}), "must be >= 1");
+  if (!(std::isfinite(c.r) && c.r >= 0.0f))
+    fail("SmyrfConfig.r", str(static_cast<double>(c.r)),
+         "must be finite and >= 0 (0 = order by the projection)");
+  const auto t = static_cast<int>(c.transform);
+  if (t < 0 || t > static_cast<int>(Transform::l2_alsh))
+    fail("SmyrfConfig.transform", str(std::int64_t{t}), "is not a Transform value");
+  if (c.transform == Transform::l2_alsh) {
+    if (c.alsh_m < 1 || c.alsh_m > 8)
+      fail("SmyrfConfig.alsh_m", str(std::int64_t{c.alsh_m}), "must be in [1, 8]");
+    if (!(c.alsh_u > 0.0f && c.alsh_u < 1.0f))
+      fail("SmyrfConfig.alsh_u", str(static_cast<double>(c.alsh_u)), "must be in (0, 1)");
+  }
+}
+
+ClusterLists compute_clusters(const Problem& pr, const SmyrfConfig& config) {
   Arena arena;
   const TokenListSlots list_slots = plan_token_lists(arena, pr);
   const HashingSlots slots = plan_hashing(arena, pr, config);

@@ -126,6 +126,6 @@ struct ClusterLists {
   std::vector<std::int32_t> q_count, k_count;   // [B]
   std::vector<std::int64_t> n_clusters;         // [B]
 };
-ClusterLists compute_clusters(const AttentionParams& params, const SmyrfConfig& config);
+ClusterLists compute_clusters(const Problem& pr, const SmyrfConfig& config);
 
 }  // namespace smyrf::detail

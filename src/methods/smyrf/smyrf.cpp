@@ -190,7 +190,7 @@ void SmyrfAttendRound(const detail::RoundArgs& args) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "api/validate.h"
+#include "methods/smyrf/registration.h"
 #include "common/timer.h"
 #include "methods/dense/dense.h"
 #include "methods/smyrf/smyrf.h"

@@ -51,6 +51,6 @@ RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Wor
                                std::vector<std::int32_t>* capture = nullptr);
 // Inspection for tests: runs KeySelection::centroid on params (writing params.o) and returns
 // the keys of each query cluster, per (b, h) then cluster, ascending positions.
-std::vector<std::vector<std::int32_t>> centroid_keys(const AttentionParams& params, const SmyrfConfig& config);
+std::vector<std::vector<std::int32_t>> centroid_keys(const Problem& pr, const SmyrfConfig& config);
 
 }  // namespace smyrf::detail

@@ -134,7 +134,7 @@ HWY_AFTER_NAMESPACE();
 #include <string>
 #include <vector>
 
-#include "api/validate.h"
+#include "methods/sparse/registration.h"
 #include "common/timer.h"
 
 namespace smyrf::detail {
@@ -473,11 +473,26 @@ RunInfo sparse_forward(const Problem& pr, const SparseConfig& config, Workspace*
   return info;
 }
 
-std::vector<std::vector<std::int32_t>> sparse_visible_keys(const AttentionParams& params,
+void Method<SparseConfig>::check(const SparseConfig& c, const Problem&) {
+  const auto kind = static_cast<int>(c.pattern);
+  if (kind < 0 || kind > static_cast<int>(SparsePattern::criss_cross))
+    fail("SparseConfig.pattern", str(std::int64_t{kind}), "is not a SparsePattern value");
+  at_least("SparseConfig.window", c.window, 0);
+  at_least("SparseConfig.dilation", c.dilation, 1);
+  at_least("SparseConfig.stride", c.stride, 1);
+  if (c.pattern == SparsePattern::fixed && (c.summary < 1 || c.summary > c.stride))
+    fail("SparseConfig.summary", str(std::int64_t{c.summary}),
+         "must be in [1, stride = " + str(std::int64_t{c.stride}) + "] for the fixed pattern");
+  at_least("SparseConfig.global_tokens", c.global_tokens, 0);
+  at_least("SparseConfig.block_size", c.block_size, 1);
+  at_least("SparseConfig.global_blocks", c.global_blocks, 0);
+  at_least("SparseConfig.random_blocks", c.random_blocks, 0);
+  at_least("SparseConfig.width", c.width, 1);
+}
+
+std::vector<std::vector<std::int32_t>> sparse_visible_keys(const Problem& pr,
                                                            const SparseConfig& config,
                                                            std::int64_t b, std::int64_t h) {
-  const Problem pr = validate_params(params);
-  validate_config(config);
   if (b < 0 || b >= pr.B)
     throw Error("smyrf: b = " + std::to_string(b) + ": must be in [0, params.batch = " +
                 std::to_string(pr.B) + ")");
@@ -531,13 +546,13 @@ std::vector<std::vector<std::int32_t>> sparse_visible_keys(const AttentionParams
   return seen;
 }
 
-std::vector<std::int32_t> sparse_visible_keys(const AttentionParams& params,
+std::vector<std::int32_t> sparse_visible_keys(const Problem& pr,
                                               const SparseConfig& config, std::int64_t b,
                                               std::int64_t h, std::int64_t i) {
-  if (i < 0 || i >= params.nq)
+  if (i < 0 || i >= pr.Nq)
     throw Error("smyrf: i = " + std::to_string(i) + ": must be in [0, params.nq = " +
-                std::to_string(params.nq) + ")");
-  return sparse_visible_keys(params, config, b, h)[static_cast<std::size_t>(i)];
+                std::to_string(pr.Nq) + ")");
+  return sparse_visible_keys(pr, config, b, h)[static_cast<std::size_t>(i)];
 }
 
 }  // namespace smyrf::detail

@@ -204,12 +204,12 @@ SparseGroupKeys sparse_group_keys(const Problem& pr, const SparseConfig& config,
 // For batch element b and head h: entry i holds the ascending key positions that query i
 // attends to in the fast path (over all rounds; a key listed twice would be attended twice),
 // gathered from the fast path's groups, key lists and masks, tile by tile. Empty for masked
-// queries and for batch elements without a visible key. Validates params and config.
-std::vector<std::vector<std::int32_t>> sparse_visible_keys(const AttentionParams& params,
+// queries and for batch elements without a visible key.
+std::vector<std::vector<std::int32_t>> sparse_visible_keys(const Problem& pr,
                                                            const SparseConfig& config,
                                                            std::int64_t b, std::int64_t h);
 // The same for one query.
-std::vector<std::int32_t> sparse_visible_keys(const AttentionParams& params,
+std::vector<std::int32_t> sparse_visible_keys(const Problem& pr,
                                               const SparseConfig& config, std::int64_t b,
                                               std::int64_t h, std::int64_t i);
 

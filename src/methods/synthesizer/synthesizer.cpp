@@ -156,7 +156,7 @@ HWY_AFTER_NAMESPACE();
 #include <string>
 #include <vector>
 
-#include "api/validate.h"
+#include "methods/synthesizer/registration.h"
 #include "common/parallel.h"
 #include "common/timer.h"
 #include "methods/dense/dense.h"
@@ -166,14 +166,7 @@ HWY_EXPORT(SynthRandom);
 
 namespace {
 
-[[noreturn]] void fail(const std::string& field, const std::string& value, const std::string& why) {
-  throw Error("smyrf: SynthesizerConfig." + field + " = " + value + ": " + why);
-}
-std::string ptr_str(const void* p) {
-  std::ostringstream s;
-  s << p;
-  return s.str();
-}
+constexpr ConfigFail config_fail{"SynthesizerConfig"};
 std::string float_str(float x) {
   std::ostringstream s;
   s << x;
@@ -192,7 +185,7 @@ void require_finite(const char* field, const float* a, std::int64_t n) {
   if (bad == 0) return;
   for (std::int64_t i = 0; i < n; ++i)
     if (!std::isfinite(a[i]))
-      fail(std::string(field) + "[" + std::to_string(i) + "]", float_str(a[i]), "must be finite");
+      config_fail(std::string(field) + "[" + std::to_string(i) + "]", float_str(a[i]), "must be finite");
 }
 
 // An input row converted to float.
@@ -308,7 +301,7 @@ RunInfo synthesizer_dense(const Problem& pr, const SynthesizerConfig& c, Workspa
   sub.check_finite = false;
   sub.dropout = 0.0f;
   sub.num_threads = pr.threads;
-  const Problem sub_pr = validate_params(sub);
+  const Problem sub_pr = checked_problem(sub);
   RunInfo info = dense_forward(sub_pr, nullptr);
   info.workspace_bytes += arena.bytes();
   return info;
@@ -349,13 +342,13 @@ RunInfo synthesizer_random(const Problem& pr, const SynthesizerConfig& c, Worksp
 
 }  // namespace
 
-void validate_config(const SynthesizerConfig& c, const Problem& pr) {
+void Method<SynthesizerConfig>::check(const SynthesizerConfig& c, const Problem& pr) {
   const std::int64_t H = pr.H, d = pr.d, Nq = pr.Nq, Nk = pr.Nk;
   if (c.kind == SynthesizerKind::dense) {
     if (c.hidden < 1 || c.hidden > 65536)
-      fail("hidden", std::to_string(c.hidden), "must be in [1, 65536]");
+      config_fail("hidden", std::to_string(c.hidden), "must be in [1, 65536]");
     if (c.logits != nullptr)
-      fail("logits", ptr_str(c.logits), "must be nullptr with kind = dense (random kind only)");
+      config_fail("logits", ptr_str(c.logits), "must be nullptr with kind = dense (random kind only)");
     const std::int64_t hid = c.hidden;
     require_finite("w1", c.w1, H * d * hid);
     require_finite("b1", c.b1, H * hid);
@@ -366,10 +359,10 @@ void validate_config(const SynthesizerConfig& c, const Problem& pr) {
         {"w1", c.w1}, {"b1", c.b1}, {"w2", c.w2}, {"b2", c.b2}};
     for (const auto& [name, a] : dense_only)
       if (a != nullptr)
-        fail(name, ptr_str(a), "must be nullptr with kind = random (dense kind only)");
+        config_fail(name, ptr_str(a), "must be nullptr with kind = random (dense kind only)");
     require_finite("logits", c.logits, H * Nq * Nk);
   } else {
-    fail("kind", std::to_string(static_cast<int>(c.kind)),
+    config_fail("kind", std::to_string(static_cast<int>(c.kind)),
          "must be SynthesizerKind::dense or SynthesizerKind::random");
   }
 }

@@ -42,8 +42,6 @@
 
 namespace smyrf::detail {
 
-// Checks the config against the problem (throws smyrf::Error naming the field).
-void validate_config(const SynthesizerConfig& config, const Problem& pr);
 RunInfo synthesizer_forward(const Problem& pr, const SynthesizerConfig& config,
                             Workspace* workspace);
 

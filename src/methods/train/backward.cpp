@@ -456,7 +456,7 @@ void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan) {
   }
   if (s->keys != KeySelection::lsh)
     throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward and no dropout");
-  plan.clusters = compute_clusters(*pr.p, *s);
+  plan.clusters = compute_clusters(pr, *s);
   const ClusterLists& c = plan.clusters;
   const int R = c.rounds;
   for (int r = 0; r < R; ++r) {
