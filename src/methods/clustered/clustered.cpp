@@ -28,6 +28,7 @@
 #include <limits>
 #include <numeric>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/phases.h"
@@ -521,8 +522,8 @@ RunInfo clustered_run(const Problem& pr, const ClusteredConfig& config, Workspac
   const std::int64_t member_tasks = BH * Cmax;
   const std::size_t centroid_per_thread = a.centroid_floats();
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const std::size_t w_slot = arena.add<double>(static_cast<std::size_t>(pr.H) * d * a.ldw);
   const std::size_t codes_slot = arena.add<std::uint64_t>(static_cast<std::size_t>(BH * pr.Nq));
   const std::size_t assign_slot = arena.add<std::int32_t>(static_cast<std::size_t>(BH * pr.Nq));
@@ -548,9 +549,7 @@ RunInfo clustered_run(const Problem& pr, const ClusteredConfig& config, Workspac
   const std::size_t scores_slot =
       arena.add<std::int64_t>(static_cast<std::size_t>(std::max(centroid_tasks, member_tasks)));
   const std::size_t ticks_slot = arena.add<PhaseTicks>(threads);
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
   a.lists = &lists;
 
   RunInfo info;

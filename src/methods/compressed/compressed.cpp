@@ -154,6 +154,7 @@ HWY_AFTER_NAMESPACE();
 #include <vector>
 
 #include "methods/compressed/registration.h"
+#include "common/call_scratch.h"
 #include "common/parallel.h"
 #include "common/timer.h"
 #include "methods/dense/dense.h"
@@ -320,19 +321,15 @@ void fill_row_mask(std::int64_t B, std::int64_t M, std::uint8_t* mask, Count&& c
   }
 }
 
-// A call's scratch: one arena (planned by the caller) bound to the workspace, and the scratch
-// of the kernel calls on sub-problems (one buffer, reused by each of them in turn).
+// A call's scratch (planned by the caller) and the scratch of the kernel calls on sub-problems
+// (one buffer, reused by each of them in turn).
 struct Scratch {
-  Arena arena;
-  Workspace local;
+  CallScratch call;
+  Arena& arena;
   Workspace inner;
-  TokenListSlots list_slots;
   TokenLists lists;
-  explicit Scratch(const Problem& pr) { list_slots = plan_token_lists(arena, pr); }
-  void bind(const Problem& pr, Workspace* workspace) {
-    bind_scratch(arena, workspace, local);
-    lists = fill_token_lists(arena, list_slots, pr);
-  }
+  Scratch(const Problem& pr, Workspace* workspace) : call(pr, workspace), arena(call.arena()) {}
+  void bind() { lists = call.bind(); }
 };
 
 void add_inner(RunInfo& info, const RunInfo& inner, std::size_t* inner_bytes) {
@@ -361,7 +358,7 @@ RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* works
   const std::int64_t M = c.rank, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
   const bool own_e = c.projection_e == nullptr, own_f = c.projection_f == nullptr;
   const bool bf = pr.dtype == DType::bf16;
-  Scratch sc(pr);
+  Scratch sc(pr, workspace);
   const std::size_t k_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
   const std::size_t v_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
   const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
@@ -381,7 +378,7 @@ RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* works
   const std::int64_t Nk = pr.Nk;
   const std::size_t draw_slot =
       sc.arena.add<double>(static_cast<std::size_t>(pr.threads * 2 * kRows * Nk));
-  sc.bind(pr, workspace);
+  sc.bind();
   Timer timer;
   RunInfo info;
   float* kp = sc.arena.at<float>(k_slot);
@@ -428,7 +425,7 @@ RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* works
 RunInfo memory_compressed(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
   const std::int64_t stride = c.stride, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
   const std::int64_t M = (pr.Nk + stride - 1) / stride;
-  Scratch sc(pr);
+  Scratch sc(pr, workspace);
   const std::size_t k_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
   const std::size_t v_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
   const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
@@ -436,7 +433,7 @@ RunInfo memory_compressed(const Problem& pr, const CompressedConfig& c, Workspac
       sc.arena.add<float>(pr.dtype == DType::bf16 ? static_cast<std::size_t>(BH * pr.Nq * d) : 0);
   const std::int64_t w = std::max(d, dv);
   const std::size_t acc_slot = sc.arena.add<double>(static_cast<std::size_t>(pr.threads * w));
-  sc.bind(pr, workspace);
+  sc.bind();
   Timer timer;
   RunInfo info;
   float* kp = sc.arena.at<float>(k_slot);
@@ -555,7 +552,7 @@ RunInfo nystrom(const Problem& pr, const CompressedConfig& c, Workspace* workspa
   // Per thread: A2 [mq, mk], Z and the next Z [mk, mq], A2 Z and two products [mq, mq], one
   // row of W (also the segment sums' accumulator).
   const std::int64_t per_thread = 3 * Mq * Mk + 3 * Mq * Mq + w;
-  Scratch sc(pr);
+  Scratch sc(pr, workspace);
   const ViewSlots views(sc.arena, pr, true);
   const std::size_t qt_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * Mq * d));
   const std::size_t kt_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * Mk * d));
@@ -565,7 +562,7 @@ RunInfo nystrom(const Problem& pr, const CompressedConfig& c, Workspace* workspa
   const std::size_t w_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * Mk * dv));
   const std::size_t dbl_slot =
       sc.arena.add<double>(static_cast<std::size_t>(pr.threads * per_thread));
-  sc.bind(pr, workspace);
+  sc.bind();
   const TokenLists& lists = sc.lists;
   Timer timer;
   RunInfo info;
@@ -695,7 +692,7 @@ RunInfo with_window(const Problem& pr, const CompressedConfig& c, Workspace* wor
   const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
   const std::int64_t M = star ? 1 : given ? c.rank : std::min<std::int64_t>(c.rank, pr.Nk);
   const std::int64_t w = std::max(d, dv);
-  Scratch sc(pr);
+  Scratch sc(pr, workspace);
   const ViewSlots views(sc.arena, pr, star);
   const std::size_t k_slot = sc.arena.add<float>(given ? 0 : static_cast<std::size_t>(BH * M * d));
   const std::size_t v_slot = sc.arena.add<float>(given ? 0 : static_cast<std::size_t>(BH * M * dv));
@@ -706,7 +703,7 @@ RunInfo with_window(const Problem& pr, const CompressedConfig& c, Workspace* wor
   const std::size_t lw_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * pr.Nq));
   const std::size_t ow_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * pr.Nq * dv));
   const std::size_t acc_slot = sc.arena.add<double>(static_cast<std::size_t>(pr.threads * w));
-  sc.bind(pr, workspace);
+  sc.bind();
   const TokenLists& lists = sc.lists;
   Timer timer;
   RunInfo info;
@@ -778,14 +775,14 @@ RunInfo induced_points(const Problem& pr, const CompressedConfig& c, Workspace* 
   const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
   const std::int64_t M = given ? c.rank : std::min<std::int64_t>(c.rank, pr.Nk);
   const std::int64_t w = std::max(d, dv);
-  Scratch sc(pr);
+  Scratch sc(pr, workspace);
   const ViewSlots views(sc.arena, pr, true);
   const std::size_t i_slot = sc.arena.add<float>(given ? 0 : static_cast<std::size_t>(BH * M * d));
   const std::size_t hk_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
   const std::size_t hv_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
   const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
   const std::size_t acc_slot = sc.arena.add<double>(static_cast<std::size_t>(pr.threads * w));
-  sc.bind(pr, workspace);
+  sc.bind();
   const TokenLists& lists = sc.lists;
   Timer timer;
   RunInfo info;

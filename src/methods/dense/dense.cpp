@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/problem.h"
@@ -135,15 +136,13 @@ RunInfo dense_forward(const Problem& pr, Workspace* workspace) {
   const std::size_t per_thread = kDenseQueryTile * kDenseKeyTile + kDenseQueryTile * ldv +
                                  2 * pad_floats(kDenseQueryTile) + kDenseQueryTile * pad_floats(d);
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const std::size_t kt_slot = arena.add<float>(BH * d * ldk);
   const std::size_t vp_slot = arena.add<float>(BH * static_cast<std::size_t>(pr.Nk) * ldv);
   const std::size_t scratch_slot =
       arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
 
   RunInfo info;
   zero_unattended_rows(pr, lists);

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/problem.h"
@@ -227,8 +228,8 @@ RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Worksp
       RoundScratch::make(key_cap, static_cast<std::size_t>(pr.d), static_cast<std::size_t>(pr.dv));
   const std::size_t per_task = static_cast<std::size_t>(std::max(blocks, groups));
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const std::size_t m_slot = arena.add<double>(static_cast<std::size_t>(BH * pr.Nq));
   const std::size_t sel_slot = arena.add<std::int32_t>(static_cast<std::size_t>(BH * pr.Nq));
   const std::size_t nsel_slot = arena.add<std::int32_t>(static_cast<std::size_t>(BH));
@@ -237,9 +238,7 @@ RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Worksp
   const std::size_t scratch_slot =
       arena.add<float>(layout.total() * static_cast<std::size_t>(pr.threads));
   const std::size_t scores_slot = arena.add<std::int64_t>(static_cast<std::size_t>(BH) * per_task);
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
   zero_unattended_rows(pr, lists);
 
   InformerArgs a{&pr,

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "common/call_scratch.h"
 #include "common/parallel.h"
 #include "common/problem.h"
 #include "common/timer.h"
@@ -935,7 +936,8 @@ RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace*
   const std::int64_t kstat = 1;  // the causal key stabiliser (favor_plus, favor)
   const std::size_t threads = static_cast<std::size_t>(pr.threads);
 
-  Arena arena;
+  CallScratch scratch(pr, workspace, CallScratch::Lists::none);
+  Arena& arena = scratch.arena();
   const std::size_t wt_slot = arena.add<double>(static_cast<std::size_t>(pr.H * d * dirs_p));
   // States: one per (b, h) for the non-causal reads, one per thread for the causal forms.
   const std::int64_t states = pr.p->causal ? static_cast<std::int64_t>(threads) : BH;
@@ -955,8 +957,7 @@ RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace*
       plain ? static_cast<std::size_t>(group * nb * LinearPart::make(m, mp, dvp, d).total) : 0);
   const std::size_t statef_slot =
       arena.add<float>(plain ? static_cast<std::size_t>(BH * m * dvp) : 0);
-  Workspace local;
-  bind_scratch(arena, workspace, local);
+  scratch.bind();
 
   RunInfo info;
   info.workspace_bytes = arena.bytes();

@@ -26,6 +26,7 @@
 #include <cstring>
 #include <limits>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/phases.h"
@@ -509,8 +510,8 @@ RunInfo reformer_forward(const Problem& pr, const ReformerConfig& config, Worksp
   const std::int64_t tasks = pr.B * pr.H * ((max_chunks + chunks_per_task - 1) / chunks_per_task);
   const std::size_t T = static_cast<std::size_t>(pr.threads);
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const HashSlots hash_slots = plan_hashing(arena, pr, config);
   const SharedSlots shared_slots = config.shared_qk ? plan_shared(arena, pr) : SharedSlots{0, 0, 0};
   const std::size_t merge_slot = arena.add<MergeState>(R > 1 ? BHN : 0);
@@ -522,9 +523,7 @@ RunInfo reformer_forward(const Problem& pr, const ReformerConfig& config, Worksp
       arena.add<std::uint8_t>(config.shared_qk ? T * static_cast<std::size_t>(pr.Nk) : 0);
   const std::size_t scores_slot = arena.add<std::int64_t>(static_cast<std::size_t>(tasks));
   const std::size_t ticks_slot = arena.add<PhaseTicks>(T);
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
 
   RunInfo info;
   info.workspace_bytes = arena.bytes();
@@ -655,12 +654,10 @@ void Method<ReformerConfig>::check_finite(const Problem& pr, const ReformerConfi
 }
 
 ReformerBuckets reformer_buckets(const Problem& pr, const ReformerConfig& config) {
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, nullptr);
+  Arena& arena = scratch.arena();
   const HashSlots slots = plan_hashing(arena, pr, config);
-  Workspace local;
-  bind_scratch(arena, nullptr, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
   const Hashed hashed = hash_and_sort(pr, config, lists, arena, slots);
 
   ReformerBuckets out;

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/phases.h"
@@ -525,16 +526,14 @@ RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspac
   const std::int64_t tasks_per_bh = (max_chunks + chunks_per_task - 1) / chunks_per_task;
   const std::int64_t tasks = pr.B * pr.H * tasks_per_bh;
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const RouteSlots route_slots = plan_route(arena, pr, config);
   const std::size_t scratch_slot =
       arena.add<float>(layout.total() * static_cast<std::size_t>(pr.threads));
   const std::size_t scores_slot = arena.add<std::int64_t>(static_cast<std::size_t>(tasks));
   const std::size_t ticks_slot = arena.add<PhaseTicks>(static_cast<std::size_t>(pr.threads));
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
 
   RunInfo info;
   info.workspace_bytes = arena.bytes();
@@ -563,12 +562,10 @@ RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspac
 }
 
 RoutingRoutes routing_routes(const Problem& pr, const RoutingConfig& config) {
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, nullptr);
+  Arena& arena = scratch.arena();
   const RouteSlots route_slots = plan_route(arena, pr, config);
-  Workspace local;
-  bind_scratch(arena, nullptr, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
   RunInfo info;
   const Problem route_pr = with_threads_for(pr, route_flops(pr, config));
   const RoutingRouteArgs route = bind_route(arena, route_slots, route_pr, lists, config, &info);

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "common/call_scratch.h"
 #include "common/parallel.h"
 #include "common/problem.h"
 #include "common/timer.h"
@@ -279,16 +280,14 @@ RunInfo sinkhorn_forward(const Problem& pr, const SinkhornConfig& config, Worksp
   plan.acc_doubles = static_cast<std::size_t>(std::max(d, dv));
   const std::size_t T = static_cast<std::size_t>(pr.threads);
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const std::size_t p_slot = arena.add<double>(static_cast<std::size_t>(BH * plan.NB * plan.NB));
   const std::size_t p1_slot = arena.add<double>(plan.pass1_doubles * T);
   const std::size_t p2_slot = arena.add<float>(plan.pass2_floats * T);
   const std::size_t acc_slot = arena.add<double>(plan.acc_doubles * T);
   const std::size_t scores_slot = arena.add<std::int64_t>(static_cast<std::size_t>(BH * plan.NB));
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
   plan.P = arena.at<double>(p_slot);
   plan.pass1 = arena.at<double>(p1_slot);
   plan.pass2 = arena.at<float>(p2_slot);

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <vector>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/problem.h"
@@ -134,13 +135,11 @@ RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Wor
   const std::int64_t groups = (pr.Nq + qc - 1) / qc;
   const std::size_t tasks = static_cast<std::size_t>(pr.B * pr.H * groups);
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const std::size_t scratch_slot = arena.add<float>(layout.total() * static_cast<std::size_t>(pr.threads));
   const std::size_t scores_slot = arena.add<std::int64_t>(tasks);
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
   zero_unattended_rows(pr, lists);
 
   std::vector<CentroidScratch> per_thread(static_cast<std::size_t>(pr.threads));

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "methods/smyrf/registration.h"
+#include "common/call_scratch.h"
 #include "common/parallel.h"
 #include "common/rng.h"
 #include "common/timer.h"
@@ -269,12 +270,10 @@ void Method<SmyrfConfig>::check(const SmyrfConfig& c, const Problem&) {
 }
 
 ClusterLists compute_clusters(const Problem& pr, const SmyrfConfig& config) {
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, nullptr);
+  Arena& arena = scratch.arena();
   const HashingSlots slots = plan_hashing(arena, pr, config);
-  Workspace local;
-  bind_scratch(arena, nullptr, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
   RunInfo info;
   const SortedTokens sorted = hash_and_sort(pr, config, lists, arena, slots, info);
 

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/phases.h"
@@ -239,17 +240,15 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   const std::int64_t tasks =
       pr.B * pr.H * ((max_clusters + clusters_per_task - 1) / clusters_per_task);
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const HashingSlots hash_slots = plan_hashing(arena, pr, config);
   const std::size_t BHN = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
   const std::size_t merge_slot = arena.add<MergeState>(BHN);
   const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
   const std::size_t scores_slot = arena.add<std::int64_t>(static_cast<std::size_t>(tasks));
   const std::size_t ticks_slot = arena.add<PhaseTicks>(static_cast<std::size_t>(pr.threads));
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
 
   RunInfo info;
   info.workspace_bytes = arena.bytes();

@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/phases.h"
@@ -377,8 +378,8 @@ RunInfo sparse_forward(const Problem& pr, const SparseConfig& config, Workspace*
   const std::size_t key_stride = pad_floats(static_cast<std::size_t>(pr.Nk));  // 64-byte rows
   const std::size_t block_stride = (sparse_block_scratch(pr, config) + 7) / 8 * 8;
 
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   std::size_t order_slot[2], starts_slot[2], groups_slot[2];
   for (int r = 0; r < rounds; ++r) {
     order_slot[r] = arena.add<std::int32_t>(B * Nq);
@@ -392,9 +393,7 @@ RunInfo sparse_forward(const Problem& pr, const SparseConfig& config, Workspace*
   const std::size_t blocks_slot = arena.add<std::int64_t>(block_stride * T);
   const std::size_t counters_slot = arena.add<SparseCounters>(T);
   const std::size_t ticks_slot = arena.add<PhaseTicks>(T);
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
 
   RunInfo info;
   info.workspace_bytes = arena.bytes();
@@ -499,11 +498,9 @@ std::vector<std::vector<std::int32_t>> sparse_visible_keys(const Problem& pr,
   if (h < 0 || h >= pr.H)
     throw Error("smyrf: h = " + std::to_string(h) + ": must be in [0, params.heads = " +
                 std::to_string(pr.H) + ")");
-  Arena arena;
-  const TokenListSlots slots = plan_token_lists(arena, pr);
-  Workspace local;
-  bind_scratch(arena, nullptr, local);
-  const TokenLists lists = fill_token_lists(arena, slots, pr);
+  CallScratch scratch(pr, nullptr);
+  Arena& arena = scratch.arena();
+  const TokenLists lists = scratch.bind();
 
   std::vector<std::vector<std::int32_t>> seen(static_cast<std::size_t>(pr.Nq));
   if (lists.k_count[b] == 0) return seen;

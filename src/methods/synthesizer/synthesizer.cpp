@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "common/problem.h"
@@ -200,7 +201,8 @@ RunInfo synthesizer_dense(const Problem& pr, const SynthesizerConfig& c, Workspa
   const std::int64_t hidden = c.hidden, hp = hidden + 1;
   const bool convert_v = pr.dtype != DType::f32;
 
-  Arena arena;
+  CallScratch scratch(pr, workspace, CallScratch::Lists::none);
+  Arena& arena = scratch.arena();
   const std::size_t qh_slot = arena.add<float>(static_cast<std::size_t>(B * H * Nq * hp));
   const std::size_t kh_slot = arena.add<float>(static_cast<std::size_t>(H * Nk * hp));
   const std::size_t w1_slot =
@@ -209,8 +211,7 @@ RunInfo synthesizer_dense(const Problem& pr, const SynthesizerConfig& c, Workspa
       arena.add<float>(c.b1 == nullptr ? static_cast<std::size_t>(H * hidden) : 0);
   const std::size_t v_slot =
       arena.add<float>(convert_v ? static_cast<std::size_t>(B * H * Nk * dv) : 0);
-  Workspace local;
-  bind_scratch(arena, workspace, local);
+  scratch.bind();
   float* qh = arena.at<float>(qh_slot);
   float* kh = arena.at<float>(kh_slot);
 
@@ -315,15 +316,13 @@ RunInfo synthesizer_random(const Problem& pr, const SynthesizerConfig& c, Worksp
       pad_floats(static_cast<std::size_t>(QB) * ldv) +
       pad_floats(static_cast<std::size_t>(QB * Nk)) +
       pad_floats(c.logits == nullptr ? static_cast<std::size_t>(QB * Nk) : 0);
-  Arena arena;
-  const TokenListSlots list_slots = plan_token_lists(arena, pr);
+  CallScratch scratch(pr, workspace);
+  Arena& arena = scratch.arena();
   const std::size_t scratch_slot =
       arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
   const std::size_t count_slot = arena.add<std::int64_t>(static_cast<std::size_t>(pr.H * blocks));
   const std::size_t vp_slot = arena.add<float>(static_cast<std::size_t>(pr.B * pr.H * Nk) * ldv);
-  Workspace local;
-  bind_scratch(arena, workspace, local);
-  const TokenLists lists = fill_token_lists(arena, list_slots, pr);
+  const TokenLists lists = scratch.bind();
   const SynthRandomArgs args{&pr,
                              &c,
                              &lists,

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/call_scratch.h"
 #include "common/heuristics.h"
 #include "common/parallel.h"
 #include "hwy/highway.h"
@@ -494,10 +495,10 @@ void run_plan(const TrainArgs& args, const std::vector<std::vector<Group>>& laun
               const std::vector<int>& threads, Workspace* workspace, RunInfo* info) {
   const std::size_t per_thread = train_scratch_floats(args);
   const int max_threads = args.pr->threads;
-  Arena arena;
+  CallScratch scratch(*args.pr, workspace, CallScratch::Lists::none);
+  Arena& arena = scratch.arena();
   const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(max_threads));
-  Workspace local;
-  bind_scratch(arena, workspace, local);
+  scratch.bind();
   if (info != nullptr) info->workspace_bytes = std::max(info->workspace_bytes, arena.bytes());
   for (std::size_t l = 0; l < launches.size(); ++l)
     run_groups(args, launches[l].data(), static_cast<std::int64_t>(launches[l].size()),
@@ -519,13 +520,13 @@ void dense_backward(const TrainArgs& args, const GroupPlan& plan, Workspace* wor
   const std::int64_t key_tiles =
       (pr.Nk + static_cast<std::int64_t>(kTrainKeyTile) - 1) / static_cast<std::int64_t>(kTrainKeyTile);
   const std::int64_t groups = std::clamp<std::int64_t>(8 / static_cast<std::int64_t>(BH), 1, key_tiles);
-  Arena arena;
+  CallScratch scratch(pr, workspace, CallScratch::Lists::none);
+  Arena& arena = scratch.arena();
   const std::size_t packed_slot = arena.add<float>(per_bh * BH);
   const std::size_t dq_slot =
       arena.add<float>(BH * static_cast<std::size_t>(groups) * static_cast<std::size_t>(pr.Nq) * ldd);
   const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
-  Workspace local;
-  bind_scratch(arena, workspace, local);
+  scratch.bind();
   info->workspace_bytes = arena.bytes();
   const TokenLists lists{plan.q_lists.data(), plan.k_lists.data(), plan.q_count.data(), plan.k_count.data()};
   HWY_DYNAMIC_DISPATCH(DenseBackwardImpl)(args, lists, arena.at<float>(packed_slot), per_bh,
@@ -559,11 +560,11 @@ void dropout_forward(const Problem& pr, const MethodConfig& config, const float*
                              static_cast<std::size_t>(pr.Nk) * pad_floats(static_cast<std::size_t>(pr.dv));
   const std::size_t per_thread = kTrainQueryTile * kTrainKeyTile +
                                  kTrainQueryTile * pad_floats(static_cast<std::size_t>(pr.dv)) + kTrainQueryTile;
-  Arena arena;
+  CallScratch scratch(pr, workspace, CallScratch::Lists::none);
+  Arena& arena = scratch.arena();
   const std::size_t packed_slot = arena.add<float>(per_bh * static_cast<std::size_t>(pr.B * pr.H));
   const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
-  Workspace local;
-  bind_scratch(arena, workspace, local);
+  scratch.bind();
   const TokenLists lists{plan.q_lists.data(), plan.k_lists.data(), plan.q_count.data(), plan.k_count.data()};
   HWY_DYNAMIC_DISPATCH(DenseDropoutImpl)(args, lists, arena.at<float>(packed_slot), per_bh,
                                          arena.at<float>(scratch_slot), per_thread);
