@@ -26,16 +26,8 @@
 #include "methods/linear/linear.h"
 #include "methods/linear/linear_internal.h"
 #include "methods/synthesizer/synthesizer.h"
-#include "reference/clustered_reference.h"
-#include "reference/compressed_reference.h"
-#include "reference/informer_reference.h"
-#include "reference/linear_reference.h"
-#include "reference/reformer_reference.h"
-#include "reference/routing_reference.h"
-#include "reference/sinkhorn_reference.h"
-#include "reference/smyrf_reference.h"
-#include "reference/sparse_reference.h"
-#include "reference/synthesizer_reference.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -234,8 +226,9 @@ double abs_scale(const Problem& pr) {
 // The suite's rule (test_util.h) for vmax, logit bound L and n keys.
 double rule(double vmax, double L, double n) { return 16.0 * kEps * vmax * (1.0 + L + std::log2(n + 1.0)); }
 
-std::vector<double> gathered_output(Problem& pr) {
-  const auto f = pr.output();
+// An oracle's O as a float output holds it: rounded once to f32.
+std::vector<double> rounded_output(const reference::Output& oracle) {
+  const auto f = oracle.o_f32();
   return {f.begin(), f.end()};
 }
 
@@ -260,7 +253,7 @@ double synthesizer_logit_bound(Problem& pr, const SynthesizerConfig& c) {
     if (c.kind == SynthesizerKind::random) {
       for (std::int64_t i = 0; i < pr.Nq; ++i)
         for (std::int64_t j = 0; j < pr.Nk; ++j)
-          L = std::max(L, std::abs(double(detail::synthesizer_default_logit(seed, h, i, j, pr.Nk))));
+          L = std::max(L, std::abs(double(spec::synthesizer_default_logit(seed, h, i, j, pr.Nk))));
       continue;
     }
     std::vector<double> amax(static_cast<std::size_t>(hid), 0.0);
@@ -269,13 +262,13 @@ double synthesizer_logit_bound(Problem& pr, const SynthesizerConfig& c) {
         for (std::int64_t u = 0; u < hid; ++u) {
           double a = 0;
           for (std::int64_t t = 0; t < pr.d; ++t)
-            a += std::abs(pr.q_at(b, h, i)[t] * double(detail::synthesizer_default_w1(seed, h, t, u, pr.d, hid)));
+            a += std::abs(pr.q_at(b, h, i)[t] * double(spec::synthesizer_default_w1(seed, h, t, u, pr.d, hid)));
           amax[static_cast<std::size_t>(u)] = std::max(amax[static_cast<std::size_t>(u)], a);
         }
     for (std::int64_t j = 0; j < pr.Nk; ++j) {
       double s = 0;
       for (std::int64_t u = 0; u < hid; ++u)
-        s += amax[static_cast<std::size_t>(u)] * std::abs(double(detail::synthesizer_default_w2(seed, h, u, j, pr.Nk, hid)));
+        s += amax[static_cast<std::size_t>(u)] * std::abs(double(spec::synthesizer_default_w2(seed, h, u, j, pr.Nk, hid)));
       L = std::max(L, s);
     }
   }
@@ -287,7 +280,7 @@ double synthesizer_logit_bound(Problem& pr, const SynthesizerConfig& c) {
 // attention rule(max|V_f|, |scale| max|q|_1 max|K_f|, synthetic rows + window), plus for the
 // kinds with a first stage r1v + 2 max|V_f| |scale| max|q|_1 r1k (Nystrom: amplify * r1v),
 // r1k = rule(max|K|, L1, n_k), r1v = rule(max|V|, L1, n_k), L1 = |scale| max|stage row|_1 max|K|.
-double compressed_bound(Problem& pr, const CompressedConfig& c, const detail::CompressedOracle& ref) {
+double compressed_bound(Problem& pr, const CompressedConfig& c, const reference::Output& ref) {
   const double scale = abs_scale(pr);
   const bool window = c.kind == Compression::star || c.kind == Compression::global_memory;
   double tol = 0;
@@ -375,30 +368,24 @@ void expect_matches_oracle(Problem& pr, const Case& c, const Output& out, const 
         std::holds_alternative<SmyrfConfig>(m) ? m : MethodConfig{ReferenceConfig{}};
     attention_f64(pr.params, {dd.q.data(), dd.k.data(), dd.v.data()}, oracle_config, ref.data(), lse.data());
   } else if (const auto* s = std::get_if<SmyrfConfig>(&m)) {
-    reference::smyrf_attention(pr.params, *s);
-    ref = gathered_output(pr);
+    ref = rounded_output(reference::attention(pr.params, *s));
   } else if (const auto* r = std::get_if<ReformerConfig>(&m)) {
-    ref = detail::reformer_reference(pr.params, *r).o;
+    ref = reference::attention(pr.params, *r).o;
   } else if (const auto* cl = std::get_if<ClusteredConfig>(&m)) {
-    detail::clustered_reference_attention(pr.params, *cl);
-    ref = gathered_output(pr);
+    ref = rounded_output(reference::attention(pr.params, *cl));
   } else if (const auto* ro = std::get_if<RoutingConfig>(&m)) {
-    detail::routing_reference_attention(pr.params, *ro);
-    ref = gathered_output(pr);
+    ref = rounded_output(reference::attention(pr.params, *ro));
   } else if (const auto* sp = std::get_if<SparseConfig>(&m)) {
-    ref = detail::sparse_reference(pr.params, *sp).o;
+    ref = reference::attention(pr.params, *sp).o;
   } else if (const auto* in = std::get_if<InformerConfig>(&m)) {
-    detail::informer_reference_attention(pr.params, *in);
-    ref = gathered_output(pr);
+    ref = rounded_output(reference::attention(pr.params, *in));
   } else if (const auto* sk = std::get_if<SinkhornConfig>(&m)) {
-    detail::sinkhorn_reference_attention(pr.params, *sk);
-    ref = gathered_output(pr);
+    ref = rounded_output(reference::attention(pr.params, *sk));
   } else if (const auto* sy = std::get_if<SynthesizerConfig>(&m)) {
-    detail::synthesizer_reference_attention(pr.params, *sy);
-    ref = gathered_output(pr);
+    ref = rounded_output(reference::attention(pr.params, *sy));
     tol = rule(vmax, synthesizer_logit_bound(pr, *sy), double(pr.Nk));
   } else if (const auto* li = std::get_if<LinearConfig>(&m)) {
-    const detail::LinearReference lr = detail::linear_reference(pr.params, *li);
+    const reference::Output lr = reference::attention(pr.params, *li);
     ref = lr.o;
     const double m_features = double(detail::linear_feature_count(*li, pr.d));
     for (std::size_t r = 0; r < lr.cond.size(); ++r) {
@@ -407,7 +394,7 @@ void expect_matches_oracle(Problem& pr, const Case& c, const Output& out, const 
       row_tol.push_back(std::max(vmax, 1e-30) * (kEps * cond + 0x1.0p-30 * cond * (1.0 + cond) + f));
     }
   } else if (const auto* co = std::get_if<CompressedConfig>(&m)) {
-    const detail::CompressedOracle cr = detail::compressed_reference(pr.params, *co);
+    const reference::Output cr = reference::attention(pr.params, *co);
     ref = cr.o;
     tol = compressed_bound(pr, *co, cr);
   }

@@ -8,7 +8,7 @@
 
 #include "api/inspect.h"
 #include "methods/smyrf/clustering.h"
-#include "reference/smyrf_reference.h"
+#include "reference/reference.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -62,8 +62,8 @@ TEST_P(Bf16Shapes, ClustersEqualScalarOracle) {
   SmyrfConfig s;
   s.n_hashes = 2;
   s.q_cluster_size = s.k_cluster_size = 16;
-  EXPECT_EQ(detail::compute_clusters(pr.params, s).q_sorted, reference::smyrf_clusters(pr.params, s).q_sorted);
-  EXPECT_EQ(detail::compute_clusters(pr.params, s).k_sorted, reference::smyrf_clusters(pr.params, s).k_sorted);
+  EXPECT_EQ(detail::compute_clusters(pr.params, s).q_sorted, reference::clusters(pr.params, s).q_sorted);
+  EXPECT_EQ(detail::compute_clusters(pr.params, s).k_sorted, reference::clusters(pr.params, s).k_sorted);
 }
 
 TEST_P(Bf16Shapes, DenseMatchesReferenceWithinRule) {

@@ -24,7 +24,7 @@
 #include "api/inspect.h"
 #include "hwy/targets.h"
 #include "methods/clustered/clustered.h"
-#include "reference/clustered_reference.h"
+#include "reference/reference.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -107,7 +107,7 @@ TEST_P(ClusteredCases, CodesClustersAndKeySetsEqualOracleExactly) {
   Problem pr = make_problem(GetParam());
   const ClusteredConfig& config = GetParam().config;
   const auto fast = detail::clustered_inspect(pr.params, config);
-  const auto ref = detail::clustered_reference_clusters(pr.params, config);
+  const auto ref = reference::clusters(pr.params, config);
   EXPECT_EQ(fast.max_clusters, ref.max_clusters);
   EXPECT_EQ(fast.n_clusters, ref.n_clusters);
   EXPECT_EQ(fast.codes, ref.codes);
@@ -153,10 +153,10 @@ TEST_P(ClusteredCases, OutputAndLseMatchOracleWithinRule) {
   Problem pr = make_problem(GetParam());
   const ClusteredConfig& config = GetParam().config;
   const std::size_t n_lse = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
-  std::vector<float> lse_ref(n_lse), lse(n_lse);
-  pr.params.lse = lse_ref.data();
-  detail::clustered_reference_attention(pr.params, config);
-  const auto ref = pr.output();
+  std::vector<float> lse(n_lse);
+  const reference::Output oracle = reference::attention(pr.params, config);
+  const auto ref = oracle.o_f32();
+  const auto lse_ref = oracle.lse_f32();
   pr.params.lse = lse.data();
   const auto fast = pr.run(config);
   const double tol = pr.tolerance(pr.Nk);
@@ -199,10 +199,8 @@ TEST(Clustered, FullyMaskedBatchElements) {
     std::fill_n(pr.key_mask.begin() + 50, 50, 0);
     std::fill_n(pr.query_mask.begin() + 80, 40, 0);
     const std::size_t n_lse = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
-    std::vector<float> lse(n_lse), lse_ref(n_lse);
-    pr.params.lse = lse_ref.data();
-    detail::clustered_reference_attention(pr.params, config);
-    const auto ref = pr.output();
+    std::vector<float> lse(n_lse);
+    const auto ref = reference::attention(pr.params, config).o_f32();
     pr.params.lse = lse.data();
     const auto fast = pr.run(config);
     EXPECT_LE(max_abs_diff(fast, ref), pr.tolerance(pr.Nk));
@@ -214,7 +212,7 @@ TEST(Clustered, FullyMaskedBatchElements) {
                     -std::numeric_limits<float>::infinity());
         }
     const auto fast_cl = detail::clustered_inspect(pr.params, config);
-    const auto ref_cl = detail::clustered_reference_clusters(pr.params, config);
+    const auto ref_cl = reference::clusters(pr.params, config);
     EXPECT_EQ(fast_cl.cluster, ref_cl.cluster);
     EXPECT_EQ(fast_cl.top_keys, ref_cl.top_keys);
     EXPECT_EQ(fast_cl.n_clusters[2], 0);
@@ -227,13 +225,12 @@ TEST(Clustered, Bf16InputsEqualF32OnTheRoundedValuesAndTheOracle) {
     pr.random_masks(3, 0.8, 0.9);
     pr.use_bf16();
     const auto fast_cl = detail::clustered_inspect(pr.params, config);
-    const auto ref_cl = detail::clustered_reference_clusters(pr.params, config);
+    const auto ref_cl = reference::clusters(pr.params, config);
     EXPECT_EQ(fast_cl.codes, ref_cl.codes);
     EXPECT_EQ(fast_cl.cluster, ref_cl.cluster);
     EXPECT_EQ(fast_cl.top_keys, ref_cl.top_keys);
     const auto bf16 = pr.run(config);
-    detail::clustered_reference_attention(pr.params, config);
-    const auto ref = pr.output();
+    const auto ref = reference::attention(pr.params, config).o_f32();
     EXPECT_LE(max_abs_diff(bf16, ref), pr.tolerance(pr.Nk));
     // The same values as f32: bf16 -> f32 is exact wherever the kernels read, so same bits.
     pr.use_f32();
@@ -305,8 +302,8 @@ TEST(Clustered, IterationCountChangesAssignments) {
   const auto ten = detail::clustered_inspect(pr.params, cfg(10, 0, 63, 10));
   EXPECT_EQ(zero.codes, ten.codes);
   EXPECT_NE(zero.cluster, ten.cluster);
-  EXPECT_EQ(ten.cluster, detail::clustered_reference_clusters(pr.params, cfg(10, 0, 63, 10)).cluster);
-  EXPECT_EQ(zero.cluster, detail::clustered_reference_clusters(pr.params, cfg(10, 0, 63, 0)).cluster);
+  EXPECT_EQ(ten.cluster, reference::clusters(pr.params, cfg(10, 0, 63, 10)).cluster);
+  EXPECT_EQ(zero.cluster, reference::clusters(pr.params, cfg(10, 0, 63, 0)).cluster);
 }
 
 TEST(Clustered, BothKMeansSchedulesEqualOracle) {
@@ -315,7 +312,7 @@ TEST(Clustered, BothKMeansSchedulesEqualOracle) {
   for (const ClusteredConfig& config : {cfg(8, 5, 63, 6), cfg(40, 0, 20, 10)}) {
     Problem pr(2, 1, 1500, 24, 8, 8, false, 12);
     pr.random_masks(4, 0.9, 0.9);
-    const auto ref = detail::clustered_reference_clusters(pr.params, config);
+    const auto ref = reference::clusters(pr.params, config);
     std::vector<float> first;
     for (auto schedule : {detail::KMeansSchedule::per_head, detail::KMeansSchedule::chunked})
       for (int threads : {1, 2, 3}) {
@@ -338,7 +335,7 @@ TEST(Clustered, EqualCentroidLogitsGoToTheLowerPosition) {
     for (std::int64_t j = 1; j < 80; j += 2) std::copy_n(pr.k_at(0, h, j - 1), 16, pr.k_at(0, h, j));
   for (int topk : {1, 7, 8, 33}) {
     const auto fast = detail::clustered_inspect(pr.params, cfg(6, topk));
-    EXPECT_EQ(fast.top_keys, detail::clustered_reference_clusters(pr.params, cfg(6, topk)).top_keys);
+    EXPECT_EQ(fast.top_keys, reference::clusters(pr.params, cfg(6, topk)).top_keys);
     for (const auto& top : fast.top_keys) {
       if (top.empty()) continue;
       // An odd count takes exactly one lone even position; each odd key comes with its twin.
@@ -447,10 +444,9 @@ TEST(Clustered, EverySimdTargetMatchesOracle) {
   // vector fma where the target has one, else the correctly rounded scalar fma).
   Problem pr(2, 2, 90, 70, 24, 16, true, 29);
   pr.random_masks(8, 0.8, 0.9);
-  const auto ref_plain = detail::clustered_reference_clusters(pr.params, cfg(7));
-  const auto ref_improved = detail::clustered_reference_clusters(pr.params, cfg(7, 9));
-  detail::clustered_reference_attention(pr.params, cfg(7, 9));
-  const auto ref = pr.output();
+  const auto ref_plain = reference::clusters(pr.params, cfg(7));
+  const auto ref_improved = reference::clusters(pr.params, cfg(7, 9));
+  const auto ref = reference::attention(pr.params, cfg(7, 9)).o_f32();
   for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     hwy::GetChosenTarget().DeInit();

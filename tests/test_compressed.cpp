@@ -1,5 +1,5 @@
 // Compressed attention (linformer, memory_compressed, nystrom, global_memory, star,
-// induced_points) against its double-precision oracle (reference/compressed_reference.h), the
+// induced_points) against its double-precision oracle (reference/reference.h), the
 // exact attention each kind reduces to where its definition allows, and its own invariants.
 //
 // TOLERANCE (fast f32 vs the oracle's double of the SAME approximation, so a rounding bound):
@@ -30,7 +30,8 @@
 #include <vector>
 
 #include "methods/compressed/compressed.h"
-#include "reference/compressed_reference.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -67,7 +68,7 @@ struct Bounds {
 };
 
 // The bounds of the rule at the top for problem pr and the oracle's rows.
-Bounds bounds(Problem& pr, const CompressedConfig& c, const detail::CompressedOracle& ref) {
+Bounds bounds(Problem& pr, const CompressedConfig& c, const reference::Output& ref) {
   const double scale = pr.params.scale ? std::abs(*pr.params.scale) : 1.0 / std::sqrt(double(pr.d));
   const bool window = c.kind == Compression::star || c.kind == Compression::global_memory;
   auto kvis = [&](std::int64_t b, std::int64_t j) {
@@ -143,7 +144,7 @@ Bounds bounds(Problem& pr, const CompressedConfig& c, const detail::CompressedOr
 // Fast output and lse against the oracle, within the rule at the top.
 void expect_matches_oracle(Problem& pr, const CompressedConfig& config,
                            const std::string& what = "") {
-  const auto ref = detail::compressed_reference(pr.params, config);
+  const auto ref = reference::attention(pr.params, config);
   const std::size_t BHN = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
   std::vector<float> lse(BHN, 7.0f);
   pr.params.lse = lse.data();
@@ -411,10 +412,10 @@ TEST(Compressed, LinformerDefaultProjectionsAreTheSeededDraws) {
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < 30; ++j) {
         const std::size_t at = static_cast<std::size_t>((h * R + r) * 30 + j);
-        detail::linformer_projection(99, h, r, j, R, &e[at], &f[at]);
+        spec::linformer_projection(99, h, r, j, R, &e[at], &f[at]);
         // Rademacher signs: bits 2 (j mod 32) and 2 (j mod 32) + 1 of the row's word for the
         // keys' block of 32, scaled by float(1 / sqrt(R)).
-        const std::uint64_t word = detail::random_bits(99, detail::kLinformerStream + h,
+        const std::uint64_t word = detail::random_bits(99, spec::kLinformerStream + h,
                                                        (std::uint64_t(r) << 32) + j / 32);
         const float s = static_cast<float>(1.0 / std::sqrt(double(R)));
         EXPECT_EQ(e[at], (word >> (2 * (j % 32))) & 1 ? s : -s);
@@ -492,7 +493,7 @@ TEST(Compressed, GlobalMemoryIsDenseOverMemoryAndWindow) {
   EXPECT_LE(max_abs_diff(pr.run(c), dense_with_rows(pr, dk, dvv, 4, false)), pr.tolerance(54));
   // Default memory: the segment means (the oracle's rows), per batch element.
   const CompressedConfig def = ccfg(Compression::global_memory, 5, 60);
-  const auto ref = detail::compressed_reference(pr.params, def);
+  const auto ref = reference::attention(pr.params, def);
   std::vector<double> rk, rv;
   for (const auto& x : ref.keys) rk.insert(rk.end(), x.begin(), x.end());
   for (const auto& x : ref.values) rv.insert(rv.end(), x.begin(), x.end());
@@ -502,7 +503,7 @@ TEST(Compressed, GlobalMemoryIsDenseOverMemoryAndWindow) {
 TEST(Compressed, StarIsDenseOverRelayAndWindow) {
   Problem pr(2, 2, 40, 50, 16, 8, true, 9);
   const CompressedConfig c = ccfg(Compression::star, 1, 60);
-  const auto ref = detail::compressed_reference(pr.params, c);
+  const auto ref = reference::attention(pr.params, c);
   std::vector<double> rk, rv;
   for (const auto& x : ref.keys) rk.insert(rk.end(), x.begin(), x.end());
   for (const auto& x : ref.values) rv.insert(rv.end(), x.begin(), x.end());
@@ -511,7 +512,7 @@ TEST(Compressed, StarIsDenseOverRelayAndWindow) {
   // plain mean of the keys.
   Problem z(1, 1, 2, 6, 4, 4);
   for (std::int64_t t = 0; t < 4; ++t) z.q_at(0, 0, 1)[t] = -z.q_at(0, 0, 0)[t];
-  const auto zr = detail::compressed_reference(z.params, ccfg(Compression::star, 1, 0));
+  const auto zr = reference::attention(z.params, ccfg(Compression::star, 1, 0));
   for (std::int64_t t = 0; t < 4; ++t) {
     double m = 0;
     for (std::int64_t j = 0; j < 6; ++j) m += z.k_at(0, 0, j)[t];

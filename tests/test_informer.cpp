@@ -1,5 +1,5 @@
 // Informer ProbSparse attention against its double-precision oracle
-// (reference/informer_reference.h), dense attention when every query is exact, and its own
+// (reference/reference.h), dense attention when every query is exact, and its own
 // invariants.
 //
 // TOLERANCE RULE. O: the suite's rule (test_util.h) with n_keys = Nk: an exact query is dense
@@ -20,7 +20,7 @@
 
 #include "hwy/targets.h"
 #include "methods/informer/informer.h"
-#include "reference/informer_reference.h"
+#include "reference/reference.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -29,14 +29,15 @@ namespace {
 
 void expect_matches_oracle(Problem& pr, const InformerConfig& c, const std::string& what) {
   const std::size_t BHN = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
-  std::vector<float> lse_ref(BHN), lse_fast(BHN, 7.0f);
+  std::vector<float> lse_fast(BHN, 7.0f);
   const bool bf16 = pr.params.dtype == DType::bf16;
   pr.params.lse = lse_fast.data();
   const auto fast = pr.run(c);
   if (bf16) pr.use_f32();  // the float buffers hold the same, bf16-rounded values
-  pr.params.lse = lse_ref.data();
-  detail::informer_reference_attention(pr.params, c);
-  const auto ref = pr.output();
+  pr.params.lse = nullptr;
+  const reference::Output oracle = reference::attention(pr.params, c);
+  const auto ref = oracle.o_f32();
+  const auto lse_ref = oracle.lse_f32();
   if (bf16) pr.use_bf16();
   pr.params.lse = nullptr;
   const double tol = pr.tolerance();
@@ -111,7 +112,7 @@ TEST_P(InformerCases, SameBitsAtOneTwoAndSevenThreads) {
 TEST_P(InformerCases, AttentionScoresCountSamplesAndExactPairs) {
   const Case& k = GetParam();
   Problem pr = make_problem(k);
-  const auto sel = detail::informer_reference_selected(pr.params, cfg(k));
+  const auto sel = reference::exact_queries(pr.params, cfg(k));
   std::size_t expected = 0, bh = 0;
   for (std::int64_t b = 0; b < pr.B; ++b) {
     std::int64_t nk = 0;
@@ -172,7 +173,7 @@ TEST(Informer, LazyQueriesGetTheMeanAndLogCount) {
   Problem c(1, 1, 6, 6, 4, 1, false, 3);
   c.params.causal = true;
   InformerConfig one{.top_queries = 1, .sample_keys = 2};
-  const auto sel = detail::informer_reference_selected(c.params, one);
+  const auto sel = reference::exact_queries(c.params, one);
   c.run(one);
   for (std::int64_t i = 0; i < 6; ++i) {
     if (i == sel[0][0]) continue;
@@ -186,10 +187,10 @@ TEST(Informer, SeedRedrawsTheSamples) {
   Problem pr(1, 2, 200, 200, 16, 16, false, 5);
   const InformerConfig c{.top_queries = 20, .sample_keys = 2};
   pr.params.seed = 1;
-  const auto a = detail::informer_reference_selected(pr.params, c);
+  const auto a = reference::exact_queries(pr.params, c);
   const auto oa = pr.run(c);
   pr.params.seed = 2;
-  const auto b = detail::informer_reference_selected(pr.params, c);
+  const auto b = reference::exact_queries(pr.params, c);
   EXPECT_NE(a, b);
   EXPECT_GT(max_abs_diff(oa, pr.run(c)), 1e-3);
 }
@@ -239,7 +240,7 @@ TEST(Informer, TiesGoToTheLowerPosition) {
   pr.key_mask[5] = 1;
   pr.query_mask.assign(12, 1);
   pr.params.with_masks(pr.key_mask.data(), pr.query_mask.data());
-  const auto sel = detail::informer_reference_selected(pr.params, c);
+  const auto sel = reference::exact_queries(pr.params, c);
   EXPECT_EQ(sel[0], (std::vector<std::int32_t>{0, 1, 2}));
   expect_matches_oracle(pr, c, "ties");
 }

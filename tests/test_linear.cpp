@@ -1,9 +1,9 @@
 // Feature-map ("linear") attention against its double-precision oracle
-// (reference/linear_reference.h), its limits (FAVOR+ -> softmax attention, RFA -> the Gaussian
+// (reference/reference.h), its limits (FAVOR+ -> softmax attention, RFA -> the Gaussian
 // kernel attention, with many features) and its own invariants.
 //
 // TOLERANCE RULE (fast path vs oracle). The oracle computes the SAME features (same random
-// directions: random_features.h) in double, so the difference is rounding only. The features,
+// directions: spec/draws.h) in double, so the difference is rounding only. The features,
 // normalisers and (causal, gated) states of the fast path are double; O is rounded to float
 // once. Per query, with a_ij the kernel values and c_i = sum_j |a_ij| / |sum_j a_ij| (the
 // oracle's cond, 1 for nonnegative features; >= 1 for the trigonometric favor and rfa, and for
@@ -41,8 +41,8 @@
 #include "hwy/targets.h"
 #include "methods/linear/linear.h"
 #include "methods/linear/linear_internal.h"
-#include "methods/linear/random_features.h"
-#include "reference/linear_reference.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -63,7 +63,7 @@ LinearConfig lcfg(FeatureMap map, int n_features = 64, int chunk = 64, bool orth
 // Fast output and lse against the oracle, within the rule at the top.
 void expect_matches_oracle(Problem& pr, const LinearConfig& config, const std::string& what,
                            int threads = 0) {
-  const detail::LinearReference ref = detail::linear_reference(pr.params, config);
+  const reference::Output ref = reference::attention(pr.params, config);
   std::vector<float> lse(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), 7.0f);
   pr.params.lse = lse.data();
   const auto fast = pr.run(config, threads);
@@ -339,7 +339,7 @@ TEST(Linear, SeedRedrawsRandomFeatures) {
 
 TEST(Linear, OrthogonalDrawHasOrthogonalBlocksAndChiNorms) {
   const std::int64_t d = 8, rows = 20;  // 3 blocks, the last one truncated to 4 rows
-  const auto w = detail::linear_random_features(5, 3, rows, d, true);
+  const auto w = spec::linear_random_features(5, 3, rows, d, true);
   auto dot = [&](std::int64_t a, std::int64_t b) {
     double s = 0;
     for (std::int64_t t = 0; t < d; ++t) s += w[a * d + t] * w[b * d + t];
@@ -354,9 +354,9 @@ TEST(Linear, OrthogonalDrawHasOrthogonalBlocksAndChiNorms) {
   EXPECT_NE(dot(0, 0), dot(1, 1));                 // norms are drawn, not 1
   EXPECT_NEAR(norms / rows, std::sqrt(8.0), 1.0);  // E chi(8) ~ 2.74
   // Another head or seed: other directions; i.i.d. draw differs from the orthogonal one.
-  EXPECT_NE(w, detail::linear_random_features(5, 4, rows, d, true));
-  EXPECT_NE(w, detail::linear_random_features(6, 3, rows, d, true));
-  EXPECT_NE(w, detail::linear_random_features(5, 3, rows, d, false));
+  EXPECT_NE(w, spec::linear_random_features(5, 4, rows, d, true));
+  EXPECT_NE(w, spec::linear_random_features(6, 3, rows, d, true));
+  EXPECT_NE(w, spec::linear_random_features(5, 3, rows, d, false));
 }
 
 // Many random features: FAVOR+ approaches softmax attention (Choromanski et al. 2021). With

@@ -1,4 +1,4 @@
-// Reformer LSH attention against its double-precision oracle (src/reference/reformer_reference),
+// Reformer LSH attention against its double-precision oracle (src/reference/reference.h),
 // dense attention in its one- and two-chunk limits, and its own invariants.
 //
 // Tolerances: outputs follow the suite's rule (test_util.h, Problem::tolerance(n)) with n the
@@ -20,7 +20,7 @@
 #include "api/inspect.h"
 #include "hwy/targets.h"
 #include "methods/reformer/reformer.h"
-#include "reference/reformer_reference.h"
+#include "reference/reference.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -54,7 +54,7 @@ struct SetStats {
   std::int64_t max_multiset = 1;
   std::size_t computed = 0;
 };
-SetStats set_stats(const detail::ReformerOracle& ref) {
+SetStats set_stats(const reference::Output& ref, const reference::ReformerBuckets& bk) {
   SetStats s;
   for (std::int64_t b = 0; b < ref.B; ++b)
     for (std::int64_t h = 0; h < ref.H; ++h)
@@ -63,7 +63,7 @@ SetStats set_stats(const detail::ReformerOracle& ref) {
         for (int r = 0; r < ref.rounds; ++r) {
           const std::int64_t n = ref.set_size[static_cast<std::size_t>(((b * ref.H + h) * ref.rounds + r) * ref.Nq + i)];
           total += n;
-          if (r == 0 || ref.n_chunks[static_cast<std::size_t>(b)] > 1) s.computed += static_cast<std::size_t>(n);
+          if (r == 0 || bk.n_chunks[static_cast<std::size_t>(b)] > 1) s.computed += static_cast<std::size_t>(n);
         }
         s.max_multiset = std::max(s.max_multiset, total);
       }
@@ -71,7 +71,7 @@ SetStats set_stats(const detail::ReformerOracle& ref) {
 }
 
 void expect_same_buckets(const AttentionParams& params, const ReformerConfig& c,
-                         const detail::ReformerOracle& ref, const std::string& what) {
+                         const reference::ReformerBuckets& ref, const std::string& what) {
   const detail::ReformerBuckets fast = detail::reformer_buckets(params, c);
   EXPECT_EQ(fast.q_count, ref.q_count) << what;
   EXPECT_EQ(fast.k_count, ref.k_count) << what;
@@ -90,9 +90,10 @@ void check_against_oracle(Problem& pr, const ReformerConfig& c, const std::strin
   const RunInfo info = attention(pr.params, c);
   pr.params.lse = nullptr;
   const auto out = pr.output();
-  const detail::ReformerOracle ref = detail::reformer_reference(pr.params, c);
-  expect_same_buckets(pr.params, c, ref, what);
-  const SetStats st = set_stats(ref);
+  const reference::Output ref = reference::attention(pr.params, c);
+  const reference::ReformerBuckets bk = reference::buckets(pr.params, c);
+  expect_same_buckets(pr.params, c, bk, what);
+  const SetStats st = set_stats(ref, bk);
   EXPECT_EQ(info.attention_scores, st.computed) << what;
   const double tol = pr.tolerance(st.max_multiset);
   EXPECT_LE(max_abs_diff(out, as_float(ref.o)), tol) << what;
@@ -243,7 +244,7 @@ TEST(Reformer, SharedQkQueryMaskedTokenIsStillAKey) {
   pr.params.with_masks(pr.key_mask.data(), pr.query_mask.data());
   normalise_k(pr);
   const ReformerConfig c = cfg(2, 4, 8, true);
-  const auto ref = detail::reformer_reference(pr.params, c);
+  const auto ref = reference::buckets(pr.params, c);
   EXPECT_EQ(ref.k_count[0], 60);
   EXPECT_EQ(ref.q_count[0], 40);
   check_against_oracle(pr, c, "query-masked keys");
@@ -289,8 +290,8 @@ TEST(Reformer, SharedQkVersusSeparateK) {
   const ReformerConfig shared = cfg(2, 8, 16, true), separate = cfg(2, 8, 16, false);
   check_against_oracle(pr, shared, "shared");
   check_against_oracle(pr, separate, "separate with K = normalised Q");
-  const auto rs = detail::reformer_reference(pr.params, shared);
-  const auto rp = detail::reformer_reference(pr.params, separate);
+  const auto rs = reference::buckets(pr.params, shared);
+  const auto rp = reference::buckets(pr.params, separate);
   EXPECT_EQ(rs.q_bucket, rp.q_bucket);
   EXPECT_EQ(rs.q_sorted, rp.q_sorted);
   // Keys hashed from float(q/|q|) (separate) or from q (shared): argmax is scale invariant, so
@@ -300,8 +301,8 @@ TEST(Reformer, SharedQkVersusSeparateK) {
   EXPECT_GE(same, rs.k_bucket.size() * 99 / 100);
   // With C == 1 the sets are all keys: separate attends to n keys, shared to n - 1 (no self).
   const ReformerConfig shared1 = cfg(2, 8, 500, true), separate1 = cfg(2, 8, 500, false);
-  const auto s1 = detail::reformer_reference(pr.params, shared1);
-  const auto p1 = detail::reformer_reference(pr.params, separate1);
+  const auto s1 = reference::attention(pr.params, shared1);
+  const auto p1 = reference::attention(pr.params, separate1);
   for (std::size_t t = 0; t < s1.set_size.size(); ++t) {
     EXPECT_EQ(s1.set_size[t], 119);
     EXPECT_EQ(p1.set_size[t], 120);
@@ -364,7 +365,7 @@ TEST(Reformer, OneAndTwoChunksEqualDense) {
       const auto dense = pr.run(DenseConfig{});
       const ReformerConfig c = cfg(3, 8, chunk, false);
       pr.params.lse = lse_r.data();
-      const auto ref = detail::reformer_reference(pr.params, c);
+      const auto ref = reference::buckets(pr.params, c);
       for (std::int64_t C : ref.n_chunks) EXPECT_LE(C, 2);
       const auto out = pr.run(c);
       pr.params.lse = nullptr;
@@ -390,7 +391,7 @@ TEST(Reformer, OneAndTwoChunksSharedQkSets) {
       normalise_k(pr);
       pr.params.causal = causal;
       const ReformerConfig c = cfg(2, 8, chunk, true);
-      const auto ref = detail::reformer_reference(pr.params, c);
+      const auto ref = reference::attention(pr.params, c);
       for (int r = 0; r < 2; ++r)
         for (std::int64_t i = 0; i < 100; ++i) {
           const std::int64_t expect = causal ? std::max<std::int64_t>(i, 1) : 99;
@@ -409,13 +410,13 @@ TEST(Reformer, BucketsExactOnEveryTarget) {
   Problem pr(2, 2, 150, 150, 40, 40, true, 16);
   pr.random_masks(4, 0.9, 0.9);
   const ReformerConfig c = cfg(3, 22, 16, false);
-  const auto ref = detail::reformer_reference(pr.params, c);
+  const auto ref = reference::buckets(pr.params, c);
   for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     hwy::GetChosenTarget().DeInit();
     expect_same_buckets(pr.params, c, ref, hwy::TargetName(target));
     const ReformerConfig cs = cfg(2, 8, 16, true);
-    expect_same_buckets(pr.params, cs, detail::reformer_reference(pr.params, cs), hwy::TargetName(target));
+    expect_same_buckets(pr.params, cs, reference::buckets(pr.params, cs), hwy::TargetName(target));
   }
   hwy::SetSupportedTargetsForTest(0);
   hwy::GetChosenTarget().DeInit();

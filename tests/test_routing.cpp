@@ -1,4 +1,4 @@
-// Routing attention against its double-precision oracle (reference/routing_reference.h), dense
+// Routing attention against its double-precision oracle (reference/reference.h), dense
 // attention in its one-chunk limit, and its own invariants.
 //
 // Tolerances. O: the suite's rule (test_util.h) with n_keys = window, the largest key set a
@@ -22,7 +22,7 @@
 #include "api/inspect.h"
 #include "hwy/targets.h"
 #include "methods/routing/routing.h"
-#include "reference/routing_reference.h"
+#include "reference/reference.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -83,7 +83,10 @@ RoutingConfig rcfg(int K, int window, int iterations, const float* centroids = n
   return c;
 }
 
-void expect_routes_equal(const detail::RoutingRoutes& fast, const detail::RoutingRoutes& ref) {
+// Routes of the fast path (detail::RoutingRoutes) against the oracle's (reference::Routes) or
+// another run's.
+template <class Fast, class Ref>
+void expect_routes_equal(const Fast& fast, const Ref& ref) {
   EXPECT_EQ(fast.q_cluster, ref.q_cluster);
   EXPECT_EQ(fast.k_cluster, ref.k_cluster);
   EXPECT_EQ(fast.n_chunks, ref.n_chunks);
@@ -97,10 +100,10 @@ void expect_routes_equal(const detail::RoutingRoutes& fast, const detail::Routin
 // Fast output and lse against the oracle's, within the rules at the top.
 void expect_matches_oracle(Problem& pr, const RoutingConfig& config, const std::string& what = "") {
   const std::size_t BHN = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
-  std::vector<float> lse_ref(BHN), lse_fast(BHN, 7.0f);
-  pr.params.lse = lse_ref.data();
-  detail::routing_reference_attention(pr.params, config);
-  const auto ref = pr.output();
+  std::vector<float> lse_fast(BHN, 7.0f);
+  const reference::Output oracle = reference::attention(pr.params, config);
+  const auto ref = oracle.o_f32();
+  const auto lse_ref = oracle.lse_f32();
   pr.params.lse = lse_fast.data();
   const auto fast = pr.run(config);
   pr.params.lse = nullptr;
@@ -141,7 +144,7 @@ class RoutingCases : public ::testing::TestWithParam<Case> {
 TEST_P(RoutingCases, RoutesEqualOracleExactly) {
   Problem pr = make();
   expect_routes_equal(detail::routing_routes(pr.params, config()),
-                      detail::routing_reference_routes(pr.params, config()));
+                      reference::routes(pr.params, config()));
 }
 
 TEST_P(RoutingCases, OutputAndLseMatchOracleWithinRule) {
@@ -153,7 +156,7 @@ TEST_P(RoutingCases, Bf16RoutesAndOutputMatchOracle) {
   Problem pr = make();
   pr.use_bf16();
   expect_routes_equal(detail::routing_routes(pr.params, config()),
-                      detail::routing_reference_routes(pr.params, config()));
+                      reference::routes(pr.params, config()));
   expect_matches_oracle(pr, config(), "bf16");
   // The same (bf16-rounded) values as f32 inputs: the conversion is exact, so the same bits.
   const auto bf = pr.run(config());
@@ -163,7 +166,7 @@ TEST_P(RoutingCases, Bf16RoutesAndOutputMatchOracle) {
 
 TEST_P(RoutingCases, AttentionScoresAreTheOracleKeySetSizes) {
   Problem pr = make();
-  const auto sets = detail::routing_reference_key_sets(pr.params, config());
+  const auto sets = reference::key_sets(pr.params, config());
   std::size_t pairs = 0;
   for (const auto& s : sets) pairs += s.size();
   pr.params.num_threads = 2;
@@ -252,8 +255,8 @@ TEST(Routing, CausalFallbackAttendsToOwnPosition) {
   Problem pr(1, 2, 96, 96, 16, 16, false, 12);
   pr.params.causal = true;
   const RoutingConfig config = rcfg(6, 4, 2);
-  const auto sets = detail::routing_reference_key_sets(pr.params, config);
-  const auto routes = detail::routing_reference_routes(pr.params, config);
+  const auto sets = reference::key_sets(pr.params, config);
+  const auto routes = reference::routes(pr.params, config);
   std::int64_t fallbacks = 0;
   for (std::int64_t h = 0; h < 2; ++h)
     for (std::size_t c = 0; c < static_cast<std::size_t>(routes.n_chunks[0]); ++c) {
@@ -276,7 +279,7 @@ TEST(Routing, CausalFallbackAttendsToOwnPosition) {
   // With keys masked, some queries see no key of their chunk and their own key is masked:
   // no fallback, O = 0 and lse = -inf although visible keys before them exist.
   pr.random_masks(4, 0.5, 1.0);
-  const auto masked_sets = detail::routing_reference_key_sets(pr.params, config);
+  const auto masked_sets = reference::key_sets(pr.params, config);
   std::int64_t empty = 0;
   for (std::int64_t h = 0; h < 2; ++h)
     for (std::int32_t i = 1; i < 96; ++i)
@@ -337,7 +340,7 @@ TEST(Routing, GivenCentroidsAreNormalisedAndIgnoreIterations) {
   // Given and fitted centroids route differently (and both as the oracle says).
   const auto fitted = detail::routing_routes(pr.params, rcfg(5, 16, 3));
   EXPECT_NE(fitted.q_cluster, r.q_cluster);
-  expect_routes_equal(fitted, detail::routing_reference_routes(pr.params, rcfg(5, 16, 3)));
+  expect_routes_equal(fitted, reference::routes(pr.params, rcfg(5, 16, 3)));
 }
 
 TEST(Routing, TiesGoToTheLowestCentroid) {
@@ -354,7 +357,7 @@ TEST(Routing, TiesGoToTheLowestCentroid) {
   for (std::int32_t id : r.q_cluster) EXPECT_TRUE(id == 0 || id == 2);
   for (std::int32_t id : r.k_cluster) EXPECT_TRUE(id == 0 || id == 2);
   for (std::int64_t i = 0; i < 64; i += 5) EXPECT_EQ(r.q_cluster[static_cast<std::size_t>(i)], 0);
-  expect_routes_equal(r, detail::routing_reference_routes(pr.params, rcfg(4, 8, 0, c.data())));
+  expect_routes_equal(r, reference::routes(pr.params, rcfg(4, 8, 0, c.data())));
   expect_matches_oracle(pr, rcfg(4, 8, 0, c.data()));
 }
 
@@ -373,7 +376,7 @@ TEST(Routing, IterationsZeroStartsFromEvenlySpacedTokensAndMoreIterationsMove) {
   }
   const auto r4 = detail::routing_routes(pr.params, rcfg(5, 16, 4));
   EXPECT_NE(r0.centroids, r4.centroids);
-  expect_routes_equal(r4, detail::routing_reference_routes(pr.params, rcfg(5, 16, 4)));
+  expect_routes_equal(r4, reference::routes(pr.params, rcfg(5, 16, 4)));
   // Fitted centroids are unit vectors.
   for (int c = 0; c < 5; ++c) {
     double n2 = 0;
@@ -427,7 +430,7 @@ TEST(Routing, EverySimdTargetRoutesExactlyAsTheOracle) {
     pr.random_masks(2, 0.8, 0.9);
     const RoutingConfig config = rcfg(11, 16, 3);
     expect_routes_equal(detail::routing_routes(pr.params, config),
-                        detail::routing_reference_routes(pr.params, config));
+                        reference::routes(pr.params, config));
     pr.params.causal = true;
     expect_matches_oracle(pr, config, hwy::TargetName(target));
   }

@@ -1,5 +1,5 @@
 // Sinkhorn sorting attention against its double-precision oracle
-// (reference/sinkhorn_reference.h), dense attention in its one-block limit, and its own
+// (reference/reference.h), dense attention in its one-block limit, and its own
 // invariants.
 //
 // TOLERANCE RULE. O: the suite's rule (test_util.h) with n_keys = 2 block_size (the longest
@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "methods/sinkhorn/sinkhorn.h"
-#include "reference/sinkhorn_reference.h"
+#include "reference/reference.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -28,14 +28,15 @@ namespace {
 
 void expect_matches_oracle(Problem& pr, const SinkhornConfig& c, const std::string& what) {
   const std::size_t BHN = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
-  std::vector<float> lse_ref(BHN), lse_fast(BHN, 7.0f);
+  std::vector<float> lse_fast(BHN, 7.0f);
   const bool bf16 = pr.params.dtype == DType::bf16;
   pr.params.lse = lse_fast.data();
   const auto fast = pr.run(c);
   if (bf16) pr.use_f32();  // the float buffers hold the same, bf16-rounded values
-  pr.params.lse = lse_ref.data();
-  detail::sinkhorn_reference_attention(pr.params, c);
-  const auto ref = pr.output();
+  pr.params.lse = nullptr;
+  const reference::Output oracle = reference::attention(pr.params, c);
+  const auto ref = oracle.o_f32();
+  const auto lse_ref = oracle.lse_f32();
   if (bf16) pr.use_bf16();
   pr.params.lse = nullptr;
   const double tol = pr.tolerance(2 * std::min<std::int64_t>(c.block_size, pr.Nk));

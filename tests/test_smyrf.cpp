@@ -11,7 +11,7 @@
 #include "kernels/radix_sort.h"
 #include "methods/smyrf/clustering.h"
 #include "methods/smyrf/smyrf.h"
-#include "reference/smyrf_reference.h"
+#include "reference/reference.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -70,7 +70,7 @@ class SmyrfCases : public ::testing::TestWithParam<Case> {
 TEST_P(SmyrfCases, ClustersEqualScalarReferenceExactly) {
   Problem pr = make();
   const auto fast = detail::compute_clusters(pr.params, GetParam().config);
-  const auto ref = reference::smyrf_clusters(pr.params, GetParam().config);
+  const auto ref = reference::clusters(pr.params, GetParam().config);
   EXPECT_EQ(fast.q_count, ref.q_count);
   EXPECT_EQ(fast.k_count, ref.k_count);
   EXPECT_EQ(fast.n_clusters, ref.n_clusters);
@@ -81,8 +81,7 @@ TEST_P(SmyrfCases, ClustersEqualScalarReferenceExactly) {
 TEST_P(SmyrfCases, OutputMatchesScalarReferenceWithinRule) {
   Problem pr = make();
   const SmyrfConfig& config = GetParam().config;
-  reference::smyrf_attention(pr.params, config);
-  const auto ref = pr.output();
+  const auto ref = reference::attention(pr.params, config).o_f32();
   const auto fast = pr.run(config);
   EXPECT_LE(max_abs_diff(fast, ref), pr.tolerance(config.k_cluster_size));
 }
@@ -385,13 +384,12 @@ class SmyrfCentroid : public ::testing::TestWithParam<CentroidCase> {
 
 TEST_P(SmyrfCentroid, SelectedKeysEqualScalarReferenceExactly) {
   Problem pr = make();
-  EXPECT_EQ(detail::centroid_keys(pr.params, config()), reference::centroid_selections(pr.params, config()));
+  EXPECT_EQ(detail::centroid_keys(pr.params, config()), reference::selections(pr.params, config()));
 }
 
 TEST_P(SmyrfCentroid, OutputMatchesScalarReferenceWithinRule) {
   Problem pr = make();
-  reference::smyrf_attention(pr.params, config());
-  const auto ref = pr.output();
+  const auto ref = reference::attention(pr.params, config()).o_f32();
   const auto fast = pr.run(config());
   EXPECT_LE(max_abs_diff(fast, ref), pr.tolerance(GetParam().kc));
 }

@@ -1,5 +1,5 @@
 // Sparse attention (SparseConfig, the fixed patterns) against its double-precision oracle
-// (reference/sparse_reference.h: a plain predicate per (query, key) from the definition in
+// (reference/reference.h: a plain predicate per (query, key) from the definition in
 // smyrf.h, softmax in double), dense attention, and its own invariants.
 //
 // Tolerance: the suite's rule (test_util.h), Problem::tolerance(n) with n the largest key set of
@@ -19,7 +19,8 @@
 
 #include "api/inspect.h"
 #include "methods/sparse/sparse.h"
-#include "reference/sparse_reference.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -158,7 +159,7 @@ OracleSets oracle_sets(Problem& pr, const SparseConfig& config) {
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h)
       for (std::int64_t i = 0; i < pr.Nq; ++i) {
-        s.keys.push_back(detail::sparse_reference_keys(pr.params, config, b, h, i));
+        s.keys.push_back(reference::key_set(pr.params, config, b, h, i));
         s.largest = std::max(s.largest, s.keys.back().size());
         s.total_active += s.keys.back().size();
       }
@@ -168,7 +169,7 @@ OracleSets oracle_sets(Problem& pr, const SparseConfig& config) {
 // Fast output and lse against the oracle within the rule.
 void expect_matches_oracle(Problem& pr, const SparseConfig& config, int threads = 0) {
   const OracleSets sets = oracle_sets(pr, config);
-  const auto ref = detail::sparse_reference(pr.params, config);
+  const auto ref = reference::attention(pr.params, config);
   std::vector<float> lse(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), 12345.0f);
   pr.params.lse = lse.data();
   const auto fast = pr.run(config, threads);
@@ -422,8 +423,8 @@ TEST(SparseBigBird, RandomBlocksFollowTheDefinition) {
       for (std::int64_t R : {0, 1, 3, 70, 500})
         for (std::int64_t qb = -3; qb < nb; ++qb)
           for (std::int64_t head : {0, 5}) {
-            std::vector<std::int64_t> out(static_cast<std::size_t>(nb) + 1), work(detail::bigbird_work_size(nb));
-            const std::int64_t r = detail::bigbird_random_blocks(77, head, qb, nb, G, R, out.data(), work.data());
+            std::vector<std::int64_t> out(static_cast<std::size_t>(nb) + 1), work(spec::bigbird_work_size(nb));
+            const std::int64_t r = spec::bigbird_random_blocks(77, head, qb, nb, G, R, out.data(), work.data());
             out.resize(static_cast<std::size_t>(r));
             const auto plain = plain_random_blocks(77, head, qb, nb, G, R);
             ASSERT_EQ(out, plain) << "nb " << nb << " G " << G << " R " << R << " qb " << qb;
@@ -442,10 +443,10 @@ TEST(SparseBigBird, RandomBlocksAreRoughlyUniform) {
   // 20 candidates (nb = 24, G = 1, window of block 10), 2 draws: each candidate is drawn with
   // probability 1/10; over 20000 (seed, head) pairs each count is 2000 +- 5 sigma (sigma ~ 42).
   std::map<std::int64_t, int> count;
-  std::vector<std::int64_t> out(24), work(detail::bigbird_work_size(24));
+  std::vector<std::int64_t> out(24), work(spec::bigbird_work_size(24));
   for (std::uint64_t seed = 0; seed < 2000; ++seed)
     for (std::int64_t head = 0; head < 10; ++head) {
-      const std::int64_t r = detail::bigbird_random_blocks(seed, head, 10, 24, 1, 2, out.data(), work.data());
+      const std::int64_t r = spec::bigbird_random_blocks(seed, head, 10, 24, 1, 2, out.data(), work.data());
       ASSERT_EQ(r, 2);
       for (std::int64_t t = 0; t < r; ++t) ++count[out[static_cast<std::size_t>(t)]];
     }

@@ -1,4 +1,4 @@
-// Synthesizer attention against its double-precision oracle (reference/synthesizer_reference.h),
+// Synthesizer attention against its double-precision oracle (reference/reference.h),
 // against dense attention when the random logits are scale * Q K^T, and its own invariants.
 //
 // TOLERANCE RULE. The suite's rule (test_util.h) with the logit bound L replaced by a bound on
@@ -20,7 +20,8 @@
 #include <vector>
 
 #include "methods/synthesizer/synthesizer.h"
-#include "reference/synthesizer_reference.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -45,7 +46,7 @@ double logit_bound(Problem& pr, const SynthesizerConfig& c) {
         for (std::int64_t j = 0; j < Nk; ++j)
           L = std::max(
               L, std::abs(double(c.logits ? c.logits[(h * Nq + i) * Nk + j]
-                                          : detail::synthesizer_default_logit(seed, h, i, j, Nk))));
+                                          : spec::synthesizer_default_logit(seed, h, i, j, Nk))));
     return L;
   }
   for (std::int64_t b = 0; b < pr.B; ++b)
@@ -57,14 +58,14 @@ double logit_bound(Problem& pr, const SynthesizerConfig& c) {
           for (std::int64_t t = 0; t < d; ++t)
             s += std::abs(double(pr.q_at(b, h, i)[t]) *
                           (c.w1 ? c.w1[(h * d + t) * hid + u]
-                                : detail::synthesizer_default_w1(seed, h, t, u, d, hid)));
+                                : spec::synthesizer_default_w1(seed, h, t, u, d, hid)));
           a[u] = s;
         }
         for (std::int64_t j = 0; j < Nk; ++j) {
           double s = c.b2 ? std::abs(c.b2[h * Nk + j]) : 0.0;
           for (std::int64_t u = 0; u < hid; ++u)
             s += a[u] * std::abs(c.w2 ? c.w2[(h * hid + u) * Nk + j]
-                                      : detail::synthesizer_default_w2(seed, h, u, j, Nk, hid));
+                                      : spec::synthesizer_default_w2(seed, h, u, j, Nk, hid));
           L = std::max(L, s);
         }
       }
@@ -78,10 +79,10 @@ double tolerance(Problem& pr, const SynthesizerConfig& c) {
 
 void expect_matches_oracle(Problem& pr, const SynthesizerConfig& c, const std::string& what) {
   const std::size_t BHN = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
-  std::vector<float> lse_ref(BHN), lse_fast(BHN, 7.0f);
-  pr.params.lse = lse_ref.data();
-  detail::synthesizer_reference_attention(pr.params, c);
-  const auto ref = pr.output();
+  std::vector<float> lse_fast(BHN, 7.0f);
+  const reference::Output oracle = reference::attention(pr.params, c);
+  const auto ref = oracle.o_f32();
+  const auto lse_ref = oracle.lse_f32();
   pr.params.lse = lse_fast.data();
   const auto fast = pr.run(c);
   pr.params.lse = nullptr;
@@ -170,11 +171,10 @@ TEST_P(SynthesizerCases, Bf16MatchesOracleOnTheRoundedValues) {
     pr.params.lse = lse_fast.data();
     const auto fast = pr.run(c);
     pr.use_f32();
-    std::vector<float> lse_ref(lse_fast.size());
-    pr.params.lse = lse_ref.data();
-    detail::synthesizer_reference_attention(pr.params, c);
-    const auto ref = pr.output();
     pr.params.lse = nullptr;
+    const reference::Output oracle = reference::attention(pr.params, c);
+    const auto ref = oracle.o_f32();
+    const auto lse_ref = oracle.lse_f32();
     const double tol = tolerance(pr, c);
     EXPECT_LE(max_abs_diff(fast, ref), tol) << k.name;
     expect_lse_close(lse_fast, lse_ref, tol / std::max(max_abs_v(pr), 1e-30), k.name + " bf16");
@@ -236,13 +236,13 @@ TEST(Synthesizer, GivenDefaultsEqualDefaultsAndSeedRedrawsOnlyDefaults) {
   for (std::int64_t h = 0; h < H; ++h) {
     for (std::int64_t t = 0; t < d; ++t)
       for (std::int64_t u = 0; u < hid; ++u)
-        w1[(h * d + t) * hid + u] = detail::synthesizer_default_w1(77, h, t, u, d, hid);
+        w1[(h * d + t) * hid + u] = spec::synthesizer_default_w1(77, h, t, u, d, hid);
     for (std::int64_t u = 0; u < hid; ++u)
       for (std::int64_t j = 0; j < Nk; ++j)
-        w2[(h * hid + u) * Nk + j] = detail::synthesizer_default_w2(77, h, u, j, Nk, hid);
+        w2[(h * hid + u) * Nk + j] = spec::synthesizer_default_w2(77, h, u, j, Nk, hid);
     for (std::int64_t i = 0; i < Nq; ++i)
       for (std::int64_t j = 0; j < Nk; ++j)
-        R[(h * Nq + i) * Nk + j] = detail::synthesizer_default_logit(77, h, i, j, Nk);
+        R[(h * Nq + i) * Nk + j] = spec::synthesizer_default_logit(77, h, i, j, Nk);
   }
   SynthesizerConfig dense{.kind = SynthesizerKind::dense, .hidden = hid};
   SynthesizerConfig dense_given{.kind = SynthesizerKind::dense,

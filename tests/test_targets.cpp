@@ -6,7 +6,7 @@
 #include "hwy/highway.h"
 #include "hwy/targets.h"
 #include "methods/smyrf/clustering.h"
-#include "reference/smyrf_reference.h"
+#include "reference/reference.h"
 #include "test_util.h"
 
 namespace smyrf::test {
@@ -37,15 +37,14 @@ TEST_P(Targets, SmyrfMatchesScalarOracle) {
   c.n_hashes = 3;
   c.q_cluster_size = c.k_cluster_size = 32;
   const auto fast_clusters = detail::compute_clusters(pr.params, c);
-  const auto ref_clusters = reference::smyrf_clusters(pr.params, c);
+  const auto ref_clusters = reference::clusters(pr.params, c);
   // Bit-identical hashes need a fused multiply-add, which every AVX2/AVX-512 target has; the
   // emulated and SSE targets may round the projection differently.
   const bool has_fma = GetParam() == HWY_AVX2 || GetParam() == HWY_AVX3 || GetParam() == HWY_AVX3_DL;
   if (has_fma) {
     EXPECT_EQ(fast_clusters.q_sorted, ref_clusters.q_sorted);
     EXPECT_EQ(fast_clusters.k_sorted, ref_clusters.k_sorted);
-    reference::smyrf_attention(pr.params, c);
-    const auto ref = pr.output();
+    const auto ref = reference::attention(pr.params, c).o_f32();
     EXPECT_LE(max_abs_diff(pr.run(c), ref), pr.tolerance(c.k_cluster_size));
   } else {
     // Without identical clusters, compare the clustered path with the dense one in its

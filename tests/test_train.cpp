@@ -19,8 +19,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
+#include "reference/reference.h"
 #include "smyrf/smyrf.h"
 #include "test_util.h"
 
@@ -244,6 +247,62 @@ TEST(TrainOracle, DropoutMatchesFiniteDifferences) {
   c.params.seed = 5;
   c.check(DenseConfig{}, "dense dropout");
   c.check(SmyrfConfig{.n_hashes = 2, .q_cluster_size = 4, .k_cluster_size = 5}, "smyrf dropout");
+}
+
+// The oracle entries of reference/reference.h compute what attention_f64 and
+// attention_backward_f64 compute on the same values, bit for bit (SMYRF: from the oracle's own
+// clusters, equal to the fast path's), except SMYRF's forward without dropout, which merges
+// per-round softmaxes by logsumexp instead of one softmax over the multiset: equal to 1e-12.
+TEST(TrainOracle, ReferenceEntriesEqualTheF64Entries) {
+  struct Item {
+    MethodConfig config;
+    bool causal;
+    float dropout;
+  };
+  const SmyrfConfig smyrf{.n_hashes = 3, .q_cluster_size = 16, .k_cluster_size = 16};
+  const Item items[] = {{ReferenceConfig{}, false, 0.0f}, {ReferenceConfig{}, true, 0.2f},
+                        {DenseConfig{}, false, 0.2f},     {DenseConfig{}, true, 0.0f},
+                        {smyrf, false, 0.0f},             {smyrf, false, 0.25f}};
+  for (const Item& it : items) {
+    TrainCase c(2, 2, 50, 60, 16, 8, true, 21);
+    c.pr.random_masks(4, 0.8, 0.9);
+    c.pr.params.causal = it.causal;
+    c.pr.params.dropout = it.dropout;
+    c.pr.params.seed = 8;
+    const Oracle f64(c, it.config);
+    const std::vector<double> go = to_double(c.o_layout(c.go));
+    std::visit(
+        [&](const auto& config) {
+          using T = std::decay_t<decltype(config)>;
+          if constexpr (std::is_same_v<T, ReferenceConfig> || std::is_same_v<T, DenseConfig> ||
+                        std::is_same_v<T, SmyrfConfig>) {
+            const std::string what = std::string(method_name(it.config)) +
+                                     (it.causal ? " causal" : "") + (it.dropout > 0 ? " dropout" : "");
+            const reference::Output out = reference::attention(c.pr.params, config);
+            if (std::is_same_v<T, SmyrfConfig> && it.dropout == 0.0f) {
+              ASSERT_EQ(out.o.size(), f64.o.size());
+              ASSERT_EQ(out.lse.size(), f64.lse.size());
+              for (std::size_t x = 0; x < out.o.size(); ++x)
+                ASSERT_NEAR(out.o[x], f64.o[x], 1e-12) << what << " " << x;
+              for (std::size_t x = 0; x < out.lse.size(); ++x) {
+                if (std::isinf(f64.lse[x])) {
+                  ASSERT_EQ(out.lse[x], f64.lse[x]) << what << " " << x;
+                } else {
+                  ASSERT_NEAR(out.lse[x], f64.lse[x], 1e-12 * (1 + std::abs(f64.lse[x]))) << what << " " << x;
+                }
+              }
+            } else {
+              EXPECT_EQ(out.o, f64.o) << what;
+              EXPECT_EQ(out.lse, f64.lse) << what;
+            }
+            const reference::Gradients g = reference::attention_backward(c.pr.params, go, config);
+            EXPECT_EQ(g.q, f64.gq) << what;
+            EXPECT_EQ(g.k, f64.gk) << what;
+            EXPECT_EQ(g.v, f64.gv) << what;
+          }
+        },
+        it.config);
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -241,6 +241,27 @@ detail::Problem f64_problem(const FloatShadow& shadow, const MethodConfig& confi
   return pr;
 }
 
+// attention_f64's key sets: every key a query sees for reference and dense; SMYRF (lsh) with the
+// fast path's clusters (the double definition is the float method's, on its own clusters).
+detail::KeySets f64_key_sets(const detail::Problem& pr, const MethodConfig& config) {
+  const auto* s = std::get_if<SmyrfConfig>(&config);
+  // Clusters at least as large as the sequences are dense attention (as in the forward).
+  if (s == nullptr || (s->q_cluster_size >= pr.Nq && s->k_cluster_size >= pr.Nk)) return detail::KeySets(pr);
+  const detail::ClusterLists fast = detail::compute_clusters(pr, *s);
+  reference::SmyrfClusters c;
+  c.B = fast.B;
+  c.H = fast.H;
+  c.Nq = fast.Nq;
+  c.Nk = fast.Nk;
+  c.rounds = fast.rounds;
+  c.q_sorted = fast.q_sorted;
+  c.k_sorted = fast.k_sorted;
+  c.q_count = fast.q_count;
+  c.k_count = fast.k_count;
+  c.n_clusters = fast.n_clusters;
+  return detail::KeySets(pr, *s, c);
+}
+
 }  // namespace
 
 void attention_f64(const AttentionParams& params, const DoubleTensors& in,
@@ -249,7 +270,7 @@ void attention_f64(const AttentionParams& params, const DoubleTensors& in,
   detail::out_of_memory_is_an_error("the double-precision " + detail::subject(config), [&] {
     const FloatShadow shadow(params, in);
     const detail::Problem pr = f64_problem(shadow, config);
-    const detail::KeySets sets(pr, config);
+    const detail::KeySets sets = f64_key_sets(pr, config);
     detail::sets_forward({&pr, in.q, in.k, in.v}, sets, o, lse);
   });
 }
@@ -265,7 +286,7 @@ void attention_backward_f64(const AttentionParams& params, const DoubleTensors& 
   detail::out_of_memory_is_an_error("the double-precision backward of " + detail::subject(config), [&] {
     const FloatShadow shadow(params, in);
     const detail::Problem pr = f64_problem(shadow, config);
-    const detail::KeySets sets(pr, config);
+    const detail::KeySets sets = f64_key_sets(pr, config);
     detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);
   });
 }

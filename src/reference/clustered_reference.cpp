@@ -1,17 +1,23 @@
-#include "reference/clustered_reference.h"
-
+// Clustered attention's oracle, written from the definition in smyrf.h (ClusteredConfig):
+// scalar fma chains for the hash bits, Lloyd's k-means run for every iteration (no early
+// stop), centroids and softmaxes in double with every weight materialised. Shares with the
+// fast path only the hyperplanes of src/spec/draws.h.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
-#include "api/dispatch.h"
-#include "api/validate.h"
-#include "common/rng.h"
+#include "common/problem.h"
+#include "reference/common.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 
-namespace smyrf::detail {
+namespace smyrf::reference {
 namespace {
+
+using detail::Problem;
+using detail::to_float;
 
 // Everything the definition computes for one (b, h).
 struct HeadResult {
@@ -45,14 +51,12 @@ HeadResult head_clusters(const Problem& pr, const ClusteredConfig& config, std::
   const std::int64_t nq = static_cast<std::int64_t>(r.queries.size());
   const int bits = config.hash_bits;
 
-  // Hyperplanes w_t ~ N(0, I): stream "Clus" << 32 + head, counter t * d + j.
+  // Hyperplanes w_t ~ N(0, I).
   std::vector<std::vector<double>> w(static_cast<std::size_t>(bits), std::vector<double>(static_cast<std::size_t>(pr.d)));
   for (int t = 0; t < bits; ++t)
     for (std::int64_t j = 0; j < pr.d; ++j)
       w[static_cast<std::size_t>(t)][static_cast<std::size_t>(j)] =
-          standard_normal(pr.p->seed, 0x436C757300000000ull + static_cast<std::uint64_t>(h),
-                          static_cast<std::uint64_t>(t) * static_cast<std::uint64_t>(pr.d) +
-                              static_cast<std::uint64_t>(j));
+          spec::clustered_hyperplane(pr.p->seed, h, t, j, pr.d);
   for (std::int32_t i : r.queries) {
     const T* q = pr.q_row<T>(b, h, i);
     std::uint64_t code = 0;
@@ -151,15 +155,9 @@ double softmax(std::vector<double>& logits) {
 }
 
 template <class T>
-void attention_as(const Problem& pr, const ClusteredConfig& config) {
-  const double ninf = -std::numeric_limits<double>::infinity();
+void attention_as(const Problem& pr, const ClusteredConfig& config, Output& result) {
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h) {
-      // Every row zero / -inf first; attended queries are overwritten below.
-      for (std::int64_t i = 0; i < pr.Nq; ++i) {
-        std::fill_n(pr.o_row(b, h, i), pr.dv, 0.0f);
-        if (pr.p->lse) pr.p->lse[(b * pr.H + h) * pr.Nq + i] = static_cast<float>(ninf);
-      }
       const HeadResult r = head_clusters<T>(pr, config, b, h);
       if (r.keys.empty()) continue;
       const std::size_t nk = r.keys.size();
@@ -207,25 +205,20 @@ void attention_as(const Problem& pr, const ClusteredConfig& config) {
                 o[static_cast<std::size_t>(col)] += mass * p[u] * elem(v, col);
             }
           }
-          float* out = pr.o_row(b, h, i);
-          for (std::int64_t col = 0; col < pr.dv; ++col) out[col] = static_cast<float>(o[static_cast<std::size_t>(col)]);
-          if (pr.p->lse) pr.p->lse[(b * pr.H + h) * pr.Nq + i] = static_cast<float>(lse);
+          const std::size_t at = static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i);
+          for (std::int64_t col = 0; col < pr.dv; ++col)
+            result.o[at * static_cast<std::size_t>(pr.dv) + static_cast<std::size_t>(col)] = o[static_cast<std::size_t>(col)];
+          result.lse[at] = lse;
         }
       }
     }
 }
 
-void check(const AttentionParams& params, const ClusteredConfig& config) {
-  if (params.causal) throw Error("smyrf: params.causal = true: clustered attention has no causal form");
-}
-
 }  // namespace
 
-ClusteredInspection clustered_reference_clusters(const AttentionParams& params,
-                                                 const ClusteredConfig& config) {
-  const Problem pr = validate_params(params);
-  check(params, config);
-  ClusteredInspection out;
+ClusteredClusters clusters(const AttentionParams& params, const ClusteredConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  ClusteredClusters out;
   out.B = pr.B;
   out.H = pr.H;
   out.Nq = pr.Nq;
@@ -236,7 +229,7 @@ ClusteredInspection clustered_reference_clusters(const AttentionParams& params,
   out.top_keys.assign(static_cast<std::size_t>(pr.B * pr.H * out.max_clusters), {});
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h) {
-      const HeadResult r = with_input_type(pr.dtype, [&](auto tag) {
+      const HeadResult r = detail::with_input_type(pr.dtype, [&](auto tag) {
         return head_clusters<decltype(tag)>(pr, config, b, h);
       });
       if (h == 0) out.n_clusters.push_back(r.C);
@@ -253,10 +246,11 @@ ClusteredInspection clustered_reference_clusters(const AttentionParams& params,
   return out;
 }
 
-void clustered_reference_attention(const AttentionParams& params, const ClusteredConfig& config) {
-  const Problem pr = validate_params(params);
-  check(params, config);
-  with_input_type(pr.dtype, [&](auto tag) { attention_as<decltype(tag)>(pr, config); });
+Output attention(const AttentionParams& params, const ClusteredConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  Output out = detail::reference_output(pr);
+  detail::with_input_type(pr.dtype, [&](auto tag) { attention_as<decltype(tag)>(pr, config, out); });
+  return out;
 }
 
-}  // namespace smyrf::detail
+}  // namespace smyrf::reference

@@ -1,16 +1,22 @@
-#include "reference/compressed_reference.h"
-
+// Compressed attention's oracle, written from the definitions in
+// src/methods/compressed/compressed.h in plain loops: its own segment means, projections,
+// softmaxes, Nystrom pseudo-inverse iteration and window sets. Shares with the fast path only
+// the default Linformer projections of src/spec/draws.h.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "api/dispatch.h"
 #include "common/problem.h"
-#include "methods/compressed/compressed.h"
+#include "reference/common.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 
-namespace smyrf::detail {
+namespace smyrf::reference {
 namespace {
+
+using detail::Problem;
+using detail::to_float;
 
 using Vec = std::vector<double>;
 using Mat = std::vector<Vec>;  // rows
@@ -101,7 +107,7 @@ Vec read_row(const T* row, std::int64_t w) {
 }
 
 template <class T>
-void run(const Problem& pr, const CompressedConfig& c, CompressedOracle& out) {
+void run(const Problem& pr, const CompressedConfig& c, Output& out) {
   const double scale = pr.scale;
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
   const std::int64_t rank = c.rank;
@@ -132,7 +138,7 @@ void run(const Problem& pr, const CompressedConfig& c, CompressedOracle& out) {
             for (std::size_t t = 0; t < nk; ++t) {
               const std::int64_t j = kpos[t];
               float e_draw, f_draw;  // the default entries (definition piece)
-              linformer_projection(pr.p->seed, h, r, j, rank, &e_draw, &f_draw);
+              spec::linformer_projection(pr.p->seed, h, r, j, rank, &e_draw, &f_draw);
               const double e =
                   c.projection_e != nullptr ? c.projection_e[(h * rank + r) * pr.Nk + j] : e_draw;
               const double f =
@@ -265,20 +271,16 @@ void run(const Problem& pr, const CompressedConfig& c, CompressedOracle& out) {
 
 }  // namespace
 
-CompressedOracle compressed_reference(const AttentionParams& params,
-                                      const CompressedConfig& config) {
-  const Problem pr = check_call(params, config);
-  CompressedOracle out;
-  out.B = pr.B, out.H = pr.H, out.Nq = pr.Nq, out.Nk = pr.Nk, out.d = pr.d, out.dv = pr.dv;
+Output attention(const AttentionParams& params, const CompressedConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  Output out = detail::reference_output(pr);
   const std::size_t BH = static_cast<std::size_t>(pr.B * pr.H);
-  out.o.assign(BH * static_cast<std::size_t>(pr.Nq * pr.dv), 0.0);
-  out.lse.assign(BH * static_cast<std::size_t>(pr.Nq), kNinf);
   out.keys.resize(BH);
   out.values.resize(BH);
   out.stage_queries.resize(BH);
   out.amplify.assign(BH, 1.0);
-  with_input_type(pr.dtype, [&](auto tag) { run<decltype(tag)>(pr, config, out); });
+  detail::with_input_type(pr.dtype, [&](auto tag) { run<decltype(tag)>(pr, config, out); });
   return out;
 }
 
-}  // namespace smyrf::detail
+}  // namespace smyrf::reference

@@ -1,5 +1,8 @@
-#include "reference/linear_reference.h"
-
+// Feature-map ("linear") attention's oracle, written from the definitions in
+// methods/linear/linear.h: features per row, the kernel a_ij = phi_q . phi_k summed directly
+// over each query's visible keys (causal: j <= p), the gated RFA recurrence step by step,
+// efficient attention as rho_q^T (rho_k^T V). Shares only the random-feature draw
+// (src/spec/draws.h) with the fast path.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -7,9 +10,11 @@
 #include <limits>
 #include <vector>
 
-#include "methods/linear/random_features.h"
+#include "reference/common.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 
-namespace smyrf::detail {
+namespace smyrf::reference {
 
 namespace {
 
@@ -43,9 +48,8 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
   return s;
 }
 
-}  // namespace
-
-LinearReference linear_reference(const AttentionParams& p, const LinearConfig& config) {
+// Fills out.o, cond, cond_abs and saw from p's inputs (any strides, f32 or bf16) and masks.
+void run(const AttentionParams& p, const LinearConfig& config, Output& out) {
   const std::int64_t B = p.batch, H = p.heads, Nq = p.nq, Nk = p.nk, d = p.d, dv = p.dv;
   // The scale as the API edge resolves it: the default 1/sqrt(d) rounded to float.
   const double scale =
@@ -53,8 +57,6 @@ LinearReference linear_reference(const AttentionParams& p, const LinearConfig& c
   const FeatureMap map = config.map;
   const std::int64_t mf = config.n_features;
   const std::int64_t dirs = map == FeatureMap::favor_plus ? mf : mf / 2;
-  LinearReference out;
-  out.o.assign(static_cast<std::size_t>(B * H * Nq * dv), 0.0);
   out.cond.assign(static_cast<std::size_t>(B * H * Nq), 0.0);
   out.cond_abs.assign(static_cast<std::size_t>(B * H * Nq), 0.0);
   out.saw.assign(static_cast<std::size_t>(B * H * Nq), 0);
@@ -82,7 +84,7 @@ LinearReference linear_reference(const AttentionParams& p, const LinearConfig& c
       std::vector<std::vector<double>> w;
       if (map == FeatureMap::favor_plus || map == FeatureMap::favor || map == FeatureMap::rfa) {
         const std::vector<double> flat =
-            linear_random_features(p.seed, h, dirs, d, config.orthogonal);
+            spec::linear_random_features(p.seed, h, dirs, d, config.orthogonal);
         for (std::int64_t r = 0; r < dirs; ++r) {
           std::vector<double> wr(flat.begin() + r * d, flat.begin() + (r + 1) * d);
           if (map == FeatureMap::rfa)
@@ -242,7 +244,18 @@ LinearReference linear_reference(const AttentionParams& p, const LinearConfig& c
         if (!p.causal) out.cond_abs[at] = abs_mass(qf) / std::abs(den);
       }
     }
+}
+
+}  // namespace
+
+Output attention(const AttentionParams& params, const LinearConfig& config) {
+  const detail::Problem pr = detail::reference_problem(params, config);
+  Output out = detail::reference_output(pr);
+  run(params, config, out);
+  // No softmax: NaN for every query that sees a key.
+  for (std::size_t at = 0; at < out.lse.size(); ++at)
+    if (out.saw[at]) out.lse[at] = std::numeric_limits<double>::quiet_NaN();
   return out;
 }
 
-}  // namespace smyrf::detail
+}  // namespace smyrf::reference

@@ -1,5 +1,7 @@
-#include "reference/reformer_reference.h"
-
+// Reformer's oracle, written from the definition in smyrf.h (ReformerConfig), independently of
+// the fast path: plain loops, its own hashing, std::sort based ordering, its own chunking, an
+// explicit multiset of (round, key) per query. Shares with the fast path only the rotations of
+// src/spec/draws.h.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -7,10 +9,19 @@
 #include <set>
 #include <utility>
 
-#include "common/rng.h"
+#include "reference/common.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 
-namespace smyrf::detail {
+namespace smyrf::reference {
 namespace {
+
+// Everything the definition computes: the buckets and orders, the set sizes and the output.
+struct Oracle {
+  ReformerBuckets buckets;
+  std::vector<std::int64_t> set_size;  // as Output::set_size
+  std::vector<double> o, lse;          // as Output::o, Output::lse
+};
 
 // Element t of a row as double (bf16: the upper half of a float).
 double element(const AttentionParams& p, const void* base, std::int64_t offset) {
@@ -47,10 +58,11 @@ std::int32_t bucket_of(const std::vector<double>& x, const std::vector<double>& 
   return best;
 }
 
-}  // namespace
-
-ReformerOracle reformer_reference(const AttentionParams& p, const ReformerConfig& config) {
-  ReformerOracle out;
+// The definition on p's inputs (any strides, f32 or bf16, masks, causal, scale, seed); the
+// softmax part only when `attend`.
+Oracle run(const AttentionParams& p, const ReformerConfig& config, bool attend) {
+  Oracle full;
+  ReformerBuckets& out = full.buckets;
   const std::int64_t B = p.batch, H = p.heads, Nq = p.nq, Nk = p.nk, d = p.d, dv = p.dv;
   const int R = config.n_hashes;
   const std::int64_t half = config.n_buckets / 2;
@@ -66,9 +78,9 @@ ReformerOracle reformer_reference(const AttentionParams& p, const ReformerConfig
   out.k_bucket.assign(static_cast<std::size_t>(B * H * R * Nk), -1);
   out.q_sorted = out.q_bucket;
   out.k_sorted = out.k_bucket;
-  out.set_size.assign(static_cast<std::size_t>(B * H * R * Nq), 0);
-  out.o.assign(static_cast<std::size_t>(B * H * Nq * dv), 0.0);
-  out.lse.assign(static_cast<std::size_t>(B * H * Nq), -std::numeric_limits<double>::infinity());
+  full.set_size.assign(static_cast<std::size_t>(B * H * R * Nq), 0);
+  full.o.assign(static_cast<std::size_t>(B * H * Nq * dv), 0.0);
+  full.lse.assign(static_cast<std::size_t>(B * H * Nq), -std::numeric_limits<double>::infinity());
   out.q_count.assign(static_cast<std::size_t>(B), 0);
   out.k_count.assign(static_cast<std::size_t>(B), 0);
   out.n_chunks.assign(static_cast<std::size_t>(B), 0);
@@ -118,11 +130,9 @@ ReformerOracle reformer_reference(const AttentionParams& p, const ReformerConfig
       std::vector<std::vector<std::int32_t>> multiset(static_cast<std::size_t>(Nq));
       for (int r = 0; r < R; ++r) {
         std::vector<double> rot(static_cast<std::size_t>(d * half));
-        const std::uint64_t stream = 0x5245465200000000ull + static_cast<std::uint64_t>(h) * 1024u + static_cast<std::uint64_t>(r);
         for (std::int64_t t = 0; t < d; ++t)
           for (std::int64_t c = 0; c < half; ++c)
-            rot[static_cast<std::size_t>(t * half + c)] =
-                standard_normal(p.seed, stream, static_cast<std::uint64_t>(t * half + c));
+            rot[static_cast<std::size_t>(t * half + c)] = spec::reformer_rotation(p.seed, h, r, half, t, c);
         const std::size_t base_q = static_cast<std::size_t>(((b * H + h) * R + r) * Nq);
         const std::size_t base_k = static_cast<std::size_t>(((b * H + h) * R + r) * Nk);
         std::vector<std::int32_t> qb(static_cast<std::size_t>(Nq), -1), kb(static_cast<std::size_t>(Nk), -1);
@@ -157,7 +167,7 @@ ReformerOracle reformer_reference(const AttentionParams& p, const ReformerConfig
               for (const std::int32_t j : seen) other = other || j != i;
               if (other) seen.erase(std::remove(seen.begin(), seen.end(), i), seen.end());
             }
-            out.set_size[base_q + static_cast<std::size_t>(i)] = static_cast<std::int64_t>(seen.size());
+            full.set_size[base_q + static_cast<std::size_t>(i)] = static_cast<std::int64_t>(seen.size());
             for (const std::int32_t j : seen) multiset[static_cast<std::size_t>(i)].push_back(j);
           }
         }
@@ -165,6 +175,7 @@ ReformerOracle reformer_reference(const AttentionParams& p, const ReformerConfig
 
       // Softmax over each query's multiset, in double.
       for (const std::int32_t i : queries) {
+        if (!attend) break;
         const std::vector<std::int32_t>& ms = multiset[static_cast<std::size_t>(i)];
         if (ms.empty()) continue;
         std::vector<double> s(ms.size());
@@ -179,8 +190,8 @@ ReformerOracle reformer_reference(const AttentionParams& p, const ReformerConfig
         double sum = 0;
         for (const double x : s) sum += std::exp(x - mx);
         const double lse = mx + std::log(sum);
-        out.lse[static_cast<std::size_t>((b * H + h) * Nq + i)] = lse;
-        double* o = out.o.data() + ((b * H + h) * Nq + i) * dv;
+        full.lse[static_cast<std::size_t>((b * H + h) * Nq + i)] = lse;
+        double* o = full.o.data() + ((b * H + h) * Nq + i) * dv;
         for (std::size_t e = 0; e < ms.size(); ++e) {
           const double w = std::exp(s[e] - lse);
           for (std::int64_t c = 0; c < dv; ++c) o[c] += w * vrow[static_cast<std::size_t>(ms[e])][static_cast<std::size_t>(c)];
@@ -188,7 +199,25 @@ ReformerOracle reformer_reference(const AttentionParams& p, const ReformerConfig
       }
     }
   }
+  return full;
+}
+
+}  // namespace
+
+ReformerBuckets buckets(const AttentionParams& params, const ReformerConfig& config) {
+  detail::reference_problem(params, config);
+  return run(params, config, false).buckets;
+}
+
+Output attention(const AttentionParams& params, const ReformerConfig& config) {
+  const detail::Problem pr = detail::reference_problem(params, config);
+  Oracle full = run(params, config, true);
+  Output out = detail::reference_output(pr);
+  out.o = std::move(full.o);
+  out.lse = std::move(full.lse);
+  out.rounds = config.n_hashes;
+  out.set_size = std::move(full.set_size);
   return out;
 }
 
-}  // namespace smyrf::detail
+}  // namespace smyrf::reference

@@ -1,16 +1,21 @@
-#include "reference/routing_reference.h"
-
+// Routing attention's oracle, written from the definition in smyrf.h (RoutingConfig): its own
+// unit vectors, spherical k-means (every iteration, no shortcut), routing, std::stable_sort,
+// chunking and a softmax per query over its key set, in plain loops. No random draws.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
 #include <vector>
 
-#include "api/dispatch.h"
 #include "common/problem.h"
+#include "reference/common.h"
+#include "reference/reference.h"
 
-namespace smyrf::detail {
+namespace smyrf::reference {
 namespace {
+
+using detail::Problem;
+using detail::to_float;
 
 using Vec = std::vector<double>;
 
@@ -150,15 +155,15 @@ std::vector<HeadRoutes> route_all(const Problem& pr, const RoutingConfig& config
 }
 
 std::vector<HeadRoutes> route_problem(const Problem& pr, const RoutingConfig& config) {
-  return with_input_type(pr.dtype, [&](auto tag) { return route_all<decltype(tag)>(pr, config); });
+  return detail::with_input_type(pr.dtype, [&](auto tag) { return route_all<decltype(tag)>(pr, config); });
 }
 
 // Key sets per (b, h, i) from the chunks, the causal rule and its fallback.
-std::vector<std::vector<std::int32_t>> key_sets(const Problem& pr, const std::vector<HeadRoutes>& routes) {
+std::vector<std::vector<std::int32_t>> sets_of(const Problem& pr, const std::vector<HeadRoutes>& all) {
   std::vector<std::vector<std::int32_t>> sets(static_cast<std::size_t>(pr.B * pr.H * pr.Nq));
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h) {
-      const HeadRoutes& r = routes[static_cast<std::size_t>(b * pr.H + h)];
+      const HeadRoutes& r = all[static_cast<std::size_t>(b * pr.H + h)];
       for (std::size_t c = 0; c < r.chunk_q.size(); ++c)
         for (std::int32_t i : r.chunk_q[c]) {
           std::vector<std::int32_t> s;
@@ -175,13 +180,13 @@ std::vector<std::vector<std::int32_t>> key_sets(const Problem& pr, const std::ve
 }
 
 template <class T>
-void attend(const Problem& pr, const std::vector<std::vector<std::int32_t>>& sets) {
+void attend(const Problem& pr, const std::vector<std::vector<std::int32_t>>& sets, Output& result) {
   const double ninf = -std::numeric_limits<double>::infinity();
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h)
       for (std::int64_t i = 0; i < pr.Nq; ++i) {
         const std::vector<std::int32_t>& s = sets[static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i)];
-        float* o = pr.o_row(b, h, i);
+        const std::size_t at = static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i);
         double lse = ninf;
         std::vector<double> out(static_cast<std::size_t>(pr.dv), 0.0);
         if (!s.empty()) {
@@ -207,17 +212,18 @@ void attend(const Problem& pr, const std::vector<std::vector<std::int32_t>>& set
           for (double& x : out) x /= sum;
           lse = mx + std::log(sum);
         }
-        for (std::int64_t c = 0; c < pr.dv; ++c) o[c] = static_cast<float>(out[static_cast<std::size_t>(c)]);
-        if (pr.p->lse != nullptr) pr.p->lse[(b * pr.H + h) * pr.Nq + i] = static_cast<float>(lse);
+        for (std::int64_t c = 0; c < pr.dv; ++c)
+          result.o[at * static_cast<std::size_t>(pr.dv) + static_cast<std::size_t>(c)] = out[static_cast<std::size_t>(c)];
+        result.lse[at] = lse;
       }
 }
 
 }  // namespace
 
-RoutingRoutes routing_reference_routes(const AttentionParams& params, const RoutingConfig& config) {
-  const Problem pr = check_call(params, config);
-  const std::vector<HeadRoutes> routes = route_problem(pr, config);
-  RoutingRoutes out;
+Routes routes(const AttentionParams& params, const RoutingConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  const std::vector<HeadRoutes> all = route_problem(pr, config);
+  Routes out;
   out.B = pr.B;
   out.H = pr.H;
   out.Nq = pr.Nq;
@@ -226,9 +232,9 @@ RoutingRoutes routing_reference_routes(const AttentionParams& params, const Rout
   out.d = pr.d;
   out.q_cluster.assign(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), -1);
   out.k_cluster.assign(static_cast<std::size_t>(pr.B * pr.H * pr.Nk), -1);
-  for (std::int64_t b = 0; b < pr.B; ++b) out.n_chunks.push_back(routes[static_cast<std::size_t>(b * pr.H)].C);
+  for (std::int64_t b = 0; b < pr.B; ++b) out.n_chunks.push_back(all[static_cast<std::size_t>(b * pr.H)].C);
   for (std::int64_t bh = 0; bh < pr.B * pr.H; ++bh) {
-    const HeadRoutes& r = routes[static_cast<std::size_t>(bh)];
+    const HeadRoutes& r = all[static_cast<std::size_t>(bh)];
     for (std::size_t t = 0; t < r.q_pos.size(); ++t)
       out.q_cluster[static_cast<std::size_t>(bh * pr.Nq + r.q_pos[t])] = r.q_cl[t];
     for (std::size_t t = 0; t < r.k_pos.size(); ++t)
@@ -242,16 +248,18 @@ RoutingRoutes routing_reference_routes(const AttentionParams& params, const Rout
   return out;
 }
 
-std::vector<std::vector<std::int32_t>> routing_reference_key_sets(const AttentionParams& params,
-                                                                  const RoutingConfig& config) {
-  const Problem pr = check_call(params, config);
-  return key_sets(pr, route_problem(pr, config));
+std::vector<std::vector<std::int32_t>> key_sets(const AttentionParams& params,
+                                                const RoutingConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  return sets_of(pr, route_problem(pr, config));
 }
 
-void routing_reference_attention(const AttentionParams& params, const RoutingConfig& config) {
-  const Problem pr = check_call(params, config);
-  const auto sets = key_sets(pr, route_problem(pr, config));
-  with_input_type(pr.dtype, [&](auto tag) { attend<decltype(tag)>(pr, sets); });
+Output attention(const AttentionParams& params, const RoutingConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  const auto sets = sets_of(pr, route_problem(pr, config));
+  Output out = detail::reference_output(pr);
+  detail::with_input_type(pr.dtype, [&](auto tag) { attend<decltype(tag)>(pr, sets, out); });
+  return out;
 }
 
-}  // namespace smyrf::detail
+}  // namespace smyrf::reference

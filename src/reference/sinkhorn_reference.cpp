@@ -1,16 +1,25 @@
-#include "reference/sinkhorn_reference.h"
-
+// Sinkhorn sorting attention's oracle, written from the definition in
+// methods/sinkhorn/sinkhorn.h: blocks, block logits, Sinkhorn normalisation in log space, the
+// sorted blocks and one softmax per query, in plain loops. No random draws.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "api/dispatch.h"
 #include "common/problem.h"
-#include "methods/sinkhorn/sinkhorn.h"
+#include "reference/common.h"
+#include "reference/reference.h"
 
-namespace smyrf::detail {
+namespace smyrf::reference {
 namespace {
+
+using detail::Problem;
+using detail::to_float;
+
+// nb = ceil(n_k / block_size).
+std::int64_t blocks(std::int64_t n_k, std::int64_t block_size) {
+  return (n_k + block_size - 1) / block_size;
+}
 
 using Vec = std::vector<double>;
 
@@ -22,16 +31,12 @@ Vec row(const T* x, std::int64_t n) {
 }
 
 template <class T>
-void run(const Problem& pr, const SinkhornConfig& c) {
+void run(const Problem& pr, const SinkhornConfig& c, Output& out) {
   const std::int64_t Nq = pr.Nq, Nk = pr.Nk, d = pr.d, dv = pr.dv, bs = c.block_size;
-  const std::int64_t NB = sinkhorn_blocks(Nk, bs);
+  const std::int64_t NB = blocks(Nk, bs);
   const double ninf = -std::numeric_limits<double>::infinity();
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h) {
-      for (std::int64_t i = 0; i < Nq; ++i) {
-        std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
-        if (pr.p->lse) pr.p->lse[(b * pr.H + h) * Nq + i] = -std::numeric_limits<float>::infinity();
-      }
       std::vector<std::int64_t> qs, ks;
       for (std::int64_t i = 0; i < Nq; ++i)
         if (pr.query_active(b, i)) qs.push_back(i);
@@ -40,7 +45,7 @@ void run(const Problem& pr, const SinkhornConfig& c) {
       const std::int64_t nq = static_cast<std::int64_t>(qs.size()),
                          nk = static_cast<std::int64_t>(ks.size());
       if (nq == 0 || nk == 0) continue;
-      const std::int64_t nb = sinkhorn_blocks(nk, bs);
+      const std::int64_t nb = blocks(nk, bs);
       // Key blocks (ranks) and query blocks.
       std::vector<std::vector<std::int64_t>> kb(nb), qb(nb);
       for (std::int64_t r = 0; r < nk; ++r) kb[r / bs].push_back(ks[r]);
@@ -145,9 +150,9 @@ void run(const Problem& pr, const SinkhornConfig& c) {
           Vec acc(static_cast<std::size_t>(dv), 0.0);
           for (std::size_t n = 0; n < s.size(); ++n)
             for (std::int64_t e = 0; e < dv; ++e) acc[e] += std::exp(s[n] - mx) / z * vals[n][e];
-          float* o = pr.o_row(b, h, i);
-          for (std::int64_t e = 0; e < dv; ++e) o[e] = static_cast<float>(acc[e]);
-          if (pr.p->lse) pr.p->lse[(b * pr.H + h) * Nq + i] = static_cast<float>(mx + std::log(z));
+          const std::size_t at = static_cast<std::size_t>((b * pr.H + h) * Nq + i);
+          for (std::int64_t e = 0; e < dv; ++e) out.o[at * static_cast<std::size_t>(dv) + e] = acc[e];
+          out.lse[at] = mx + std::log(z);
         }
       }
     }
@@ -155,9 +160,11 @@ void run(const Problem& pr, const SinkhornConfig& c) {
 
 }  // namespace
 
-void sinkhorn_reference_attention(const AttentionParams& params, const SinkhornConfig& config) {
-  const Problem pr = check_call(params, config);
-  with_input_type(pr.dtype, [&](auto tag) { run<decltype(tag)>(pr, config); });
+Output attention(const AttentionParams& params, const SinkhornConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  Output out = detail::reference_output(pr);
+  detail::with_input_type(pr.dtype, [&](auto tag) { run<decltype(tag)>(pr, config, out); });
+  return out;
 }
 
-}  // namespace smyrf::detail
+}  // namespace smyrf::reference

@@ -1,29 +1,54 @@
-#include "reference/smyrf_reference.h"
-
+// SMYRF's oracle: the definition of smyrf.h (SmyrfConfig) and methods/smyrf/clustering.h
+// written out plainly: its own transform, scalar fma chains for the hash, a stable sort,
+// explicit cluster assignment, attention and round merging in double with every round's output
+// materialised. Shares with the fast path only the directions and offsets of src/spec/draws.h.
 #include <algorithm>
 #include <cmath>
-#include <numeric>
+#include <limits>
 #include <vector>
 
-#include "api/dispatch.h"
-#include "api/validate.h"
+#include "reference/common.h"
+#include "reference/reference.h"
+#include "reference/train_reference.h"
+#include "spec/draws.h"
 
 namespace smyrf::reference {
 namespace {
+
+using detail::Problem;
+using detail::to_float;
 
 struct Token {
   float hash;
   std::int32_t position;
 };
 
-// Squared norm and projection on `a` (stride `lanes`), fma chains in index order.
+// Coordinates the transform appends (E).
+int extra_dims(const SmyrfConfig& c) {
+  switch (c.transform) {
+    case Transform::xbox_plus: return 2;
+    case Transform::xbox:
+    case Transform::h2_alsh: return 1;
+    case Transform::l2_alsh: return c.alsh_m;
+  }
+  return 0;
+}
+
+// C = max(ceil(n_q / q_cluster_size), ceil(n_k / k_cluster_size), 1).
+std::int64_t cluster_count(std::int64_t n_q, std::int64_t n_k, const SmyrfConfig& c) {
+  const std::int64_t cq = (n_q + c.q_cluster_size - 1) / c.q_cluster_size;
+  const std::int64_t ck = (n_k + c.k_cluster_size - 1) / c.k_cluster_size;
+  return std::max<std::int64_t>({cq, ck, 1});
+}
+
+// Projection on a[0, d) and squared norm, fma chains in index order.
 template <class T>
-void dot_and_norm(const T* x, std::int64_t d, const double* a, std::size_t lanes, double* dot,
+void dot_and_norm(const T* x, std::int64_t d, const std::vector<double>& a, double* dot,
                   double* n2) {
   double s = 0, n = 0;
   for (std::int64_t j = 0; j < d; ++j) {
-    const double xj = detail::to_float(x[j]);
-    s = std::fma(xj, a[static_cast<std::size_t>(j) * lanes], s);
+    const double xj = to_float(x[j]);
+    s = std::fma(xj, a[static_cast<std::size_t>(j)], s);
     n = std::fma(xj, xj, n);
   }
   *dot = s;
@@ -32,25 +57,60 @@ void dot_and_norm(const T* x, std::int64_t d, const double* a, std::size_t lanes
 
 template <class T>
 double norm2(const T* x, std::int64_t d) {
-  double dot, n2;
-  const double zero = 0.0;
-  // A direction of zeros with stride 0 leaves only the norm.
-  dot_and_norm(x, d, &zero, 0, &dot, &n2);
-  return n2;
+  double n = 0;
+  for (std::int64_t j = 0; j < d; ++j) {
+    const double xj = to_float(x[j]);
+    n = std::fma(xj, xj, n);
+  }
+  return n;
 }
 
-}  // namespace
-
-namespace {
+// The hash of clustering.h: x' = [alpha x, ext_0..ext_{E-1}] (smyrf.h, Transform), then
+// p = alpha dot + sum_e ext_e a[d + e] (fma chain), floor((p + offset) / r) when r > 0, rounded
+// once to float.
+float hash_of(const SmyrfConfig& c, bool is_query, double dot, double n2, double max_q2,
+              double max_k2, const std::vector<double>& a, std::int64_t d, double offset) {
+  double alpha = 1.0;
+  double ext[8] = {};
+  const int E = extra_dims(c);
+  switch (c.transform) {
+    case Transform::xbox_plus: {
+      const double e = std::sqrt(std::max(0.0, max_q2 + max_k2 - n2));
+      ext[0] = is_query ? 0.0 : e;
+      ext[1] = is_query ? e : 0.0;
+      break;
+    }
+    case Transform::xbox:
+    case Transform::h2_alsh:
+      if (is_query) {
+        if (c.transform == Transform::h2_alsh)
+          alpha = n2 > 0.0 ? std::sqrt(max_k2) / std::sqrt(n2) : 0.0;
+      } else {
+        ext[0] = std::sqrt(std::max(0.0, max_k2 - n2));
+      }
+      break;
+    case Transform::l2_alsh:
+      if (is_query) {
+        alpha = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
+        for (int e = 0; e < E; ++e) ext[e] = 0.5;
+      } else {
+        alpha = max_k2 > 0.0 ? static_cast<double>(c.alsh_u) / std::sqrt(max_k2) : 0.0;
+        ext[0] = alpha * alpha * n2;
+        for (int e = 1; e < E; ++e) ext[e] = ext[e - 1] * ext[e - 1];
+      }
+      break;
+  }
+  double p = alpha * dot;
+  for (int e = 0; e < E; ++e) p = std::fma(ext[e], a[static_cast<std::size_t>(d + e)], p);
+  if (c.r > 0.0f) p = std::floor((p + offset) / static_cast<double>(c.r));
+  return static_cast<float>(p);
+}
 
 template <class T>
-detail::ClusterLists clusters_as(const AttentionParams& params, const SmyrfConfig& config) {
-  const detail::Problem pr = detail::check_call(params, config);
+SmyrfClusters clusters_as(const Problem& pr, const SmyrfConfig& config) {
   const int R = config.n_hashes;
-  const std::size_t lanes = detail::projection_lanes(R, detail::transform_extra_dims(config));
-  const std::int64_t dims = pr.d + detail::transform_extra_dims(config);
-
-  detail::ClusterLists c;
+  const std::int64_t dims = pr.d + extra_dims(config);
+  SmyrfClusters c;
   c.B = pr.B;
   c.H = pr.H;
   c.Nq = pr.Nq;
@@ -64,22 +124,25 @@ detail::ClusterLists clusters_as(const AttentionParams& params, const SmyrfConfi
     for (std::int64_t j = 0; j < pr.Nk; ++j) nk += pr.key_visible(b, j) ? 1 : 0;
     c.q_count.push_back(nq);
     c.k_count.push_back(nk);
-    c.n_clusters.push_back(detail::cluster_count(nq, nk, config));
+    c.n_clusters.push_back(cluster_count(nq, nk, config));
   }
-
-  std::vector<double> a(static_cast<std::size_t>(dims) * lanes);
-  std::vector<double> offsets(static_cast<std::size_t>(R));
   for (std::int64_t h = 0; h < pr.H; ++h) {
-    detail::make_directions(config, params.seed, h, pr.d, lanes, a.data(), offsets.data());
+    // a_r[t] for t < d + E and b_r of every round.
+    std::vector<std::vector<double>> a(static_cast<std::size_t>(R));
+    std::vector<double> offsets(static_cast<std::size_t>(R));
+    for (int r = 0; r < R; ++r) {
+      for (std::int64_t t = 0; t < dims; ++t)
+        a[static_cast<std::size_t>(r)].push_back(spec::smyrf_direction(pr.p->seed, h, r, t));
+      offsets[static_cast<std::size_t>(r)] = spec::smyrf_offset(pr.p->seed, h, r, config.r);
+    }
     for (std::int64_t b = 0; b < pr.B; ++b) {
-      detail::NormStats st;
+      double max_q2 = 0, max_k2 = 0;
       for (std::int64_t i = 0; i < pr.Nq; ++i)
-        if (pr.query_active(b, i)) st.max_q2 = std::max(st.max_q2, norm2(pr.q_row<T>(b, h, i), pr.d));
+        if (pr.query_active(b, i)) max_q2 = std::max(max_q2, norm2(pr.q_row<T>(b, h, i), pr.d));
       for (std::int64_t j = 0; j < pr.Nk; ++j)
-        if (pr.key_visible(b, j)) st.max_k2 = std::max(st.max_k2, norm2(pr.k_row<T>(b, h, j), pr.d));
+        if (pr.key_visible(b, j)) max_k2 = std::max(max_k2, norm2(pr.k_row<T>(b, h, j), pr.d));
       for (int r = 0; r < R; ++r) {
-        const double* ar = a.data() + r;
-        const double* a_ext = ar + static_cast<std::size_t>(pr.d) * lanes;
+        const std::vector<double>& ar = a[static_cast<std::size_t>(r)];
         for (int side = 0; side < 2; ++side) {
           const bool is_query = side == 0;
           const std::int64_t N = is_query ? pr.Nq : pr.Nk;
@@ -87,14 +150,14 @@ detail::ClusterLists clusters_as(const AttentionParams& params, const SmyrfConfi
           for (std::int64_t i = 0; i < N; ++i) {
             if (is_query ? !pr.query_active(b, i) : !pr.key_visible(b, i)) continue;
             double dot, n2;
-            dot_and_norm(is_query ? pr.q_row<T>(b, h, i) : pr.k_row<T>(b, h, i), pr.d, ar, lanes, &dot,
+            dot_and_norm(is_query ? pr.q_row<T>(b, h, i) : pr.k_row<T>(b, h, i), pr.d, ar, &dot,
                          &n2);
             if (is_query && pr.scale < 0.0f) dot = -dot;
-            tokens.push_back({detail::hash_value(config, is_query, dot, n2, st, a_ext, lanes,
-                                                 offsets[static_cast<std::size_t>(r)]),
+            tokens.push_back({hash_of(config, is_query, dot, n2, max_q2, max_k2, ar, pr.d,
+                                      offsets[static_cast<std::size_t>(r)]),
                               static_cast<std::int32_t>(i)});
           }
-          // Stable: equal hashes keep ascending positions.
+          // Stable: equal hashes keep ascending positions (-0 == +0).
           std::stable_sort(tokens.begin(), tokens.end(),
                            [](const Token& x, const Token& y) { return x.hash < y.hash; });
           std::vector<std::int32_t>& dst = is_query ? c.q_sorted : c.k_sorted;
@@ -107,10 +170,9 @@ detail::ClusterLists clusters_as(const AttentionParams& params, const SmyrfConfi
   return c;
 }
 
+// Round by round: each query's softmax over its key cluster, then the merge by logsumexp.
 template <class T>
-void attention_as(const AttentionParams& params, const SmyrfConfig& config) {
-  const detail::Problem pr = detail::validate_params(params);
-  const detail::ClusterLists cl = smyrf_clusters(params, config);
+void attention_as(const Problem& pr, const SmyrfClusters& cl, Output& out) {
   const int R = cl.rounds;
   const std::size_t dv = static_cast<std::size_t>(pr.dv);
   for (std::int64_t b = 0; b < pr.B; ++b)
@@ -119,7 +181,7 @@ void attention_as(const AttentionParams& params, const SmyrfConfig& config) {
       const std::int64_t nk = cl.k_count[static_cast<std::size_t>(b)];
       const std::int64_t C = cl.n_clusters[static_cast<std::size_t>(b)];
       // Per round: each query's output and logsumexp.
-      std::vector<double> out(static_cast<std::size_t>(R * pr.Nq) * dv, 0.0);
+      std::vector<double> rounds_o(static_cast<std::size_t>(R * pr.Nq) * dv, 0.0);
       std::vector<double> lse(static_cast<std::size_t>(R * pr.Nq), -INFINITY);
       for (int r = 0; r < R; ++r) {
         const std::size_t base = static_cast<std::size_t>((b * pr.H + h) * R + r);
@@ -138,37 +200,39 @@ void attention_as(const AttentionParams& params, const SmyrfConfig& config) {
             const T* k = pr.k_row<T>(b, h, ks[u]);
             double dot = 0;
             for (std::int64_t j = 0; j < pr.d; ++j)
-              dot += static_cast<double>(detail::to_float(q[j])) * detail::to_float(k[j]);
+              dot += static_cast<double>(to_float(q[j])) * to_float(k[j]);
             logits.push_back(static_cast<double>(pr.scale) * dot);
           }
           const double mx = *std::max_element(logits.begin(), logits.end());
           double denom = 0;
-          double* o = out.data() + (static_cast<std::size_t>(r * pr.Nq + qi)) * dv;
+          double* o = rounds_o.data() + (static_cast<std::size_t>(r * pr.Nq + qi)) * dv;
           for (std::int64_t u = k_begin; u < k_end; ++u) {
             const double p = std::exp(logits[static_cast<std::size_t>(u - k_begin)] - mx);
             denom += p;
             const T* v = pr.v_row<T>(b, h, ks[u]);
-            for (std::size_t c = 0; c < dv; ++c) o[c] += p * detail::to_float(v[c]);
+            for (std::size_t c = 0; c < dv; ++c) o[c] += p * to_float(v[c]);
           }
           for (std::size_t c = 0; c < dv; ++c) o[c] /= denom;
           lse[static_cast<std::size_t>(r * pr.Nq + qi)] = mx + std::log(denom);
         }
       }
+      // With one cluster every round holds the same keys: the multiset is counted once.
+      const int merged = C == 1 ? 1 : R;
       for (std::int64_t i = 0; i < pr.Nq; ++i) {
-        float* orow = pr.o_row(b, h, i);
-        std::fill_n(orow, dv, 0.0f);
         if (!pr.query_active(b, i) || nk == 0) continue;
+        const std::size_t row = static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i);
         double mx = -INFINITY;
-        for (int r = 0; r < R; ++r) mx = std::max(mx, lse[static_cast<std::size_t>(r * pr.Nq + i)]);
+        for (int r = 0; r < merged; ++r) mx = std::max(mx, lse[static_cast<std::size_t>(r * pr.Nq + i)]);
         double wsum = 0;
         std::vector<double> acc(dv, 0.0);
-        for (int r = 0; r < R; ++r) {
+        for (int r = 0; r < merged; ++r) {
           const double w = std::exp(lse[static_cast<std::size_t>(r * pr.Nq + i)] - mx);
           wsum += w;
-          const double* o = out.data() + static_cast<std::size_t>(r * pr.Nq + i) * dv;
+          const double* o = rounds_o.data() + static_cast<std::size_t>(r * pr.Nq + i) * dv;
           for (std::size_t c = 0; c < dv; ++c) acc[c] += w * o[c];
         }
-        for (std::size_t c = 0; c < dv; ++c) orow[c] = static_cast<float>(acc[c] / wsum);
+        for (std::size_t c = 0; c < dv; ++c) out.o[row * dv + c] = acc[c] / wsum;
+        out.lse[row] = mx + std::log(wsum);
       }
     }
 }
@@ -177,9 +241,8 @@ void attention_as(const AttentionParams& params, const SmyrfConfig& config) {
 // q_cluster_size; mean query in double (summed in query order); its inner product with every
 // visible key in double; the k_cluster_size best by (score desc, position asc); exact softmax.
 template <class T>
-std::vector<std::vector<std::int32_t>> centroid_as(const AttentionParams& params, const SmyrfConfig& config,
-                                                    bool write_output) {
-  const detail::Problem pr = detail::check_call(params, config);
+std::vector<std::vector<std::int32_t>> centroid_as(const Problem& pr, const SmyrfConfig& config,
+                                                   Output* out) {
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
   std::vector<std::vector<std::int32_t>> selections;
   for (std::int64_t b = 0; b < pr.B; ++b)
@@ -189,18 +252,16 @@ std::vector<std::vector<std::int32_t>> centroid_as(const AttentionParams& params
         if (pr.query_active(b, i)) qs.push_back(static_cast<std::int32_t>(i));
       for (std::int64_t j = 0; j < pr.Nk; ++j)
         if (pr.key_visible(b, j)) ks.push_back(static_cast<std::int32_t>(j));
-      if (write_output)
-        for (std::int64_t i = 0; i < pr.Nq; ++i) std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
       const std::size_t qc = static_cast<std::size_t>(config.q_cluster_size);
       for (std::size_t g0 = 0; g0 < qs.size() && !ks.empty(); g0 += qc) {
         const std::size_t g1 = std::min(qs.size(), g0 + qc);
         std::vector<double> centroid(d, 0.0);
         for (std::size_t i = g0; i < g1; ++i)
-          for (std::size_t c = 0; c < d; ++c) centroid[c] += static_cast<double>(detail::to_float(pr.q_row<T>(b, h, qs[i])[c]));
+          for (std::size_t c = 0; c < d; ++c) centroid[c] += static_cast<double>(to_float(pr.q_row<T>(b, h, qs[i])[c]));
         std::vector<std::pair<double, std::int32_t>> scored;
         for (std::int32_t j : ks) {
           double s = 0;
-          for (std::size_t c = 0; c < d; ++c) s += centroid[c] * static_cast<double>(detail::to_float(pr.k_row<T>(b, h, j)[c]));
+          for (std::size_t c = 0; c < d; ++c) s += centroid[c] * static_cast<double>(to_float(pr.k_row<T>(b, h, j)[c]));
           scored.emplace_back(pr.scale < 0 ? -s : s, j);
         }
         std::sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) {
@@ -211,14 +272,14 @@ std::vector<std::vector<std::int32_t>> centroid_as(const AttentionParams& params
           sel.push_back(scored[t].second);
         std::sort(sel.begin(), sel.end());
         selections.push_back(sel);
-        if (!write_output) continue;
+        if (out == nullptr) continue;
         for (std::size_t i = g0; i < g1; ++i) {
           const T* q = pr.q_row<T>(b, h, qs[i]);
           std::vector<double> logits;
           for (std::int32_t j : sel) {
             double dot = 0;
             for (std::size_t c = 0; c < d; ++c)
-              dot += static_cast<double>(detail::to_float(q[c])) * detail::to_float(pr.k_row<T>(b, h, j)[c]);
+              dot += static_cast<double>(to_float(q[c])) * to_float(pr.k_row<T>(b, h, j)[c]);
             logits.push_back(static_cast<double>(pr.scale) * dot);
           }
           const double mx = *std::max_element(logits.begin(), logits.end());
@@ -227,35 +288,61 @@ std::vector<std::vector<std::int32_t>> centroid_as(const AttentionParams& params
           for (std::size_t u = 0; u < sel.size(); ++u) {
             const double p = std::exp(logits[u] - mx);
             denom += p;
-            for (std::size_t c = 0; c < dv; ++c) o[c] += p * detail::to_float(pr.v_row<T>(b, h, sel[u])[c]);
+            for (std::size_t c = 0; c < dv; ++c) o[c] += p * to_float(pr.v_row<T>(b, h, sel[u])[c]);
           }
-          float* orow = pr.o_row(b, h, qs[i]);
-          for (std::size_t c = 0; c < dv; ++c) orow[c] = static_cast<float>(o[c] / denom);
+          const std::size_t row = static_cast<std::size_t>((b * pr.H + h) * pr.Nq + qs[i]);
+          for (std::size_t c = 0; c < dv; ++c) out->o[row * dv + c] = o[c] / denom;
+          out->lse[row] = mx + std::log(denom);
         }
       }
     }
   return selections;
 }
 
+SmyrfClusters clusters_of(const Problem& pr, const SmyrfConfig& config) {
+  return detail::with_input_type(pr.dtype, [&](auto tag) { return clusters_as<decltype(tag)>(pr, config); });
+}
+
+// The (round, key) multisets of the definition as train_reference.h's key sets (the softmax
+// over the multiset with the dropout factors).
+detail::KeySets key_sets_of(const Problem& pr, const SmyrfConfig& config) {
+  if (config.q_cluster_size >= pr.Nq && config.k_cluster_size >= pr.Nk) return detail::KeySets(pr);
+  const SmyrfClusters c = clusters_of(pr, config);
+  return detail::KeySets(pr, config, c);
+}
+
 }  // namespace
 
-std::vector<std::vector<std::int32_t>> centroid_selections(const AttentionParams& params,
-                                                           const SmyrfConfig& config) {
-  return detail::with_input_type(params.dtype, [&](auto tag) { return centroid_as<decltype(tag)>(params, config, false); });
+SmyrfClusters clusters(const AttentionParams& params, const SmyrfConfig& config) {
+  return clusters_of(detail::reference_problem(params, config), config);
 }
 
-detail::ClusterLists smyrf_clusters(const AttentionParams& params, const SmyrfConfig& config) {
-  return detail::with_input_type(params.dtype, [&](auto tag) {
-    return clusters_as<decltype(tag)>(params, config);
-  });
+std::vector<std::vector<std::int32_t>> selections(const AttentionParams& params,
+                                                  const SmyrfConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  return detail::with_input_type(pr.dtype, [&](auto tag) { return centroid_as<decltype(tag)>(pr, config, nullptr); });
 }
 
-void smyrf_attention(const AttentionParams& params, const SmyrfConfig& config) {
+Output attention(const AttentionParams& params, const SmyrfConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
   if (config.keys == KeySelection::centroid) {
-    detail::with_input_type(params.dtype, [&](auto tag) { centroid_as<decltype(tag)>(params, config, true); });
-    return;
+    Output out = detail::reference_output(pr);
+    detail::with_input_type(pr.dtype, [&](auto tag) { centroid_as<decltype(tag)>(pr, config, &out); });
+    return out;
   }
-  detail::with_input_type(params.dtype, [&](auto tag) { attention_as<decltype(tag)>(params, config); });
+  if (params.dropout > 0.0f || params.causal) return detail::sets_attention(pr, key_sets_of(pr, config));
+  Output out = detail::reference_output(pr);
+  const SmyrfClusters cl = clusters_of(pr, config);
+  detail::with_input_type(pr.dtype, [&](auto tag) { attention_as<decltype(tag)>(pr, cl, out); });
+  return out;
+}
+
+Gradients attention_backward(const AttentionParams& params, const std::vector<double>& grad_o,
+                             const SmyrfConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  if (config.keys != KeySelection::lsh)
+    throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward");
+  return detail::sets_attention_backward(pr, key_sets_of(pr, config), grad_o);
 }
 
 }  // namespace smyrf::reference

@@ -1,16 +1,22 @@
-#include "reference/sparse_reference.h"
-
+// Sparse attention's oracle, written from the definition in smyrf.h (SparseConfig): for each
+// query, a plain predicate over every key j = 0..Nk-1, then softmax in double. It shares
+// nothing with the fast path's groups, key lists or masks; only BigBird's random blocks come
+// from the shared draws (src/spec/draws.h).
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "api/dispatch.h"
 #include "common/problem.h"
-#include "methods/sparse/sparse.h"
+#include "reference/common.h"
+#include "reference/reference.h"
+#include "spec/draws.h"
 
-namespace smyrf::detail {
+namespace smyrf::reference {
 namespace {
+
+using detail::Problem;
+using detail::to_float;
 
 std::int64_t fdiv(std::int64_t a, std::int64_t b) {
   std::int64_t q = a / b;
@@ -31,9 +37,9 @@ struct QueryPattern {
     if (c.pattern == SparsePattern::bigbird) {
       const std::int64_t n_blocks = (nk + c.block_size - 1) / c.block_size;
       random.resize(static_cast<std::size_t>(n_blocks) + 1);
-      std::vector<std::int64_t> work(bigbird_work_size(n_blocks));
+      std::vector<std::int64_t> work(spec::bigbird_work_size(n_blocks));
       const std::int64_t r =
-          bigbird_random_blocks(seed, head, fdiv(p, c.block_size), n_blocks, c.global_blocks,
+          spec::bigbird_random_blocks(seed, head, fdiv(p, c.block_size), n_blocks, c.global_blocks,
                                 c.random_blocks, random.data(), work.data());
       random.resize(static_cast<std::size_t>(r));
     }
@@ -80,7 +86,7 @@ std::vector<std::int32_t> keys_of(const Problem& pr, const SparseConfig& config,
 }
 
 template <class T>
-void attend(const Problem& pr, const SparseConfig& config, SparseReferenceOutput& out) {
+void attend(const Problem& pr, const SparseConfig& config, Output& out) {
   const double ninf = -std::numeric_limits<double>::infinity();
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h)
@@ -117,25 +123,17 @@ void attend(const Problem& pr, const SparseConfig& config, SparseReferenceOutput
 
 }  // namespace
 
-bool sparse_reference_pattern(const SparseConfig& config, std::uint64_t seed, std::int64_t head,
-                              std::int64_t nq, std::int64_t nk, std::int64_t i, std::int64_t j) {
-  return QueryPattern(config, seed, head, nq, nk, i).sees(j);
-}
-
-std::vector<std::int32_t> sparse_reference_keys(const AttentionParams& params,
-                                                const SparseConfig& config, std::int64_t b,
-                                                std::int64_t h, std::int64_t i) {
-  const Problem pr = check_call(params, config);
+std::vector<std::int32_t> key_set(const AttentionParams& params, const SparseConfig& config,
+                                  std::int64_t b, std::int64_t h, std::int64_t i) {
+  const Problem pr = detail::reference_problem(params, config);
   return keys_of(pr, config, b, h, i);
 }
 
-SparseReferenceOutput sparse_reference(const AttentionParams& params, const SparseConfig& config) {
-  const Problem pr = check_call(params, config);
-  SparseReferenceOutput out;
-  out.o.assign(static_cast<std::size_t>(pr.B * pr.H * pr.Nq * pr.dv), 0.0);
-  out.lse.assign(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), 0.0);
-  with_input_type(pr.dtype, [&](auto tag) { attend<decltype(tag)>(pr, config, out); });
+Output attention(const AttentionParams& params, const SparseConfig& config) {
+  const Problem pr = detail::reference_problem(params, config);
+  Output out = detail::reference_output(pr);
+  detail::with_input_type(pr.dtype, [&](auto tag) { attend<decltype(tag)>(pr, config, out); });
   return out;
 }
 
-}  // namespace smyrf::detail
+}  // namespace smyrf::reference

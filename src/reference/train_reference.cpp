@@ -4,21 +4,18 @@
 #include <cmath>
 #include <limits>
 
-#include "common/dropout.h"
 #include "common/parallel.h"
-#include "methods/smyrf/clustering.h"
+#include "spec/draws.h"
 
 namespace smyrf::detail {
 
-KeySets::KeySets(const Problem& pr, const MethodConfig& config) : pr_(&pr) {
-  const auto* s = std::get_if<SmyrfConfig>(&config);
-  // Clusters at least as large as the sequences are dense attention (as in the forward).
-  if (s == nullptr || (s->q_cluster_size >= pr.Nq && s->k_cluster_size >= pr.Nk)) return;
-  if (s->keys != KeySelection::lsh)
-    throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward or double-precision path");
-  const ClusterLists c = compute_clusters(pr, *s);
+KeySets::KeySets(const Problem& pr) : pr_(&pr) {}
+
+KeySets::KeySets(const Problem& pr, const SmyrfConfig& config,
+                 const reference::SmyrfClusters& c)
+    : pr_(&pr) {
   clustered_ = true;
-  fallback_window_ = std::min<std::int64_t>(s->k_cluster_size, pr.Nk);
+  fallback_window_ = std::min<std::int64_t>(config.k_cluster_size, pr.Nk);
   rounds_ = c.rounds;
   k_sorted_ = c.k_sorted;
   n_clusters_ = c.n_clusters;
@@ -29,14 +26,13 @@ KeySets::KeySets(const Problem& pr, const MethodConfig& config) : pr_(&pr) {
     const std::int64_t b = bh / pr.H, C = c.n_clusters[static_cast<std::size_t>(b)];
     const std::int64_t nq = c.q_count[static_cast<std::size_t>(b)];
     for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t cl = 0; cl < C; ++cl) {
-        const IndexRange qr = query_cluster(cl, nq, C);
-        for (std::int64_t t = qr.begin; t < qr.end; ++t) {
+      for (std::int64_t cl = 0; cl < C; ++cl)
+        // Query cluster cl: sorted queries [floor(cl nq / C), floor((cl + 1) nq / C)).
+        for (std::int64_t t = cl * nq / C; t < (cl + 1) * nq / C; ++t) {
           const std::int32_t i = c.q_sorted[static_cast<std::size_t>((bh * R + r) * pr.Nq + t)];
           query_cluster_[static_cast<std::size_t>((bh * R + r) * pr.Nq + i)] =
               static_cast<std::int32_t>(cl);
         }
-      }
   }
 }
 
@@ -57,9 +53,11 @@ void KeySets::pairs(std::int64_t b, std::int64_t h, std::int64_t i,
   const int rounds = C == 1 ? 1 : rounds_;
   for (int r = 0; r < rounds; ++r) {
     const std::size_t base = static_cast<std::size_t>((bh * rounds_ + r));
-    const std::int32_t cl = query_cluster_[base * static_cast<std::size_t>(pr.Nq) + static_cast<std::size_t>(i)];
-    const IndexRange kr = key_cluster(cl, nk, C);
-    for (std::int64_t t = kr.begin; t < kr.end; ++t) {
+    const std::int64_t cl = query_cluster_[base * static_cast<std::size_t>(pr.Nq) + static_cast<std::size_t>(i)];
+    // Key cluster cl: sorted keys [floor(cl nk / C), max(floor((cl + 1) nk / C), begin + 1)).
+    const std::int64_t k_begin = cl * nk / C;
+    const std::int64_t k_end = std::max((cl + 1) * nk / C, k_begin + 1);
+    for (std::int64_t t = k_begin; t < k_end; ++t) {
       const std::int32_t j = k_sorted_[base * static_cast<std::size_t>(pr.Nk) + static_cast<std::size_t>(t)];
       if (pr.sees(b, i, j)) out.emplace_back(r, j);
     }
@@ -84,7 +82,7 @@ struct Row {
   std::vector<double> factor;  // dropout factor of each pair (1 without dropout)
   double lse = -std::numeric_limits<double>::infinity();
 
-  void compute(const DoubleProblem& dp, const KeySets& sets, const Dropout& drop,
+  void compute(const DoubleProblem& dp, const KeySets& sets, const spec::Dropout& drop,
                std::int64_t b, std::int64_t h, std::int64_t i, const double* lse_given) {
     const Problem& pr = *dp.pr;
     sets.pairs(b, h, i, pairs);
@@ -117,7 +115,7 @@ struct Row {
 
 void sets_forward(const DoubleProblem& dp, const KeySets& sets, double* o, double* lse) {
   const Problem& pr = *dp.pr;
-  const Dropout drop(pr.p->dropout, pr.p->seed);
+  const spec::Dropout drop(pr.p->dropout, pr.p->seed);
   parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
     const std::int64_t b = bh / pr.H, h = bh % pr.H;
     Row row;
@@ -139,7 +137,7 @@ void sets_backward(const DoubleProblem& dp, const KeySets& sets, const double* o
                    const double* lse, const double* grad_o, double* grad_q, double* grad_k,
                    double* grad_v) {
   const Problem& pr = *dp.pr;
-  const Dropout drop(pr.p->dropout, pr.p->seed);
+  const spec::Dropout drop(pr.p->dropout, pr.p->seed);
   std::fill_n(grad_q, pr.B * pr.H * pr.Nq * pr.d, 0.0);
   std::fill_n(grad_k, pr.B * pr.H * pr.Nk * pr.d, 0.0);
   std::fill_n(grad_v, pr.B * pr.H * pr.Nk * pr.dv, 0.0);
@@ -178,40 +176,31 @@ void sets_backward(const DoubleProblem& dp, const KeySets& sets, const double* o
   });
 }
 
-namespace {
-
-// The problem's inputs as contiguous doubles.
-struct DoubleCopy {
-  std::vector<double> q, k, v;
-  explicit DoubleCopy(const Problem& pr) {
-    q.resize(static_cast<std::size_t>(pr.B * pr.H * pr.Nq * pr.d));
-    k.resize(static_cast<std::size_t>(pr.B * pr.H * pr.Nk * pr.d));
-    v.resize(static_cast<std::size_t>(pr.B * pr.H * pr.Nk * pr.dv));
-    with_input_type(pr.dtype, [&](auto tag) {
-      using T = decltype(tag);
-      for (std::int64_t b = 0; b < pr.B; ++b)
-        for (std::int64_t h = 0; h < pr.H; ++h) {
-          const std::int64_t bh = b * pr.H + h;
-          for (std::int64_t i = 0; i < pr.Nq; ++i)
-            for (std::int64_t t = 0; t < pr.d; ++t)
-              q[static_cast<std::size_t>((bh * pr.Nq + i) * pr.d + t)] = to_float(pr.q_row<T>(b, h, i)[t]);
-          for (std::int64_t j = 0; j < pr.Nk; ++j) {
-            for (std::int64_t t = 0; t < pr.d; ++t)
-              k[static_cast<std::size_t>((bh * pr.Nk + j) * pr.d + t)] = to_float(pr.k_row<T>(b, h, j)[t]);
-            for (std::int64_t t = 0; t < pr.dv; ++t)
-              v[static_cast<std::size_t>((bh * pr.Nk + j) * pr.dv + t)] = to_float(pr.v_row<T>(b, h, j)[t]);
-          }
+DoubleCopy::DoubleCopy(const Problem& pr) {
+  q.resize(static_cast<std::size_t>(pr.B * pr.H * pr.Nq * pr.d));
+  k.resize(static_cast<std::size_t>(pr.B * pr.H * pr.Nk * pr.d));
+  v.resize(static_cast<std::size_t>(pr.B * pr.H * pr.Nk * pr.dv));
+  with_input_type(pr.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    for (std::int64_t b = 0; b < pr.B; ++b)
+      for (std::int64_t h = 0; h < pr.H; ++h) {
+        const std::int64_t bh = b * pr.H + h;
+        for (std::int64_t i = 0; i < pr.Nq; ++i)
+          for (std::int64_t t = 0; t < pr.d; ++t)
+            q[static_cast<std::size_t>((bh * pr.Nq + i) * pr.d + t)] = to_float(pr.q_row<T>(b, h, i)[t]);
+        for (std::int64_t j = 0; j < pr.Nk; ++j) {
+          for (std::int64_t t = 0; t < pr.d; ++t)
+            k[static_cast<std::size_t>((bh * pr.Nk + j) * pr.d + t)] = to_float(pr.k_row<T>(b, h, j)[t]);
+          for (std::int64_t t = 0; t < pr.dv; ++t)
+            v[static_cast<std::size_t>((bh * pr.Nk + j) * pr.dv + t)] = to_float(pr.v_row<T>(b, h, j)[t]);
         }
-    });
-  }
-  DoubleProblem view(const Problem& pr) const { return {&pr, q.data(), k.data(), v.data()}; }
-};
-
-}  // namespace
+      }
+  });
+}
 
 void reference_train_forward(const Problem& pr) {
   const DoubleCopy in(pr);
-  const KeySets sets(pr, ReferenceConfig{});
+  const KeySets sets(pr);
   std::vector<double> o(static_cast<std::size_t>(pr.B * pr.H * pr.Nq * pr.dv));
   std::vector<double> lse(static_cast<std::size_t>(pr.B * pr.H * pr.Nq));
   sets_forward(in.view(pr), sets, o.data(), lse.data());
@@ -227,7 +216,7 @@ void reference_train_forward(const Problem& pr) {
 
 void reference_backward(const Problem& pr, const GradientParams& g) {
   const DoubleCopy in(pr);
-  const KeySets sets(pr, ReferenceConfig{});
+  const KeySets sets(pr);
   const AttentionParams& p = *pr.p;
   const std::size_t nq = static_cast<std::size_t>(pr.B * pr.H * pr.Nq);
   std::vector<double> o(nq * static_cast<std::size_t>(pr.dv)), go(o.size()), lse(nq);

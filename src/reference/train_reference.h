@@ -1,7 +1,7 @@
 // Training in double precision: forward (with dropout and logsumexp) and backward of attention
-// over explicit key sets, written plainly. It is the oracle of the fast backward kernels, the
-// implementation behind attention_f64 / attention_backward_f64, and the reference method's
-// training path.
+// over explicit key sets, written plainly. The implementation behind attention_f64 /
+// attention_backward_f64, the reference method's training path, and (reference/reference.h)
+// the oracles' softmax over key multisets with dropout.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/problem.h"
+#include "reference/reference.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf::detail {
@@ -17,10 +18,11 @@ namespace smyrf::detail {
 // SMYRF rounds appears once per round: the softmax runs over this multiset.
 class KeySets {
  public:
-  // Reference and dense: every key the query sees (mask, causal), round 0. SMYRF (lsh): the
-  // clusters of every round, from the problem's inputs (which must be f32 or bf16 as given to
-  // the fast kernels), restricted by causal, with SmyrfConfig's causal fallback.
-  KeySets(const Problem& pr, const MethodConfig& config);
+  // Every key the query sees (mask, causal), round 0: reference and dense attention.
+  explicit KeySets(const Problem& pr);
+  // SMYRF (lsh): the clusters of every round as `clusters` lists them, restricted by causal,
+  // with SmyrfConfig's causal fallback.
+  KeySets(const Problem& pr, const SmyrfConfig& config, const reference::SmyrfClusters& clusters);
   // Appends the pairs of query i of (b, h) to out (cleared first); empty for masked queries.
   void pairs(std::int64_t b, std::int64_t h, std::int64_t i,
              std::vector<std::pair<int, std::int32_t>>& out) const;
@@ -51,6 +53,13 @@ void sets_forward(const DoubleProblem& dp, const KeySets& sets, double* o, doubl
 void sets_backward(const DoubleProblem& dp, const KeySets& sets, const double* o,
                    const double* lse, const double* grad_o, double* grad_q, double* grad_k,
                    double* grad_v);
+
+// The problem's inputs as contiguous doubles.
+struct DoubleCopy {
+  std::vector<double> q, k, v;
+  explicit DoubleCopy(const Problem& pr);
+  DoubleProblem view(const Problem& pr) const { return {&pr, q.data(), k.data(), v.data()}; }
+};
 
 // The reference method's training path through the float API: inputs converted to double,
 // O (and params.lse when set) written with dropout applied.

@@ -452,8 +452,8 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include "methods/clustered/registration.h"
-#include "common/rng.h"
 #include "common/timer.h"
+#include "spec/draws.h"
 
 namespace smyrf::detail {
 HWY_EXPORT(ClusteredHash);
@@ -487,9 +487,6 @@ void clustered_update_centroids(const ClusteredArgs& a, std::int64_t bh, std::in
 }
 
 namespace {
-
-// Stream of the hyperplanes of head h (smyrf.h, ClusteredConfig): "Clus" in the high half.
-constexpr std::uint64_t kHyperplaneStream = 0x436C757300000000ull;
 
 RunInfo clustered_run(const Problem& pr, const ClusteredConfig& config, Workspace* workspace,
                       ClusteredInspection* capture, KMeansSchedule schedule) {
@@ -563,9 +560,8 @@ RunInfo clustered_run(const Problem& pr, const ClusteredConfig& config, Workspac
   for (std::int64_t h = 0; h < pr.H; ++h)
     for (int t = 0; t < a.bits; ++t)
       for (std::size_t j = 0; j < d; ++j)
-        w[(static_cast<std::size_t>(h) * d + j) * a.ldw + static_cast<std::size_t>(t)] = standard_normal(
-            pr.p->seed, kHyperplaneStream + static_cast<std::uint64_t>(h),
-            static_cast<std::uint64_t>(t) * d + j);
+        w[(static_cast<std::size_t>(h) * d + j) * a.ldw + static_cast<std::size_t>(t)] =
+            spec::clustered_hyperplane(pr.p->seed, h, t, j, d);
   a.w = w;
   a.codes = arena.at<std::uint64_t>(codes_slot);
   HWY_DYNAMIC_DISPATCH(ClusteredHash)(a);

@@ -400,7 +400,7 @@ RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* works
     double* E = sc.arena.at<double>(draw_slot) + static_cast<std::int64_t>(tid) * 2 * kRows * Nk;
     double* F = E + kRows * Nk;
     for (std::int64_t r = 0; r < (n > 0 ? rn : 0); ++r) {  // no visible key: K', V' = 0
-      linformer_projection_row<double>(pr.p->seed, h, r0 + r, Nk, M,
+      spec::linformer_projection_row<double>(pr.p->seed, h, r0 + r, Nk, M,
                                        own_e ? E + r * Nk : nullptr, own_f ? F + r * Nk : nullptr);
       if (!own_e) std::copy_n(c.projection_e + (h * M + r0 + r) * Nk, Nk, E + r * Nk);
       if (!own_f) std::copy_n(c.projection_f + (h * M + r0 + r) * Nk, Nk, F + r * Nk);

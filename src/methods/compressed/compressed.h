@@ -14,7 +14,8 @@
 //   linformer (Wang et al. 2020): K'[r] = sum_{j visible} E[h, r, j] K[j], V'[r] = sum_{j
 //     visible} F[h, r, j] V[j] (r < rank; masked keys' columns dropped, no renormalisation).
 //     E, F = projection_e, projection_f ([H, rank, Nk] contiguous) or, when nullptr,
-//     linformer_projection() below (seeded Rademacher +-1/sqrt(rank), E and F independent).
+//     spec::linformer_projection() (src/spec/draws.h: seeded Rademacher +-1/sqrt(rank), E and
+//     F independent).
 //     K' and V' are sums in double over the visible keys in position order (each product of
 //     two floats exact), rounded to f32. n_k = 0: O = 0.
 //   memory_compressed (Liu et al. 2018): the visible keys in position order cut into windows
@@ -68,8 +69,8 @@
 #include <cstdint>
 
 #include "common/problem.h"
-#include "common/rng.h"
 #include "smyrf/smyrf.h"
+#include "spec/draws.h"
 
 namespace smyrf::detail {
 
@@ -98,7 +99,7 @@ inline const char* compression_name(Compression k) {
 constexpr int kCompressedMaxRank = 65536;
 constexpr int kCompressedMaxPinvIterations = 100;
 
-// ---- Pieces of the definition, shared by the fast path and the oracle. ----
+// ---- Pieces of the definition (the default projections are spec::linformer_*). ----
 
 // First row of segment t of n rows cut into s segments: floor(t n / s).
 inline std::int64_t segment_begin(std::int64_t t, std::int64_t n, std::int64_t s) {
@@ -106,50 +107,5 @@ inline std::int64_t segment_begin(std::int64_t t, std::int64_t n, std::int64_t s
 }
 // Number of segments of n rows with `rank` segments requested: min(rank, n).
 inline std::int64_t segment_count(std::int64_t rank, std::int64_t n) { return rank < n ? rank : n; }
-
-// Random stream (src/common/rng.h) of the default Linformer projections: tag "LINP" plus the
-// head.
-constexpr std::uint64_t kLinformerStream = 0x4C494E5000000000ull;
-
-// The default projection entries E[h, r, j] and F[h, r, j]: independent Rademacher signs
-// scaled to +-1/sqrt(rank) (a Johnson-Lindenstrauss projection with the variance 1/rank of the
-// paper's N(0, 1/rank) entries), a function of (seed, head, r, j) only (the same for every
-// batch element and every Nk). Word w = random_bits(seed, kLinformerStream + head, r * 2^32 +
-// floor(j / 32)) (rng.h) holds the signs of 32 consecutive keys: with b = 2 (j mod 32),
-//   E = bit b of w ? +s : -s,   F = bit b + 1 of w ? +s : -s,   s = float(1 / sqrt(rank)).
-inline float linformer_scale(std::int64_t rank) {
-  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(rank)));
-}
-inline std::uint64_t linformer_word(std::uint64_t seed, std::int64_t head, std::int64_t r,
-                                    std::int64_t j) {
-  return random_bits(seed, kLinformerStream + static_cast<std::uint64_t>(head),
-                     (static_cast<std::uint64_t>(r) << 32) + static_cast<std::uint64_t>(j >> 5));
-}
-inline void linformer_projection(std::uint64_t seed, std::int64_t head, std::int64_t r,
-                                 std::int64_t j, std::int64_t rank, float* e, float* f) {
-  const std::uint64_t w = linformer_word(seed, head, r, j);
-  const int b = static_cast<int>(2 * (j & 31));
-  const float s = linformer_scale(rank);
-  *e = (w >> b) & 1 ? s : -s;
-  *f = (w >> (b + 1)) & 1 ? s : -s;
-}
-// Row r of the default E and F for keys [0, nk) (e or f may be nullptr): the same entries as
-// linformer_projection(), one random word per 32 keys, stored as float or double (exact).
-template <class T>
-void linformer_projection_row(std::uint64_t seed, std::int64_t head, std::int64_t r,
-                              std::int64_t nk, std::int64_t rank, T* e, T* f) {
-  const T s = linformer_scale(rank);
-  // sign(bit) = 2 bit - 1, multiplied (exactly) rather than selected: random signs would
-  // defeat branch prediction.
-  auto sign = [](std::uint64_t bit) { return static_cast<T>(2 * static_cast<int>(bit) - 1); };
-  for (std::int64_t j0 = 0; j0 < nk; j0 += 32) {
-    const std::uint64_t w = linformer_word(seed, head, r, j0);
-    const int n = static_cast<int>(nk - j0 < 32 ? nk - j0 : 32);
-    if (e != nullptr)
-      for (int t = 0; t < n; ++t) e[j0 + t] = sign((w >> (2 * t)) & 1) * s;
-    if (f != nullptr)
-      for (int t = 0; t < n; ++t) f[j0 + t] = sign((w >> (2 * t + 1)) & 1) * s;
-  }
-}
 
 }  // namespace smyrf::detail

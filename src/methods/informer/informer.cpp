@@ -62,7 +62,7 @@ void InformerMeasureT(const detail::InformerArgs& a) {
         const T* k[4];
         for (std::int64_t t = 0; t < 4; ++t)
           k[t] = pr.k_row<T>(
-              b, h, keys[detail::informer_sample_index(seed, i, t0 + std::min(t, n - 1), c)]);
+              b, h, keys[spec::informer_sample_index(seed, i, t0 + std::min(t, n - 1), c)]);
         double x0 = 0.0, x1 = 0.0, x2 = 0.0, x3 = 0.0;
         for (std::int64_t e = 0; e < d; ++e) {
           const double qe = static_cast<double>(detail::to_float(q[e]));

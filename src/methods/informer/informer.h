@@ -5,9 +5,9 @@
 //   j <= p = i + Nk - Nq; S_i = their ascending list, c_i = |S_i|.
 //   Samples: U = sample_keys, or when 0, min(n_k, ceil(factor ln n_k)), at least 1. Query i
 //   (with c_i >= 1) draws U keys uniformly WITH replacement from S_i: sample t < U is
-//   S_i[floor(r c_i / 2^64)] with r = random_bits(seed, 0x494E465200000000 + i, t) (rng.h; tag
-//   "INFR"): the same draw for every head and batch element (as the official code shares one
-//   sample matrix), though S_i differs with the masks.
+//   S_i[floor(r c_i / 2^64)] with r = random_bits(seed, 0x494E465200000000 + i, t) (tag "INFR";
+//   spec::informer_sample_index in src/spec/draws.h): the same draw for every head and batch
+//   element (as the official code shares one sample matrix), though S_i differs with the masks.
 //   Measurement: M_i = max_t s_it - (sum_t s_it) / U, with s_it = scale * (q_i . k_{sample t})
 //   (the paper's max-mean measurement over the samples; the official code divides the sum by
 //   L_K instead, which only shifts the ranking when masks make L_K differ between queries).
@@ -37,14 +37,14 @@
 #include <cstdint>
 
 #include "common/problem.h"
-#include "common/rng.h"
 #include "smyrf/smyrf.h"
+#include "spec/draws.h"
 
 namespace smyrf::detail {
 
 RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Workspace* workspace);
 
-// ---- Definition pieces shared with the oracle. ----
+// ---- Definition pieces (the sample index is spec::informer_sample_index). ----
 
 // U for a batch element with n_k visible keys.
 inline std::int64_t informer_samples(const InformerConfig& c, std::int64_t n_k) {
@@ -60,15 +60,6 @@ inline std::int64_t informer_top(const InformerConfig& c, std::int64_t n_q) {
   const double f =
       n_q > 0 ? std::ceil(static_cast<double>(c.factor) * std::log(static_cast<double>(n_q))) : 0.0;
   return std::min<std::int64_t>(n_q, static_cast<std::int64_t>(std::min(f, 1e18)));
-}
-// Index into S_i (of size count >= 1) of sample t of query i.
-inline std::int64_t informer_sample_index(std::uint64_t seed, std::int64_t i, std::int64_t t,
-                                          std::int64_t count) {
-  const std::uint64_t r = random_bits(seed, 0x494E465200000000ull + static_cast<std::uint64_t>(i),
-                                      static_cast<std::uint64_t>(t));
-  __extension__ using U128 = unsigned __int128;
-  return static_cast<std::int64_t>((static_cast<U128>(r) * static_cast<std::uint64_t>(count)) >>
-                                   64);
 }
 // s = scale * (q . k): the fma chain in double over e = 0..d-1, then times double(scale).
 template <class T>

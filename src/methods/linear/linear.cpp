@@ -38,7 +38,7 @@
 #include "methods/linear/linear.h"
 #include "methods/linear/registration.h"
 #include "methods/linear/linear_internal.h"
-#include "methods/linear/random_features.h"
+#include "spec/draws.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
@@ -964,12 +964,12 @@ RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace*
   double* wt = arena.at<double>(wt_slot);
   if (dirs > 0) {
     // W^T per head, rows zero-padded to dirs_p (rfa: divided by rfa_sigma), from the shared
-    // draw (random_features.h).
+    // draw (spec/draws.h).
     const bool rfa = config.map == FeatureMap::rfa;
     const double sigma = static_cast<double>(config.rfa_sigma);
     parallel_for(pr.H, pr.threads, [&](std::int64_t h) {
       const std::vector<double> w =
-          linear_random_features(pr.p->seed, h, dirs, d, config.orthogonal);
+          spec::linear_random_features(pr.p->seed, h, dirs, d, config.orthogonal);
       double* out = wt + h * d * dirs_p;
       std::fill_n(out, d * dirs_p, 0.0);
       for (std::int64_t r = 0; r < dirs; ++r)

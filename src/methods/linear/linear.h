@@ -12,7 +12,7 @@
 //
 // Maps (x is a q or k row as given, bf16 converted exactly; s = the softmax scale, used only by
 // favor_plus and favor; |.| the Euclidean norm; the random directions w_r come from
-// linear_random_features (random_features.h), a function of (seed, head, orthogonal)):
+// spec::linear_random_features (src/spec/draws.h), a function of (seed, head, orthogonal)):
 //   elu:        phi(x)_t = elu(x_t) + 1 = x_t + 1 if x_t > 0 else exp(x_t); m = d. The softmax
 //               scale is not used (Katharopoulos et al. 2020 apply the map to q and k as given).
 //   favor_plus: x_q = sign(s) sqrt(|s|) q, x_k = sqrt(|s|) k (so x_q . x_k = s q.k);

@@ -312,8 +312,8 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 #include "common/finite.h"
 #include "methods/reformer/registration.h"
-#include "common/rng.h"
 #include "common/timer.h"
+#include "spec/draws.h"
 #include "kernels/radix_sort.h"
 
 namespace smyrf::detail {
@@ -401,10 +401,9 @@ Hashed hash_and_sort(const Problem& pr, const ReformerConfig& config, const Toke
     const std::int64_t h = task / R;
     const int r = static_cast<int>(task % R);
     double* m = rot + static_cast<std::size_t>(task) * d * ldr;
-    const std::uint64_t stream = reformer_stream(h, r);
     for (std::size_t t = 0; t < d; ++t)
       for (std::size_t c = 0; c < ldr; ++c)
-        m[t * ldr + c] = c < half ? standard_normal(pr.p->seed, stream, t * half + c) : 0.0;
+        m[t * ldr + c] = c < half ? spec::reformer_rotation(pr.p->seed, h, r, half, t, c) : 0.0;
   });
 
   const std::size_t nmax = static_cast<std::size_t>(std::max(pr.Nq, pr.Nk));

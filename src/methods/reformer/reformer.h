@@ -12,12 +12,6 @@ namespace smyrf::detail {
 
 RunInfo reformer_forward(const Problem& pr, const ReformerConfig& config, Workspace* workspace);
 
-// The stream of round r of head h in rng.h (smyrf.h, ReformerConfig).
-inline std::uint64_t reformer_stream(std::int64_t head, int round) {
-  return 0x5245465200000000ull + static_cast<std::uint64_t>(head) * 1024u +
-         static_cast<std::uint64_t>(round);
-}
-
 // Inspection for tests and tools: validates params and config, then hashes and sorts exactly
 // as reformer_forward does (nothing is written to params.o) and returns copies. Layouts:
 // index ((b * H + h) * rounds + r) * N + t, N = Nq for queries, Nk for keys.

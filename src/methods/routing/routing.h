@@ -19,7 +19,7 @@ RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspac
 void validate_routing_centroids(const Problem& pr, const RoutingConfig& config);
 
 // The integer (and centroid) results of the routing stage, for tests: what the fast path
-// computes, or (reference/routing_reference.h) what the oracle computes.
+// computes (the oracle, reference/reference.h, has its own reference::Routes).
 struct RoutingRoutes {
   std::int64_t B = 0, H = 0, Nq = 0, Nk = 0, K = 0, d = 0;
   std::vector<std::int32_t> q_cluster;  // [B*H*Nq]: centroid of each active query, -1 if masked

@@ -8,7 +8,7 @@
 #include "methods/smyrf/registration.h"
 #include "common/call_scratch.h"
 #include "common/parallel.h"
-#include "common/rng.h"
+#include "spec/draws.h"
 #include "common/timer.h"
 #include "kernels/radix_sort.h"
 
@@ -29,12 +29,10 @@ void make_directions(const SmyrfConfig& config, std::uint64_t seed, std::int64_t
   const std::int64_t dims = d + transform_extra_dims(config);
   std::fill_n(a, static_cast<std::size_t>(dims) * lanes, 0.0);
   for (int r = 0; r < config.n_hashes; ++r) {
-    const std::uint64_t stream =
-        static_cast<std::uint64_t>(head) * 1024u + static_cast<std::uint64_t>(r);
     for (std::int64_t j = 0; j < dims; ++j)
       a[static_cast<std::size_t>(j) * lanes + static_cast<std::size_t>(r)] =
-          standard_normal(seed, stream, static_cast<std::uint64_t>(j));
-    offsets[r] = static_cast<double>(config.r) * uniform_open01(seed, stream, 1ull << 40);
+          spec::smyrf_direction(seed, head, r, j);
+    offsets[r] = spec::smyrf_offset(seed, head, r, config.r);
   }
 }
 

@@ -214,7 +214,7 @@ std::size_t sparse_block_scratch(const Problem& pr, const SparseConfig& c) {
   if (c.pattern != SparsePattern::bigbird) return 1;
   const std::int64_t nb = ceil_div(pr.Nk, c.block_size);
   // Block list (global + window + random <= 2 nb + 3), then the draws' work space.
-  return static_cast<std::size_t>(2 * nb + 3) + bigbird_work_size(nb);
+  return static_cast<std::size_t>(2 * nb + 3) + spec::bigbird_work_size(nb);
 }
 
 std::int64_t sparse_make_groups(const Problem& pr, const SparseConfig& config, int round,
@@ -336,7 +336,7 @@ SparseGroupKeys sparse_group_keys(const Problem& pr, const SparseConfig& c, cons
       for (std::int64_t kb = 0; kb < std::min<std::int64_t>(c.global_blocks, nb); ++kb) blocks[n++] = kb;
       for (std::int64_t kb = std::max<std::int64_t>(qb - 1, 0); kb <= std::min(qb + 1, nb - 1); ++kb)
         blocks[n++] = kb;
-      n += bigbird_random_blocks(pr.p->seed, h, qb, nb, c.global_blocks, c.random_blocks,
+      n += spec::bigbird_random_blocks(pr.p->seed, h, qb, nb, c.global_blocks, c.random_blocks,
                                  blocks + n, blocks + 2 * nb + 3);
       std::sort(blocks, blocks + n);
       n = std::unique(blocks, blocks + n) - blocks;

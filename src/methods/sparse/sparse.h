@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "common/problem.h"
-#include "common/rng.h"
 #include "smyrf/smyrf.h"
+#include "spec/draws.h"
 
 namespace smyrf::detail {
 
@@ -36,84 +36,6 @@ inline std::int64_t floor_div(std::int64_t a, std::int64_t b) {
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 inline std::int64_t floor_mod(std::int64_t a, std::int64_t b) { return a - floor_div(a, b) * b; }
-
-// High 64 bits of the 128-bit product a * b.
-inline std::uint64_t mul_high64(std::uint64_t a, std::uint64_t b) {
-  const std::uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32;
-  const std::uint64_t b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
-  const std::uint64_t p0 = a_lo * b_lo, p1 = a_lo * b_hi, p2 = a_hi * b_lo, p3 = a_hi * b_hi;
-  const std::uint64_t mid = (p0 >> 32) + (p1 & 0xFFFFFFFFu) + (p2 & 0xFFFFFFFFu);
-  return p3 + (p1 >> 32) + (p2 >> 32) + (mid >> 32);
-}
-
-// Scratch (in int64) that bigbird_random_blocks needs for n_blocks key blocks.
-inline std::size_t bigbird_work_size(std::int64_t n_blocks) {
-  return static_cast<std::size_t>(std::max<std::int64_t>(n_blocks, 128));
-}
-
-// BigBird's random key blocks of query block qb in head `head` (part of the definition, see
-// SparseConfig in smyrf.h; the fast path and the oracle both call this). Writes them to out in
-// draw order (not sorted) and returns their number r = min(random_blocks, n). With
-// g = min(global_blocks, n_blocks):
-//   * a global query block (0 <= qb < g) draws nothing (it sees every key);
-//   * the candidates are the key blocks of [g, n_blocks) outside the window [qb - 1, qb + 1],
-//     in ascending order, ranks 0..n-1;
-//   * partial Fisher-Yates over the ranks: a[k] = k; for t = 0..r-1: x = t + floor(u_t (n - t)
-//     / 2^64) with u_t = random_bits(seed, stream, t), stream = (head << 32) | (qb mod 2^32);
-//     swap a[t], a[x]; the t-th block is the candidate of rank a[t].
-// work: bigbird_work_size(n_blocks) int64s.
-inline std::int64_t bigbird_random_blocks(std::uint64_t seed, std::int64_t head, std::int64_t qb,
-                                          std::int64_t n_blocks, std::int64_t global_blocks,
-                                          std::int64_t random_blocks, std::int64_t* out,
-                                          std::int64_t* work) {
-  const std::int64_t g = std::min(global_blocks, n_blocks);
-  if (qb >= 0 && qb < g) return 0;
-  const std::int64_t w0 = std::max(qb - 1, g), w1 = std::min(qb + 1, n_blocks - 1);
-  const std::int64_t wn = std::max<std::int64_t>(0, w1 - w0 + 1);
-  const std::int64_t n = n_blocks - g - wn;
-  const std::int64_t r = std::min(random_blocks, n);
-  if (r <= 0) return 0;
-  const std::uint64_t stream =
-      (static_cast<std::uint64_t>(head) << 32) | static_cast<std::uint32_t>(qb);
-  auto block_of_rank = [&](std::int64_t k) {
-    const std::int64_t c = g + k;
-    return (wn > 0 && c >= w0) ? c + wn : c;
-  };
-  auto draw = [&](std::int64_t t) {
-    const std::uint64_t u = random_bits(seed, stream, static_cast<std::uint64_t>(t));
-    return t + static_cast<std::int64_t>(mul_high64(u, static_cast<std::uint64_t>(n - t)));
-  };
-  constexpr std::int64_t kSparseDraws = 64;
-  if (r <= kSparseDraws) {
-    // The same shuffle with the array kept as a list of the positions that differ from a[k] = k.
-    std::int64_t* pos = work;
-    std::int64_t* val = work + kSparseDraws;
-    std::int64_t used = 0;
-    auto get = [&](std::int64_t x) {
-      for (std::int64_t e = 0; e < used; ++e)
-        if (pos[e] == x) return val[e];
-      return x;
-    };
-    for (std::int64_t t = 0; t < r; ++t) {
-      const std::int64_t x = draw(t);
-      const std::int64_t vx = get(x), vt = get(t);
-      out[t] = block_of_rank(vx);
-      // a[x] = old a[t] (a[t] itself is never read again).
-      std::int64_t e = 0;
-      while (e < used && pos[e] != x) ++e;
-      if (e == used) pos[used++] = x;
-      val[e] = vt;
-    }
-  } else {
-    for (std::int64_t k = 0; k < n; ++k) work[k] = k;
-    for (std::int64_t t = 0; t < r; ++t) {
-      const std::int64_t x = draw(t);
-      std::swap(work[t], work[x]);
-      out[t] = block_of_rank(work[t]);
-    }
-  }
-  return r;
-}
 
 // The per-(query, key) cut of a group's union, applied to each score tile (the mask functor of
 // AttendGroup). Keys are ascending in every tile. With p = query position + offset:

@@ -82,7 +82,7 @@ void SynthRandomT(const detail::SynthRandomArgs& a) {
     } else {
       for (std::int64_t r = 0; r < m; ++r)
         for (std::int64_t j = 0; j < jmax; ++j)
-          drawn[r * Nk + j] = detail::synthesizer_default_logit(pr.p->seed, h, i0 + r, j, Nk);
+          drawn[r * Nk + j] = spec::synthesizer_default_logit(pr.p->seed, h, i0 + r, j, Nk);
       rows = drawn;
     }
     std::int64_t scores = 0;
@@ -222,7 +222,7 @@ RunInfo synthesizer_dense(const Problem& pr, const SynthesizerConfig& c, Workspa
     parallel_for(H, pr.threads, [&](std::int64_t h) {
       for (std::int64_t t = 0; t < d; ++t)
         for (std::int64_t u = 0; u < hidden; ++u)
-          w[(h * d + t) * hidden + u] = synthesizer_default_w1(pr.p->seed, h, t, u, d, hidden);
+          w[(h * d + t) * hidden + u] = spec::synthesizer_default_w1(pr.p->seed, h, t, u, d, hidden);
     });
     w1 = w;
   }
@@ -238,7 +238,7 @@ RunInfo synthesizer_dense(const Problem& pr, const SynthesizerConfig& c, Workspa
     for (std::int64_t u = 0; u < hidden; ++u)
       for (std::int64_t j = 0; j < Nk; ++j)
         kt[j * hp + u] = c.w2 != nullptr ? c.w2[(h * hidden + u) * Nk + j]
-                                         : synthesizer_default_w2(pr.p->seed, h, u, j, Nk, hidden);
+                                         : spec::synthesizer_default_w2(pr.p->seed, h, u, j, Nk, hidden);
     for (std::int64_t j = 0; j < Nk; ++j)
       kt[j * hp + hidden] = c.b2 != nullptr ? c.b2[h * Nk + j] : 0.0f;
   });

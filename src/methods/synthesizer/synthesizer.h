@@ -17,7 +17,7 @@
 //   R[h][i][j]  = float(standard_normal(seed, stream(h, 2), i * Nk + j))
 //   b1 = 0, b2 = 0
 // with stream(h, part) = 0x53594E5400000000 + 4 h + part (tag "SYNT") and standard_normal of
-// src/common/rng.h. These functions are part of the definition (the oracle uses them too).
+// src/common/rng.h: spec::synthesizer_default_* in src/spec/draws.h (the oracle uses them too).
 //
 // Validation: kind is dense or random; dense: 1 <= hidden <= 65536 and logits == nullptr;
 // random: w1, b1, w2, b2 == nullptr (hidden is not read); given arrays must be finite.
@@ -37,40 +37,13 @@
 #include <cstdint>
 
 #include "common/problem.h"
-#include "common/rng.h"
 #include "smyrf/smyrf.h"
+#include "spec/draws.h"
 
 namespace smyrf::detail {
 
 RunInfo synthesizer_forward(const Problem& pr, const SynthesizerConfig& config,
                             Workspace* workspace);
-
-// ---- Definition pieces shared with the oracle. ----
-
-inline std::uint64_t synthesizer_stream(std::int64_t h, int part) {
-  return 0x53594E5400000000ull + 4 * static_cast<std::uint64_t>(h) +
-         static_cast<std::uint64_t>(part);
-}
-// Default w1[h][t][u] (N(0, 1/d)).
-inline float synthesizer_default_w1(std::uint64_t seed, std::int64_t h, std::int64_t t,
-                                    std::int64_t u, std::int64_t d, std::int64_t hidden) {
-  return static_cast<float>(
-      standard_normal(seed, synthesizer_stream(h, 0), static_cast<std::uint64_t>(t * hidden + u)) /
-      std::sqrt(static_cast<double>(d)));
-}
-// Default w2[h][u][j] (N(0, 1/hidden)).
-inline float synthesizer_default_w2(std::uint64_t seed, std::int64_t h, std::int64_t u,
-                                    std::int64_t j, std::int64_t nk, std::int64_t hidden) {
-  return static_cast<float>(
-      standard_normal(seed, synthesizer_stream(h, 1), static_cast<std::uint64_t>(u * nk + j)) /
-      std::sqrt(static_cast<double>(hidden)));
-}
-// Default R[h][i][j] (N(0, 1)).
-inline float synthesizer_default_logit(std::uint64_t seed, std::int64_t h, std::int64_t i,
-                                       std::int64_t j, std::int64_t nk) {
-  return static_cast<float>(
-      standard_normal(seed, synthesizer_stream(h, 2), static_cast<std::uint64_t>(i * nk + j)));
-}
 
 // ---- Internals shared by the per-target code and the driver (synthesizer.cpp). ----
 

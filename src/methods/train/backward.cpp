@@ -548,7 +548,7 @@ void dropout_forward(const Problem& pr, const MethodConfig& config, const float*
   TrainArgs args;
   args.pr = &pr;
   args.lse = lse;
-  args.dropout = Dropout(pr.p->dropout, pr.p->seed);
+  args.dropout = spec::Dropout(pr.p->dropout, pr.p->seed);
   args.mode = kGroupOut;
   args.max_group_queries = plan.max_group_queries;
   if (!plan.dense) {
@@ -603,7 +603,7 @@ RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodC
   args.lse = g.lse;
   args.delta = delta.data();
   args.grads = &g;
-  args.dropout = Dropout(p.dropout, p.seed);
+  args.dropout = spec::Dropout(p.dropout, p.seed);
   args.max_group_queries = plan.max_group_queries;
   RunInfo info;
   if (plan.dense) {

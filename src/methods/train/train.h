@@ -18,7 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "common/dropout.h"
+#include "spec/draws.h"
 #include "common/heuristics.h"
 #include "common/problem.h"
 #include "smyrf/smyrf.h"
@@ -46,7 +46,7 @@ struct TrainArgs {
   const float* lse = nullptr;    // [B*H*Nq]
   const float* delta = nullptr;  // [B*H*Nq] D_i (backward only)
   const GradientParams* grads = nullptr;  // backward only
-  Dropout dropout{0.0f, 0};
+  spec::Dropout dropout{0.0f, 0};
   int mode = 0;
   std::int64_t max_group_queries = 0;  // largest n_queries of a group (accumulator rows)
 };
