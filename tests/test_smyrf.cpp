@@ -9,7 +9,7 @@
 
 #include "kernels/radix_sort.h"
 #include "methods/smyrf/clustering.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 #include "reference/smyrf_reference.h"
 #include "test_util.h"
 

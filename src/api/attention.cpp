@@ -18,7 +18,7 @@
 #include "methods/routing/routing.h"
 #include "methods/sinkhorn/sinkhorn.h"
 #include "methods/sparse/sparse.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 #include "methods/synthesizer/synthesizer.h"
 #include "methods/train/train.h"
 #include "reference/dense_reference.h"

@@ -1,6 +1,7 @@
-// The random directions of the FAVOR+, FAVOR and RFA feature maps (LinearConfig). Part of the
-// definition: the fast path (linear.cpp) and the double oracle (reference/linear_reference.cpp)
-// both call this function, so both use the same directions bit for bit.
+// The random directions of the FAVOR+, FAVOR and RFA feature maps (LinearConfig; their
+// definition, W, is the public contract in smyrf/methods/linear.h). The fast path (linear.cpp)
+// and the double oracle (reference/linear_reference.cpp) both call this function, so both use
+// the same directions bit for bit.
 #pragma once
 
 #include <cmath>
@@ -15,20 +16,8 @@ namespace smyrf::detail {
 // kLinearFeatureStream + 2 h, the chi(d) row norms of the orthogonal draw from + 2 h + 1.
 constexpr std::uint64_t kLinearFeatureStream = 0x4C494E4500000000ull;
 
-// W [rows, d] (row-major, double): the directions w_r of head `head`, the same for every batch
-// element; a new seed redraws them.
-//   orthogonal = false: W[r][t] = g(r d + t), i.i.d. N(0, 1), with
-//     g(c) = standard_normal(seed, kLinearFeatureStream + 2 head, c).
-//   orthogonal = true: rows in blocks of d. Block k (rows k d .. k d + d - 1) starts from the
-//     i.i.d. Gaussian d x d matrix G[i][t] = g((k d + i) d + t) and orthogonalises its rows in
-//     order by modified Gram-Schmidt in double: for i = 0..d-1, v = G[i]; for l = 0..i-1 (in
-//     order) v -= (v . u_l) u_l with the current v (dot products summed in index order);
-//     u_i = v / |v| (a row with |v| == 0 stays 0, probability 0). Row k d + i of W is
-//     u_i * n_{k d + i}, with n_r = |(g'(r d), ..., g'(r d + d - 1))| the norm of an independent
-//     Gaussian d-vector, g'(c) = standard_normal(seed, kLinearFeatureStream + 2 head + 1, c):
-//     so the row norms follow chi(d) like those of i.i.d. Gaussian rows (Choromanski et al.
-//     2021). The last block keeps its first rows - k d rows (the block is orthogonalised whole
-//     and then truncated).
+// W [rows, d] (row-major, double): the directions w_r of head `head` as smyrf/methods/linear.h
+// defines them ("The random directions W"), drawn from the two streams above.
 inline std::vector<double> linear_random_features(std::uint64_t seed, std::int64_t head,
                                                   std::int64_t rows, std::int64_t d,
                                                   bool orthogonal) {

@@ -1,5 +1,5 @@
-// Reformer LSH attention (see smyrf.h, ReformerConfig, for the exact definition: rotations,
-// bucket rule, chunks, self exclusion).
+// Reformer LSH attention: internals. The exact definition (rotations, bucket rule, chunks, self
+// exclusion) is the public contract in smyrf/methods/reformer.h.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +12,7 @@ namespace smyrf::detail {
 
 RunInfo reformer_forward(const Problem& pr, const ReformerConfig& config, Workspace* workspace);
 
-// The stream of round r of head h in rng.h (smyrf.h, ReformerConfig).
+// The stream of round r of head h in rng.h (smyrf/methods/reformer.h).
 inline std::uint64_t reformer_stream(std::int64_t head, int round) {
   return 0x5245465200000000ull + static_cast<std::uint64_t>(head) * 1024u +
          static_cast<std::uint64_t>(round);

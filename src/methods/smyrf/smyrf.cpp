@@ -23,7 +23,7 @@
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
 #include "methods/smyrf/clustering.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
@@ -193,7 +193,7 @@ HWY_AFTER_NAMESPACE();
 #include "api/validate.h"
 #include "common/timer.h"
 #include "methods/dense/dense.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 
 namespace smyrf::detail {
 HWY_EXPORT(SmyrfAttendRound);

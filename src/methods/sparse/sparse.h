@@ -1,4 +1,5 @@
-// Fixed sparsity patterns as block-sparse attention (see smyrf.h, SparseConfig).
+// Fixed sparsity patterns as block-sparse attention: internals (contract, with the exact
+// patterns: smyrf/methods/sparse.h).
 //
 // The fast path (sparse.cpp) cuts each batch element's active queries into groups of at most
 // kDenseQueryTile queries whose key sets overlap, builds per group the ascending list of the
@@ -52,7 +53,7 @@ inline std::size_t bigbird_work_size(std::int64_t n_blocks) {
 }
 
 // BigBird's random key blocks of query block qb in head `head` (part of the definition, see
-// SparseConfig in smyrf.h; the fast path and the oracle both call this). Writes them to out in
+// smyrf/methods/sparse.h; the fast path and the oracle both call this). Writes them to out in
 // draw order (not sorted) and returns their number r = min(random_blocks, n). With
 // g = min(global_blocks, n_blocks):
 //   * a global query block (0 <= qb < g) draws nothing (it sees every key);
