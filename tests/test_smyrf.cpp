@@ -10,7 +10,7 @@
 #include "api/inspect.h"
 #include "kernels/radix_sort.h"
 #include "methods/smyrf/clustering.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 #include "reference/reference.h"
 #include "test_util.h"
 

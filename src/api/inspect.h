@@ -11,7 +11,7 @@
 #include "methods/reformer/reformer.h"
 #include "methods/routing/routing.h"
 #include "methods/smyrf/clustering.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 #include "methods/sparse/sparse.h"
 #include "smyrf/smyrf.h"
 

@@ -1,5 +1,5 @@
-// Clustered and improved clustered attention (see smyrf.h, ClusteredConfig, for the exact
-// definition: hash, k-means schedule, centroid precision, key selection, lse).
+// Clustered and improved clustered attention: internals. The exact definition (hash, k-means,
+// centroid precision, key selection, lse) is the public contract in smyrf/methods/clustered.h.
 #pragma once
 
 #include <cstddef>

@@ -1,4 +1,4 @@
-// Exact attention, flash-attention style (see smyrf.h, DenseConfig).
+// Exact attention, flash-attention style: internals (contract: smyrf/methods/dense.h).
 #pragma once
 
 #include "common/problem.h"

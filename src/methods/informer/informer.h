@@ -1,35 +1,9 @@
-// Informer ProbSparse attention (see InformerConfig in smyrf.h). The exact definition, per
-// (batch b, head h), with n_q the active queries and n_k the visible keys of b:
+// Informer ProbSparse attention: internals. The exact definition (samples, bit-exact scores,
+// selection, lazy queries, cost) is the public contract in smyrf/methods/informer.h.
 //
-//   Keys a query sees: the visible keys (key mask), with params.causal only those at positions
-//   j <= p = i + Nk - Nq; S_i = their ascending list, c_i = |S_i|.
-//   Samples: U = sample_keys, or when 0, min(n_k, ceil(factor ln n_k)), at least 1. Query i
-//   (with c_i >= 1) draws U keys uniformly WITH replacement from S_i: sample t < U is
-//   S_i[floor(r c_i / 2^64)] with r = random_bits(seed, 0x494E465200000000 + i, t) (tag "INFR";
-//   spec::informer_sample_index in src/spec/draws.h): the same draw for every head and batch
-//   element (as the official code shares one sample matrix), though S_i differs with the masks.
-//   Measurement: M_i = max_t s_it - (sum_t s_it) / U, with s_it = scale * (q_i . k_{sample t})
-//   (the paper's max-mean measurement over the samples; the official code divides the sum by
-//   L_K instead, which only shifts the ranking when masks make L_K differ between queries).
-//   Exactly: the dot product is the fma chain in double over the d elements in index order
-//   (x = fma(q[e], k[e], x) from 0, the inputs converted exactly to double), then
-//   s = fma(double(scale), x, +0); the sum runs in sample order (t = 0, 1, ...) in double; see
-//   informer_score.
-//   Selection: u = top_queries, or when 0, min(n_q, ceil(factor ln n_q)) (so 0 when n_q = 1),
-//   capped at the number of active queries that see a key. The u such queries of largest M
-//   (ties to the lower position) are the exact queries: softmax attention (scale) over S_i,
-//   O_i = sum_j softmax_j(scale q_i . k_j) V_j, lse_i its logsumexp.
-//   Every other active query is lazy: O_i = the mean of V over S_i (causal: over the visible
-//   prefix j <= p, the official cumulative sum; non-causal: over all visible keys), with
-//   lse_i = log(c_i), the logsumexp of uniform weights with logits 0 (so that
-//   O = sum_j exp(0 - lse) V_j holds). A query with c_i = 0 gets O = 0, lse = -inf; masked
-//   queries O = 0.
-//
-// Fast path: sample scores O(n_q U d) (the exact fma chains, 4 samples interleaved), selection
-// by sorting (M, position) O(n_q log n_q), exact rows by the shared key-set kernel (AttendGroup,
-// with CausalMask when causal) O(u n_k (d + dv)), lazy means by one pass in double (causal: a
-// running prefix sum) O((n_q + n_k) dv). RunInfo.attention_scores = the sample scores plus the
-// (exact query, key) pairs attended: n_q U + u n_k per (b, h) without masks.
+// Fast path: sample scores (the exact fma chains, 4 samples interleaved), selection by sorting
+// (M, position), exact rows by the shared key-set kernel (AttendGroup, with CausalMask when
+// causal), lazy means by one pass in double (causal: a running prefix sum).
 #pragma once
 
 #include <algorithm>

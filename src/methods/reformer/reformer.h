@@ -1,5 +1,5 @@
-// Reformer LSH attention (see smyrf.h, ReformerConfig, for the exact definition: rotations,
-// bucket rule, chunks, self exclusion).
+// Reformer LSH attention: internals. The exact definition (rotations, bucket rule, chunks, self
+// exclusion) is the public contract in smyrf/methods/reformer.h.
 #pragma once
 
 #include <cstdint>

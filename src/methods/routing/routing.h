@@ -1,5 +1,6 @@
-// Routing attention (see smyrf.h, RoutingConfig, for the exact definition: unit vectors,
-// similarity fma chains, spherical k-means, routing, chunks, causal fallback).
+// Routing attention: internals. The exact definition (unit vectors, similarity fma chains,
+// spherical k-means, routing, chunks, causal fallback) is the public contract in
+// smyrf/methods/routing.h.
 #pragma once
 
 #include <cstdint>

@@ -17,7 +17,7 @@
 #include "common/problem.h"
 #include "hwy/highway.h"
 #include "kernels/bf16_dot-inl.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {

@@ -1,18 +1,6 @@
 // SMYRF clustering: asymmetric transform, LSH projections, sorting, balanced cluster ranges.
-//
-// The hash of token x (query or key) in round r of head h is defined, in double precision and
-// in this exact order of operations, as:
-//   dot   = fma chain over j = 0..d-1 of x[j] * a_r[j]       (dot = fma(x[j], a_r[j], dot))
-//   n2    = fma chain over j = 0..d-1 of x[j] * x[j]
-//   dot   = -dot for queries when the softmax scale is negative
-//   p     = alpha * dot;  p = fma(ext_e, a_r[d + e], p) for e = 0..E-1
-//   hash  = float(r == 0 ? p : floor((p + b_r) / r))     (rounded once to float)
-// where alpha and ext_e are the transform's (smyrf.h, Transform) for the (batch, head)'s max
-// squared norms. Tokens are ordered by (hash, position); -0 and +0 are the same hash. The
-// rounding to float makes the sort keys 32-bit (a 3-pass radix sort); it merges only
-// projections within ~6e-8 of each other, which then keep their position order.
-// Directions a_r ~ N(0, I) and offsets b_r ~ U(0, r) depend on (seed, head, round) only, so a
-// sequence gets the same clusters whatever batch slot it occupies.
+// The exact hash (order of operations, rounding, directions and offsets) and the cluster rule
+// are the public contract in smyrf/methods/smyrf.h.
 #pragma once
 
 #include <cstdint>
@@ -52,7 +40,7 @@ struct TokenTransform {
 TokenTransform transform_token(const SmyrfConfig& config, bool is_query, double n2,
                                const NormStats& stats);
 
-// The hash defined above from the projection `dot` of x on a_r[0..d) and the transform;
+// The hash (smyrf/methods/smyrf.h) from the projection `dot` of x on a_r[0..d) and the transform;
 // a_ext[e * a_ext_stride] = a_r[d + e].
 inline float hash_from(const SmyrfConfig& config, const TokenTransform& t, double dot,
                        const double* a_ext, std::size_t a_ext_stride, double offset) {
@@ -77,7 +65,7 @@ inline std::uint32_t order_key(float v) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Balanced clusters (rule in smyrf.h, SmyrfConfig).
+// Balanced clusters (rule in smyrf/methods/smyrf.h).
 std::int64_t cluster_count(std::int64_t n_q, std::int64_t n_k, const SmyrfConfig& config);
 struct IndexRange {
   std::int64_t begin, end;

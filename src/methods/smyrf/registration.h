@@ -2,7 +2,7 @@
 
 #include "methods/method.h"
 #include "methods/smyrf/clustering.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 #include "methods/train/train.h"
 
 namespace smyrf::detail {

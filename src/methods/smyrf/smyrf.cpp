@@ -24,7 +24,7 @@
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
 #include "methods/smyrf/clustering.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
@@ -194,7 +194,7 @@ HWY_AFTER_NAMESPACE();
 #include "methods/smyrf/registration.h"
 #include "common/timer.h"
 #include "methods/dense/dense.h"
-#include "methods/smyrf/smyrf.h"
+#include "methods/smyrf/forward.h"
 
 namespace smyrf::detail {
 HWY_EXPORT(SmyrfAttendRound);

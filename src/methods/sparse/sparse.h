@@ -1,4 +1,5 @@
-// Fixed sparsity patterns as block-sparse attention (see smyrf.h, SparseConfig).
+// Fixed sparsity patterns as block-sparse attention: internals (contract, with the exact
+// patterns: smyrf/methods/sparse.h).
 //
 // The fast path (sparse.cpp) cuts each batch element's active queries into groups of at most
 // kDenseQueryTile queries whose key sets overlap, builds per group the ascending list of the

@@ -29,8 +29,8 @@ struct Options {
 };
 
 // O [B, H, Nq, dv] = attention of q [B, H, Nq, d] over k [B, H, Nk, d], v [B, H, Nk, dv] with
-// the method of options.method (see include/smyrf/smyrf.h for the semantics of each method,
-// of the masks and of dropout).
+// the method of options.method (see include/smyrf/smyrf.h for the semantics of the masks and
+// of dropout, and include/smyrf/methods/<method>.h for each method's definition).
 //
 //   * Tensors: CPU, strided, all of one dtype: float32 runs the library's fast kernels
 //     (smyrf::attention / smyrf::attention_backward), float64 its double-precision reference

@@ -1,4 +1,4 @@
-// SMYRF forward (see smyrf.h, SmyrfConfig; clustering.h for the exact hash definition).
+// SMYRF forward, LSH and centroid key selection: internals (contract: smyrf/methods/smyrf.h).
 #pragma once
 
 #include <algorithm>

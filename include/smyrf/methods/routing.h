@@ -1,0 +1,62 @@
+// smyrf/methods/routing.h: RoutingConfig, routing attention, and its exact definition.
+// Included by smyrf/smyrf.h, which states the rules every method shares (key sets, masks,
+// causal positions, the logsumexp merge of rounds, lse, errors) and defines the seeded
+// draws random_bits, uniform_open01 and standard_normal used below.
+#pragma once
+
+namespace smyrf {
+
+// Routing attention (Roy, Saffar, Vaswani & Grangier, TACL 2021). Shared centroids mu_c
+// (K = n_clusters of them, d dims): given per head in `centroids` ([H, n_clusters, d] floats,
+// contiguous, shared by the batch; the model's learned, online-k-means-updated centroids;
+// every value must be finite; `iterations` is then unused) or, when nullptr, fitted to this
+// call's inputs per (batch, head) by `iterations` rounds of spherical k-means on the
+// unit-normalised active queries and visible keys. Each query and key is routed to its most
+// similar centroid (largest cosine, ties to the lowest index); queries and keys are sorted by
+// (centroid, position) and cut into C = max(ceil(n_q / window), ceil(n_k / window), 1)
+// balanced chunks by SMYRF's cluster rule; query chunk c attends to key chunk c (one round).
+// Exact arithmetic (all in double, in this order, so cluster ids are reproducible bit for bit):
+//   unit vector of a row x (inputs as double): n2 = fma chain over j = 0..d-1 (n2 = fma(x_j,
+//     x_j, n2), from 0); u_j = x_j * inv with inv = 1 / sqrt(n2) (one rounded inverse);
+//     u = 0 when n2 == 0. Given centroids are normalised by this rule too (a zero row stays 0).
+//   similarity sim(u, mu) = fma chain over j = 0..d-1 of u_j * mu_j (from 0); the cosine of
+//     the rule. A token goes to the centroid of largest sim, ties to the lowest index.
+//   k-means list (per (b, h)): active queries in position order, then visible keys in position
+//     order, n entries. Initial mu_c = u of entry floor(c n / K) (c = 0..K-1). Each iteration:
+//     assign every entry, then mu_c = unit vector (rule above) of the sum s of its members'
+//     unit vectors (the normalised mean), accumulated in list order as fma chains
+//     s_j = fma(x_j, inv, s_j) from 0 (x the member's row, inv its inverse norm above); a
+//     centroid with no member, or whose s has n2 == 0, keeps its value. Routing uses the
+//     centroids after the last iteration (iterations = 0: the initial ones). The softmax
+//     scale plays no part in the routing.
+// Causal: supported. A query at p = i + Nk - Nq sees the keys of its chunk at positions <= p;
+// if there is none it attends to the key at position p alone when 0 <= p and that key is
+// visible (with Nq == Nk: its own position), else O = 0 and lse = -inf. With window >= Nq and
+// window >= Nk (one chunk) the result is dense attention (the dense kernel is used), causal or
+// not. Complexity O(N K d (iterations + 1) + N window d).
+//
+// Capabilities.
+//   causal:        supported (forward), with the fallback above.
+//   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: routing attention
+//                  has no dropout" (with params.causal: "... only the reference method has
+//                  causal dropout").
+//   backward:      refused: attention_backward throws "smyrf: routing attention has no
+//                  backward".
+//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: routing
+//                  attention has no double-precision path".
+//   bf16 inputs:   yes (forward).
+//   masks:         key and query masks.
+//   Nq != Nk:      yes.
+//   stride 0:      yes (forward).
+//   learned parts: the centroids (optional input; when nullptr, fitted per call). A non-finite
+//                  value throws "smyrf: RoutingConfig.centroids[h, c, j] = ...: must be finite".
+//   complexity:    O(N K d (iterations + 1) + N window d) time. Config checks (smyrf::Error
+//                  naming the field): n_clusters in [1, 65536], window >= 1, iterations >= 0.
+struct RoutingConfig {
+  int n_clusters = 16;
+  int window = 64;
+  int iterations = 4;
+  const float* centroids = nullptr;
+};
+
+}  // namespace smyrf
