@@ -14,7 +14,7 @@
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
-namespace hashing {
+namespace lsh {
 
 // out[i * lanes + c] = fma chain over j < d in order of x_i[j] * a[j * lanes + c], except
 // lane c = rounds (the squared norm), the chain of x_i[j] * x_i[j]: the tile kernel with one
@@ -57,19 +57,18 @@ void ProjectRowsT(const T* base, std::int64_t row_stride, const std::int32_t* id
   }
 }
 
-}  // namespace hashing
+}  // namespace lsh
 
 void ProjectRowsF32(const void* base, std::int64_t row_stride, const std::int32_t* idx,
                     std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
                     double* out) {
-  hashing::ProjectRowsT(static_cast<const float*>(base), row_stride, idx, n, d, a, lanes, rounds,
-                        out);
+  lsh::ProjectRowsT(static_cast<const float*>(base), row_stride, idx, n, d, a, lanes, rounds, out);
 }
 void ProjectRowsBF16(const void* base, std::int64_t row_stride, const std::int32_t* idx,
                      std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
                      double* out) {
-  hashing::ProjectRowsT(static_cast<const hwy::bfloat16_t*>(base), row_stride, idx, n, d, a,
-                        lanes, rounds, out);
+  lsh::ProjectRowsT(static_cast<const hwy::bfloat16_t*>(base), row_stride, idx, n, d, a, lanes,
+                    rounds, out);
 }
 
 }  // namespace HWY_NAMESPACE
