@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/convert.h"
 #include "common/workspace.h"
 #include "hwy/base.h"
 #include "smyrf/smyrf.h"
@@ -72,10 +73,6 @@ struct Problem {
 // sub-problem a method builds from checked data (compressed and synthesizer attention run dense
 // attention on synthesised rows). Checks nothing.
 Problem checked_problem(const AttentionParams& params);
-
-// An input element as float (bf16 -> f32 is exact).
-inline float to_float(float x) { return x; }
-inline float to_float(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }
 
 // Calls fn(T{}) with T the element type of the inputs: the one place where the runtime dtype
 // becomes a compile-time type.

@@ -38,17 +38,13 @@
 #include "kernels/attention_tile-inl.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
+#include "kernels/tile_matmul-inl.h"
 #include "methods/clustered/clustered.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
-
-using DClu = hn::ScalableTag<double>;
-using VClu = hn::Vec<DClu>;
-
-inline double ClusteredAsDouble(float x) { return x; }
-inline double ClusteredAsDouble(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }
+namespace clustered {
 
 // Codes of the active queries of rank [t0, t1) of (b, h): bit t = [fma chain over j of
 // q[j] * w_t[j] > 0]. Four queries at a time (four independent chains per lane group).
@@ -67,32 +63,20 @@ void HashQueriesT(const detail::ClusteredArgs& a, std::int64_t b, std::int64_t h
     const T* rows[4];
     for (std::size_t u = 0; u < 4; ++u)
       rows[u] = pr.q_row<T>(b, h, queries[i0 + static_cast<std::int64_t>(u < ntok ? u : 0)]);
+    const tile::RowPtrs<T> q{rows};
+    const tile::RowMajor<double> planes{w, static_cast<std::int64_t>(ldw)};
 #if HWY_NATIVE_FMA
-    const DClu dd;
+    const hn::ScalableTag<double> dd;
     const std::size_t L = hn::Lanes(dd);
-    for (std::size_t g = 0; g * L < static_cast<std::size_t>(bits); ++g) {
-      VClu acc0 = hn::Zero(dd), acc1 = hn::Zero(dd), acc2 = hn::Zero(dd), acc3 = hn::Zero(dd);
-      for (std::size_t j = 0; j < d; ++j) {
-        const VClu wj = hn::LoadU(dd, w + j * ldw + g * L);
-        acc0 = hn::MulAdd(hn::Set(dd, ClusteredAsDouble(rows[0][j])), wj, acc0);
-        acc1 = hn::MulAdd(hn::Set(dd, ClusteredAsDouble(rows[1][j])), wj, acc1);
-        acc2 = hn::MulAdd(hn::Set(dd, ClusteredAsDouble(rows[2][j])), wj, acc2);
-        acc3 = hn::MulAdd(hn::Set(dd, ClusteredAsDouble(rows[3][j])), wj, acc3);
-      }
-      hn::StoreU(acc0, dd, dots[0] + g * L);
-      hn::StoreU(acc1, dd, dots[1] + g * L);
-      hn::StoreU(acc2, dd, dots[2] + g * L);
-      hn::StoreU(acc3, dd, dots[3] + g * L);
-    }
+    for (std::size_t g = 0; g * L < static_cast<std::size_t>(bits); ++g)
+      tile::Tile<4, 1>(dd, q, planes, static_cast<std::int64_t>(d),
+                       static_cast<std::int64_t>(g * L), &dots[0][0], 64);
 #else
     // No fused multiply-add in this target's vectors: the correctly rounded scalar fma.
     for (std::size_t u = 0; u < ntok; ++u)
-      for (int t = 0; t < bits; ++t) {
-        double acc = 0.0;
-        for (std::size_t j = 0; j < d; ++j)
-          acc = std::fma(ClusteredAsDouble(rows[u][j]), w[j * ldw + static_cast<std::size_t>(t)], acc);
-        dots[u][t] = acc;
-      }
+      for (int t = 0; t < bits; ++t)
+        dots[u][t] = tile::Element<double>(q, planes, static_cast<std::int64_t>(u), t,
+                                           static_cast<std::int64_t>(d));
 #endif
     for (std::size_t u = 0; u < ntok; ++u) {
       std::uint64_t code = 0;
@@ -103,7 +87,7 @@ void HashQueriesT(const detail::ClusteredArgs& a, std::int64_t b, std::int64_t h
   }
 }
 
-void ClusteredHash(const detail::ClusteredArgs& a) {
+void Hash(const detail::ClusteredArgs& a) {
   const detail::Problem& pr = *a.pr;
   constexpr std::int64_t kChunk = 256;
   const std::int64_t chunks = (pr.Nq + kChunk - 1) / kChunk;
@@ -167,7 +151,7 @@ HWY_INLINE bool AssignRange(const detail::ClusteredArgs& a, std::int64_t bh, std
 
 // One assignment step of every running (b, h), parallel over chunks of queries;
 // changed[task] tells whether any assignment of the chunk moved.
-void ClusteredAssign(const detail::ClusteredArgs& a) {
+void Assign(const detail::ClusteredArgs& a) {
   const detail::Problem& pr = *a.pr;
   const std::int64_t chunk = a.assign_chunk;
   const std::int64_t chunks = (pr.Nq + chunk - 1) / chunk;
@@ -183,7 +167,7 @@ void ClusteredAssign(const detail::ClusteredArgs& a) {
 
 // The whole k-means of each (b, h) in one task (one parallel region for all iterations: for
 // many heads, or small problems where a region costs more than the work).
-void ClusteredKMeansPerHead(const detail::ClusteredArgs& a, int iterations, std::int32_t* counts) {
+void KMeansPerHead(const detail::ClusteredArgs& a, int iterations, std::int32_t* counts) {
   const detail::Problem& pr = *a.pr;
   detail::parallel_for_tid(pr.B * pr.H, pr.threads, [&](std::int64_t bh, int tid) {
     const std::int64_t nq = a.lists->q_count[bh / pr.H];
@@ -218,11 +202,11 @@ void PackAllT(const detail::ClusteredArgs& a) {
   });
 }
 
-void ClusteredPack(const detail::ClusteredArgs& a) {
+void Pack(const detail::ClusteredArgs& a) {
   detail::with_input_type(a.pr->dtype, [&](auto tag) { PackAllT<decltype(tag)>(a); });
 }
 
-struct ClusteredCandidate {
+struct Candidate {
   float score;
   std::int32_t index;
 };
@@ -233,10 +217,10 @@ struct ClusteredCandidate {
 // must beat strictly. The scan compares whole vectors against the bar, so it costs about n / L
 // vector compares once the bar is set. NaN scores (only from non-finite inputs with
 // check_finite off) rank as -inf, so the order stays strict and weak.
-HWY_INLINE void TopKIndices(const float* s, std::size_t n, std::size_t sel, ClusteredCandidate* buf,
+HWY_INLINE void TopKIndices(const float* s, std::size_t n, std::size_t sel, Candidate* buf,
                             std::int32_t* out) {
   const float ninf = -std::numeric_limits<float>::infinity();
-  auto better = [](const ClusteredCandidate& x, const ClusteredCandidate& y) {
+  auto better = [](const Candidate& x, const Candidate& y) {
     return x.score > y.score || (x.score == y.score && x.index < y.index);
   };
   std::size_t count = 0;
@@ -299,7 +283,7 @@ void CentroidPassT(const detail::ClusteredArgs& a) {
     double* mean = reinterpret_cast<double*>(qbar + static_cast<std::size_t>(rows_per_task) * ldq);
     std::int32_t* sel_ints = a.selection + static_cast<std::size_t>(tid) * a.selection_ints();
     std::int32_t* chosen = sel_ints;  // top_stride ints, then the candidates
-    auto* candidates = reinterpret_cast<ClusteredCandidate*>(sel_ints + a.top_stride + (a.top_stride & 1));
+    auto* candidates = reinterpret_cast<Candidate*>(sel_ints + a.top_stride + (a.top_stride & 1));
 
     // Centroid queries: the mean of the members (ascending positions) in double, to f32.
     const std::uint64_t t_start = detail::ticks();
@@ -310,7 +294,7 @@ void CentroidPassT(const detail::ClusteredArgs& a) {
       std::fill_n(mean, d, 0.0);
       for (std::int32_t t = start[c]; t < start[c + 1]; ++t) {
         const T* q = pr.q_row<T>(b, h, member[t]);
-        for (std::size_t j = 0; j < d; ++j) mean[j] += ClusteredAsDouble(q[j]);
+        for (std::size_t j = 0; j < d; ++j) mean[j] += detail::to_double(q[j]);
       }
       const double n = static_cast<double>(start[c + 1] - start[c]);
       for (std::size_t j = 0; j < d; ++j) qbar[r * ldq + j] = static_cast<float>(mean[j] / n);
@@ -386,7 +370,7 @@ void CentroidPassT(const detail::ClusteredArgs& a) {
   });
 }
 
-void ClusteredCentroidPass(const detail::ClusteredArgs& a) {
+void CentroidPass(const detail::ClusteredArgs& a) {
   detail::with_input_type(a.pr->dtype, [&](auto tag) { CentroidPassT<decltype(tag)>(a); });
 }
 
@@ -442,9 +426,20 @@ void MemberPassT(const detail::ClusteredArgs& a) {
   });
 }
 
-void ClusteredMemberPass(const detail::ClusteredArgs& a) {
+void MemberPass(const detail::ClusteredArgs& a) {
   detail::with_input_type(a.pr->dtype, [&](auto tag) { MemberPassT<decltype(tag)>(a); });
 }
+
+}  // namespace clustered
+
+void ClusteredHash(const detail::ClusteredArgs& a) { clustered::Hash(a); }
+void ClusteredAssign(const detail::ClusteredArgs& a) { clustered::Assign(a); }
+void ClusteredKMeansPerHead(const detail::ClusteredArgs& a, int iterations, std::int32_t* counts) {
+  clustered::KMeansPerHead(a, iterations, counts);
+}
+void ClusteredPack(const detail::ClusteredArgs& a) { clustered::Pack(a); }
+void ClusteredCentroidPass(const detail::ClusteredArgs& a) { clustered::CentroidPass(a); }
+void ClusteredMemberPass(const detail::ClusteredArgs& a) { clustered::MemberPass(a); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf

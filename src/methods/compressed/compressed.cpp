@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "hwy/highway.h"
+#include "kernels/tile_matmul-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
@@ -36,106 +37,23 @@ namespace hn = hwy::HWY_NAMESPACE;
 // c < width: each sum in double over t in order (P holds floats widened to double, and products
 // of two floats are exact in double, so fused or separate multiply-adds give the same bits on
 // every target and in the scalar tail). P in double so that its broadcasts are plain loads.
-// Register tiles of R rows x C vectors of columns, each accumulated over all t.
-template <int R, int C>
-HWY_INLINE void ProjectTile(const double* P, std::int64_t ldp, const std::int32_t* keys,
-                            std::int64_t n, const float* X, std::int64_t rs, std::int64_t c,
-                            double* out, std::int64_t ldo) {
-  const hn::ScalableTag<double> dd;
-  const hn::Rebind<float, decltype(dd)> df;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  using V = hn::Vec<decltype(dd)>;
-  V a[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int k = 0; k < C; ++k) a[r][k] = hn::Zero(dd);
-  for (std::int64_t t = 0; t < n; ++t) {
-    const std::int64_t j = keys[t];
-    const float* x = X + j * rs + c;
-    V xv[C];
-    for (int k = 0; k < C; ++k) xv[k] = hn::PromoteTo(dd, hn::LoadU(df, x + k * L));
-    for (int r = 0; r < R; ++r) {
-      const V p = hn::Set(dd, P[r * ldp + j]);
-      for (int k = 0; k < C; ++k) a[r][k] = hn::MulAdd(p, xv[k], a[r][k]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int k = 0; k < C; ++k) hn::StoreU(a[r][k], dd, out + r * ldo + c + k * L);
-}
-
-template <int C>
-HWY_INLINE void ProjectColumns(const double* P, std::int64_t ldp, std::int64_t rn,
-                               const std::int32_t* keys, std::int64_t n, const float* X,
-                               std::int64_t rs, std::int64_t c, double* out, std::int64_t ldo) {
-  std::int64_t r = 0;
-  for (; r + 4 <= rn; r += 4)
-    ProjectTile<4, C>(P + r * ldp, ldp, keys, n, X, rs, c, out + r * ldo, ldo);
-  for (; r < rn; ++r) ProjectTile<1, C>(P + r * ldp, ldp, keys, n, X, rs, c, out + r * ldo, ldo);
-}
-
+// The tile kernel with the key list as inner index: tiles of 4 (then 1) rows x 4 (then 1)
+// vectors of columns, each accumulated over all t, then the remaining columns one by one.
 void CompressedProject(const double* P, std::int64_t ldp, std::int64_t rn,
                        const std::int32_t* keys, std::int64_t n, const float* X, std::int64_t rs,
                        std::int64_t width, double* out, std::int64_t ldo) {
-  const hn::ScalableTag<double> dd;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  std::int64_t c = 0;
-  for (; c + 4 * L <= width; c += 4 * L) ProjectColumns<4>(P, ldp, rn, keys, n, X, rs, c, out, ldo);
-  for (; c + L <= width; c += L) ProjectColumns<1>(P, ldp, rn, keys, n, X, rs, c, out, ldo);
-  for (; c < width; ++c)
-    for (std::int64_t r = 0; r < rn; ++r) {
-      double s = 0.0;
-      for (std::int64_t t = 0; t < n; ++t) {
-        const std::int64_t j = keys[t];
-        s += P[r * ldp + j] * static_cast<double>(X[j * rs + c]);
-      }
-      out[r * ldo + c] = s;
-    }
+  tile::MatMul<4>(hn::ScalableTag<double>(), tile::Strided<double>{P, ldp, 1},
+                  tile::RowMajor<float>{X, rs}, rn, n, width, out, ldo, tile::Indexed{keys});
 }
 
 // Rows [i0, i1) of C = A B (A [., k], B [k, m], C [., m], row-major, double): each element a
-// sum over t in index order by fused multiply-adds (the same bits in the vector tiles and the
-// std::fma tail). Register tiles of R rows x C vectors.
-template <int R, int C>
-HWY_INLINE void MatMulTile(const double* A, const double* Bm, double* Cm, std::int64_t k,
-                           std::int64_t m, std::int64_t j) {
-  const hn::ScalableTag<double> dd;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  using V = hn::Vec<decltype(dd)>;
-  V a[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int x = 0; x < C; ++x) a[r][x] = hn::Zero(dd);
-  for (std::int64_t t = 0; t < k; ++t) {
-    V bv[C];
-    for (int x = 0; x < C; ++x) bv[x] = hn::LoadU(dd, Bm + t * m + j + x * L);
-    for (int r = 0; r < R; ++r) {
-      const V av = hn::Set(dd, A[r * k + t]);
-      for (int x = 0; x < C; ++x) a[r][x] = hn::MulAdd(av, bv[x], a[r][x]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int x = 0; x < C; ++x) hn::StoreU(a[r][x], dd, Cm + r * m + j + x * L);
-}
-
-template <int C>
-HWY_INLINE void MatMulColumns(const double* A, const double* Bm, double* Cm, std::int64_t i0,
-                              std::int64_t i1, std::int64_t k, std::int64_t m, std::int64_t j) {
-  std::int64_t i = i0;
-  for (; i + 4 <= i1; i += 4) MatMulTile<4, C>(A + i * k, Bm, Cm + i * m, k, m, j);
-  for (; i < i1; ++i) MatMulTile<1, C>(A + i * k, Bm, Cm + i * m, k, m, j);
-}
-
+// sum over t in index order by multiply-adds (fused where the target has them: then the vector
+// tiles and the std::fma tail give the same bits). Register tiles of 4 (then 1) rows x 4 (then
+// 1) vectors.
 void CompressedMatMul(const double* A, const double* Bm, double* Cm, std::int64_t i0,
                       std::int64_t i1, std::int64_t k, std::int64_t m) {
-  const hn::ScalableTag<double> dd;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  std::int64_t j = 0;
-  for (; j + 4 * L <= m; j += 4 * L) MatMulColumns<4>(A, Bm, Cm, i0, i1, k, m, j);
-  for (; j + L <= m; j += L) MatMulColumns<1>(A, Bm, Cm, i0, i1, k, m, j);
-  for (; j < m; ++j)
-    for (std::int64_t i = i0; i < i1; ++i) {
-      double s = 0.0;
-      for (std::int64_t t = 0; t < k; ++t) s = std::fma(A[i * k + t], Bm[t * m + j], s);
-      Cm[i * m + j] = s;
-    }
+  tile::MatMul<4>(hn::ScalableTag<double>(), tile::Strided<double>{A + i0 * k, k, 1},
+                  tile::RowMajor<double>{Bm, m}, i1 - i0, k, m, Cm + i0 * m, m);
 }
 
 }  // namespace HWY_NAMESPACE

@@ -19,12 +19,13 @@
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace dense {
 
 // kt_all: [B*H][d][ldk], vp_all: [B*H][Nk][ldv]; scratch: per thread, `per_thread` floats.
 // T: the input element type.
 template <class T>
-void DenseAttendT(const detail::Problem& pr, const detail::TokenLists& lists, float* kt_all,
-                  float* vp_all, float* scratch, std::size_t per_thread, RunInfo* info) {
+void AttendT(const detail::Problem& pr, const detail::TokenLists& lists, float* kt_all,
+             float* vp_all, float* scratch, std::size_t per_thread, RunInfo* info) {
   using detail::kDenseKeyTile;
   using detail::kDenseQueryTile;
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
@@ -107,10 +108,12 @@ void DenseAttendT(const detail::Problem& pr, const detail::TokenLists& lists, fl
   info->attention.seconds = timer.lap();
 }
 
+}  // namespace dense
+
 void DenseAttend(const detail::Problem& pr, const detail::TokenLists& lists, float* kt_all,
                  float* vp_all, float* scratch, std::size_t per_thread, RunInfo* info) {
   detail::with_input_type(pr.dtype, [&](auto tag) {
-    DenseAttendT<decltype(tag)>(pr, lists, kt_all, vp_all, scratch, per_thread, info);
+    dense::AttendT<decltype(tag)>(pr, lists, kt_all, vp_all, scratch, per_thread, info);
   });
 }
 

@@ -28,11 +28,12 @@
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace informer {
 
 // Pass 1: M of the active queries of block `blk` of (b, h); the fma chains of four samples run
 // interleaved (each chain's bits are those of informer_score).
 template <class T>
-void InformerMeasureT(const detail::InformerArgs& a) {
+void MeasureT(const detail::InformerArgs& a) {
   const detail::Problem& pr = *a.pr;
   const detail::TokenLists& lists = *a.lists;
   const std::int64_t d = pr.d;
@@ -87,7 +88,7 @@ void InformerMeasureT(const detail::InformerArgs& a) {
 
 // Pass 3: the exact queries of (b, h), one group of query tiles per task.
 template <class T>
-void InformerExactT(const detail::InformerArgs& a) {
+void ExactT(const detail::InformerArgs& a) {
   const detail::Problem& pr = *a.pr;
   const detail::TokenLists& lists = *a.lists;
   const detail::RoundScratch layout = detail::RoundScratch::make(
@@ -116,11 +117,13 @@ void InformerExactT(const detail::InformerArgs& a) {
   });
 }
 
+}  // namespace informer
+
 void InformerMeasure(const detail::InformerArgs& a) {
-  detail::with_input_type(a.pr->dtype, [&](auto tag) { InformerMeasureT<decltype(tag)>(a); });
+  detail::with_input_type(a.pr->dtype, [&](auto tag) { informer::MeasureT<decltype(tag)>(a); });
 }
 void InformerExact(const detail::InformerArgs& a) {
-  detail::with_input_type(a.pr->dtype, [&](auto tag) { InformerExactT<decltype(tag)>(a); });
+  detail::with_input_type(a.pr->dtype, [&](auto tag) { informer::ExactT<decltype(tag)>(a); });
 }
 
 }  // namespace HWY_NAMESPACE

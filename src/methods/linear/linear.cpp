@@ -4,18 +4,19 @@
 // non-causal value products Phi_b^T V and phi_q^T S (float operands, float chains; see
 // linear.h), in a fixed order that does not depend on the thread count:
 //   non-causal: tasks per (b, h, block of kLinearKeyTask key positions): the block's
-//     stabiliser, features and partial S_b, z_b (LinearKeyBlock); the task that completes a
-//     (b, h)'s last block combines them in block order (LinearCombine); then tasks per (b, h,
-//     block of kLinearQueryBlock queries) read the state.
+//     stabiliser, features and partial S_b, z_b (KeyBlock); the task that completes a
+//     (b, h)'s last block combines them in block order (Combine); then tasks per (b, h,
+//     block of kQueryBlock queries) read the state.
 //   causal: task per (b, h): SLiM's chunked prefix form (running S, z; the chunk's key
 //     features and the lower-triangular block per query).
 //   gated rfa: task per (b, h): the recurrence in position order.
 // Per target (Highway): the products (projections W x, block states Phi^T V, reads Phi_q S)
-// are register tiles of up to 4 rows x 4 vectors, each element a chain over the reduction
-// index in order (LinearGemm); state updates and single reads are vector loops over padded
-// rows (multiples of 8 doubles, zero padding); exp (favor_plus, elu, efficient) and sin / cos
-// (favor, rfa) are Highway's vector functions (a few ulp; sin / cos only while |w.x| <= 39000,
-// their valid range, else std::sin / std::cos for the row).
+// are register tiles of the shared tile kernel (kernels/tile_matmul-inl.h; Gemm, VecMat,
+// Absorb), each element a chain over the reduction index in order; state updates and single
+// reads are vector loops over padded rows (multiples of 8 doubles, zero padding); exp
+// (favor_plus, elu, efficient) and sin / cos (favor, rfa) are Highway's vector functions (a few
+// ulp; sin / cos only while |w.x| <= 39000, their valid range, else std::sin / std::cos for the
+// row).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "methods/linear/linear.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -35,6 +36,7 @@
 #include "common/workspace.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
+#include "kernels/tile_matmul-inl.h"
 #include "methods/linear/linear.h"
 #include "methods/linear/registration.h"
 #include "methods/linear/linear_internal.h"
@@ -43,25 +45,26 @@
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace linear {
 
 namespace hn = hwy::HWY_NAMESPACE;
-using LinearDD = hn::CappedTag<double, 8>;  // at most 8 lanes: padded rows are multiples of 8
-using LinearDF = hn::CappedTag<float, 16>;  // value products: rows of dvp (a multiple of 16)
+using DD = hn::CappedTag<double, 8>;  // at most 8 lanes: padded rows are multiples of 8
+using DF = hn::CappedTag<float, 16>;  // value products: rows of dvp (a multiple of 16)
 
-constexpr std::int64_t kLinearQueryBlock = 64;
+constexpr std::int64_t kQueryBlock = 64;
 
 using detail::LinearMap;
 using detail::Problem;
 
 template <class T>
-HWY_INLINE void LinearLoad(const T* row, std::int64_t n, double* x) {
-  for (std::int64_t t = 0; t < n; ++t) x[t] = static_cast<double>(detail::to_float(row[t]));
+HWY_INLINE void LoadRow(const T* row, std::int64_t n, double* x) {
+  for (std::int64_t t = 0; t < n; ++t) x[t] = detail::to_double(row[t]);
 }
 
 // y[0..n) += a x[0..n), n a multiple of 8.
-HWY_INLINE void LinearAxpy(double a, const double* HWY_RESTRICT x, double* HWY_RESTRICT y,
-                           std::int64_t n) {
-  const LinearDD dd;
+HWY_INLINE void Axpy(double a, const double* HWY_RESTRICT x, double* HWY_RESTRICT y,
+                     std::int64_t n) {
+  const DD dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   const auto va = hn::Set(dd, a);
   for (std::int64_t i = 0; i < n; i += L)
@@ -69,8 +72,8 @@ HWY_INLINE void LinearAxpy(double a, const double* HWY_RESTRICT x, double* HWY_R
 }
 
 // sum_i x_i y_i over n (a multiple of 8): lane-wise partial sums, then the lanes.
-HWY_INLINE double LinearDot(const double* x, const double* y, std::int64_t n) {
-  const LinearDD dd;
+HWY_INLINE double Dot(const double* x, const double* y, std::int64_t n) {
+  const DD dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   auto acc = hn::Zero(dd);
   for (std::int64_t i = 0; i < n; i += L)
@@ -78,117 +81,82 @@ HWY_INLINE double LinearDot(const double* x, const double* y, std::int64_t n) {
   return hn::GetLane(hn::SumOfLanes(dd, acc));
 }
 
-// out[c0 + v L + lane] (v < NV) = sum_r a[r] M[r][c0 + ...] for r < n, M with row stride ld:
-// NV vectors of accumulators held in registers, each a chain over r in order.
-template <int NV>
-HWY_INLINE void LinearRowsTile(const double* HWY_RESTRICT a, const double* HWY_RESTRICT M,
-                               std::int64_t n, std::int64_t ld, std::int64_t c0,
-                               double* HWY_RESTRICT out) {
-  const LinearDD dd;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  hn::Vec<LinearDD> acc[NV];
-  for (int v = 0; v < NV; ++v) acc[v] = hn::Zero(dd);
-  for (std::int64_t r = 0; r < n; ++r) {
-    const auto f = hn::Set(dd, a[r]);
-    const double* row = M + r * ld + c0;
-    for (int v = 0; v < NV; ++v) acc[v] = hn::MulAdd(f, hn::LoadU(dd, row + v * L), acc[v]);
-  }
-  for (int v = 0; v < NV; ++v) hn::StoreU(acc[v], dd, out + c0 + v * L);
-}
-
 // out[0..cols) = a^T M (a: n entries, M: n rows of stride ld; cols a multiple of 8).
-HWY_INLINE void LinearRows(const double* a, const double* M, std::int64_t n, std::int64_t ld,
-                           std::int64_t cols, double* out) {
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(LinearDD()));
+// Tiles of one row (A(0, r) = a[r]) by 8, 2, then 1 vectors of columns: each element the chain
+// over r < n in order from 0.
+HWY_INLINE void VecMat(const double* a, const double* M, std::int64_t n, std::int64_t ld,
+                       std::int64_t cols, double* out) {
+  const DD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  const tile::Strided<double> x{a, 0, 1};
+  const tile::RowMajor<double> m{M, ld};
   std::int64_t c0 = 0;
-  for (; c0 + 8 * L <= cols; c0 += 8 * L) LinearRowsTile<8>(a, M, n, ld, c0, out);
-  for (; c0 + 2 * L <= cols; c0 += 2 * L) LinearRowsTile<2>(a, M, n, ld, c0, out);
-  for (; c0 < cols; c0 += L) LinearRowsTile<1>(a, M, n, ld, c0, out);
+  for (; c0 + 8 * L <= cols; c0 += 8 * L) tile::Tile<1, 8>(dd, x, m, n, c0, out, 0);
+  for (; c0 + 2 * L <= cols; c0 += 2 * L) tile::Tile<1, 2>(dd, x, m, n, c0, out, 0);
+  for (; c0 < cols; c0 += L) tile::Tile<1, 1>(dd, x, m, n, c0, out, 0);
 }
 
-// out[k][c0 + v L + lane] (k < R, v < NV) = sum_{t < K} X(k, t) M[t][c0 + v L + lane], with
-// X(k, t) = X[k xk + t xt] and M of row stride ld, in the lane type of D (double, or float for
-// the value products): R x NV accumulators in registers, each a chain over t in order from 0
-// (in double the same chain as LinearRows'), each load of M serving R rows.
-template <class D, int R, int NV>
-HWY_INLINE void LinearGemmTile(D dd, const hn::TFromD<D>* HWY_RESTRICT X, std::int64_t xk,
-                               std::int64_t xt, const hn::TFromD<D>* HWY_RESTRICT M,
-                               std::int64_t ld, std::int64_t K, std::int64_t c0,
-                               hn::TFromD<D>* HWY_RESTRICT out, std::int64_t ldo) {
+// Columns [0, cols) (a multiple of the lanes of D) of R rows, X(k, t) = X[k xk + t xt], M of
+// row stride ld: tiles of 4, 2, then 1 vectors (4 only where 32 vector registers hold the 16
+// accumulators), each element the chain over t < K in order from 0 (in double the same chain
+// as VecMat's).
+template <class D, std::size_t R>
+HWY_INLINE void GemmRowGroup(D dd, const hn::TFromD<D>* X, std::int64_t xk, std::int64_t xt,
+                             const hn::TFromD<D>* M, std::int64_t ld, std::int64_t K,
+                             std::int64_t cols, hn::TFromD<D>* out, std::int64_t ldo) {
+  using T = hn::TFromD<D>;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  hn::Vec<D> acc[R][NV];
-  for (int k = 0; k < R; ++k)
-    for (int v = 0; v < NV; ++v) acc[k][v] = hn::Zero(dd);
-  for (std::int64_t t = 0; t < K; ++t) {
-    hn::Vec<D> w[NV];
-    for (int v = 0; v < NV; ++v) w[v] = hn::LoadU(dd, M + t * ld + c0 + v * L);
-    for (int k = 0; k < R; ++k) {
-      const auto xk_t = hn::Set(dd, X[k * xk + t * xt]);
-      for (int v = 0; v < NV; ++v) acc[k][v] = hn::MulAdd(xk_t, w[v], acc[k][v]);
-    }
-  }
-  for (int k = 0; k < R; ++k)
-    for (int v = 0; v < NV; ++v) hn::StoreU(acc[k][v], dd, out + k * ldo + c0 + v * L);
-}
-
-// Columns [0, cols) (a multiple of the lanes of D) of R rows: tiles of 4, 2, then 1 vectors (4
-// only where 32 vector registers hold the 16 accumulators).
-template <class D, int R>
-HWY_INLINE void LinearGemmRowGroup(D dd, const hn::TFromD<D>* X, std::int64_t xk, std::int64_t xt,
-                                   const hn::TFromD<D>* M, std::int64_t ld, std::int64_t K,
-                                   std::int64_t cols, hn::TFromD<D>* out, std::int64_t ldo) {
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  const tile::Strided<T> x{X, xk, xt};
+  const tile::RowMajor<T> m{M, ld};
   std::int64_t c0 = 0;
   if (HWY_MAX_BYTES >= 64) {
-    for (; c0 + 4 * L <= cols; c0 += 4 * L)
-      LinearGemmTile<D, R, 4>(dd, X, xk, xt, M, ld, K, c0, out, ldo);
+    for (; c0 + 4 * L <= cols; c0 += 4 * L) tile::Tile<R, 4>(dd, x, m, K, c0, out, ldo);
   }
-  for (; c0 + 2 * L <= cols; c0 += 2 * L)
-    LinearGemmTile<D, R, 2>(dd, X, xk, xt, M, ld, K, c0, out, ldo);
-  for (; c0 < cols; c0 += L) LinearGemmTile<D, R, 1>(dd, X, xk, xt, M, ld, K, c0, out, ldo);
+  for (; c0 + 2 * L <= cols; c0 += 2 * L) tile::Tile<R, 2>(dd, x, m, K, c0, out, ldo);
+  for (; c0 < cols; c0 += L) tile::Tile<R, 1>(dd, x, m, K, c0, out, ldo);
 }
 
 // out[k][0..cols) = sum_{t < K} X(k, t) M[t][0..cols) for k < n (out row stride ldo): the
 // product X M, rows in groups of 4. Every element is the chain over t in order from 0,
-// whatever the grouping. Double, or float (LinearDF: cols a multiple of 16).
+// whatever the grouping. Double, or float (DF: cols a multiple of 16).
 template <class D>
-HWY_INLINE void LinearGemmT(D dd, const hn::TFromD<D>* X, std::int64_t xk, std::int64_t xt,
-                            std::int64_t n, const hn::TFromD<D>* M, std::int64_t ld,
-                            std::int64_t K, std::int64_t cols, hn::TFromD<D>* out,
-                            std::int64_t ldo) {
+HWY_INLINE void GemmT(D dd, const hn::TFromD<D>* X, std::int64_t xk, std::int64_t xt,
+                      std::int64_t n, const hn::TFromD<D>* M, std::int64_t ld,
+                      std::int64_t K, std::int64_t cols, hn::TFromD<D>* out,
+                      std::int64_t ldo) {
   std::int64_t k = 0;
   for (; k + 4 <= n; k += 4)
-    LinearGemmRowGroup<D, 4>(dd, X + k * xk, xk, xt, M, ld, K, cols, out + k * ldo, ldo);
+    GemmRowGroup<D, 4>(dd, X + k * xk, xk, xt, M, ld, K, cols, out + k * ldo, ldo);
   for (; k < n; ++k)
-    LinearGemmRowGroup<D, 1>(dd, X + k * xk, xk, xt, M, ld, K, cols, out + k * ldo, ldo);
+    GemmRowGroup<D, 1>(dd, X + k * xk, xk, xt, M, ld, K, cols, out + k * ldo, ldo);
 }
 
-HWY_INLINE void LinearGemm(const double* X, std::int64_t xk, std::int64_t xt, std::int64_t n,
-                           const double* M, std::int64_t ld, std::int64_t K, std::int64_t cols,
-                           double* out, std::int64_t ldo) {
-  LinearGemmT(LinearDD(), X, xk, xt, n, M, ld, K, cols, out, ldo);
+HWY_INLINE void Gemm(const double* X, std::int64_t xk, std::int64_t xt, std::int64_t n,
+                     const double* M, std::int64_t ld, std::int64_t K, std::int64_t cols,
+                     double* out, std::int64_t ldo) {
+  GemmT(DD(), X, xk, xt, n, M, ld, K, cols, out, ldo);
 }
 
-HWY_INLINE void LinearGemmF(const float* X, std::int64_t xk, std::int64_t xt, std::int64_t n,
-                            const float* M, std::int64_t ld, std::int64_t K, std::int64_t cols,
-                            float* out, std::int64_t ldo) {
-  LinearGemmT(LinearDF(), X, xk, xt, n, M, ld, K, cols, out, ldo);
+HWY_INLINE void GemmF(const float* X, std::int64_t xk, std::int64_t xt, std::int64_t n,
+                      const float* M, std::int64_t ld, std::int64_t K, std::int64_t cols,
+                      float* out, std::int64_t ldo) {
+  GemmT(DF(), X, xk, xt, n, M, ld, K, cols, out, ldo);
 }
 
 // P[k][0..dirs_p) = W x_k for n rows (X stride d, P stride dirs_p).
-HWY_INLINE void LinearProjectRows(const LinearMap& s, const double* wt, const double* X,
-                                  std::int64_t n, double* P) {
-  LinearGemm(X, s.d, 1, n, wt, s.dirs_p, s.d, s.dirs_p, P, s.dirs_p);
+HWY_INLINE void ProjectRows(const LinearMap& s, const double* wt, const double* X,
+                            std::int64_t n, double* P) {
+  Gemm(X, s.d, 1, n, wt, s.dirs_p, s.d, s.dirs_p, P, s.dirs_p);
 }
 
 // proj[0..dirs_p) = W x (zeros in the padding: W^T rows are zero-padded).
-HWY_INLINE void LinearProject(const LinearMap& s, const double* wt, const double* x, double* proj) {
-  LinearRows(x, wt, s.d, s.dirs_p, s.dirs_p, proj);
+HWY_INLINE void Project(const LinearMap& s, const double* wt, const double* x, double* proj) {
+  VecMat(x, wt, s.d, s.dirs_p, s.dirs_p, proj);
 }
 
 // sum_t x_t^2: lane-wise partial sums over whole vectors, their sum, then the tail in order.
-HWY_INLINE double LinearSumSq(const double* x, std::int64_t d) {
-  const LinearDD dd;
+HWY_INLINE double SumSq(const double* x, std::int64_t d) {
+  const DD dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   std::int64_t t = 0;
   double n2 = 0.0;
@@ -204,14 +172,14 @@ HWY_INLINE double LinearSumSq(const double* x, std::int64_t d) {
   return n2;
 }
 
-HWY_INLINE double LinearHalfSqNorm(const double* x, std::int64_t d) {
-  return 0.5 * LinearSumSq(x, d);
+HWY_INLINE double HalfSqNorm(const double* x, std::int64_t d) {
+  return 0.5 * SumSq(x, d);
 }
 
 // max_r u_r over n >= 1 entries (exact in any order). max_r (u_r - h) = max_r u_r - h exactly:
 // rounding a difference is monotonic in u_r.
-HWY_INLINE double LinearMaxOf(const double* u, std::int64_t n) {
-  const LinearDD dd;
+HWY_INLINE double MaxOf(const double* u, std::int64_t n) {
+  const DD dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   double c = u[0];
   std::int64_t r = 0;
@@ -225,17 +193,17 @@ HWY_INLINE double LinearMaxOf(const double* u, std::int64_t n) {
 }
 
 // Unit vector (0 for a zero row), in place.
-HWY_INLINE void LinearNormalise(double* x, std::int64_t d) {
-  const double n2 = LinearSumSq(x, d);
+HWY_INLINE void Normalise(double* x, std::int64_t d) {
+  const double n2 = SumSq(x, d);
   const double inv = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
   for (std::int64_t t = 0; t < d; ++t) x[t] *= inv;
 }
 
 // out = [sin(proj_r)] then [cos(proj_r)] (r < dirs), times f (proj: dirs_p entries);
 // tmp + dirs_p, tmp + 2 dirs_p: the vector results.
-HWY_INLINE void LinearTrig(const LinearMap& s, const double* proj, double* tmp, double f,
-                           double* out) {
-  const LinearDD dd;
+HWY_INLINE void Trig(const LinearMap& s, const double* proj, double* tmp, double f,
+                     double* out) {
+  const DD dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   double* sn = tmp + s.dirs_p;
   double* cs = tmp + 2 * s.dirs_p;
@@ -261,25 +229,25 @@ HWY_INLINE void LinearTrig(const LinearMap& s, const double* proj, double* tmp, 
 
 // The map's preparation of a row before its projection, in place: x_q = sign(s) sqrt(|s|) q,
 // x_k = sqrt(|s|) k (favor_plus, favor), the unit vector (rfa, l2); others unchanged.
-HWY_INLINE void LinearPrep(const LinearMap& s, double* x, bool query) {
+HWY_INLINE void Prep(const LinearMap& s, double* x, bool query) {
   if (s.map == FeatureMap::favor_plus || s.map == FeatureMap::favor) {
     const double f = query ? s.qsign * s.sq : s.sq;
     for (std::int64_t t = 0; t < s.d; ++t) x[t] *= f;
   } else if (s.map == FeatureMap::rfa || s.map == FeatureMap::l2) {
-    LinearNormalise(x, s.d);
+    Normalise(x, s.d);
   }
 }
 
 // Features of one prepared row x into out[0..mp) (zeros after m). proj: W x (dirs_p entries,
 // maps with directions; may alias out for favor_plus). st: the (b, h) key statistics (keys
 // only); tmp: the scratch's tmp region.
-HWY_INLINE void LinearFeaturesOf(const LinearMap& s, const double* x, const double* proj,
-                                 bool query, const double* st, double* out, double* tmp) {
+HWY_INLINE void FeaturesOf(const LinearMap& s, const double* x, const double* proj,
+                           bool query, const double* st, double* out, double* tmp) {
   const std::int64_t d = s.d;
   switch (s.map) {
     case FeatureMap::elu: {
       // Whole vectors with Highway's Exp (of min(x, 0): the selected lanes), the tail scalar.
-      const LinearDD dd;
+      const DD dd;
       const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
       const auto zero = hn::Zero(dd), one = hn::Set(dd, 1.0);
       std::int64_t t = 0;
@@ -292,8 +260,8 @@ HWY_INLINE void LinearFeaturesOf(const LinearMap& s, const double* x, const doub
       break;
     }
     case FeatureMap::favor_plus: {
-      const double hh = LinearHalfSqNorm(x, d);
-      const LinearDD dd;
+      const double hh = HalfSqNorm(x, d);
+      const DD dd;
       const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
       const auto vh = hn::Set(dd, hh);
       for (std::int64_t r = 0; r < s.mp; r += L)
@@ -313,13 +281,13 @@ HWY_INLINE void LinearFeaturesOf(const LinearMap& s, const double* x, const doub
       break;
     }
     case FeatureMap::favor: {
-      const double hh = LinearHalfSqNorm(x, d);
+      const double hh = HalfSqNorm(x, d);
       const double c = query ? hh : st[0];
-      LinearTrig(s, proj, tmp, std::exp(hh - c) / std::sqrt(static_cast<double>(s.dirs)), out);
+      Trig(s, proj, tmp, std::exp(hh - c) / std::sqrt(static_cast<double>(s.dirs)), out);
       break;
     }
     case FeatureMap::rfa:
-      LinearTrig(s, proj, tmp, 1.0 / std::sqrt(static_cast<double>(s.dirs)), out);
+      Trig(s, proj, tmp, 1.0 / std::sqrt(static_cast<double>(s.dirs)), out);
       break;
     case FeatureMap::dpfp: {
       for (std::int64_t t = 0; t < d; ++t) {
@@ -339,7 +307,7 @@ HWY_INLINE void LinearFeaturesOf(const LinearMap& s, const double* x, const doub
       // key the key block's max of feature t (st: d entries; the block's softmax sums are
       // applied when the block states are combined). Whole vectors with Highway's Exp
       // (arguments <= 0), the tail scalar.
-      const LinearDD dd;
+      const DD dd;
       const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
       double mx = x[0];
       if (query)
@@ -367,54 +335,54 @@ HWY_INLINE void LinearFeaturesOf(const LinearMap& s, const double* x, const doub
 }
 
 // Features of one raw row x (d doubles, overwritten) into out[0..mp).
-HWY_INLINE void LinearFeatures(const LinearMap& s, const double* wt, double* x, bool query,
-                               const double* st, double* out, double* tmp) {
-  LinearPrep(s, x, query);
+HWY_INLINE void Features(const LinearMap& s, const double* wt, double* x, bool query,
+                         const double* st, double* out, double* tmp) {
+  Prep(s, x, query);
   double* proj = s.map == FeatureMap::favor_plus ? out : tmp;
-  if (s.dirs > 0) LinearProject(s, wt, x, proj);
-  LinearFeaturesOf(s, x, proj, query, st, out, tmp);
+  if (s.dirs > 0) Project(s, wt, x, proj);
+  FeaturesOf(s, x, proj, query, st, out, tmp);
 }
 
 // Features of n raw rows X (stride d, overwritten) into F (stride mp); their projections in
 // P (stride dirs_p), computed in groups of rows.
-HWY_INLINE void LinearFeatureRows(const LinearMap& s, const double* wt, double* X, std::int64_t n,
-                                  bool query, const double* st, double* P, double* F, double* tmp) {
-  for (std::int64_t k = 0; k < n; ++k) LinearPrep(s, X + k * s.d, query);
-  if (s.dirs > 0) LinearProjectRows(s, wt, X, n, P);
+HWY_INLINE void FeatureRows(const LinearMap& s, const double* wt, double* X, std::int64_t n,
+                            bool query, const double* st, double* P, double* F, double* tmp) {
+  for (std::int64_t k = 0; k < n; ++k) Prep(s, X + k * s.d, query);
+  if (s.dirs > 0) ProjectRows(s, wt, X, n, P);
   for (std::int64_t k = 0; k < n; ++k)
-    LinearFeaturesOf(s, X + k * s.d, P + k * s.dirs_p, query, st, F + k * s.mp, tmp);
+    FeaturesOf(s, X + k * s.d, P + k * s.dirs_p, query, st, F + k * s.mp, tmp);
 }
 
 // The causal key stabiliser of (b, h) over its visible keys (favor_plus, favor; position
 // order). x: scratch (d); xs, pj: blocks of G rows and their projections (favor_plus).
 template <class T>
-void LinearKeyStats(const Problem& pr, const LinearMap& s, const double* wt, std::int64_t b,
-                    std::int64_t h, double* st, double* x, double* xs, double* pj, std::int64_t G) {
+void KeyStats(const Problem& pr, const LinearMap& s, const double* wt, std::int64_t b,
+              std::int64_t h, double* st, double* x, double* xs, double* pj, std::int64_t G) {
   const std::int64_t d = pr.d;
   if (s.map == FeatureMap::favor) {
     double c = -std::numeric_limits<double>::infinity();
     for (std::int64_t j = 0; j < pr.Nk; ++j) {
       if (!pr.key_visible(b, j)) continue;
-      LinearLoad(pr.k_row<T>(b, h, j), d, x);
-      LinearPrep(s, x, false);
-      c = std::max(c, LinearHalfSqNorm(x, d));
+      LoadRow(pr.k_row<T>(b, h, j), d, x);
+      Prep(s, x, false);
+      c = std::max(c, HalfSqNorm(x, d));
     }
     st[0] = c;
   } else if (s.map == FeatureMap::favor_plus) {
-    // The same operations as the features (LinearFeatureRows: prep, the projection chains,
+    // The same operations as the features (FeatureRows: prep, the projection chains,
     // minus |x|^2 / 2): every key's u_r - c is <= 0 exactly.
     double c = -std::numeric_limits<double>::infinity();
     std::int64_t n = 0;
     auto flush = [&] {
-      LinearProjectRows(s, wt, xs, n, pj);
+      ProjectRows(s, wt, xs, n, pj);
       for (std::int64_t k = 0; k < n; ++k)
-        c = std::max(c, LinearMaxOf(pj + k * s.dirs_p, s.m) - LinearHalfSqNorm(xs + k * d, d));
+        c = std::max(c, MaxOf(pj + k * s.dirs_p, s.m) - HalfSqNorm(xs + k * d, d));
       n = 0;
     };
     for (std::int64_t j = 0; j < pr.Nk; ++j) {
       if (!pr.key_visible(b, j)) continue;
-      LinearLoad(pr.k_row<T>(b, h, j), d, xs + n * d);
-      LinearPrep(s, xs + n * d, false);
+      LoadRow(pr.k_row<T>(b, h, j), d, xs + n * d);
+      Prep(s, xs + n * d, false);
       if (++n == G) flush();
     }
     flush();
@@ -424,8 +392,8 @@ void LinearKeyStats(const Problem& pr, const LinearMap& s, const double* wt, std
 
 // Writes O row i from acc (dv) / den (O = 0 when the query saw no key or den == 0) and lse NaN
 // for a query that saw a key.
-HWY_INLINE void LinearWrite(const Problem& pr, std::int64_t b, std::int64_t h, std::int64_t i,
-                            const double* acc, double den, bool saw_key) {
+HWY_INLINE void Write(const Problem& pr, std::int64_t b, std::int64_t h, std::int64_t i,
+                      const double* acc, double den, bool saw_key) {
   float* o = pr.o_row(b, h, i);
   if (!saw_key || den == 0.0) {
     std::fill_n(o, pr.dv, 0.0f);
@@ -437,46 +405,34 @@ HWY_INLINE void LinearWrite(const Problem& pr, std::int64_t b, std::int64_t h, s
 }
 
 // acc = phi^T S (dvp), returns phi . z.
-HWY_INLINE double LinearRead(const double* phi, const double* S, const double* z, std::int64_t m,
-                             std::int64_t dvp, double* acc) {
-  LinearRows(phi, S, m, dvp, dvp, acc);
-  return LinearDot(phi, z, detail::linear_pad8(m));  // zero padding in both
-}
-
-// S[r][c0..] += sum_j phi_j[r] v_j[c0..] for the n keys of a block, keys in order (each
-// element's sum is the same chain as absorbing the keys one by one).
-template <int NV>
-HWY_INLINE void LinearAbsorbTile(const double* HWY_RESTRICT kphi, std::int64_t mp,
-                                 const double* HWY_RESTRICT kv, std::int64_t n, std::int64_t r,
-                                 std::int64_t dvp, std::int64_t c0, double* HWY_RESTRICT S) {
-  const LinearDD dd;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  double* row = S + r * dvp + c0;
-  hn::Vec<LinearDD> acc[NV];
-  for (int v = 0; v < NV; ++v) acc[v] = hn::LoadU(dd, row + v * L);
-  for (std::int64_t j = 0; j < n; ++j) {
-    const auto f = hn::Set(dd, kphi[j * mp + r]);
-    const double* vj = kv + j * dvp + c0;
-    for (int v = 0; v < NV; ++v) acc[v] = hn::MulAdd(f, hn::LoadU(dd, vj + v * L), acc[v]);
-  }
-  for (int v = 0; v < NV; ++v) hn::StoreU(acc[v], dd, row + v * L);
+HWY_INLINE double Read(const double* phi, const double* S, const double* z, std::int64_t m,
+                       std::int64_t dvp, double* acc) {
+  VecMat(phi, S, m, dvp, dvp, acc);
+  return Dot(phi, z, detail::linear_pad8(m));  // zero padding in both
 }
 
 // S += sum_j phi_j v_j^T, z += sum_j phi_j over n keys (features [n][mp], values [n][dvp]).
-HWY_INLINE void LinearAbsorb(const double* kphi, std::int64_t mp, const double* kv, std::int64_t n,
-                             std::int64_t m, std::int64_t dvp, double* S, double* z) {
+HWY_INLINE void Absorb(const double* kphi, std::int64_t mp, const double* kv, std::int64_t n,
+                       std::int64_t m, std::int64_t dvp, double* S, double* z) {
   if (n == 0) return;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(LinearDD()));
+  const DD dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  constexpr tile::Start kOnS = tile::Start::out;
+  const tile::RowMajor<double> v{kv, dvp};
   for (std::int64_t r = 0; r < m; ++r) {
     for (std::int64_t j = 0; j < n; ++j) z[r] += kphi[j * mp + r];
+    // S[r][c] = the chain from S[r][c] over the keys j < n in order of phi_j[r] v_j[c] (the same
+    // chain as absorbing the keys one by one): tiles of 8, 2, then 1 vectors of row r.
+    const tile::Strided<double> phi{kphi + r, 0, mp};
+    double* Sr = S + r * dvp;
     std::int64_t c0 = 0;
-    for (; c0 + 8 * L <= dvp; c0 += 8 * L) LinearAbsorbTile<8>(kphi, mp, kv, n, r, dvp, c0, S);
-    for (; c0 + 2 * L <= dvp; c0 += 2 * L) LinearAbsorbTile<2>(kphi, mp, kv, n, r, dvp, c0, S);
-    for (; c0 < dvp; c0 += L) LinearAbsorbTile<1>(kphi, mp, kv, n, r, dvp, c0, S);
+    for (; c0 + 8 * L <= dvp; c0 += 8 * L) tile::Tile<1, 8, kOnS>(dd, phi, v, n, c0, Sr, 0);
+    for (; c0 + 2 * L <= dvp; c0 += 2 * L) tile::Tile<1, 2, kOnS>(dd, phi, v, n, c0, Sr, 0);
+    for (; c0 < dvp; c0 += L) tile::Tile<1, 1, kOnS>(dd, phi, v, n, c0, Sr, 0);
   }
 }
 
-struct LinearBH {
+struct BH {
   std::int64_t b, h;
   const double* wt;
   double* st;
@@ -485,7 +441,7 @@ struct LinearBH {
 };
 // The (b, h) of task bh; its state S, z in slot `slot` of a.state (bh for the non-causal
 // state that outlives its task, the thread's own slot for the causal and gated forms).
-HWY_INLINE LinearBH LinearAt(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t slot) {
+HWY_INLINE BH At(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t slot) {
   const std::int64_t H = a.pr->H, m = a.s.m;
   const std::int64_t h = bh % H;
   double* S = a.state + slot * (m * a.dvp + a.s.mp);
@@ -505,11 +461,11 @@ HWY_INLINE LinearBH LinearAt(const detail::LinearRunArgs& a, std::int64_t bh, st
 // S_b = Phi^T V (each element the chain over the block's keys in order) and z_b = sum of the
 // feature rows. part: a LinearPart record.
 template <class T>
-void LinearKeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t j0,
-                    std::int64_t j1, double* sc, double* part) {
+void KeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t j0,
+              std::int64_t j1, double* sc, double* part) {
   const Problem& pr = *a.pr;
   const LinearMap& s = a.s;
-  const LinearBH at = LinearAt(a, bh, bh);
+  const BH at = At(a, bh, bh);
   const std::int64_t d = s.d, m = s.m, mp = s.mp, dvp = a.dvp;
   const detail::LinearPart pt = detail::LinearPart::make(m, mp, dvp, d);
   double* xs = sc + a.layout.xs;
@@ -521,7 +477,7 @@ void LinearKeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_
   if (a.any[at.b]) {
     for (std::int64_t j = j0; j < j1; ++j) {
       if (!pr.key_visible(at.b, j)) continue;
-      LinearLoad(pr.k_row<T>(at.b, at.h, j), d, xs + n * d);
+      LoadRow(pr.k_row<T>(at.b, at.h, j), d, xs + n * d);
       const T* vrow = pr.v_row<T>(at.b, at.h, j);
       float* v = kvf + n * dvp;
       for (std::int64_t t = 0; t < pr.dv; ++t) v[t] = detail::to_float(vrow[t]);
@@ -531,16 +487,16 @@ void LinearKeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_
   }
   part[pt.count] = static_cast<double>(n);
   if (n == 0) return;
-  for (std::int64_t k = 0; k < n; ++k) LinearPrep(s, xs + k * d, false);
-  if (s.dirs > 0) LinearProjectRows(s, at.wt, xs, n, pj);
+  for (std::int64_t k = 0; k < n; ++k) Prep(s, xs + k * d, false);
+  if (s.dirs > 0) ProjectRows(s, at.wt, xs, n, pj);
   if (s.map == FeatureMap::favor_plus) {
     double c = -std::numeric_limits<double>::infinity();
     for (std::int64_t k = 0; k < n; ++k)
-      c = std::max(c, LinearMaxOf(pj + k * s.dirs_p, m) - LinearHalfSqNorm(xs + k * d, d));
+      c = std::max(c, MaxOf(pj + k * s.dirs_p, m) - HalfSqNorm(xs + k * d, d));
     cb[0] = c;
   } else if (s.map == FeatureMap::favor) {
     double c = -std::numeric_limits<double>::infinity();
-    for (std::int64_t k = 0; k < n; ++k) c = std::max(c, LinearHalfSqNorm(xs + k * d, d));
+    for (std::int64_t k = 0; k < n; ++k) c = std::max(c, HalfSqNorm(xs + k * d, d));
     cb[0] = c;
   } else if (s.map == FeatureMap::efficient) {
     std::copy_n(xs, d, cb);
@@ -548,8 +504,8 @@ void LinearKeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_
       for (std::int64_t t = 0; t < d; ++t) cb[t] = std::max(cb[t], xs[k * d + t]);
   }
   for (std::int64_t k = 0; k < n; ++k)
-    LinearFeaturesOf(s, xs + k * d, pj + k * s.dirs_p, false, cb, kphi + k * mp,
-                     sc + a.layout.tmp);
+    FeaturesOf(s, xs + k * d, pj + k * s.dirs_p, false, cb, kphi + k * mp,
+               sc + a.layout.tmp);
   if (s.map == FeatureMap::dpfp) {
     // DPFP's features are products of two coordinates: with small inputs they fall below
     // float's range before the float products. The block's features are divided by their
@@ -566,11 +522,11 @@ void LinearKeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_
   float* kf = reinterpret_cast<float*>(sc + a.layout.fa);
   for (std::int64_t i = 0; i < n * mp; ++i) kf[i] = static_cast<float>(kphi[i]);
   float* sf = reinterpret_cast<float*>(sc + a.layout.fs);
-  LinearGemmF(kf, 1, mp, m, kvf, dvp, n, dvp, sf, dvp);
+  GemmF(kf, 1, mp, m, kvf, dvp, n, dvp, sf, dvp);
   double* Sb = part + pt.S;
   for (std::int64_t i = 0; i < m * dvp; ++i) Sb[i] = static_cast<double>(sf[i]);
   double* z = part + pt.z;
-  const LinearDD dd;
+  const DD dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   for (std::int64_t r = 0; r < mp; r += L) {
     auto acc = hn::Zero(dd);
@@ -584,10 +540,10 @@ void LinearKeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_
 // efficient: per feature r; w_b = 1 for the other maps), S[r] = sum_b w_b S_b[r] and z[r] =
 // sum_b w_b z_b[r], each a chain over the non-empty blocks in order; efficient then divides
 // row r by its softmax sum, which is z[r] (so z[r] = 1 up to rounding).
-HWY_INLINE void LinearCombine(const detail::LinearRunArgs& a, std::int64_t bh, const double* parts,
-                              std::int64_t nb, std::int64_t r0, std::int64_t r1) {
+HWY_INLINE void Combine(const detail::LinearRunArgs& a, std::int64_t bh, const double* parts,
+                        std::int64_t nb, std::int64_t r0, std::int64_t r1) {
   const LinearMap& s = a.s;
-  const LinearBH at = LinearAt(a, bh, bh);
+  const BH at = At(a, bh, bh);
   const std::int64_t dvp = a.dvp;
   const detail::LinearPart pt = detail::LinearPart::make(s.m, s.mp, dvp, s.d);
   const bool one_c = s.map == FeatureMap::favor_plus || s.map == FeatureMap::favor || s.map == FeatureMap::dpfp;
@@ -598,7 +554,7 @@ HWY_INLINE void LinearCombine(const detail::LinearRunArgs& a, std::int64_t bh, c
       const double* p = parts + blk * pt.total;
       if (p[pt.count] > 0) c = std::max(c, p[pt.cb]);
     }
-  const LinearDD dd;
+  const DD dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   for (std::int64_t r = r0; r < r1; ++r) {
     double cr = c;
@@ -635,11 +591,11 @@ HWY_INLINE void LinearCombine(const detail::LinearRunArgs& a, std::int64_t bh, c
 }
 
 template <class T>
-void LinearReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t i0,
-                       std::int64_t i1, double* sc, std::int32_t* kpos) {
+void ReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t i0,
+                 std::int64_t i1, double* sc, std::int32_t* kpos) {
   const Problem& pr = *a.pr;
   const LinearMap& s = a.s;
-  const LinearBH at = LinearAt(a, bh, bh);
+  const BH at = At(a, bh, bh);
   const bool any_key = a.any[at.b] != 0;
   double* xs = sc + a.layout.xs;
   double* pj = sc + a.layout.pj;
@@ -648,8 +604,8 @@ void LinearReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int
   std::int32_t* idx = kpos;  // the group's queries
   std::int64_t n = 0;
   auto flush = [&] {
-    LinearFeatureRows(s, at.wt, xs, n, true, at.st, pj, phi, sc + a.layout.tmp);
-    if (s.map == FeatureMap::dpfp)  // each query's features over their max (see LinearKeyBlock)
+    FeatureRows(s, at.wt, xs, n, true, at.st, pj, phi, sc + a.layout.tmp);
+    if (s.map == FeatureMap::dpfp)  // each query's features over their max (see KeyBlock)
       for (std::int64_t k = 0; k < n; ++k) {
         double* row = phi + k * s.mp;
         const double mx = *std::max_element(row, row + s.m);
@@ -661,11 +617,11 @@ void LinearReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int
     float* phif = reinterpret_cast<float*>(sc + a.layout.fa);
     float* accf = reinterpret_cast<float*>(sc + a.layout.fb);
     for (std::int64_t i = 0; i < n * s.mp; ++i) phif[i] = static_cast<float>(phi[i]);
-    LinearGemmF(phif, s.mp, 1, n, a.statef + bh * s.m * a.dvp, a.dvp, s.m, a.dvp, accf, a.dvp);
+    GemmF(phif, s.mp, 1, n, a.statef + bh * s.m * a.dvp, a.dvp, s.m, a.dvp, accf, a.dvp);
     for (std::int64_t k = 0; k < n; ++k) {
-      const double den = LinearDot(phi + k * s.mp, at.z, s.mp);
+      const double den = Dot(phi + k * s.mp, at.z, s.mp);
       for (std::int64_t c = 0; c < pr.dv; ++c) acc[c] = static_cast<double>(accf[k * a.dvp + c]);
-      LinearWrite(pr, at.b, at.h, idx[k], acc, den, true);
+      Write(pr, at.b, at.h, idx[k], acc, den, true);
     }
     n = 0;
   };
@@ -674,7 +630,7 @@ void LinearReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int
       std::fill_n(pr.o_row(at.b, at.h, i), pr.dv, 0.0f);
       continue;
     }
-    LinearLoad(pr.q_row<T>(at.b, at.h, i), pr.d, xs + n * pr.d);
+    LoadRow(pr.q_row<T>(at.b, at.h, i), pr.d, xs + n * pr.d);
     idx[n] = static_cast<std::int32_t>(i);
     if (++n == a.kb) flush();
   }
@@ -683,10 +639,10 @@ void LinearReadQueries(const detail::LinearRunArgs& a, std::int64_t bh, std::int
 
 // SLiM's chunked prefix form for one (b, h).
 template <class T>
-void LinearCausal(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
+void Causal(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
   const Problem& pr = *a.pr;
   const LinearMap& s = a.s;
-  const LinearBH at = LinearAt(a, bh, tid);
+  const BH at = At(a, bh, tid);
   double* sc = a.scratch + tid * a.layout.total;
   std::int32_t* kpos = a.kpos + tid * 3 * a.kb;  // the chunk's key positions, then
   std::int32_t* qidx = kpos + a.kb;              // its queries and their key counts
@@ -694,7 +650,7 @@ void LinearCausal(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
   const std::int64_t b = at.b, h = at.h, m = s.m, mp = s.mp, dv = pr.dv, dvp = a.dvp;
   double* xs = sc + a.layout.xs;
   double* pj = sc + a.layout.pj;
-  LinearKeyStats<T>(pr, s, at.wt, b, h, at.st, sc + a.layout.x, xs, pj, a.E);
+  KeyStats<T>(pr, s, at.wt, b, h, at.st, sc + a.layout.x, xs, pj, a.E);
   std::fill_n(at.S, m * dvp + mp, 0.0);
   double* phi = sc + a.layout.phi;
   double* acc = sc + a.layout.acc;
@@ -711,11 +667,11 @@ void LinearCausal(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
     std::int64_t n = 0;
     for (std::int64_t j = s0; j < s1; ++j) {
       if (!pr.key_visible(b, j)) continue;
-      LinearLoad(pr.k_row<T>(b, h, j), pr.d, xs + n * pr.d);
-      LinearLoad(pr.v_row<T>(b, h, j), dv, kv + n * dvp);
+      LoadRow(pr.k_row<T>(b, h, j), pr.d, xs + n * pr.d);
+      LoadRow(pr.v_row<T>(b, h, j), dv, kv + n * dvp);
       kpos[n++] = static_cast<std::int32_t>(j);
     }
-    LinearFeatureRows(s, at.wt, xs, n, false, at.st, pj, kphi, sc + a.layout.tmp);
+    FeatureRows(s, at.wt, xs, n, false, at.st, pj, kphi, sc + a.layout.tmp);
     const std::int64_t i0 = std::max<std::int64_t>(0, s0 - shift);
     const std::int64_t i1 = std::min<std::int64_t>(pr.Nq, s1 - shift);
     // The chunk's queries that see a key: rows gathered (xs is free again), features as a block.
@@ -727,32 +683,32 @@ void LinearCausal(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
         std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
         continue;
       }
-      LinearLoad(pr.q_row<T>(b, h, i), pr.d, xs + nq * pr.d);
+      LoadRow(pr.q_row<T>(b, h, i), pr.d, xs + nq * pr.d);
       qidx[nq] = static_cast<std::int32_t>(i);
       qupto[nq++] = static_cast<std::int32_t>(upto);
     }
-    LinearFeatureRows(s, at.wt, xs, nq, true, at.st, pj, phi, sc + a.layout.tmp);
+    FeatureRows(s, at.wt, xs, nq, true, at.st, pj, phi, sc + a.layout.tmp);
     for (std::int64_t k = 0; k < nq; ++k) {
       const double* phik = phi + k * mp;
-      double den = LinearRead(phik, at.S, at.z, m, dvp, acc);
+      double den = Read(phik, at.S, at.z, m, dvp, acc);
       for (std::int64_t jj = 0; jj < qupto[k]; ++jj) {
-        const double aij = LinearDot(phik, kphi + jj * mp, mp);
+        const double aij = Dot(phik, kphi + jj * mp, mp);
         den += aij;
-        LinearAxpy(aij, kv + jj * dvp, acc, dvp);
+        Axpy(aij, kv + jj * dvp, acc, dvp);
       }
-      LinearWrite(pr, b, h, qidx[k], acc, den, true);
+      Write(pr, b, h, qidx[k], acc, den, true);
     }
-    LinearAbsorb(kphi, mp, kv, n, m, dvp, at.S, at.z);
+    Absorb(kphi, mp, kv, n, m, dvp, at.S, at.z);
     seen += n;
   }
 }
 
 // Gated RFA recurrence for one (b, h).
 template <class T>
-void LinearGated(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
+void Gated(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
   const Problem& pr = *a.pr;
   const LinearMap& s = a.s;
-  const LinearBH at = LinearAt(a, bh, tid);
+  const BH at = At(a, bh, tid);
   double* sc = a.scratch + tid * a.layout.total;
   const std::int64_t b = at.b, h = at.h, m = s.m, dv = pr.dv, dvp = a.dvp;
   std::fill_n(at.S, m * dvp + s.mp, 0.0);
@@ -764,14 +720,14 @@ void LinearGated(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
   const std::int64_t shift = pr.Nk - pr.Nq;
   for (std::int64_t i = 0; i < std::min(pr.Nq, -shift); ++i)
     std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
-  const LinearDD dd;
+  const DD dd;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
   bool seen = false;
   for (std::int64_t j = 0; j < pr.Nk; ++j) {
     if (pr.key_visible(b, j)) {
-      LinearLoad(pr.k_row<T>(b, h, j), pr.d, sc + a.layout.x);
-      LinearFeatures(s, at.wt, sc + a.layout.x, false, nullptr, phi, sc + a.layout.tmp);
-      LinearLoad(pr.v_row<T>(b, h, j), dv, v);
+      LoadRow(pr.k_row<T>(b, h, j), pr.d, sc + a.layout.x);
+      Features(s, at.wt, sc + a.layout.x, false, nullptr, phi, sc + a.layout.tmp);
+      LoadRow(pr.v_row<T>(b, h, j), dv, v);
       const double gt = g[j], keep = 1.0 - gt;
       const auto vg = hn::Set(dd, gt);
       for (std::int64_t r = 0; r < m; ++r) {
@@ -791,30 +747,30 @@ void LinearGated(const detail::LinearRunArgs& a, std::int64_t bh, int tid) {
       std::fill_n(pr.o_row(b, h, i), dv, 0.0f);
       continue;
     }
-    LinearLoad(pr.q_row<T>(b, h, i), pr.d, sc + a.layout.x);
-    LinearFeatures(s, at.wt, sc + a.layout.x, true, nullptr, phi, sc + a.layout.tmp);
-    const double den = LinearRead(phi, at.S, at.z, m, dvp, acc);
-    LinearWrite(pr, b, h, i, acc, den, true);
+    LoadRow(pr.q_row<T>(b, h, i), pr.d, sc + a.layout.x);
+    Features(s, at.wt, sc + a.layout.x, true, nullptr, phi, sc + a.layout.tmp);
+    const double den = Read(phi, at.S, at.z, m, dvp, acc);
+    Write(pr, b, h, i, acc, den, true);
   }
 }
 
 template <class T>
-void LinearRunT(const detail::LinearRunArgs& a) {
+void RunT(const detail::LinearRunArgs& a) {
   const Problem& pr = *a.pr;
   const std::int64_t BH = pr.B * pr.H;
   const std::int64_t per = a.layout.total;
   if (a.gates != nullptr) {
     detail::parallel_for_tid(BH, pr.threads,
-                             [&](std::int64_t bh, int tid) { LinearGated<T>(a, bh, tid); });
+                             [&](std::int64_t bh, int tid) { Gated<T>(a, bh, tid); });
     return;
   }
   if (pr.p->causal) {
     detail::parallel_for_tid(BH, pr.threads,
-                             [&](std::int64_t bh, int tid) { LinearCausal<T>(a, bh, tid); });
+                             [&](std::int64_t bh, int tid) { Causal<T>(a, bh, tid); });
     return;
   }
   // Groups of a.group (b, h): key block tasks; the task that completes the last block of a
-  // (b, h) combines its records (LinearCombine, rows in order). Each record and state depends
+  // (b, h) combines its records (Combine, rows in order). Each record and state depends
   // on its (b, h) and block only: neither the grouping (sized from the thread count) nor which
   // thread combines changes any bit.
   const std::int64_t KT = detail::kLinearKeyTask;
@@ -826,24 +782,26 @@ void LinearRunT(const detail::LinearRunArgs& a) {
     for (std::int64_t g = 0; g < gn; ++g) done[static_cast<std::size_t>(g)].store(0);
     detail::parallel_for_tid(gn * nb, pr.threads, [&](std::int64_t task, int tid) {
       const std::int64_t g = task / nb, bh = g0 + g, blk = task % nb;
-      LinearKeyBlock<T>(a, bh, blk * KT, std::min(pr.Nk, (blk + 1) * KT), a.scratch + tid * per,
-                        a.parts + task * psz);
+      KeyBlock<T>(a, bh, blk * KT, std::min(pr.Nk, (blk + 1) * KT), a.scratch + tid * per,
+                  a.parts + task * psz);
       if (done[static_cast<std::size_t>(g)].fetch_add(1, std::memory_order_acq_rel) == nb - 1 &&
           a.any[bh / pr.H])
-        LinearCombine(a, bh, a.parts + g * nb * psz, nb, 0, a.s.m);
+        Combine(a, bh, a.parts + g * nb * psz, nb, 0, a.s.m);
     });
   }
-  const std::int64_t blocks = (pr.Nq + kLinearQueryBlock - 1) / kLinearQueryBlock;
+  const std::int64_t blocks = (pr.Nq + kQueryBlock - 1) / kQueryBlock;
   detail::parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
     const std::int64_t bh = task / blocks, blk = task % blocks;
-    const std::int64_t i0 = blk * kLinearQueryBlock;
-    const std::int64_t i1 = std::min(pr.Nq, i0 + kLinearQueryBlock);
-    LinearReadQueries<T>(a, bh, i0, i1, a.scratch + tid * per, a.kpos + tid * 3 * a.kb);
+    const std::int64_t i0 = blk * kQueryBlock;
+    const std::int64_t i1 = std::min(pr.Nq, i0 + kQueryBlock);
+    ReadQueries<T>(a, bh, i0, i1, a.scratch + tid * per, a.kpos + tid * 3 * a.kb);
   });
 }
 
+}  // namespace linear
+
 void LinearRun(const detail::LinearRunArgs& args) {
-  detail::with_input_type(args.pr->dtype, [&](auto tag) { LinearRunT<decltype(tag)>(args); });
+  detail::with_input_type(args.pr->dtype, [&](auto tag) { linear::RunT<decltype(tag)>(args); });
 }
 
 }  // namespace HWY_NAMESPACE

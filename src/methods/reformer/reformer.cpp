@@ -37,6 +37,7 @@
 #include "kernels/attention_tile-inl.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
+#include "kernels/tile_matmul-inl.h"
 #include "methods/reformer/reformer.h"
 #include "methods/smyrf/clustering.h"
 
@@ -88,12 +89,10 @@ struct ReformerRoundArgs {
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
-
-inline double ReformerAsDouble(float x) { return x; }
-inline double ReformerAsDouble(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }
+namespace reformer {
 
 // Index of the first maximum of [y_0..y_{n-1}, -y_0..-y_{n-1}] (strictly larger replaces).
-HWY_INLINE std::int32_t ReformerArgmax(const double* y, std::size_t n) {
+HWY_INLINE std::int32_t Argmax(const double* y, std::size_t n) {
   double best = y[0];
   std::int32_t arg = 0;
   for (std::size_t c = 1; c < n; ++c)
@@ -109,34 +108,8 @@ HWY_INLINE std::int32_t ReformerArgmax(const double* y, std::size_t n) {
   return arg;
 }
 
-#if HWY_NATIVE_FMA
-// Projections of 4 tokens on G column vectors starting at column g0: 4 x G independent fma
-// chains (enough to hide the fma latency), each lane exactly y_c = fma(x[j], R[j][c], y_c) over
-// j in order.
-template <std::size_t G, class T>
-HWY_INLINE void ReformerProjectBlock(const T* const rows[4], std::size_t d, const double* rot,
-                                     std::size_t ldr, std::size_t g0, double* proj) {
-  using DD = hn::ScalableTag<double>;
-  const DD dd;
-  const std::size_t L = hn::Lanes(dd);
-  hn::Vec<DD> acc[4][G];
-  for (std::size_t t = 0; t < 4; ++t)
-    for (std::size_t g = 0; g < G; ++g) acc[t][g] = hn::Zero(dd);
-  for (std::size_t j = 0; j < d; ++j) {
-    hn::Vec<DD> x[4];
-    for (std::size_t t = 0; t < 4; ++t) x[t] = hn::Set(dd, ReformerAsDouble(rows[t][j]));
-    for (std::size_t g = 0; g < G; ++g) {
-      const auto r = hn::LoadU(dd, rot + j * ldr + g0 + g * L);
-      for (std::size_t t = 0; t < 4; ++t) acc[t][g] = hn::MulAdd(x[t], r, acc[t][g]);
-    }
-  }
-  for (std::size_t t = 0; t < 4; ++t)
-    for (std::size_t g = 0; g < G; ++g) hn::StoreU(acc[t][g], dd, proj + t * ldr + g0 + g * L);
-}
-#endif
-
 template <class T>
-void ReformerHashRowsT(const detail::ReformerHashArgs& a) {
+void HashRowsT(const detail::ReformerHashArgs& a) {
   const T* base = static_cast<const T*>(a.base);
   const std::size_t d = a.d, ldr = a.ldr, half = a.half;
   for (std::size_t i0 = 0; i0 < a.n; i0 += 4) {
@@ -144,9 +117,17 @@ void ReformerHashRowsT(const detail::ReformerHashArgs& a) {
     const T* rows[4];
     for (std::size_t t = 0; t < 4; ++t)
       rows[t] = base + static_cast<std::int64_t>(a.idx[i0 + std::min(t, ntok - 1)]) * a.row_stride;
+    // Projections y_c = fma chain over j in order of x[j] * R[j][c]: tiles of the 4 tokens x
+    // G column vectors (4 x G independent chains hide the fma latency), or the scalar chains
+    // where the target's vectors have no fused multiply-add.
+    const tile::RowPtrs<T> x{rows};
+    const tile::RowMajor<double> rot{a.rot, static_cast<std::int64_t>(ldr)};
+    const std::int64_t nd = static_cast<std::int64_t>(d);
 #if HWY_NATIVE_FMA
     // Up to 4 (AVX-512: 32 registers) or 2 column vectors at a time.
-    const std::size_t L = hn::Lanes(hn::ScalableTag<double>());
+    const std::int64_t ld = static_cast<std::int64_t>(ldr);
+    const hn::ScalableTag<double> dd;
+    const std::size_t L = hn::Lanes(dd);
 #if HWY_TARGET <= HWY_AVX3
     constexpr std::size_t kMaxG = 4;
 #else
@@ -154,36 +135,34 @@ void ReformerHashRowsT(const detail::ReformerHashArgs& a) {
 #endif
     for (std::size_t g0 = 0; g0 < half; g0 += kMaxG * L) {
       const std::size_t G = std::min(kMaxG, (half - g0 + L - 1) / L);
+      const std::int64_t c0 = static_cast<std::int64_t>(g0);
       if (G >= kMaxG) {
-        ReformerProjectBlock<kMaxG>(rows, d, a.rot, ldr, g0, a.proj);
+        tile::Tile<4, kMaxG>(dd, x, rot, nd, c0, a.proj, ld);
       } else if (G == 1) {
-        ReformerProjectBlock<1>(rows, d, a.rot, ldr, g0, a.proj);
+        tile::Tile<4, 1>(dd, x, rot, nd, c0, a.proj, ld);
       } else if (G == 2) {
-        ReformerProjectBlock<2>(rows, d, a.rot, ldr, g0, a.proj);
+        tile::Tile<4, 2>(dd, x, rot, nd, c0, a.proj, ld);
       } else {
-        ReformerProjectBlock<3>(rows, d, a.rot, ldr, g0, a.proj);
+        tile::Tile<4, 3>(dd, x, rot, nd, c0, a.proj, ld);
       }
     }
 #else
     for (std::size_t t = 0; t < ntok; ++t)
-      for (std::size_t c = 0; c < half; ++c) {
-        double y = 0.0;
-        for (std::size_t j = 0; j < d; ++j)
-          y = std::fma(ReformerAsDouble(rows[t][j]), a.rot[j * ldr + c], y);
-        a.proj[t * ldr + c] = y;
-      }
+      for (std::size_t c = 0; c < half; ++c)
+        a.proj[t * ldr + c] = tile::Element<double>(x, rot, static_cast<std::int64_t>(t),
+                                                    static_cast<std::int64_t>(c), nd);
 #endif
     for (std::size_t t = 0; t < ntok; ++t)
-      a.bucket_by_pos[a.idx[i0 + t]] = ReformerArgmax(a.proj + t * ldr, half);
+      a.bucket_by_pos[a.idx[i0 + t]] = Argmax(a.proj + t * ldr, half);
   }
 }
 
-void ReformerHashRows(const detail::ReformerHashArgs& a) {
-  detail::with_input_type(a.dtype, [&](auto tag) { ReformerHashRowsT<decltype(tag)>(a); });
+void HashRows(const detail::ReformerHashArgs& a) {
+  detail::with_input_type(a.dtype, [&](auto tag) { HashRowsT<decltype(tag)>(a); });
 }
 
 // shared_qk: a query's own key is masked unless allow_self[its position]; plus causality.
-struct ReformerSelfMask {
+struct SelfMask {
   const std::uint8_t* allow_self;
   std::int64_t offset;
   bool causal;
@@ -202,7 +181,7 @@ struct ReformerSelfMask {
 };
 
 template <class T, detail::ReformerMask kMask>
-void ReformerRoundT(const detail::ReformerRoundArgs& a) {
+void RoundT(const detail::ReformerRoundArgs& a) {
   const detail::Problem& pr = *a.pr;
   const detail::TokenLists& lists = *a.lists;
   const std::int64_t tasks_per_bh = (a.max_chunks + a.chunks_per_task - 1) / a.chunks_per_task;
@@ -281,7 +260,7 @@ void ReformerRoundT(const detail::ReformerRoundArgs& a) {
       ticks.gather += t_attention - t_gather;
       if constexpr (kMask == detail::ReformerMask::self) {
         scores += AttendGroup<T>(pr, b, h, qidx, mq, keys, n_keys,
-                                 ReformerSelfMask{allow, offset, pr.p->causal}, out, a.layout, s);
+                                 SelfMask{allow, offset, pr.p->causal}, out, a.layout, s);
       } else if constexpr (kMask == detail::ReformerMask::causal) {
         scores += AttendGroup<T>(pr, b, h, qidx, mq, keys, n_keys, CausalMask{offset}, out,
                                  a.layout, s);
@@ -294,16 +273,21 @@ void ReformerRoundT(const detail::ReformerRoundArgs& a) {
   });
 }
 
-void ReformerRound(const detail::ReformerRoundArgs& a) {
+void Round(const detail::ReformerRoundArgs& a) {
   detail::with_input_type(a.pr->dtype, [&](auto tag) {
     using T = decltype(tag);
     switch (a.mask) {
-      case detail::ReformerMask::self: ReformerRoundT<T, detail::ReformerMask::self>(a); break;
-      case detail::ReformerMask::causal: ReformerRoundT<T, detail::ReformerMask::causal>(a); break;
-      default: ReformerRoundT<T, detail::ReformerMask::none>(a); break;
+      case detail::ReformerMask::self: RoundT<T, detail::ReformerMask::self>(a); break;
+      case detail::ReformerMask::causal: RoundT<T, detail::ReformerMask::causal>(a); break;
+      default: RoundT<T, detail::ReformerMask::none>(a); break;
     }
   });
 }
+
+}  // namespace reformer
+
+void ReformerHashRows(const detail::ReformerHashArgs& a) { reformer::HashRows(a); }
+void ReformerRound(const detail::ReformerRoundArgs& a) { reformer::Round(a); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf

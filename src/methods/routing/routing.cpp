@@ -37,25 +37,24 @@
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
 #include "kernels/radix_sort.h"
+#include "kernels/tile_matmul-inl.h"
 #include "methods/routing/routing.h"
 #include "methods/smyrf/clustering.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace routing {
 
 using detail::kRoutingTokenBlock;
 
-using RoutingDD = hn::CappedTag<double, 8>;  // at most 8 lanes: Kp is a multiple of 8
-using RoutingVD = hn::Vec<RoutingDD>;
-
-inline double RoutingAsDouble(float x) { return x; }
-inline double RoutingAsDouble(hwy::bfloat16_t x) { return hwy::F32FromBF16(x); }
+using DD = hn::CappedTag<double, 8>;  // at most 8 lanes: Kp is a multiple of 8
+using VD = hn::Vec<DD>;
 
 // The input row of token t of (b, h) (queries first, then keys).
 template <class T>
-HWY_INLINE const T* RoutingRow(const detail::Problem& pr, const detail::TokenLists& lists,
-                               std::int64_t b, std::int64_t h, std::int64_t t) {
+HWY_INLINE const T* Row(const detail::Problem& pr, const detail::TokenLists& lists,
+                        std::int64_t b, std::int64_t h, std::int64_t t) {
   const std::int64_t nq = lists.q_count[b];
   return t < nq ? pr.q_row<T>(b, h, lists.queries(b, pr.Nq)[t])
                 : pr.k_row<T>(b, h, lists.keys(b, pr.Nk)[t - nq]);
@@ -63,90 +62,59 @@ HWY_INLINE const T* RoutingRow(const detail::Problem& pr, const detail::TokenLis
 
 // u[t * ld + j] = x_j * inv_t (the tokens' unit vectors, each a double product).
 template <class T>
-HWY_INLINE void RoutingUnitRows(const T* const rows[4], const double inv[4], std::size_t d,
-                                double* u, std::size_t ld) {
+HWY_INLINE void UnitRows(const T* const rows[4], const double inv[4], std::size_t d,
+                         double* u, std::size_t ld) {
   for (std::size_t t = 0; t < 4; ++t)
-    for (std::size_t j = 0; j < d; ++j) u[t * ld + j] = RoutingAsDouble(rows[t][j]) * inv[t];
-}
-
-// sims[t * Kp + g + v * L] for 4 tokens and NV vectors of centroids starting at lane g: lane c
-// holds fma(u_{d-1}, mu_c[d-1], ... fma(u_0, mu_c[0], 0)).
-template <std::size_t NV>
-HWY_INLINE void RoutingSimsBlock(const double* u, std::size_t ld, std::size_t d,
-                                 const double* cent, std::size_t Kp, std::size_t g,
-                                 double* sims) {
-  const RoutingDD dd;
-  const std::size_t L = hn::Lanes(dd);
-  RoutingVD acc[4][NV];
-  for (std::size_t t = 0; t < 4; ++t)
-    for (std::size_t v = 0; v < NV; ++v) acc[t][v] = hn::Zero(dd);
-  for (std::size_t j = 0; j < d; ++j) {
-    RoutingVD c[NV];
-    for (std::size_t v = 0; v < NV; ++v) c[v] = hn::LoadU(dd, cent + j * Kp + g + v * L);
-    for (std::size_t t = 0; t < 4; ++t) {
-      const RoutingVD uv = hn::Set(dd, u[t * ld + j]);
-      for (std::size_t v = 0; v < NV; ++v) acc[t][v] = hn::MulAdd(uv, c[v], acc[t][v]);
-    }
-  }
-  for (std::size_t t = 0; t < 4; ++t)
-    for (std::size_t v = 0; v < NV; ++v) hn::StoreU(acc[t][v], dd, sims + t * Kp + g + v * L);
+    for (std::size_t j = 0; j < d; ++j) u[t * ld + j] = detail::to_double(rows[t][j]) * inv[t];
 }
 
 // Similarities of 4 tokens (unit vectors u, row stride ld) to the K centroids
-// (sims[t * Kp + c]).
-HWY_INLINE void RoutingSims(const double* u, std::size_t ld, std::size_t d, const double* cent,
-                            std::size_t K, std::size_t Kp, double* sims) {
+// (sims[t * Kp + c]): sims[t * Kp + c] = fma(u_{d-1}, mu_c[d-1], ... fma(u_0, mu_c[0], 0)), the
+// centroids in the lanes (tiles of 4 tokens x 2, then 1 vectors of centroids).
+HWY_INLINE void Sims(const double* u, std::size_t ld, std::size_t d, const double* cent,
+                     std::size_t K, std::size_t Kp, double* sims) {
+  const tile::Strided<double> x{u, static_cast<std::int64_t>(ld), 1};
+  const tile::RowMajor<double> mu{cent, static_cast<std::int64_t>(Kp)};
+  const std::int64_t n = static_cast<std::int64_t>(d);
 #if HWY_NATIVE_FMA
   (void)K;
-  const std::size_t L = hn::Lanes(RoutingDD());
+  const std::int64_t lds = static_cast<std::int64_t>(Kp);
+  const DD dd;
+  const std::size_t L = hn::Lanes(dd);
   std::size_t g = 0;
-  for (; g + 2 * L <= Kp; g += 2 * L) RoutingSimsBlock<2>(u, ld, d, cent, Kp, g, sims);
-  for (; g < Kp; g += L) RoutingSimsBlock<1>(u, ld, d, cent, Kp, g, sims);
+  for (; g + 2 * L <= Kp; g += 2 * L)
+    tile::Tile<4, 2>(dd, x, mu, n, static_cast<std::int64_t>(g), sims, lds);
+  for (; g < Kp; g += L) tile::Tile<4, 1>(dd, x, mu, n, static_cast<std::int64_t>(g), sims, lds);
 #else
   // No fused multiply-add in this target's vectors: the scalar chains (std::fma is exact).
   for (std::size_t t = 0; t < 4; ++t)
-    for (std::size_t c = 0; c < K; ++c) {
-      double s = 0.0;
-      for (std::size_t j = 0; j < d; ++j) s = std::fma(u[t * ld + j], cent[j * Kp + c], s);
-      sims[t * Kp + c] = s;
-    }
+    for (std::size_t c = 0; c < K; ++c)
+      sims[t * Kp + c] = tile::Element<double>(x, mu, static_cast<std::int64_t>(t),
+                                               static_cast<std::int64_t>(c), n);
 #endif
-}
-
-// L input elements as doubles (exact conversions).
-HWY_INLINE RoutingVD RoutingLoadAsDouble(RoutingDD dd, const float* p) {
-  return hn::PromoteTo(dd, hn::LoadU(hn::Rebind<float, RoutingDD>(), p));
-}
-HWY_INLINE RoutingVD RoutingLoadAsDouble(RoutingDD dd, const hwy::bfloat16_t* p) {
-  const hn::Rebind<std::uint16_t, RoutingDD> du16;
-  const hn::Rebind<std::uint32_t, RoutingDD> du32;
-  const hn::Rebind<float, RoutingDD> df32;
-  const auto bits = hn::LoadU(du16, reinterpret_cast<const std::uint16_t*>(p));
-  const auto f = hn::BitCast(df32, hn::ShiftLeft<16>(hn::PromoteTo(du32, bits)));
-  return hn::PromoteTo(dd, f);
 }
 
 // s_j = fma(x_j, inv, s_j) for j < d: a member's contribution to its centroid's sum, fused
 // explicitly (never a separately rounded x_j * inv, which compilers may or may not contract).
 template <class T>
-HWY_INLINE void RoutingAccumulate(const T* row, double inv, std::size_t d, double* s) {
+HWY_INLINE void Accumulate(const T* row, double inv, std::size_t d, double* s) {
   std::size_t j = 0;
 #if HWY_NATIVE_FMA
-  const RoutingDD dd;
+  const DD dd;
   const std::size_t L = hn::Lanes(dd);
-  const RoutingVD vi = hn::Set(dd, inv);
+  const VD vi = hn::Set(dd, inv);
   for (; j + L <= d; j += L)
-    hn::StoreU(hn::MulAdd(RoutingLoadAsDouble(dd, row + j), vi, hn::LoadU(dd, s + j)), dd, s + j);
+    hn::StoreU(hn::MulAdd(LoadAs(dd, row + j), vi, hn::LoadU(dd, s + j)), dd, s + j);
 #endif
-  for (; j < d; ++j) s[j] = std::fma(RoutingAsDouble(row[j]), inv, s[j]);
+  for (; j < d; ++j) s[j] = std::fma(detail::to_double(row[j]), inv, s[j]);
 }
 
 // The definition's unit-vector rule: inv = 1 / sqrt(n2) with n2 the fma chain of x_j * x_j,
 // 0 when n2 is not > 0.
-HWY_INLINE double RoutingInvNorm(double n2) { return n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0; }
+HWY_INLINE double InvNorm(double n2) { return n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0; }
 
 template <class T>
-void RoutingRouteT(const detail::RoutingRouteArgs& a) {
+void RouteT(const detail::RoutingRouteArgs& a) {
   const detail::Problem& pr = *a.pr;
   const detail::TokenLists& lists = *a.lists;
   const std::int64_t BH = pr.B * pr.H;
@@ -165,10 +133,10 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
   auto inv_norm = [&](const auto* row) {
     double n2 = 0.0;
     for (std::size_t j = 0; j < d; ++j) {
-      const double x = RoutingAsDouble(row[j]);
+      const double x = detail::to_double(row[j]);
       n2 = std::fma(x, x, n2);
     }
-    return RoutingInvNorm(n2);
+    return InvNorm(n2);
   };
 
   // 1. Initial centroids (serial: K rows per (b, h)).
@@ -194,9 +162,9 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
       const std::int64_t n = count(b);
       for (std::size_t c = 0; c < K && n > 0; ++c) {
         const std::int64_t t = static_cast<std::int64_t>(c) * n / static_cast<std::int64_t>(K);
-        const T* row = RoutingRow<T>(pr, lists, b, h, t);
+        const T* row = Row<T>(pr, lists, b, h, t);
         const double inv = inv_norm(row);
-        for (std::size_t j = 0; j < d; ++j) cent[j * Kp + c] = RoutingAsDouble(row[j]) * inv;
+        for (std::size_t j = 0; j < d; ++j) cent[j * Kp + c] = detail::to_double(row[j]) * inv;
       }
     }
   }
@@ -222,7 +190,7 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
       double* u = sims + 4 * Kp;
       const std::size_t ld = detail::routing_pad8(d);
       if (pass == 0)
-        for (std::int64_t t = t0; t < t1; ++t) inv_all[t] = inv_norm(RoutingRow<T>(pr, lists, b, h, t));
+        for (std::int64_t t = t0; t < t1; ++t) inv_all[t] = inv_norm(Row<T>(pr, lists, b, h, t));
       bool changed = pass == 0;
       for (std::int64_t t = t0; t < t1; t += 4) {
         const std::int64_t nt = std::min<std::int64_t>(4, t1 - t);
@@ -230,11 +198,11 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
         double inv[4];
         for (std::int64_t s = 0; s < 4; ++s) {
           const std::int64_t ts = t + std::min(s, nt - 1);
-          rows[s] = RoutingRow<T>(pr, lists, b, h, ts);
+          rows[s] = Row<T>(pr, lists, b, h, ts);
           inv[s] = inv_all[ts];
         }
-        RoutingUnitRows(rows, inv, d, u, ld);
-        RoutingSims(u, ld, d, cent, K, Kp, sims);
+        UnitRows(rows, inv, d, u, ld);
+        Sims(u, ld, d, cent, K, Kp, sims);
         for (std::int64_t s = 0; s < nt; ++s) {
           const double* row = sims + static_cast<std::size_t>(s) * Kp;
           std::int32_t best = 0;
@@ -281,8 +249,8 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
         const std::int32_t c = assign[t];
         if (c < c0 || c >= c1) continue;
         member[c] = 1;
-        RoutingAccumulate(RoutingRow<T>(pr, lists, b, h, t), inv[t], d,
-                          sums + static_cast<std::size_t>(c) * d);
+        Accumulate(Row<T>(pr, lists, b, h, t), inv[t], d,
+                   sums + static_cast<std::size_t>(c) * d);
       }
       double* cent = cent_of(bh);
       for (std::int32_t c = c0; c < c1; ++c) {
@@ -319,17 +287,17 @@ void RoutingRouteT(const detail::RoutingRouteArgs& a) {
 }
 
 template <class T, class Mask>
-HWY_INLINE std::size_t RoutingAttendChunk(const detail::Problem& pr, std::int64_t b, std::int64_t h,
-                                          const std::int32_t* qidx, std::size_t mq,
-                                          const std::int32_t* kidx, std::size_t nk,
-                                          const Mask& mask, const detail::RoundScratch& layout,
-                                          float* scratch) {
+HWY_INLINE std::size_t AttendChunk(const detail::Problem& pr, std::int64_t b, std::int64_t h,
+                                   const std::int32_t* qidx, std::size_t mq,
+                                   const std::int32_t* kidx, std::size_t nk,
+                                   const Mask& mask, const detail::RoundScratch& layout,
+                                   float* scratch) {
   return AttendGroup<T>(pr, b, h, qidx, mq, kidx, nk, mask, GroupOutput{nullptr, true, pr.p->lse},
                         layout, scratch);
 }
 
 template <class T>
-void RoutingAttendT(const detail::RoutingAttendArgs& a) {
+void AttendT(const detail::RoutingAttendArgs& a) {
   const detail::Problem& pr = *a.pr;
   const detail::TokenLists& lists = *a.lists;
   const bool causal = pr.p->causal;
@@ -357,10 +325,10 @@ void RoutingAttendT(const detail::RoutingAttendArgs& a) {
       const std::size_t mk = static_cast<std::size_t>(kr.end - kr.begin);
       if (!causal) {
         scores += static_cast<std::int64_t>(
-            RoutingAttendChunk<T>(pr, b, h, qidx, mq, kidx, mk, NoMask{}, a.layout, scratch));
+            AttendChunk<T>(pr, b, h, qidx, mq, kidx, mk, NoMask{}, a.layout, scratch));
         continue;
       }
-      scores += static_cast<std::int64_t>(RoutingAttendChunk<T>(
+      scores += static_cast<std::int64_t>(AttendChunk<T>(
           pr, b, h, qidx, mq, kidx, mk, CausalMask{pr.Nk - pr.Nq}, a.layout, scratch));
       // Queries before every key of the chunk: their own position's key, if visible.
       const std::int32_t kmin = *std::min_element(kidx, kidx + mk);
@@ -370,7 +338,7 @@ void RoutingAttendT(const detail::RoutingAttendArgs& a) {
         if (p < 0 || !pr.key_visible(b, p)) continue;  // O = 0, lse = -inf (written above)
         const std::int32_t own = static_cast<std::int32_t>(p);
         scores += static_cast<std::int64_t>(
-            RoutingAttendChunk<T>(pr, b, h, qidx + i, 1, &own, 1, NoMask{}, a.layout, scratch));
+            AttendChunk<T>(pr, b, h, qidx + i, 1, &own, 1, NoMask{}, a.layout, scratch));
       }
     }
     a.phase_ticks[tid].attention += detail::ticks() - t_start;
@@ -378,12 +346,14 @@ void RoutingAttendT(const detail::RoutingAttendArgs& a) {
   });
 }
 
+}  // namespace routing
+
 void RoutingRoute(const detail::RoutingRouteArgs& args) {
-  detail::with_input_type(args.pr->dtype, [&](auto tag) { RoutingRouteT<decltype(tag)>(args); });
+  detail::with_input_type(args.pr->dtype, [&](auto tag) { routing::RouteT<decltype(tag)>(args); });
 }
 
 void RoutingAttend(const detail::RoutingAttendArgs& args) {
-  detail::with_input_type(args.pr->dtype, [&](auto tag) { RoutingAttendT<decltype(tag)>(args); });
+  detail::with_input_type(args.pr->dtype, [&](auto tag) { routing::AttendT<decltype(tag)>(args); });
 }
 
 }  // namespace HWY_NAMESPACE

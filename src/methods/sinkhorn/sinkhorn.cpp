@@ -22,9 +22,10 @@
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace sinkhorn {
 
 // log sum_i exp(x[i * stride]) over n >= 1 values (-inf when every value is -inf).
-HWY_INLINE double SinkhornLogSumExp(const double* x, std::int64_t n, std::int64_t stride) {
+HWY_INLINE double LogSumExp(const double* x, std::int64_t n, std::int64_t stride) {
   double m = -std::numeric_limits<double>::infinity();
   for (std::int64_t i = 0; i < n; ++i) m = std::max(m, x[i * stride]);
   if (std::isinf(m)) return m;
@@ -34,9 +35,9 @@ HWY_INLINE double SinkhornLogSumExp(const double* x, std::int64_t n, std::int64_
 }
 
 template <class T>
-void SinkhornBlockLogits(const detail::Problem& pr, const SinkhornConfig& c,
-                         const detail::TokenLists& lists, const detail::SinkhornPlan& plan,
-                         std::int64_t bh, int tid) {
+void BlockLogits(const detail::Problem& pr, const SinkhornConfig& c,
+                 const detail::TokenLists& lists, const detail::SinkhornPlan& plan,
+                 std::int64_t bh, int tid) {
   const std::int64_t b = bh / pr.H, h = bh % pr.H, d = pr.d, NB = plan.NB, bs = plan.bs;
   const std::int64_t nkv = lists.k_count[b], nq = lists.q_count[b];
   if (nkv == 0 || nq == 0) return;
@@ -93,11 +94,11 @@ void SinkhornBlockLogits(const detail::Problem& pr, const SinkhornConfig& c,
     for (std::int64_t col = 0; col < nb; ++col) P[a * NB + col] *= inv_temp;
   for (int it = 0; it < c.iterations; ++it) {
     for (std::int64_t a = 0; a < nb; ++a) {
-      const double l = SinkhornLogSumExp(P + a * NB, nb, 1);
+      const double l = LogSumExp(P + a * NB, nb, 1);
       for (std::int64_t col = 0; col < nb; ++col) P[a * NB + col] -= l;
     }
     for (std::int64_t col = 0; col < nb; ++col) {
-      const double l = SinkhornLogSumExp(P + col, nb, NB);
+      const double l = LogSumExp(P + col, nb, NB);
       for (std::int64_t a = 0; a < nb; ++a) P[a * NB + col] -= l;
     }
   }
@@ -109,8 +110,8 @@ void SinkhornBlockLogits(const detail::Problem& pr, const SinkhornConfig& c,
 }
 
 template <class T>
-void SinkhornAttendBlock(const detail::Problem& pr, const detail::TokenLists& lists,
-                         const detail::SinkhornPlan& plan, std::int64_t task, int tid) {
+void AttendBlock(const detail::Problem& pr, const detail::TokenLists& lists,
+                 const detail::SinkhornPlan& plan, std::int64_t task, int tid) {
   const std::int64_t NB = plan.NB, bs = plan.bs, d = pr.d, dv = pr.dv;
   const std::int64_t bh = task / NB, a = task % NB;
   const std::int64_t b = bh / pr.H, h = bh % pr.H;
@@ -205,21 +206,23 @@ void SinkhornAttendBlock(const detail::Problem& pr, const detail::TokenLists& li
 }
 
 template <class T>
-void SinkhornRunT(const detail::SinkhornArgs& a) {
+void RunT(const detail::SinkhornArgs& a) {
   const detail::Problem& pr = *a.pr;
   detail::Timer timer;
   detail::parallel_for_tid(pr.B * pr.H, pr.threads, [&](std::int64_t bh, int tid) {
-    SinkhornBlockLogits<T>(pr, *a.config, *a.lists, *a.plan, bh, tid);
+    BlockLogits<T>(pr, *a.config, *a.lists, *a.plan, bh, tid);
   });
   a.info->sort.seconds = timer.lap();
   detail::parallel_for_tid(pr.B * pr.H * a.plan->NB, pr.threads, [&](std::int64_t task, int tid) {
-    SinkhornAttendBlock<T>(pr, *a.lists, *a.plan, task, tid);
+    AttendBlock<T>(pr, *a.lists, *a.plan, task, tid);
   });
   a.info->attention.seconds = timer.lap();
 }
 
+}  // namespace sinkhorn
+
 void SinkhornRun(const detail::SinkhornArgs& a) {
-  detail::with_input_type(a.pr->dtype, [&](auto tag) { SinkhornRunT<decltype(tag)>(a); });
+  detail::with_input_type(a.pr->dtype, [&](auto tag) { sinkhorn::RunT<decltype(tag)>(a); });
 }
 
 }  // namespace HWY_NAMESPACE

@@ -22,9 +22,10 @@
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace centroid {
 
 template <class T>
-void CentroidAttendT(const detail::CentroidArgs& a) {
+void AttendT(const detail::CentroidArgs& a) {
   using detail::kDenseKeyTile;
   using detail::kDenseQueryTile;
   const detail::Problem& pr = *a.pr;
@@ -110,8 +111,11 @@ void CentroidAttendT(const detail::CentroidArgs& a) {
   });
 }
 
+}  // namespace centroid
+
 void CentroidAttend(const detail::CentroidArgs& args) {
-  detail::with_input_type(args.pr->dtype, [&](auto tag) { CentroidAttendT<decltype(tag)>(args); });
+  detail::with_input_type(args.pr->dtype,
+                          [&](auto tag) { centroid::AttendT<decltype(tag)>(args); });
 }
 
 }  // namespace HWY_NAMESPACE

@@ -29,9 +29,10 @@
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace lsh {
 
 template <class T>
-void SmyrfAttendRoundT(const detail::RoundArgs& args) {
+void AttendRoundT(const detail::RoundArgs& args) {
   const detail::Problem& pr = *args.pr;
   const detail::TokenLists& lists = *args.lists;
   const detail::SortedTokens& sorted = *args.sorted;
@@ -174,16 +175,19 @@ void CausalFallbackT(const detail::Problem& pr, const detail::TokenLists& lists,
   });
 }
 
+}  // namespace lsh
+
 void SmyrfCausalFallback(const detail::Problem& pr, const detail::TokenLists& lists,
                          const detail::MergeState* merge, float* scratch,
                          const detail::RoundScratch& layout, std::size_t window) {
   detail::with_input_type(pr.dtype, [&](auto tag) {
-    CausalFallbackT<decltype(tag)>(pr, lists, merge, scratch, layout, window);
+    lsh::CausalFallbackT<decltype(tag)>(pr, lists, merge, scratch, layout, window);
   });
 }
 
 void SmyrfAttendRound(const detail::RoundArgs& args) {
-  detail::with_input_type(args.pr->dtype, [&](auto tag) { SmyrfAttendRoundT<decltype(tag)>(args); });
+  detail::with_input_type(args.pr->dtype,
+                          [&](auto tag) { lsh::AttendRoundT<decltype(tag)>(args); });
 }
 
 }  // namespace HWY_NAMESPACE

@@ -82,9 +82,10 @@ struct SparseRoundArgs {
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace sparse {
 
 template <class T>
-void SparseAttendRoundT(const detail::SparseRoundArgs& a) {
+void AttendRoundT(const detail::SparseRoundArgs& a) {
   const detail::Problem& pr = *a.pr;
   const std::int64_t G = a.max_groups;
   detail::parallel_for_tid(pr.B * pr.H * G, pr.threads, [&](std::int64_t task, int tid) {
@@ -120,9 +121,11 @@ void SparseAttendRoundT(const detail::SparseRoundArgs& a) {
   });
 }
 
+}  // namespace sparse
+
 void SparseAttendRound(const detail::SparseRoundArgs& args) {
   detail::with_input_type(args.pr->dtype,
-                          [&](auto tag) { SparseAttendRoundT<decltype(tag)>(args); });
+                          [&](auto tag) { sparse::AttendRoundT<decltype(tag)>(args); });
 }
 
 }  // namespace HWY_NAMESPACE

@@ -21,10 +21,11 @@
 HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
+namespace synthesizer {
 
 // out[0, n) <- exp(row - max); returns the max and (in *sum) the sum of the exponentials.
 // out may be row.
-HWY_INLINE float SynthSoftmaxRow(const float* row, float* out, std::int64_t n, float* sum) {
+HWY_INLINE float SoftmaxRow(const float* row, float* out, std::int64_t n, float* sum) {
   const DF df;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(df));
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -52,7 +53,7 @@ HWY_INLINE float SynthSoftmaxRow(const float* row, float* out, std::int64_t n, f
 // ---- random kind: task (h, query block). The block's logit rows are drawn (default) or read
 // once, then every batch element attends with them. ----
 template <class T>
-void SynthRandomT(const detail::SynthRandomArgs& a) {
+void RandomT(const detail::SynthRandomArgs& a) {
   const detail::Problem& pr = *a.pr;
   const SynthesizerConfig& c = *a.config;
   const detail::TokenLists& lists = *a.lists;
@@ -112,7 +113,7 @@ void SynthRandomT(const detail::SynthRandomArgs& a) {
           src = prow;
         }
         float sum;
-        const float mx = SynthSoftmaxRow(src, prow, n, &sum);
+        const float mx = SoftmaxRow(src, prow, n, &sum);
         inv[r] = 1.0f / sum;
         if (pr.p->lse != nullptr) pr.p->lse[(b * H + h) * Nq + i] = mx + std::log(sum);
         tmax = std::max(tmax, n);
@@ -139,8 +140,10 @@ void SynthRandomT(const detail::SynthRandomArgs& a) {
   });
 }
 
+}  // namespace synthesizer
+
 void SynthRandom(const detail::SynthRandomArgs& a) {
-  detail::with_input_type(a.pr->dtype, [&](auto tag) { SynthRandomT<decltype(tag)>(a); });
+  detail::with_input_type(a.pr->dtype, [&](auto tag) { synthesizer::RandomT<decltype(tag)>(a); });
 }
 
 }  // namespace HWY_NAMESPACE
