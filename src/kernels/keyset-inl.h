@@ -125,6 +125,15 @@ struct CausalMask {
   }
 };
 
+// Phase hooks of a group (SMYRF's phase timers): packed() after the keys and values are packed,
+// attended(m) after a query tile's scores, softmax and P.V, merged(m) after its rows are written
+// or merged into O.
+struct NoHooks {
+  void packed() const {}
+  void attended(std::size_t) const {}
+  void merged(std::size_t) const {}
+};
+
 // Counts the scores of a tile that are not -inf (the pairs a mask left visible).
 HWY_INLINE std::size_t CountVisible(const float* s, std::size_t lds, std::size_t m, std::size_t n) {
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -139,11 +148,12 @@ HWY_INLINE std::size_t CountVisible(const float* s, std::size_t lds, std::size_t
 // exceed layout.key_cap: the keys are then packed key_cap at a time for each query tile.
 // `scratch` is one thread's layout.total() floats. Returns the (query, key) pairs attended
 // (scores not masked out).
-template <class T, class Mask>
+template <class T, class Mask, class Hooks = NoHooks>
 std::size_t AttendGroup(const detail::Problem& pr, std::int64_t b, std::int64_t h,
                         const std::int32_t* qpos, std::size_t mq, const std::int32_t* kpos,
                         std::size_t nk, const Mask& mask, const GroupOutput& out,
-                        const detail::RoundScratch& layout, float* scratch) {
+                        const detail::RoundScratch& layout, float* scratch,
+                        const Hooks& hooks = Hooks{}) {
   using detail::kDenseKeyTile;
   using detail::kDenseQueryTile;
   const bool pairs = false;  // bf16 inputs are converted while packing (as SMYRF's clusters)
@@ -171,6 +181,7 @@ std::size_t AttendGroup(const detail::Problem& pr, std::int64_t b, std::int64_t 
     PackValues([&](std::size_t j) { return pr.v_row<T>(b, h, kpos[k0 + j]); }, n, dv, vp, ldv);
   };
   if (one_pack && nk > 0) pack(0, nk);
+  hooks.packed();
   std::size_t visible = 0;
   const std::int64_t bh = b * pr.H + h;
   for (std::size_t q0 = 0; q0 < mq; q0 += kDenseQueryTile) {
@@ -197,6 +208,7 @@ std::size_t AttendGroup(const detail::Problem& pr, std::int64_t b, std::int64_t 
       }
     }
     FinalizeRows(m, row_max, row_sum, inv, lse);
+    hooks.attended(m);
     if (out.merge == nullptr || out.first_round) {
       for (std::size_t i = 0; i < m; ++i) {
         ScaleRowTo(acc + i * ldv, inv[i], pr.o_row(b, h, rows[i]), dv);
@@ -216,6 +228,7 @@ std::size_t AttendGroup(const detail::Problem& pr, std::int64_t b, std::int64_t 
         out.merge[static_cast<std::size_t>(bh * pr.Nq + rows[i])] = {mx[i], sm[i]};
       }
     }
+    hooks.merged(m);
   }
   return visible;
 }

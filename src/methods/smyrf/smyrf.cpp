@@ -31,34 +31,41 @@ namespace smyrf {
 namespace HWY_NAMESPACE {
 namespace lsh {
 
+// SMYRF's phase timers as hooks of the group engine: the time since the last event goes to
+// gather (prefetch and packing), attention (scores, softmax, P.V) or merge (writing or blending
+// O rows).
+struct PhaseHooks {
+  detail::PhaseTicks* ticks;
+  mutable std::uint64_t last;
+  void lap(std::uint64_t detail::PhaseTicks::*phase) const {
+    const std::uint64_t now = detail::ticks();
+    ticks->*phase += now - last;
+    last = now;
+  }
+  void packed() const { lap(&detail::PhaseTicks::gather); }
+  void attended(std::size_t) const { lap(&detail::PhaseTicks::attention); }
+  void merged(std::size_t) const { lap(&detail::PhaseTicks::merge); }
+};
+
+// One round: query cluster c attends to key cluster c on the shared group engine (causal: with
+// the causal mask), written into O (round 0) or merged into it by logsumexp.
 template <class T>
 void AttendRoundT(const detail::RoundArgs& args) {
   const detail::Problem& pr = *args.pr;
   const detail::TokenLists& lists = *args.lists;
   const detail::SortedTokens& sorted = *args.sorted;
   const int round = args.round;
-  detail::MergeState* merge = args.merge;
-  float* scratch = args.scratch;
   const std::int64_t max_clusters = args.max_clusters;
   const std::int64_t clusters_per_task = args.clusters_per_task;
-  std::int64_t* scores_per_task = args.scores_per_task;
-  detail::PhaseTicks* phase_ticks = args.phase_ticks;
-  using detail::kDenseKeyTile;
-  using detail::kDenseQueryTile;
-  // bf16 pair dot products for the scores were measured slower here (0.87x at N = 16384): the
-  // pair packing of every cluster's keys costs more than the halved score FMAs save.
-  const bool pairs = false;
-  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
-  const detail::RoundScratch& layout = args.layout;
-  const std::size_t ldk = layout.ldk, ldv = layout.ldv;
   const int R = sorted.rounds;
+  const GroupOutput out{args.merge, round == 0, nullptr};
 
   // Tasks are runs of clusters_per_task consecutive clusters: fewer scheduling events, and while
   // one cluster is computed the rows of the next are prefetched (they are gathered from
   // random positions, which the hardware prefetcher cannot predict).
   const std::int64_t chunks = (max_clusters + clusters_per_task - 1) / clusters_per_task;
   detail::parallel_for_tid(pr.B * pr.H * chunks, pr.threads, [&](std::int64_t task, int tid) {
-    scores_per_task[task] = 0;
+    args.scores_per_task[task] = 0;
     const std::int64_t bh = task / chunks, chunk = task % chunks;
     const std::int64_t b = bh / pr.H, h = bh % pr.H;
     const std::int64_t C = sorted.n_clusters[b];
@@ -69,27 +76,13 @@ void AttendRoundT(const detail::RoundArgs& args) {
     const std::int32_t* k_order = sorted.k_sorted + (bh * R + round) * pr.Nk;
     const std::int64_t c_begin = chunk * clusters_per_task;
     const std::int64_t c_end = std::min(C, c_begin + clusters_per_task);
-
-    float* s = scratch + static_cast<std::size_t>(tid) * layout.total();
-    float* acc = s + layout.s_floats();
-    float* row_max = acc + layout.acc_floats();
-    float* row_sum = row_max + detail::pad_floats(kDenseQueryTile);
-    float* inv = row_sum + detail::pad_floats(kDenseQueryTile);
-    float* lse = inv + detail::pad_floats(kDenseQueryTile);
-    float* mx = lse + detail::pad_floats(kDenseQueryTile);
-    float* sm = mx + detail::pad_floats(kDenseQueryTile);
-    float* keep = sm + detail::pad_floats(kDenseQueryTile);
-    float* take = keep + detail::pad_floats(kDenseQueryTile);
-    float* q_buffer = row_max + layout.state_floats();
-    float* kt = q_buffer + layout.q_floats();
-    float* vp = kt + layout.kt_floats();
+    float* scratch = args.scratch + static_cast<std::size_t>(tid) * args.layout.total();
     std::int64_t scores = 0;
-    detail::PhaseTicks& ticks = phase_ticks[tid];
     for (std::int64_t c = c_begin; c < c_end; ++c) {
       const detail::IndexRange qr = detail::query_cluster(c, nq, C);
       if (qr.end <= qr.begin) continue;
       const detail::IndexRange kr = detail::key_cluster(c, nk, C);
-      const std::uint64_t t_gather = detail::ticks();
+      const PhaseHooks hooks{&args.phase_ticks[tid], detail::ticks()};
       if (c + 1 < c_end) {
         const detail::IndexRange nq_r = detail::query_cluster(c + 1, nq, C);
         const detail::IndexRange nk_r = detail::key_cluster(c + 1, nk, C);
@@ -97,57 +90,15 @@ void AttendRoundT(const detail::RoundArgs& args) {
       }
       const std::int32_t* qidx = q_order + qr.begin;
       const std::int32_t* kidx = k_order + kr.begin;
+      const std::size_t mq = static_cast<std::size_t>(qr.end - qr.begin);
       const std::size_t n_keys = static_cast<std::size_t>(kr.end - kr.begin);
-      PackKeysForScores<T>(pairs, [&](std::size_t j) { return pr.k_row<T>(b, h, kidx[j]); }, n_keys,
-                           d, kt, ldk);
-      PackValues([&](std::size_t j) { return pr.v_row<T>(b, h, kidx[j]); }, n_keys, dv, vp, ldv);
-      std::uint64_t t_attention = detail::ticks();
-      ticks.gather += t_attention - t_gather;
-
-      for (std::int64_t q0 = 0; q0 < qr.end - qr.begin; q0 += static_cast<std::int64_t>(kDenseQueryTile)) {
-        const std::size_t m = static_cast<std::size_t>(
-            std::min<std::int64_t>(kDenseQueryTile, qr.end - qr.begin - q0));
-        QueryTile tile_q;
-        PrepareQueries<T>(
-            pairs, [&](std::size_t i) { return pr.q_row<T>(b, h, qidx[q0 + static_cast<std::int64_t>(i)]); },
-            m, d, q_buffer, detail::pad_floats(d), &tile_q);
-        ResetTileState(m, ldv, row_max, row_sum, acc);
-        for (std::size_t j0 = 0; j0 < n_keys; j0 += kDenseKeyTile) {
-          const std::size_t n = std::min(kDenseKeyTile, n_keys - j0);
-          TileScores(pairs, tile_q, m, d, kt, ldk, j0, n, pr.scale, s, kDenseKeyTile);
-          if (pr.p->causal) CausalMask{pr.Nk - pr.Nq}(qidx + q0, m, kidx + j0, n, s, kDenseKeyTile);
-          SoftmaxUpdate(s, kDenseKeyTile, m, n, row_max, row_sum, acc, ldv);
-          PVAccumulate(s, kDenseKeyTile, m, n, vp + j0 * ldv, ldv, acc, ldv);
-        }
-        FinalizeRows(m, row_max, row_sum, inv, lse);
-        const std::uint64_t t_merge = detail::ticks();
-        ticks.attention += t_merge - t_attention;
-        // The running merge state of these rows, gathered into whole vectors.
-        const std::size_t st0 = static_cast<std::size_t>(bh * pr.Nq);
-        const std::int32_t* rows = qidx + q0;
-        if (round == 0) {
-          for (std::size_t i = 0; i < m; ++i) {
-            ScaleRowTo(acc + i * ldv, inv[i], pr.o_row(b, h, rows[i]), dv);
-            merge[st0 + static_cast<std::size_t>(rows[i])] = {lse[i], inv[i] > 0.0f ? 1.0f : 0.0f};
-          }
-        } else {
-          for (std::size_t i = 0; i < m; ++i) {
-            const detail::MergeState& state = merge[st0 + static_cast<std::size_t>(rows[i])];
-            mx[i] = state.max;
-            sm[i] = state.sum;
-          }
-          MergeWeights(m, lse, inv, mx, sm, keep, take);
-          for (std::size_t i = 0; i < m; ++i) {
-            BlendRow(pr.o_row(b, h, rows[i]), acc + i * ldv, dv, keep[i], take[i]);
-            merge[st0 + static_cast<std::size_t>(rows[i])] = {mx[i], sm[i]};
-          }
-        }
-        t_attention = detail::ticks();
-        ticks.merge += t_attention - t_merge;
-      }
-      scores += (qr.end - qr.begin) * static_cast<std::int64_t>(n_keys);
+      scores += static_cast<std::int64_t>(
+          pr.p->causal
+              ? AttendGroup<T>(pr, b, h, qidx, mq, kidx, n_keys, CausalMask{pr.Nk - pr.Nq}, out, args.layout,
+                               scratch, hooks)
+              : AttendGroup<T>(pr, b, h, qidx, mq, kidx, n_keys, NoMask{}, out, args.layout, scratch, hooks));
     }
-    scores_per_task[task] = scores;
+    args.scores_per_task[task] = scores;
   });
 }
 

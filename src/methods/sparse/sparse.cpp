@@ -502,7 +502,6 @@ std::vector<std::vector<std::int32_t>> sparse_visible_keys(const Problem& pr,
     throw Error("smyrf: h = " + std::to_string(h) + ": must be in [0, params.heads = " +
                 std::to_string(pr.H) + ")");
   CallScratch scratch(pr, nullptr);
-  Arena& arena = scratch.arena();
   const TokenLists lists = scratch.bind();
 
   std::vector<std::vector<std::int32_t>> seen(static_cast<std::size_t>(pr.Nq));
