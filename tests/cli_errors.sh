@@ -158,5 +158,23 @@ else
   fail "good run exited non-zero: $(cat "$work/stderr")"
 fi
 
+# ---- smyrf methods: the table and a JSON list with one boolean per capability ----
+cases=$((cases + 1))
+if "$smyrf" methods --json >"$work/methods.json" 2>"$work/stderr"; then
+  python3 - "$work/methods.json" <<'PY' || fail "smyrf methods --json: not a list of method objects with the capability booleans"
+import json, sys
+d = json.load(open(sys.argv[1]))
+keys = {"name", "form", "config", "specs", "summary", "causal", "dropout", "backward", "f64", "bf16"}
+assert isinstance(d, list) and len(d) >= 12 and all(keys <= set(x) for x in d)
+assert all(isinstance(x["backward"], bool) and isinstance(x["causal"], bool) for x in d)
+assert {"dense", "smyrf", "linear"} <= {x["name"] for x in d}
+PY
+else
+  fail "smyrf methods --json exited non-zero: $(cat "$work/stderr")"
+fi
+cases=$((cases + 1))
+"$smyrf" methods >"$work/methods.txt" 2>"$work/stderr" || fail "smyrf methods exited non-zero"
+grep -q "^smyrf  *lsh " "$work/methods.txt" || fail "smyrf methods: no row for smyrf/lsh"
+
 echo "$cases cases, $failures failures"
 [[ $failures -eq 0 ]]
