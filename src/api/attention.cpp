@@ -247,19 +247,7 @@ detail::KeySets f64_key_sets(const detail::Problem& pr, const MethodConfig& conf
   const auto* s = std::get_if<SmyrfConfig>(&config);
   // Clusters at least as large as the sequences are dense attention (as in the forward).
   if (s == nullptr || (s->q_cluster_size >= pr.Nq && s->k_cluster_size >= pr.Nk)) return detail::KeySets(pr);
-  const detail::ClusterLists fast = detail::compute_clusters(pr, *s);
-  reference::SmyrfClusters c;
-  c.B = fast.B;
-  c.H = fast.H;
-  c.Nq = fast.Nq;
-  c.Nk = fast.Nk;
-  c.rounds = fast.rounds;
-  c.q_sorted = fast.q_sorted;
-  c.k_sorted = fast.k_sorted;
-  c.q_count = fast.q_count;
-  c.k_count = fast.k_count;
-  c.n_clusters = fast.n_clusters;
-  return detail::KeySets(pr, *s, c);
+  return detail::KeySets(pr, *s, detail::compute_clusters(pr, *s));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "spec/results.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf::reference {
@@ -100,16 +101,7 @@ Gradients attention_backward(const AttentionParams& params, const std::vector<do
 // Inspection.
 
 // SMYRF (lsh): each round's active queries and visible keys in (hash, position) order.
-struct SmyrfClusters {
-  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0;
-  int rounds = 0;
-  // q_sorted[((b * H + h) * rounds + r) * Nq + t]: the t-th active query of (b, h) in round r's
-  // hash order (positions); the first q_count[b] entries are used, the rest -1. Keys the same
-  // with Nk.
-  std::vector<std::int32_t> q_sorted, k_sorted;
-  std::vector<std::int32_t> q_count, k_count;  // [B]
-  std::vector<std::int64_t> n_clusters;        // [B]: C of SmyrfConfig's cluster rule
-};
+using SmyrfClusters = detail::ClusterLists;
 SmyrfClusters clusters(const AttentionParams& params, const SmyrfConfig& config);
 
 // SMYRF (centroid): the keys each query cluster attends to, per (b, h) in order then per
@@ -117,52 +109,13 @@ SmyrfClusters clusters(const AttentionParams& params, const SmyrfConfig& config)
 std::vector<std::vector<std::int32_t>> selections(const AttentionParams& params,
                                                   const SmyrfConfig& config);
 
-// Reformer: buckets and (bucket, position) orders. Layouts [((b * H + h) * rounds + r) * N + t]
-// with N = Nq for queries and Nk for keys.
-struct ReformerBuckets {
-  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0;
-  int rounds = 0;
-  // Bucket of query i / key j in round r; -1 for a masked query / key. With shared_qk, the
-  // bucket of a visible key is the bucket of its q row.
-  std::vector<std::int32_t> q_bucket, k_bucket;
-  // Active queries / visible keys in (bucket, position) order; the first q_count[b] /
-  // k_count[b] entries are used, the rest -1.
-  std::vector<std::int32_t> q_sorted, k_sorted;
-  std::vector<std::int32_t> q_count, k_count;  // [B]
-  std::vector<std::int64_t> n_chunks;          // [B]: C (0 when n_q or n_k is 0)
-};
+using ReformerBuckets = detail::ReformerBuckets;
 ReformerBuckets buckets(const AttentionParams& params, const ReformerConfig& config);
 
-// Clustered: hash codes, clusters and key sets T_c.
-struct ClusteredClusters {
-  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0;
-  std::int64_t max_clusters = 0;  // min(n_clusters, Nq): the per-(b, h) stride of top_keys
-  // [(b * H + h) * Nq + i]: query i's hash code (bit t = hyperplane t); 0 for a masked query.
-  std::vector<std::uint64_t> codes;
-  // [(b * H + h) * Nq + i]: query i's cluster in [0, C); -1 for a masked query.
-  std::vector<std::int32_t> cluster;
-  // [b]: C = min(n_clusters, active queries of batch element b).
-  std::vector<std::int32_t> n_clusters;
-  // [(b * H + h) * max_clusters + c]: T_c in ascending positions (topk > 0 only); empty for
-  // topk == 0, for a cluster without members and for a batch element without visible keys.
-  std::vector<std::vector<std::int32_t>> top_keys;
-};
+using ClusteredClusters = detail::ClusteredInspection;
 ClusteredClusters clusters(const AttentionParams& params, const ClusteredConfig& config);
 
-// Routing: the routing stage's results.
-struct Routes {
-  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0, K = 0, d = 0;
-  std::vector<std::int32_t> q_cluster;  // [B*H*Nq]: centroid of each active query, -1 if masked
-  std::vector<std::int32_t> k_cluster;  // [B*H*Nk]: centroid of each visible key, -1 if masked
-  // [B*H*K*d]: the unit centroids the tokens were routed to (fitted: after the last
-  // iteration; given: the normalised rows of config.centroids; zeros for a fitted (b, h)
-  // without any active query or visible key).
-  std::vector<double> centroids;
-  std::vector<std::int64_t> n_chunks;  // [B]: C of each batch element
-  // Per (b, h) in order, then chunk c < n_chunks[b]: the query and key positions of the chunk
-  // in (centroid, position) order (keys empty when the batch element has no visible key).
-  std::vector<std::vector<std::int32_t>> chunk_queries, chunk_keys;
-};
+using Routes = detail::RoutingRoutes;
 Routes routes(const AttentionParams& params, const RoutingConfig& config);
 // The keys each query attends to: per (b, h, i) in order, ascending positions (empty for a
 // masked query or one that sees nothing).

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "spec/results.h"
 #include "common/phases.h"
 #include "common/problem.h"
 #include "common/rounds.h"
@@ -15,21 +16,6 @@ namespace smyrf::detail {
 
 RunInfo clustered_forward(const Problem& pr, const ClusteredConfig& config, Workspace* workspace);
 
-// The integer results of one call, for tests and tools.
-struct ClusteredInspection {
-  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0;
-  std::int64_t max_clusters = 0;  // min(n_clusters, Nq): the per-(b, h) stride of top_keys
-  // [(b * H + h) * Nq + i]: query i's hash code (bit t = hyperplane t); 0 for a masked query.
-  std::vector<std::uint64_t> codes;
-  // [(b * H + h) * Nq + i]: query i's cluster in [0, C); -1 for a masked query.
-  std::vector<std::int32_t> cluster;
-  // [b]: C = min(n_clusters, active queries of batch element b).
-  std::vector<std::int32_t> n_clusters;
-  // [(b * H + h) * max_clusters + c]: T_c in ascending positions (improved clustered only);
-  // empty for topk == 0, for a cluster without members and for a batch element without
-  // visible keys.
-  std::vector<std::vector<std::int32_t>> top_keys;
-};
 
 // How the fast path parallelises k-means (the results are the same): each (b, h) in one task
 // (many heads, or short sequences: one parallel region), or step by step over chunks of

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "spec/results.h"
 #include "common/phases.h"
 #include "common/problem.h"
 #include "common/rounds.h"
@@ -19,21 +20,6 @@ RunInfo routing_forward(const Problem& pr, const RoutingConfig& config, Workspac
 // value (config.centroids == nullptr: nothing to check).
 void validate_routing_centroids(const Problem& pr, const RoutingConfig& config);
 
-// The integer (and centroid) results of the routing stage, for tests: what the fast path
-// computes (the oracle, reference/reference.h, has its own reference::Routes).
-struct RoutingRoutes {
-  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0, K = 0, d = 0;
-  std::vector<std::int32_t> q_cluster;  // [B*H*Nq]: centroid of each active query, -1 if masked
-  std::vector<std::int32_t> k_cluster;  // [B*H*Nk]: centroid of each visible key, -1 if masked
-  // [B*H*K*d]: the unit centroids the tokens were routed to (fitted: after the last
-  // iteration; given: the normalised rows of config.centroids; zeros for a fitted (b, h)
-  // without any active query or visible key).
-  std::vector<double> centroids;
-  std::vector<std::int64_t> n_chunks;  // [B]: C of each batch element
-  // Per (b, h) in order, then chunk c < n_chunks[b]: the query and key positions of the chunk
-  // in (centroid, position) order (keys empty when the batch element has no visible key).
-  std::vector<std::vector<std::int32_t>> chunk_queries, chunk_keys;
-};
 
 // Runs the fast path's routing stage on a checked problem (the same code as
 // routing_forward) and returns its results. Does not write params.o.

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "spec/results.h"
 #include "common/problem.h"
 #include "smyrf/smyrf.h"
 
@@ -106,14 +107,6 @@ void project_rows(DType dtype, const void* base, std::int64_t row_stride, const 
                   std::size_t n, std::size_t d, const double* a, std::size_t lanes, int rounds,
                   double* out);
 
-// Inspection entry for tests and tools: validates, hashes and sorts, and returns copies.
-struct ClusterLists {
-  std::int64_t B = 0, H = 0, Nq = 0, Nk = 0;
-  int rounds = 0;
-  std::vector<std::int32_t> q_sorted, k_sorted;  // layout as in SortedTokens
-  std::vector<std::int32_t> q_count, k_count;   // [B]
-  std::vector<std::int64_t> n_clusters;         // [B]
-};
 ClusterLists compute_clusters(const Problem& pr, const SmyrfConfig& config);
 
 }  // namespace smyrf::detail
