@@ -1,4 +1,5 @@
 // SMYRF in place of dense attention on one [B, H, N, d] problem, and how far apart they are.
+#include <smyrf/registry.h>
 #include <smyrf/smyrf.h>
 
 #include <cmath>
@@ -37,5 +38,8 @@ int main() {
               "(iid Gaussian inputs: the worst case)\n",
               smyrf::simd_target().c_str(), info.seconds_total * 1e3, info.attention_scores,
               static_cast<long long>(B * H * N * N), std::sqrt(err / ref));
+  const smyrf::Capabilities caps = smyrf::capabilities(config);
+  std::printf("smyrf: causal %s, backward %s; %zu method forms registered\n", caps.causal ? "yes" : "no",
+              caps.backward ? "yes" : "no", smyrf::methods().size());
   return 0;
 }
