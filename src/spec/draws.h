@@ -108,11 +108,20 @@ inline std::vector<double> linear_random_features(std::uint64_t seed, std::int64
       for (std::int64_t l = 0; l < i; ++l) {
         const double* ul = u.data() + l * d;
         double dot = 0.0;
-        for (std::int64_t t = 0; t < d; ++t) dot += v[t] * ul[t];
-        for (std::int64_t t = 0; t < d; ++t) v[t] -= dot * ul[t];
+        for (std::int64_t t = 0; t < d; ++t) {
+          const double p = v[t] * ul[t];  // rounded, then added: no fused multiply-add
+          dot += p;
+        }
+        for (std::int64_t t = 0; t < d; ++t) {
+          const double p = dot * ul[t];
+          v[t] -= p;
+        }
       }
       double n2 = 0.0;
-      for (std::int64_t t = 0; t < d; ++t) n2 += v[t] * v[t];
+      for (std::int64_t t = 0; t < d; ++t) {
+        const double p = v[t] * v[t];
+        n2 += p;
+      }
       const double inv = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
       for (std::int64_t t = 0; t < d; ++t) v[t] *= inv;
     }
@@ -121,7 +130,8 @@ inline std::vector<double> linear_random_features(std::uint64_t seed, std::int64
       double n2 = 0.0;
       for (std::int64_t t = 0; t < d; ++t) {
         const double x = standard_normal(seed, stream + 1, static_cast<std::uint64_t>(r * d + t));
-        n2 += x * x;
+        const double p = x * x;
+        n2 += p;
       }
       const double norm = std::sqrt(n2);
       for (std::int64_t t = 0; t < d; ++t)
