@@ -1,5 +1,6 @@
 // The entry point: check once at the edge, then dispatch to one method.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <string>
 #include <utility>
@@ -244,10 +245,45 @@ detail::Problem f64_problem(const FloatShadow& shadow, const MethodConfig& confi
 // attention_f64's key sets: every key a query sees for reference and dense; SMYRF (lsh) with the
 // fast path's clusters (the double definition is the float method's, on its own clusters).
 detail::KeySets f64_key_sets(const detail::Problem& pr, const MethodConfig& config) {
-  const auto* s = std::get_if<SmyrfConfig>(&config);
-  // Clusters at least as large as the sequences are dense attention (as in the forward).
-  if (s == nullptr || (s->q_cluster_size >= pr.Nq && s->k_cluster_size >= pr.Nk)) return detail::KeySets(pr);
-  return detail::KeySets(pr, *s, detail::compute_clusters(pr, *s));
+  return std::visit(
+      [&](const auto& c) -> detail::KeySets {
+        using M = detail::Method<std::decay_t<decltype(c)>>;
+        if constexpr (requires { M::key_pairs(pr, c); }) {
+          return detail::KeySets(pr, M::key_pairs(pr, c));
+        } else if constexpr (std::is_same_v<std::decay_t<decltype(c)>, SmyrfConfig>) {
+          // Clusters at least as large as the sequences are dense attention (as in the forward).
+          if (c.q_cluster_size >= pr.Nq && c.k_cluster_size >= pr.Nk) return detail::KeySets(pr);
+          return detail::KeySets(pr, c, detail::compute_clusters(pr, c));
+        } else {
+          return detail::KeySets(pr);
+        }
+      },
+      config);
+}
+
+// Methods whose keys are the normalised queries (Reformer's shared_qk): the double definition
+// reads k_j = q_j / |q_j| (0 for q_j = 0) and chains the keys' gradient into dQ.
+bool keys_are_normalised_queries(const MethodConfig& config) {
+  return std::visit(
+      [](const auto& c) {
+        using M = detail::Method<std::decay_t<decltype(c)>>;
+        if constexpr (requires { M::keys_are_normalised_queries(c); })
+          return M::keys_are_normalised_queries(c);
+        else
+          return false;
+      },
+      config);
+}
+
+std::vector<double> normalised_queries(const detail::Problem& pr, const double* q) {
+  std::vector<double> k(static_cast<std::size_t>(pr.B * pr.H * pr.Nk * pr.d), 0.0);
+  for (std::int64_t row = 0; row < pr.B * pr.H * pr.Nk; ++row) {
+    double n2 = 0.0;
+    for (std::int64_t c = 0; c < pr.d; ++c) n2 += q[row * pr.d + c] * q[row * pr.d + c];
+    if (n2 > 0.0)
+      for (std::int64_t c = 0; c < pr.d; ++c) k[static_cast<std::size_t>(row * pr.d + c)] = q[row * pr.d + c] / std::sqrt(n2);
+  }
+  return k;
 }
 
 }  // namespace
@@ -259,7 +295,12 @@ void attention_f64(const AttentionParams& params, const DoubleTensors& in,
     const FloatShadow shadow(params, in);
     const detail::Problem pr = f64_problem(shadow, config);
     const detail::KeySets sets = f64_key_sets(pr, config);
-    detail::sets_forward({&pr, in.q, in.k, in.v}, sets, o, lse);
+    if (keys_are_normalised_queries(config)) {
+      const std::vector<double> k = normalised_queries(pr, in.q);
+      detail::sets_forward({&pr, in.q, k.data(), in.v}, sets, o, lse);
+    } else {
+      detail::sets_forward({&pr, in.q, in.k, in.v}, sets, o, lse);
+    }
   });
 }
 
@@ -275,7 +316,27 @@ void attention_backward_f64(const AttentionParams& params, const DoubleTensors& 
     const FloatShadow shadow(params, in);
     const detail::Problem pr = f64_problem(shadow, config);
     const detail::KeySets sets = f64_key_sets(pr, config);
-    detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);
+    if (!keys_are_normalised_queries(config)) {
+      detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);
+      return;
+    }
+    const std::vector<double> k = normalised_queries(pr, in.q);
+    std::vector<double> dk(k.size());
+    detail::sets_backward({&pr, in.q, k.data(), in.v}, sets, o, lse, grad_o, grad_q, dk.data(), grad_v);
+    for (std::int64_t row = 0; row < pr.B * pr.H * pr.Nk; ++row) {
+      const double* x = in.q + row * pr.d;
+      double n2 = 0.0, kd = 0.0;
+      for (std::int64_t c = 0; c < pr.d; ++c) {
+        n2 += x[c] * x[c];
+        kd += k[static_cast<std::size_t>(row * pr.d + c)] * dk[static_cast<std::size_t>(row * pr.d + c)];
+      }
+      for (std::int64_t c = 0; c < pr.d; ++c) {
+        grad_k[row * pr.d + c] = 0.0;
+        if (n2 > 0.0)
+          grad_q[row * pr.d + c] += (dk[static_cast<std::size_t>(row * pr.d + c)] -
+                                     k[static_cast<std::size_t>(row * pr.d + c)] * kd) / std::sqrt(n2);
+      }
+    }
   });
 }
 

@@ -11,6 +11,9 @@ namespace smyrf::detail {
 
 KeySets::KeySets(const Problem& pr) : pr_(&pr) {}
 
+KeySets::KeySets(const Problem& pr, std::vector<std::vector<std::pair<int, std::int32_t>>> explicit_pairs)
+    : pr_(&pr), explicit_(std::move(explicit_pairs)) {}
+
 KeySets::KeySets(const Problem& pr, const SmyrfConfig& config,
                  const reference::SmyrfClusters& c)
     : pr_(&pr) {
@@ -41,6 +44,10 @@ void KeySets::pairs(std::int64_t b, std::int64_t h, std::int64_t i,
   out.clear();
   const Problem& pr = *pr_;
   if (!pr.query_active(b, i)) return;
+  if (!explicit_.empty()) {
+    out = explicit_[static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i)];
+    return;
+  }
   if (!clustered_) {
     for (std::int64_t j = 0; j < pr.Nk; ++j)
       if (pr.sees(b, i, j)) out.emplace_back(0, static_cast<std::int32_t>(j));

@@ -23,12 +23,16 @@ class KeySets {
   // SMYRF (lsh): the clusters of every round as `clusters` lists them, restricted by causal,
   // with SmyrfConfig's causal fallback.
   KeySets(const Problem& pr, const SmyrfConfig& config, const reference::SmyrfClusters& clusters);
+  // Explicit pairs: explicit_pairs[(b * H + h) * Nq + i] lists query i's (round, key) pairs
+  // (a key-set method's own choice, e.g. from its TrainGroups).
+  KeySets(const Problem& pr, std::vector<std::vector<std::pair<int, std::int32_t>>> explicit_pairs);
   // Appends the pairs of query i of (b, h) to out (cleared first); empty for masked queries.
   void pairs(std::int64_t b, std::int64_t h, std::int64_t i,
              std::vector<std::pair<int, std::int32_t>>& out) const;
 
  private:
   const Problem* pr_;
+  std::vector<std::vector<std::pair<int, std::int32_t>>> explicit_;
   bool clustered_ = false;
   int rounds_ = 1;
   std::int64_t fallback_window_ = 0;  // causal SMYRF: keys of the fallback window

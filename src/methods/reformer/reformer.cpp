@@ -37,6 +37,7 @@
 #include "kernels/attention_tile-inl.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
+#include "kernels/group_train-inl.h"
 #include "kernels/tile_matmul-inl.h"
 #include "methods/reformer/reformer.h"
 #include "methods/smyrf/clustering.h"
@@ -288,6 +289,10 @@ void Round(const detail::ReformerRoundArgs& a) {
 
 void ReformerHashRows(const detail::ReformerHashArgs& a) { reformer::HashRows(a); }
 void ReformerRound(const detail::ReformerRoundArgs& a) { reformer::Round(a); }
+void ReformerTrainGroups(const detail::TrainArgs& a, const detail::TrainGroups<detail::ReformerTrainMask>& set,
+                         float* pk, float* pv, float* scratch, std::size_t per_thread) {
+  RunTrainGroups(a, set, pk, pv, scratch, per_thread);
+}
 
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
@@ -303,6 +308,7 @@ HWY_AFTER_NAMESPACE();
 namespace smyrf::detail {
 HWY_EXPORT(ReformerHashRows);
 HWY_EXPORT(ReformerRound);
+HWY_EXPORT(ReformerTrainGroups);
 
 namespace {
 
@@ -634,6 +640,153 @@ void Method<ReformerConfig>::check_finite(const Problem& pr, const ReformerConfi
     }
     throw Error(what);
   }
+}
+
+ReformerTrain reformer_train_groups(const Problem& pr, const ReformerConfig& config) {
+  const ReformerBuckets bk = reformer_buckets(pr, config);
+  const std::int64_t R = config.n_hashes, offset = pr.Nk - pr.Nq;
+  ReformerTrain out;
+  if (config.shared_qk) out.allow.assign(static_cast<std::size_t>(pr.B * pr.H * R * pr.Nq), 0);
+  std::vector<std::int32_t> keys;
+  std::vector<std::uint8_t> mark(static_cast<std::size_t>(pr.Nk), 0);
+  for (std::int64_t r = 0; r < R; ++r) {
+    for (std::int64_t b = 0; b < pr.B; ++b) {
+      const std::int64_t C = bk.n_chunks[static_cast<std::size_t>(b)];
+      if (C == 0) continue;
+      const std::int64_t nq = bk.q_count[static_cast<std::size_t>(b)], nk = bk.k_count[static_cast<std::size_t>(b)];
+      for (std::int64_t h = 0; h < pr.H; ++h) {
+        const std::int64_t bhr = (b * pr.H + h) * R + r;
+        // With one chunk every round has the same set (the forward computes round 0 once).
+        const std::int64_t sr = C == 1 ? (b * pr.H + h) * R : bhr;
+        const std::int32_t* q_order = bk.q_sorted.data() + sr * pr.Nq;
+        const std::int32_t* k_order = bk.k_sorted.data() + sr * pr.Nk;
+        std::uint8_t* allow = config.shared_qk ? out.allow.data() + bhr * pr.Nq : nullptr;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const IndexRange qr = query_cluster(c, nq, C);
+          if (qr.end <= qr.begin) continue;
+          // The set: key chunks c - 1 and c, as the forward's RoundT takes them.
+          keys.clear();
+          if (C > 1 && c >= 1) {
+            keys.assign(k_order + key_cluster(c - 1, nk, C).begin, k_order + key_cluster(c, nk, C).end);
+          } else if (C > 1) {
+            const IndexRange last = key_cluster(C - 1, nk, C), first = key_cluster(0, nk, C);
+            if (last.begin > first.end) {
+              keys.assign(k_order + last.begin, k_order + nk);
+              keys.insert(keys.end(), k_order, k_order + first.end);
+            } else {
+              keys.assign(k_order, k_order + nk);
+            }
+          } else {
+            keys.assign(k_order, k_order + nk);
+          }
+          const std::int32_t* qidx = q_order + qr.begin;
+          const std::size_t mq = static_cast<std::size_t>(qr.end - qr.begin);
+          if (allow != nullptr) {
+            std::int32_t kmin = std::numeric_limits<std::int32_t>::max();
+            for (std::int32_t j : keys) {
+              mark[static_cast<std::size_t>(j)] = 1;
+              kmin = std::min(kmin, j);
+            }
+            for (std::size_t t = 0; t < mq; ++t) {
+              const std::int32_t i = qidx[t];
+              const bool others = pr.p->causal ? kmin < i : keys.size() > mark[static_cast<std::size_t>(i)];
+              allow[i] = others ? 0 : 1;
+            }
+            for (std::int32_t j : keys) mark[static_cast<std::size_t>(j)] = 0;
+          }
+          out.set.add(b, h, static_cast<int>(r), qidx, mq, keys.data(), keys.size(),
+                      ReformerTrainMask{allow, offset, pr.p->causal});
+        }
+      }
+    }
+    out.set.end_launch();
+  }
+  out.set.finish();
+  return out;
+}
+
+std::vector<float> reformer_shared_keys(const Problem& pr) {
+  std::vector<float> kn(static_cast<std::size_t>(pr.B * pr.H * pr.Nk * pr.d), 0.0f);
+  CallScratch scratch(pr, nullptr);
+  const TokenLists lists = scratch.bind();
+  fill_shared<float>(pr, lists, kn.data(), nullptr, nullptr);
+  return kn;
+}
+
+namespace {
+
+void run_reformer_groups(const TrainArgs& a, const TrainGroups<ReformerTrainMask>& set, float* pk, float* pv,
+                         float* scratch, std::size_t per_thread) {
+  HWY_DYNAMIC_DISPATCH(ReformerTrainGroups)(a, set, pk, pv, scratch, per_thread);
+}
+
+// The problem attention reads: with shared_qk, K replaced by the normalised query rows.
+struct ReformerInputs {
+  std::vector<float> kn;
+  AttentionParams params;
+  Problem pr;
+  ReformerInputs(const Problem& base, const ReformerConfig& config) : params(*base.p), pr(base) {
+    if (!config.shared_qk) return;
+    kn = reformer_shared_keys(base);
+    params.k = kn.data();
+    params.k_row_stride = base.d;
+    params.k_head_stride = base.Nk * base.d;
+    params.k_batch_stride = base.H * base.Nk * base.d;
+    pr.p = &params;
+  }
+};
+
+}  // namespace
+
+RunInfo Method<ReformerConfig>::forward(const Problem& pr, const ReformerConfig& config, Workspace* workspace) {
+  RunInfo info = reformer_forward(pr, config, workspace);
+  if (pr.p->dropout > 0.0f) {
+    const ReformerInputs in(pr, config);
+    groups_dropout_forward(in.pr, pr.p->lse, reformer_train_groups(pr, config).set, workspace, run_reformer_groups);
+  }
+  return info;
+}
+
+RunInfo Method<ReformerConfig>::backward(const Problem& pr, const GradientParams& grads,
+                                         const ReformerConfig& config, Workspace* workspace) {
+  const ReformerTrain train = reformer_train_groups(pr, config);
+  if (!config.shared_qk) return groups_backward(pr, grads, train.set, workspace, run_reformer_groups);
+  // shared_qk: the backward on the derived problem, dK into a buffer, then chained into dQ.
+  const ReformerInputs in(pr, config);
+  std::vector<float> dkn(in.kn.size());
+  GradientParams derived = grads;
+  derived.grad_k = dkn.data();
+  RunInfo info = groups_backward(in.pr, derived, train.set, workspace, run_reformer_groups);
+  const AttentionParams& p = *pr.p;
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t j = 0; j < pr.Nk; ++j)
+        std::fill_n(grads.grad_k + b * p.k_batch_stride + h * p.k_head_stride + j * p.k_row_stride, pr.d, 0.0f);
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    for (std::int64_t j = 0; j < pr.Nk; ++j) {
+      if (!pr.key_visible(b, j)) continue;
+      const float* x = pr.q_row<float>(b, h, j);
+      const float* k = in.kn.data() + (bh * pr.Nk + j) * pr.d;
+      const float* dk = dkn.data() + (bh * pr.Nk + j) * pr.d;
+      double n2 = 0.0, kd = 0.0;
+      for (std::int64_t c = 0; c < pr.d; ++c) {
+        n2 = std::fma(static_cast<double>(x[c]), static_cast<double>(x[c]), n2);
+        kd += static_cast<double>(k[c]) * static_cast<double>(dk[c]);
+      }
+      if (!(n2 > 0.0)) continue;
+      const double inv = 1.0 / std::sqrt(n2);
+      float* dq = grads.grad_q + b * p.q_batch_stride + h * p.q_head_stride + j * p.q_row_stride;
+      for (std::int64_t c = 0; c < pr.d; ++c)
+        dq[c] = static_cast<float>(static_cast<double>(dq[c]) +
+                                   (static_cast<double>(dk[c]) - static_cast<double>(k[c]) * kd) * inv);
+    }
+  });
+  return info;
+}
+
+KeyPairs Method<ReformerConfig>::key_pairs(const Problem& pr, const ReformerConfig& config) {
+  return group_pairs(pr, reformer_train_groups(pr, config).set);
 }
 
 ReformerBuckets reformer_buckets(const Problem& pr, const ReformerConfig& config) {

@@ -2,6 +2,7 @@
 
 #include "methods/method.h"
 #include "methods/sparse/sparse.h"
+#include "methods/train/train.h"
 
 namespace smyrf::detail {
 
@@ -11,14 +12,17 @@ struct Method<SparseConfig> {
   static std::string subject(const SparseConfig&) { return "sparse attention"; }
   static Capabilities capabilities(const SparseConfig& c) {
     Capabilities caps;
-    caps.causal = true;
+    caps.causal = caps.dropout = caps.causal_dropout = caps.backward = caps.causal_backward = caps.f64 = true;
     caps.seeded = c.pattern == SparsePattern::bigbird;
     return caps;
   }
   static void check(const SparseConfig& config, const Problem& pr);
-  static RunInfo forward(const Problem& pr, const SparseConfig& config, Workspace* workspace) {
-    return sparse_forward(pr, config, workspace);
-  }
+  // Dropout: the forward, then O rebuilt from its lse with the dropped weights.
+  static RunInfo forward(const Problem& pr, const SparseConfig& config, Workspace* workspace);
+  static RunInfo backward(const Problem& pr, const GradientParams& grads, const SparseConfig& config,
+                          Workspace* workspace);
+  // The (part, key) pairs of every query: the double-precision definition's key sets.
+  static KeyPairs key_pairs(const Problem& pr, const SparseConfig& config);
   static std::vector<MethodInfo> forms() {
     auto pattern = [](const char* name, SparsePattern p, const char* spelled, const char* spec,
                       const char* summary) {

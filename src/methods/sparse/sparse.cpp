@@ -42,6 +42,7 @@
 #include "kernels/attention_tile-inl.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
+#include "kernels/group_train-inl.h"
 #include "methods/sparse/sparse.h"
 
 #ifndef SMYRF_METHODS_SPARSE_ROUND_ARGS_
@@ -128,6 +129,11 @@ void SparseAttendRound(const detail::SparseRoundArgs& args) {
                           [&](auto tag) { sparse::AttendRoundT<decltype(tag)>(args); });
 }
 
+void SparseTrainGroups(const detail::TrainArgs& a, const detail::TrainGroups<detail::SparseMask>& set,
+                       float* pk, float* pv, float* scratch, std::size_t per_thread) {
+  RunTrainGroups(a, set, pk, pv, scratch, per_thread);
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
 HWY_AFTER_NAMESPACE();
@@ -143,6 +149,7 @@ HWY_AFTER_NAMESPACE();
 
 namespace smyrf::detail {
 HWY_EXPORT(SparseAttendRound);
+HWY_EXPORT(SparseTrainGroups);
 
 namespace {
 
@@ -473,6 +480,57 @@ RunInfo sparse_forward(const Problem& pr, const SparseConfig& config, Workspace*
                                                                   static_cast<double>(pr.dv) * f);
   info.seconds_total = total.seconds();
   return info;
+}
+
+TrainGroups<SparseMask> sparse_train_groups(const Problem& pr, const SparseConfig& config) {
+  CallScratch scratch(pr, nullptr);
+  const TokenLists lists = scratch.bind();
+  TrainGroups<SparseMask> set;
+  std::vector<std::int32_t> order(static_cast<std::size_t>(pr.Nq));
+  std::vector<std::int32_t> starts(static_cast<std::size_t>(pr.Nq + 1));
+  std::vector<std::int32_t> key_buffer(static_cast<std::size_t>(pr.Nk));
+  std::vector<std::int64_t> blocks(sparse_block_scratch(pr, config));
+  for (int r = 0; r < sparse_rounds(config); ++r) {
+    for (std::int64_t b = 0; b < pr.B; ++b) {
+      if (lists.k_count[b] == 0) continue;
+      const std::int64_t G = sparse_make_groups(pr, config, r, b, order.data(), starts.data());
+      for (std::int64_t h = 0; h < pr.H; ++h)
+        for (std::int64_t g = 0; g < G; ++g) {
+          const std::int32_t* qg = order.data() + starts[static_cast<std::size_t>(g)];
+          const std::size_t mg = static_cast<std::size_t>(starts[static_cast<std::size_t>(g) + 1] -
+                                                          starts[static_cast<std::size_t>(g)]);
+          const SparseGroupKeys keys = sparse_group_keys(pr, config, lists, r, b, h, qg, mg,
+                                                         key_buffer.data(), blocks.data());
+          set.add(b, h, r, qg, mg, keys.keys, keys.count, keys.mask);
+        }
+    }
+    set.end_launch();  // a query is in one group of a part
+  }
+  set.finish();
+  return set;
+}
+
+namespace {
+void run_sparse_groups(const TrainArgs& a, const TrainGroups<SparseMask>& set, float* pk, float* pv,
+                       float* scratch, std::size_t per_thread) {
+  HWY_DYNAMIC_DISPATCH(SparseTrainGroups)(a, set, pk, pv, scratch, per_thread);
+}
+}  // namespace
+
+RunInfo Method<SparseConfig>::forward(const Problem& pr, const SparseConfig& config, Workspace* workspace) {
+  RunInfo info = sparse_forward(pr, config, workspace);
+  if (pr.p->dropout > 0.0f)
+    groups_dropout_forward(pr, pr.p->lse, sparse_train_groups(pr, config), workspace, run_sparse_groups);
+  return info;
+}
+
+RunInfo Method<SparseConfig>::backward(const Problem& pr, const GradientParams& grads,
+                                       const SparseConfig& config, Workspace* workspace) {
+  return groups_backward(pr, grads, sparse_train_groups(pr, config), workspace, run_sparse_groups);
+}
+
+KeyPairs Method<SparseConfig>::key_pairs(const Problem& pr, const SparseConfig& config) {
+  return group_pairs(pr, sparse_train_groups(pr, config));
 }
 
 void Method<SparseConfig>::check(const SparseConfig& c, const Problem&) {

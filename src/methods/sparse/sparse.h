@@ -122,6 +122,12 @@ SparseGroupKeys sparse_group_keys(const Problem& pr, const SparseConfig& config,
                                   std::int64_t h, const std::int32_t* q, std::size_t m,
                                   std::int32_t* key_buffer, std::int64_t* blocks);
 
+// ---- Training (sparse.cpp): the groups of every part as a TrainGroups set (methods/train). ----
+
+template <class Mask>
+struct TrainGroups;
+TrainGroups<SparseMask> sparse_train_groups(const Problem& pr, const SparseConfig& config);
+
 // ---- Inspection (tests and tools). ----
 
 // For batch element b and head h: entry i holds the ascending key positions that query i

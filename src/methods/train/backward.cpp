@@ -14,6 +14,9 @@
 #include "common/parallel.h"
 #include "hwy/highway.h"
 #include "kernels/attention_tile-inl.h"
+#include "kernels/bf16_dot-inl.h"
+#include "kernels/keyset-inl.h"
+#include "kernels/group_train-inl.h"
 #include "methods/train/train.h"
 
 
@@ -21,166 +24,21 @@ HWY_BEFORE_NAMESPACE();
 namespace smyrf {
 namespace HWY_NAMESPACE {
 
-// A tile of `rows` x PadToLanes(cols) scores, stored row-major (stride lds), whose queries are
-// its rows (kQueryColumns = false: s[r][c], query r) or its columns (true: the transposed
-// tiles of the dense backward, s[r][c] with query c). per_query[i] is a value of query i.
-template <bool kQueryColumns>
-HWY_INLINE VF QueryValue(DF df, const float* per_query, std::size_t r, std::size_t c) {
-  return kQueryColumns ? hn::Load(df, per_query + c) : hn::Set(df, per_query[r]);
-}
-
-// s <- exp(s - lse[query]): the softmax weights (padded -inf columns become 0).
-template <bool kQueryColumns = false>
-HWY_INLINE void Probabilities(float* s, std::size_t lds, std::size_t rows, std::size_t cols,
-                              const float* lse) {
-  const DF df;
-  const std::size_t L = hn::Lanes(df), cpad = PadToLanes(cols);
-  for (std::size_t r = 0; r < rows; ++r) {
-    float* row = s + r * lds;
-    for (std::size_t c = 0; c < cpad; c += L)
-      hn::Store(hn::Exp(df, hn::Sub(hn::Load(df, row + c), QueryValue<kQueryColumns>(df, lse, r, c))), df, row + c);
-  }
-}
-
-// dp <- scale * p * (dp - delta[query]): the score gradient dS.
-template <bool kQueryColumns = false>
-HWY_INLINE void ScoreGradient(const float* p, float* dp, std::size_t lds, std::size_t rows,
-                              std::size_t cols, const float* delta, float scale) {
-  const DF df;
-  const std::size_t L = hn::Lanes(df), cpad = PadToLanes(cols);
-  const VF vs = hn::Set(df, scale);
-  for (std::size_t r = 0; r < rows; ++r) {
-    const float* prow = p + r * lds;
-    float* drow = dp + r * lds;
-    for (std::size_t c = 0; c < cpad; c += L)
-      hn::Store(hn::Mul(hn::Mul(hn::Load(df, prow + c), vs),
-                        hn::Sub(hn::Load(df, drow + c), QueryValue<kQueryColumns>(df, delta, r, c))),
-                df, drow + c);
-  }
-}
-
-// tr[c * ldt + r] = a[r * lda + c] for r < m, c < n.
-HWY_INLINE void Transpose(const float* a, std::size_t lda, std::size_t m, std::size_t n, float* tr,
-                          std::size_t ldt) {
-  for (std::size_t r = 0; r < m; ++r)
-    for (std::size_t c = 0; c < n; ++c) tr[c * ldt + r] = a[r * lda + c];
-}
-
-// row[c] += acc[c] for c < n.
-HWY_INLINE void AddRow(const float* HWY_RESTRICT acc, float* HWY_RESTRICT row, std::size_t n) {
-  for (std::size_t c = 0; c < n; ++c) row[c] += acc[c];
-}
-
+// SMYRF's rounds: the groups of a launch have disjoint keys, so dK and dV go to the gradient
+// rows directly.
 void RunGroupsImpl(const detail::TrainArgs& a, const detail::Group* groups, std::int64_t n_groups,
                    float* scratch, std::size_t per_thread, int threads) {
-  using detail::kTrainKeyTile;
-  using detail::kTrainQueryTile;
   const detail::Problem& pr = *a.pr;
   const AttentionParams& p = *pr.p;
-  const detail::TrainScratch L = detail::TrainScratch::make(a);
   const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
-  const std::size_t M = kTrainQueryTile, N = kTrainKeyTile;
-  const bool want_out = (a.mode & detail::kGroupOut) != 0;
-  const bool want_dq = (a.mode & detail::kGroupGradQ) != 0;
-  const bool want_dkv = (a.mode & detail::kGroupGradKV) != 0;
-  const GradientParams* g = a.grads;
-  auto grad_o_row = [&](std::int64_t b, std::int64_t h, std::int64_t i) {
-    return g->grad_o + b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
-  };
-
   detail::parallel_for_tid(n_groups, threads, [&](std::int64_t task, int tid) {
     const detail::Group& gr = groups[task];
-    if (gr.n_queries == 0 || gr.n_keys == 0) return;
-    float* base = scratch + static_cast<std::size_t>(tid) * per_thread;
-    float *kt = base + L.kt, *vt = base + L.vt, *kp = base + L.kp, *vp = base + L.vp;
-    float *s = base + L.s, *dp = base + L.dp, *tr = base + L.tr, *qp = base + L.qp;
-    float *dop = base + L.dop, *dk = base + L.dk, *dvacc = base + L.dv, *dq = base + L.dq;
-    float *out = base + L.out, *lse = base + L.lse, *delta = base + L.delta;
-    const std::int64_t b = gr.b, h = gr.h, bh = b * pr.H + h;
-    const std::size_t mq = static_cast<std::size_t>(gr.n_queries);
-    if (want_dq) std::fill_n(dq, mq * L.ldd, 0.0f);
-    if (want_out) std::fill_n(out, mq * L.ldv, 0.0f);
-    const float* q_rows[kTrainQueryTile];
-    const float* do_rows[kTrainQueryTile];
-
-    for (std::size_t k0 = 0; k0 < static_cast<std::size_t>(gr.n_keys); k0 += N) {
-      const std::size_t n = std::min(N, static_cast<std::size_t>(gr.n_keys) - k0);
-      const std::int32_t* kidx = gr.keys + k0;
-      const std::size_t ldk = PadToLanes(n);  // K^T and V^T row stride: small clusters pack small
-      auto key_row = [&](std::size_t j) { return pr.k_row<float>(b, h, kidx[j]); };
-      auto value_row = [&](std::size_t j) { return pr.v_row<float>(b, h, kidx[j]); };
-      PackKeysTransposed(key_row, n, d, kt, ldk);
-      if (want_out) PackValues(value_row, n, dv, vp, L.ldv);
-      if (want_dq || want_dkv) PackKeysTransposed(value_row, n, dv, vt, ldk);
-      if (want_dq) PackValues(key_row, n, d, kp, L.ldd);
-      if (want_dkv) {
-        std::fill_n(dk, n * L.ldd, 0.0f);
-        std::fill_n(dvacc, n * L.ldv, 0.0f);
-      }
-
-      for (std::size_t q0 = 0; q0 < mq; q0 += M) {
-        const std::size_t m = std::min(M, mq - q0);
-        const std::int32_t* qidx = gr.queries + q0;
-        for (std::size_t r = 0; r < m; ++r) {
-          q_rows[r] = pr.q_row<float>(b, h, qidx[r]);
-          lse[r] = a.lse[bh * pr.Nq + qidx[r]];
-        }
-        ScoreTile(q_rows, m, d, kt, ldk, n, pr.scale, s, N);
-        Probabilities(s, N, m, n, lse);
-        if (want_out) {
-          if (a.dropout.active()) {
-            for (std::size_t r = 0; r < m; ++r) {
-              const std::uint64_t stream = a.dropout.row(b, h, gr.round, qidx[r]);
-              for (std::size_t c = 0; c < n; ++c) s[r * N + c] *= a.dropout.factor(stream, kidx[c]);
-            }
-          }
-          PVAccumulate(s, N, m, n, vp, L.ldv, out + q0 * L.ldv, L.ldv);
-          continue;
-        }
-        for (std::size_t r = 0; r < m; ++r) {
-          do_rows[r] = grad_o_row(b, h, qidx[r]);
-          delta[r] = a.delta[bh * pr.Nq + qidx[r]];
-        }
-        ScoreTile(do_rows, m, dv, vt, ldk, n, 1.0f, dp, N);
-        // Dropout: the kept weights P F go to tr (transposed, for dV); dP <- F dP.
-        if (a.dropout.active()) {
-          for (std::size_t r = 0; r < m; ++r) {
-            const std::uint64_t stream = a.dropout.row(b, h, gr.round, qidx[r]);
-            for (std::size_t c = 0; c < n; ++c) {
-              const float f = a.dropout.factor(stream, kidx[c]);
-              dp[r * N + c] *= f;
-              tr[c * M + r] = s[r * N + c] * f;
-            }
-          }
-        } else if (want_dkv) {
-          Transpose(s, N, m, n, tr, M);
-        }
-        if (want_dkv) {
-          PackValues([&](std::size_t r) { return do_rows[r]; }, m, dv, dop, L.ldv);
-          PVAccumulate(tr, M, n, m, dop, L.ldv, dvacc, L.ldv);
-        }
-        ScoreGradient(s, dp, N, m, n, delta, pr.scale);
-        if (want_dq) PVAccumulate(dp, N, m, n, kp, L.ldd, dq + q0 * L.ldd, L.ldd);
-        if (want_dkv) {
-          Transpose(dp, N, m, n, tr, M);
-          PackValues([&](std::size_t r) { return q_rows[r]; }, m, d, qp, L.ldd);
-          PVAccumulate(tr, M, n, m, qp, L.ldd, dk, L.ldd);
-        }
-      }
-      if (want_dkv) {
-        for (std::size_t j = 0; j < n; ++j) {
-          const std::int64_t pos = kidx[j];
-          AddRow(dk + j * L.ldd, g->grad_k + b * p.k_batch_stride + h * p.k_head_stride + pos * p.k_row_stride, d);
-          AddRow(dvacc + j * L.ldv, g->grad_v + b * p.v_batch_stride + h * p.v_head_stride + pos * p.v_row_stride, dv);
-        }
-      }
-    }
-    if (want_dq)
-      for (std::size_t i = 0; i < mq; ++i)
-        AddRow(dq + i * L.ldd,
-               g->grad_q + b * p.q_batch_stride + h * p.q_head_stride + gr.queries[i] * p.q_row_stride, d);
-    if (want_out)
-      for (std::size_t i = 0; i < mq; ++i) AddRow(out + i * L.ldv, pr.o_row(b, h, gr.queries[i]), dv);
+    auto sink = [&](std::size_t j, const float* dk, const float* dvr) {
+      const std::int64_t pos = gr.keys[j];
+      AddRow(dk, a.grads->grad_k + gr.b * p.k_batch_stride + gr.h * p.k_head_stride + pos * p.k_row_stride, d);
+      AddRow(dvr, a.grads->grad_v + gr.b * p.v_batch_stride + gr.h * p.v_head_stride + pos * p.v_row_stride, dv);
+    };
+    TrainGroup(a, gr, NoMask{}, sink, scratch + static_cast<std::size_t>(tid) * per_thread);
   });
 }
 
@@ -536,15 +394,82 @@ void dense_backward(const TrainArgs& args, const GroupPlan& plan, Workspace* wor
 
 }  // namespace
 
-void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse,
-                     Workspace* workspace) {
-  GroupPlan plan;
-  make_plan(pr, config, plan);
-  // Active rows are rebuilt from zero; the others keep the forward's zeros.
+void zero_attended_rows(const Problem& pr, const float* lse) {
   for (std::int64_t b = 0; b < pr.B; ++b)
     for (std::int64_t h = 0; h < pr.H; ++h)
       for (std::int64_t i = 0; i < pr.Nq; ++i)
         if (std::isfinite(lse[(b * pr.H + h) * pr.Nq + i])) std::fill_n(pr.o_row(b, h, i), pr.dv, 0.0f);
+}
+
+void zero_gradients(const Problem& pr, const GradientParams& g) {
+  const AttentionParams& p = *pr.p;
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h) {
+      for (std::int64_t i = 0; i < pr.Nq; ++i)
+        std::fill_n(g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + i * p.q_row_stride, pr.d, 0.0f);
+      for (std::int64_t j = 0; j < pr.Nk; ++j) {
+        std::fill_n(g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + j * p.k_row_stride, pr.d, 0.0f);
+        std::fill_n(g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + j * p.v_row_stride, pr.dv, 0.0f);
+      }
+    }
+}
+
+std::vector<float> gradient_delta(const Problem& pr, const GradientParams& g) {
+  const AttentionParams& p = *pr.p;
+  std::vector<float> delta(static_cast<std::size_t>(pr.B * pr.H * pr.Nq));
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    for (std::int64_t i = 0; i < pr.Nq; ++i) {
+      const std::int64_t off = b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
+      double acc = 0;
+      for (std::int64_t c = 0; c < pr.dv; ++c)
+        acc += static_cast<double>(g.grad_o[off + c]) * static_cast<double>(g.o[off + c]);
+      delta[static_cast<std::size_t>(bh * pr.Nq + i)] = static_cast<float>(acc);
+    }
+  });
+  return delta;
+}
+
+void add_key_partials(const Problem& pr, const GradientParams& g, const std::vector<Group>& groups,
+                      const std::vector<std::size_t>& partial_row, const float* pk, const float* pv) {
+  const AttentionParams& p = *pr.p;
+  const std::size_t d = static_cast<std::size_t>(pr.d), dv = static_cast<std::size_t>(pr.dv);
+  // Counting sort of the partial rows by (b, h, key), stable in group order.
+  const std::size_t slots = static_cast<std::size_t>(pr.B * pr.H * pr.Nk);
+  std::vector<std::size_t> start(slots + 1, 0);
+  for (const Group& gr : groups)
+    for (std::int64_t j = 0; j < gr.n_keys; ++j)
+      ++start[static_cast<std::size_t>((gr.b * pr.H + gr.h) * pr.Nk + gr.keys[j]) + 1];
+  for (std::size_t s = 0; s < slots; ++s) start[s + 1] += start[s];
+  std::vector<std::size_t> rows(start[slots]), fill(start.begin(), start.end() - 1);
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const Group& gr = groups[gi];
+    for (std::int64_t j = 0; j < gr.n_keys; ++j)
+      rows[fill[static_cast<std::size_t>((gr.b * pr.H + gr.h) * pr.Nk + gr.keys[j])]++] =
+          partial_row[gi] + static_cast<std::size_t>(j);
+  }
+  constexpr std::int64_t kChunk = 256;
+  const std::int64_t tasks = (static_cast<std::int64_t>(slots) + kChunk - 1) / kChunk;
+  parallel_for(tasks, pr.threads, [&](std::int64_t t) {
+    for (std::int64_t s = t * kChunk; s < std::min<std::int64_t>((t + 1) * kChunk, static_cast<std::int64_t>(slots)); ++s) {
+      const std::int64_t bh = s / pr.Nk, j = s % pr.Nk, b = bh / pr.H, h = bh % pr.H;
+      float* gk = g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + j * p.k_row_stride;
+      float* gv = g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + j * p.v_row_stride;
+      for (std::size_t e = start[static_cast<std::size_t>(s)]; e < start[static_cast<std::size_t>(s) + 1]; ++e) {
+        const float* rk = pk + rows[e] * d;
+        const float* rv = pv + rows[e] * dv;
+        for (std::size_t c = 0; c < d; ++c) gk[c] += rk[c];
+        for (std::size_t c = 0; c < dv; ++c) gv[c] += rv[c];
+      }
+    }
+  });
+}
+
+void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse,
+                     Workspace* workspace) {
+  GroupPlan plan;
+  make_plan(pr, config, plan);
+  zero_attended_rows(pr, lse);
   TrainArgs args;
   args.pr = &pr;
   args.lse = lse;
@@ -574,28 +499,8 @@ RunInfo train_backward(const Problem& pr, const GradientParams& g, const MethodC
                        Workspace* workspace) {
   Timer timer;
   const AttentionParams& p = *pr.p;
-  // Gradients start at zero (masked rows stay zero).
-  for (std::int64_t b = 0; b < pr.B; ++b)
-    for (std::int64_t h = 0; h < pr.H; ++h) {
-      for (std::int64_t i = 0; i < pr.Nq; ++i)
-        std::fill_n(g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + i * p.q_row_stride, pr.d, 0.0f);
-      for (std::int64_t j = 0; j < pr.Nk; ++j) {
-        std::fill_n(g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + j * p.k_row_stride, pr.d, 0.0f);
-        std::fill_n(g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + j * p.v_row_stride, pr.dv, 0.0f);
-      }
-    }
-  // D_i = dO_i . O_i, summed in double.
-  std::vector<float> delta(static_cast<std::size_t>(pr.B * pr.H * pr.Nq));
-  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
-    const std::int64_t b = bh / pr.H, h = bh % pr.H;
-    for (std::int64_t i = 0; i < pr.Nq; ++i) {
-      const std::int64_t off = b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
-      double acc = 0;
-      for (std::int64_t c = 0; c < pr.dv; ++c)
-        acc += static_cast<double>(g.grad_o[off + c]) * static_cast<double>(g.o[off + c]);
-      delta[static_cast<std::size_t>(bh * pr.Nq + i)] = static_cast<float>(acc);
-    }
-  });
+  zero_gradients(pr, g);
+  const std::vector<float> delta = gradient_delta(pr, g);
   GroupPlan plan;
   make_plan(pr, config, plan);
   TrainArgs args;
