@@ -49,6 +49,8 @@ std::vector<BackwardCase> backward_cases() {
       {"reformer/reformer", ReformerConfig{.n_hashes = 2, .n_buckets = 8, .chunk_size = 6}, 24},
       {"reformer/reformer (separate keys)",
        ReformerConfig{.n_hashes = 3, .n_buckets = 4, .chunk_size = 7, .shared_qk = false}, 42},
+      {"smyrf/lsh (causal)", SmyrfConfig{.n_hashes = 3, .q_cluster_size = 6, .k_cluster_size = 6}, 18},
+      {"routing/routing", RoutingConfig{.n_clusters = 4, .window = 9}, 9},
       {"reformer/reformer (one chunk)", ReformerConfig{.n_hashes = 2, .n_buckets = 4, .chunk_size = 400}, 300},
   };
 }

@@ -514,13 +514,18 @@ TEST(Sparse, BadConfigsThrowNamingTheParameter) {
   expect_error(pr.params, with([](SparseConfig& c) { c.width = 0; }), "SparseConfig.width");
   expect_error(pr.params, with([](SparseConfig& c) { c.pattern = static_cast<SparsePattern>(42); }),
                "SparseConfig.pattern");
-  // Sparse attention has no dropout and no backward.
-  pr.params.dropout = 0.1f;
+  // Dropout must be in [0, 1); the backward needs the forward's lse.
+  pr.params.dropout = 1.0f;
   expect_error(pr.params, SparseConfig{}, "params.dropout");
   pr.params.dropout = 0.0f;
   std::vector<float> g(pr.q.size());
   GradientParams grads{pr.o.data(), nullptr, g.data(), g.data(), g.data(), g.data()};
-  EXPECT_THROW(attention_backward(pr.params, grads, SparseConfig{}), Error);
+  try {
+    attention_backward(pr.params, grads, SparseConfig{});
+    ADD_FAILURE() << "no error for grads.lse = nullptr";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("grads.lse"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

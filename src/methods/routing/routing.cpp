@@ -36,6 +36,7 @@
 #include "kernels/attention_tile-inl.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
+#include "kernels/group_train-inl.h"
 #include "kernels/radix_sort.h"
 #include "kernels/tile_matmul-inl.h"
 #include "methods/routing/routing.h"
@@ -356,6 +357,11 @@ void RoutingAttend(const detail::RoutingAttendArgs& args) {
   detail::with_input_type(args.pr->dtype, [&](auto tag) { routing::AttendT<decltype(tag)>(args); });
 }
 
+void RoutingTrainGroups(const detail::TrainArgs& a, const detail::TrainGroups<detail::CausalPairs>& set,
+                        float* pk, float* pv, float* scratch, std::size_t per_thread) {
+  RunTrainGroups(a, set, pk, pv, scratch, per_thread);
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
 HWY_AFTER_NAMESPACE();
@@ -369,6 +375,7 @@ HWY_AFTER_NAMESPACE();
 namespace smyrf::detail {
 HWY_EXPORT(RoutingRoute);
 HWY_EXPORT(RoutingAttend);
+HWY_EXPORT(RoutingTrainGroups);
 
 namespace {
 
@@ -586,6 +593,64 @@ RoutingRoutes routing_routes(const Problem& pr, const RoutingConfig& config) {
     }
   }
   return r;
+}
+
+// The forward's chunks (queries of chunk c attend to key chunk c; causal queries that see no key
+// of their chunk attend to their own position's key instead, a second launch), centroids and
+// assignments held constant.
+TrainGroups<CausalPairs> routing_train_groups(const Problem& pr, const RoutingConfig& config) {
+  const RoutingRoutes routes = routing_routes(pr, config);
+  const bool causal = pr.p->causal;
+  const CausalPairs mask{causal, pr.Nk - pr.Nq};
+  TrainGroups<CausalPairs> set;
+  std::vector<std::int32_t> fallback;  // (b, h, position) triples
+  std::size_t at = 0;
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t c = 0; c < routes.n_chunks[static_cast<std::size_t>(b)]; ++c, ++at) {
+        const std::vector<std::int32_t>& q = routes.chunk_queries[at];
+        const std::vector<std::int32_t>& k = routes.chunk_keys[at];
+        if (q.empty() || k.empty()) continue;
+        set.add(b, h, 0, q.data(), q.size(), k.data(), k.size(), mask);
+        if (!causal) continue;
+        const std::int32_t kmin = *std::min_element(k.begin(), k.end());
+        for (std::int32_t i : q) {
+          const std::int64_t p = pr.key_position(i);
+          if (p >= kmin || p < 0 || !pr.key_visible(b, p)) continue;
+          fallback.insert(fallback.end(), {static_cast<std::int32_t>(b), static_cast<std::int32_t>(h), i});
+        }
+      }
+  set.end_launch();
+  for (std::size_t t = 0; t < fallback.size(); t += 3) {
+    const std::int32_t i = fallback[t + 2];
+    const std::int32_t own = static_cast<std::int32_t>(pr.key_position(i));
+    set.add(fallback[t], fallback[t + 1], 0, &i, 1, &own, 1, CausalPairs{});
+  }
+  set.finish();
+  return set;
+}
+
+namespace {
+void run_routing_groups(const TrainArgs& a, const TrainGroups<CausalPairs>& set, float* pk, float* pv,
+                        float* scratch, std::size_t per_thread) {
+  HWY_DYNAMIC_DISPATCH(RoutingTrainGroups)(a, set, pk, pv, scratch, per_thread);
+}
+}  // namespace
+
+RunInfo Method<RoutingConfig>::forward(const Problem& pr, const RoutingConfig& config, Workspace* workspace) {
+  RunInfo info = routing_forward(pr, config, workspace);
+  if (pr.p->dropout > 0.0f)
+    groups_dropout_forward(pr, pr.p->lse, routing_train_groups(pr, config), workspace, run_routing_groups);
+  return info;
+}
+
+RunInfo Method<RoutingConfig>::backward(const Problem& pr, const GradientParams& grads,
+                                        const RoutingConfig& config, Workspace* workspace) {
+  return groups_backward(pr, grads, routing_train_groups(pr, config), workspace, run_routing_groups);
+}
+
+KeyPairs Method<RoutingConfig>::key_pairs(const Problem& pr, const RoutingConfig& config) {
+  return group_pairs(pr, routing_train_groups(pr, config));
 }
 
 }  // namespace smyrf::detail

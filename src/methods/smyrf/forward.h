@@ -30,6 +30,11 @@ struct RoundArgs {
 
 RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace);
 
+// Clusters at least as large as the sequences: one cluster, exactly dense attention.
+inline bool whole_clusters(const Problem& pr, const SmyrfConfig& config) {
+  return config.q_cluster_size >= pr.Nq && config.k_cluster_size >= pr.Nk;
+}
+
 // KeySelection::centroid (centroid.cpp).
 struct CentroidScratch {
   std::vector<double> centroid;   // [d]

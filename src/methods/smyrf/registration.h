@@ -17,18 +17,16 @@ struct Method<SmyrfConfig> {
     Capabilities caps;
     if (c.keys == KeySelection::centroid) return caps;
     caps.causal = caps.dropout = caps.backward = caps.f64 = caps.seeded = true;
+    caps.causal_backward = caps.causal_dropout = true;
     return caps;
   }
   static void check(const SmyrfConfig& config, const Problem& pr);
-  static RunInfo forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace) {
-    RunInfo info = smyrf_forward(pr, config, workspace);
-    if (pr.p->dropout > 0.0f) dropout_forward(pr, config, pr.p->lse, workspace);
-    return info;
-  }
+  // Dropout: the forward, then O rebuilt from its lse with the dropped weights.
+  static RunInfo forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace);
+  // Hashes and clusters are constants of the gradient. Causal: on the group engine with the
+  // causal cut and the fallback windows.
   static RunInfo backward(const Problem& pr, const GradientParams& grads, const SmyrfConfig& config,
-                          Workspace* workspace) {
-    return train_backward(pr, grads, config, workspace);
-  }
+                          Workspace* workspace);
   static std::vector<MethodInfo> forms() {
     return {form("lsh", SmyrfConfig{}, "SmyrfConfig{}", {"smyrf:H:F", "smyrf:HxC"},
                  "SMYRF: asymmetric LSH, balanced clusters, rounds merged by logsumexp"),

@@ -22,7 +22,9 @@
 #include "hwy/highway.h"
 #include "hwy/cache_control.h"
 #include "kernels/bf16_dot-inl.h"
+#include "kernels/attention_tile-inl.h"
 #include "kernels/keyset-inl.h"
+#include "kernels/group_train-inl.h"
 #include "methods/smyrf/clustering.h"
 #include "methods/smyrf/forward.h"
 
@@ -136,6 +138,11 @@ void SmyrfCausalFallback(const detail::Problem& pr, const detail::TokenLists& li
   });
 }
 
+void SmyrfTrainGroups(const detail::TrainArgs& a, const detail::TrainGroups<detail::CausalPairs>& set,
+                      float* pk, float* pv, float* scratch, std::size_t per_thread) {
+  RunTrainGroups(a, set, pk, pv, scratch, per_thread);
+}
+
 void SmyrfAttendRound(const detail::RoundArgs& args) {
   detail::with_input_type(args.pr->dtype,
                           [&](auto tag) { lsh::AttendRoundT<decltype(tag)>(args); });
@@ -154,6 +161,7 @@ HWY_AFTER_NAMESPACE();
 namespace smyrf::detail {
 HWY_EXPORT(SmyrfAttendRound);
 HWY_EXPORT(SmyrfCausalFallback);
+HWY_EXPORT(SmyrfTrainGroups);
 
 // Bytes model of the clustered rounds (see common/phases.h): per round and head, the gather
 // reads and writes the keys' K and V rows, the attention reads Q rows and the packed tiles,
@@ -243,6 +251,77 @@ RunInfo smyrf_forward(const Problem& pr, const SmyrfConfig& config, Workspace* w
   add_round_bytes(pr, config, lists, sorted, info);
   info.seconds_total = total.seconds();
   return info;
+}
+
+TrainGroups<CausalPairs> smyrf_causal_train_groups(const Problem& pr, const SmyrfConfig& config) {
+  const ClusterLists c = compute_clusters(pr, config);
+  const std::int64_t R = c.rounds, offset = pr.Nk - pr.Nq;
+  TrainGroups<CausalPairs> set;
+  // Whether each query sees a key in some round (else the fallback window).
+  std::vector<std::uint8_t> sees(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), 0);
+  for (std::int64_t r = 0; r < R; ++r) {
+    for (std::int64_t b = 0; b < pr.B; ++b) {
+      const std::int64_t C = c.n_clusters[static_cast<std::size_t>(b)];
+      const std::int64_t nq = c.q_count[static_cast<std::size_t>(b)], nk = c.k_count[static_cast<std::size_t>(b)];
+      if (nk == 0 || nq == 0 || (C == 1 && r > 0)) continue;
+      for (std::int64_t h = 0; h < pr.H; ++h) {
+        const std::int64_t bh = b * pr.H + h;
+        const std::int32_t* qs = c.q_sorted.data() + (bh * R + r) * pr.Nq;
+        const std::int32_t* ks = c.k_sorted.data() + (bh * R + r) * pr.Nk;
+        for (std::int64_t cl = 0; cl < C; ++cl) {
+          const IndexRange qr = query_cluster(cl, nq, C), kr = key_cluster(cl, nk, C);
+          if (qr.end <= qr.begin || kr.end <= kr.begin) continue;
+          const std::int32_t kmin = *std::min_element(ks + kr.begin, ks + kr.end);
+          for (std::int64_t t = qr.begin; t < qr.end; ++t)
+            if (kmin <= qs[t] + offset) sees[static_cast<std::size_t>(bh * pr.Nq + qs[t])] = 1;
+          set.add(b, h, static_cast<int>(r), qs + qr.begin, static_cast<std::size_t>(qr.end - qr.begin),
+                  ks + kr.begin, static_cast<std::size_t>(kr.end - kr.begin), CausalPairs{true, offset});
+        }
+      }
+    }
+    set.end_launch();
+  }
+  // The fallback: the up to min(k_cluster_size, Nk) nearest visible keys at positions <= its own.
+  CallScratch scratch(pr, nullptr);
+  const TokenLists lists = scratch.bind();
+  const std::size_t window = static_cast<std::size_t>(std::min<std::int64_t>(config.k_cluster_size, pr.Nk));
+  for (std::int64_t b = 0; b < pr.B; ++b) {
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    const std::int32_t nk = lists.k_count[b];
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int32_t t = 0; t < lists.q_count[b]; ++t) {
+        const std::int32_t i = lists.queries(b, pr.Nq)[t];
+        if (sees[static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i)]) continue;
+        const std::size_t end = static_cast<std::size_t>(std::upper_bound(keys, keys + nk, pr.key_position(i)) - keys);
+        const std::size_t begin = end - std::min(end, window);
+        set.add(b, h, 0, &i, 1, keys + begin, end - begin, CausalPairs{});
+      }
+  }
+  set.finish();
+  return set;
+}
+
+void run_smyrf_groups(const TrainArgs& a, const TrainGroups<CausalPairs>& set, float* pk, float* pv,
+                      float* scratch, std::size_t per_thread) {
+  HWY_DYNAMIC_DISPATCH(SmyrfTrainGroups)(a, set, pk, pv, scratch, per_thread);
+}
+
+RunInfo Method<SmyrfConfig>::forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace) {
+  RunInfo info = smyrf_forward(pr, config, workspace);
+  if (pr.p->dropout > 0.0f) {
+    if (pr.p->causal && !whole_clusters(pr, config))
+      groups_dropout_forward(pr, pr.p->lse, smyrf_causal_train_groups(pr, config), workspace, run_smyrf_groups);
+    else
+      dropout_forward(pr, config, pr.p->lse, workspace);
+  }
+  return info;
+}
+
+RunInfo Method<SmyrfConfig>::backward(const Problem& pr, const GradientParams& grads, const SmyrfConfig& config,
+                                      Workspace* workspace) {
+  if (pr.p->causal && !whole_clusters(pr, config))
+    return groups_backward(pr, grads, smyrf_causal_train_groups(pr, config), workspace, run_smyrf_groups);
+  return train_backward(pr, grads, config, workspace);
 }
 
 }  // namespace smyrf::detail

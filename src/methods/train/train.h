@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -106,6 +107,20 @@ void run_groups(const TrainArgs& args, const Group* groups, std::int64_t n_group
 // Scratch comes from `workspace` when given (reused across calls), else from the call.
 void dropout_forward(const Problem& pr, const MethodConfig& config, const float* lse,
                      Workspace* workspace);
+// The mask of a group that is cut by causality only (when `causal`): key j only if
+// j <= i + offset (offset = Nk - Nq); the functor shape of keyset-inl.h's masks.
+struct CausalPairs {
+  bool causal = false;
+  std::int64_t offset = 0;
+  void operator()(const std::int32_t* qpos, std::size_t m, const std::int32_t* kpos, std::size_t n,
+                  float* s, std::size_t lds) const {
+    if (!causal) return;
+    for (std::size_t r = 0; r < m; ++r)
+      for (std::size_t c = 0; c < n; ++c)
+        if (kpos[c] > qpos[r] + offset) s[r * lds + c] = -std::numeric_limits<float>::infinity();
+  }
+};
+
 // A set of groups with one mask functor each (the forward's masks, keyset-inl.h), owning their
 // query and key lists, cut into launches: the groups of one launch have disjoint queries (each
 // query's dQ row is written by one group of the launch); launches run in order. Each group's
