@@ -452,7 +452,7 @@ TEST(Routing, BadConfigsThrowNamingTheParameter) {
   c[37] = std::numeric_limits<float>::infinity();
   expect_error(rcfg(4, 100, 3, c.data()), "RoutingConfig.centroids");  // checked on the dense path too
   EXPECT_THROW(detail::routing_routes(pr.params, rcfg(4, 16, 3, c.data())), Error);
-  pr.params.dropout = 0.1f;
+  pr.params.dropout = -0.1f;  // dropout is supported; it must be in [0, 1)
   expect_error(rcfg(4, 16, 3), "params.dropout");
 }
 

@@ -37,14 +37,14 @@ namespace smyrf {
 // Complexity O(n_hashes * N * (chunk_size + n_buckets / 2) * d). No learned parts.
 //
 // Capabilities.
-//   causal:        supported (forward): key j only if j <= i + Nk - Nq.
-//   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: reformer attention
-//                  has no dropout" (with params.causal: "... only the reference method has
-//                  causal dropout").
-//   backward:      refused: attention_backward throws "smyrf: reformer attention has no
-//                  backward".
-//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: reformer
-//                  attention has no double-precision path".
+//   causal:        supported (forward, dropout, backward): key j only if j <= i + Nk - Nq.
+//   dropout:       yes, causal too: weight (b, h, round, i, j) with the round of the pair (with
+//                  C == 1, one copy of the set per round).
+//   backward:      attention_backward (f32, no broadcast strides): buckets, chunks and the self
+//                  exclusion are constants of the gradient; with shared_qk the keys' gradient
+//                  goes through k_j = q_j / |q_j| into dQ (dK is zero: K is not read).
+//   attention_f64: attention_f64 and attention_backward_f64: the same (round, key) pairs, from
+//                  the inputs rounded to f32, with the keys normalised in double (shared_qk).
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks (with shared_qk a token's query and key roles are
 //                  masked separately).

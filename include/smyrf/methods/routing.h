@@ -36,14 +36,13 @@ namespace smyrf {
 // not. Complexity O(N K d (iterations + 1) + N window d).
 //
 // Capabilities.
-//   causal:        supported (forward), with the fallback above.
-//   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: routing attention
-//                  has no dropout" (with params.causal: "... only the reference method has
-//                  causal dropout").
-//   backward:      refused: attention_backward throws "smyrf: routing attention has no
-//                  backward".
-//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: routing
-//                  attention has no double-precision path".
+//   causal:        supported (forward, dropout, backward), with the fallback above.
+//   dropout:       yes, causal too: weight (b, h, 0, i, j).
+//   backward:      attention_backward (f32, no broadcast strides): centroids (fitted or given)
+//                  and routes are constants of the gradient (no gradient for
+//                  RoutingConfig.centroids).
+//   attention_f64: attention_f64 and attention_backward_f64 over the same pairs (routes from
+//                  the inputs rounded to f32).
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes.

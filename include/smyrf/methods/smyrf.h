@@ -81,18 +81,18 @@ enum class KeySelection : std::uint8_t { lsh = 0, centroid = 1 };
 // keys at positions <= its own (p = i + Nk - Nq); rounds where it sees none add nothing. A
 // query that sees no key in any round attends to the up to min(k_cluster_size, Nk) nearest
 // visible keys at positions <= p (a local window); with none of those either, O = 0. Clusters
-// are the non-causal ones (hashing ignores positions). No causal backward yet (throws).
+// are the non-causal ones (hashing ignores positions). The causal backward and dropout run on
+// the same pairs (clusters and fallback windows constants of the gradient).
 // Attention memory: n_hashes * Nq * k_cluster_size scores instead of Nq * Nk.
 //
 // Capabilities (keys = lsh unless said).
-//   causal:        forward, attention_f64 and attention_backward_f64 (with the fallback above);
-//                  attention_backward refuses it: smyrf::Error "smyrf: params.causal = true: the
-//                  backward of smyrf attention is not causal yet (...)". keys = centroid has no
+//   causal:        forward, dropout, attention_backward, attention_f64 and
+//                  attention_backward_f64 (with the fallback above). keys = centroid has no
 //                  causal form: "smyrf: params.causal = true: SmyrfConfig.keys = centroid has
 //                  no causal form".
-//   dropout:       lsh without causal (with causal: "... only the reference method has causal
-//                  dropout"); centroid: "smyrf: params.dropout = <p>: SmyrfConfig.keys =
-//                  centroid has no dropout".
+//   dropout:       lsh, causal or not (weight (b, h, round, i, j); the fallback window is round
+//                  0); centroid: "smyrf: params.dropout = <p>: SmyrfConfig.keys = centroid has
+//                  no dropout".
 //   backward:      lsh: attention_backward (clusters recomputed from the forward's inputs and
 //                  treated as constants; f32 inputs without broadcast strides, as for every
 //                  backward) and attention_backward_f64. centroid: "smyrf: SmyrfConfig.keys =

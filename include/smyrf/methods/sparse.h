@@ -50,14 +50,13 @@ namespace smyrf {
 // or scores).
 //
 // Capabilities.
-//   causal:        supported (forward): every pattern intersected with j <= p.
-//   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: sparse attention
-//                  has no dropout" (with params.causal: "... only the reference method has
-//                  causal dropout").
-//   backward:      refused: attention_backward throws "smyrf: sparse attention has no
-//                  backward".
-//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: sparse
-//                  attention has no double-precision path".
+//   causal:        supported (forward, dropout, backward): every pattern intersected with
+//                  j <= p.
+//   dropout:       yes, causal too: weight (b, h, part, i, j), part 0 or 1 (strided and
+//                  criss_cross have two parts; every other pattern one).
+//   backward:      attention_backward (f32, no broadcast strides): the key sets are fixed by the
+//                  pattern (BigBird's random blocks by the seed).
+//   attention_f64: attention_f64 and attention_backward_f64 over the same (part, key) pairs.
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes (p < 0 for the first Nq - Nk queries when Nq > Nk).
