@@ -162,25 +162,6 @@ void HashRows(const detail::ReformerHashArgs& a) {
   detail::with_input_type(a.dtype, [&](auto tag) { HashRowsT<decltype(tag)>(a); });
 }
 
-// shared_qk: a query's own key is masked unless allow_self[its position]; plus causality.
-struct SelfMask {
-  const std::uint8_t* allow_self;
-  std::int64_t offset;
-  bool causal;
-  void operator()(const std::int32_t* qpos, std::size_t m, const std::int32_t* kpos, std::size_t n,
-                  float* s, std::size_t lds) const {
-    const float ninf = -std::numeric_limits<float>::infinity();
-    for (std::size_t r = 0; r < m; ++r) {
-      const std::int32_t self = qpos[r];
-      const std::int64_t limit = causal ? self + offset : std::numeric_limits<std::int64_t>::max();
-      const bool allow = allow_self[self] != 0;
-      float* srow = s + r * lds;
-      for (std::size_t c = 0; c < n; ++c)
-        if (kpos[c] > limit || (kpos[c] == self && !allow)) srow[c] = ninf;
-    }
-  }
-};
-
 template <class T, detail::ReformerMask kMask>
 void RoundT(const detail::ReformerRoundArgs& a) {
   const detail::Problem& pr = *a.pr;
@@ -261,7 +242,7 @@ void RoundT(const detail::ReformerRoundArgs& a) {
       ticks.gather += t_attention - t_gather;
       if constexpr (kMask == detail::ReformerMask::self) {
         scores += AttendGroup<T>(pr, b, h, qidx, mq, keys, n_keys,
-                                 SelfMask{allow, offset, pr.p->causal}, out, a.layout, s);
+                                 detail::ReformerTrainMask{allow, offset, pr.p->causal}, out, a.layout, s);
       } else if constexpr (kMask == detail::ReformerMask::causal) {
         scores += AttendGroup<T>(pr, b, h, qidx, mq, keys, n_keys, CausalMask{offset}, out,
                                  a.layout, s);

@@ -18,7 +18,7 @@ RunInfo reformer_forward(const Problem& pr, const ReformerConfig& config, Worksp
 
 ReformerBuckets reformer_buckets(const Problem& pr, const ReformerConfig& config);
 
-// The forward's masks of one group as one functor for training: causality (key j only if
+// The masks of one group (the forward's with shared_qk, and training's): causality (key j only if
 // j <= i + offset) and, with shared_qk, the self exclusion: query i's own position is removed
 // unless allow[i] (no other key of its set survives), allow indexed by position for the
 // group's (b, h, round).
