@@ -261,6 +261,38 @@ detail::KeySets f64_key_sets(const detail::Problem& pr, const MethodConfig& conf
       config);
 }
 
+// Methods whose double-precision definition is not a softmax over key sets (linear attention)
+// register their own forward_f64 / backward_f64; returns false for the others.
+bool own_f64_forward(const detail::Problem& pr, const DoubleTensors& in, const MethodConfig& config,
+                     double* o, double* lse) {
+  return std::visit(
+      [&](const auto& c) {
+        using M = detail::Method<std::decay_t<decltype(c)>>;
+        if constexpr (requires { M::forward_f64(pr, in, c, o, lse); }) {
+          M::forward_f64(pr, in, c, o, lse);
+          return true;
+        } else {
+          return false;
+        }
+      },
+      config);
+}
+
+bool own_f64_backward(const detail::Problem& pr, const DoubleTensors& in, const MethodConfig& config,
+                      const double* grad_o, double* grad_q, double* grad_k, double* grad_v) {
+  return std::visit(
+      [&](const auto& c) {
+        using M = detail::Method<std::decay_t<decltype(c)>>;
+        if constexpr (requires { M::backward_f64(pr, in, c, grad_o, grad_q, grad_k, grad_v); }) {
+          M::backward_f64(pr, in, c, grad_o, grad_q, grad_k, grad_v);
+          return true;
+        } else {
+          return false;
+        }
+      },
+      config);
+}
+
 // Methods whose keys are the normalised queries (Reformer's shared_qk): the double definition
 // reads k_j = q_j / |q_j| (0 for q_j = 0) and chains the keys' gradient into dQ.
 bool keys_are_normalised_queries(const MethodConfig& config) {
@@ -294,6 +326,7 @@ void attention_f64(const AttentionParams& params, const DoubleTensors& in,
   detail::out_of_memory_is_an_error("the double-precision " + detail::subject(config), [&] {
     const FloatShadow shadow(params, in);
     const detail::Problem pr = f64_problem(shadow, config);
+    if (own_f64_forward(pr, in, config, o, lse)) return;
     const detail::KeySets sets = f64_key_sets(pr, config);
     if (keys_are_normalised_queries(config)) {
       const std::vector<double> k = normalised_queries(pr, in.q);
@@ -315,6 +348,7 @@ void attention_backward_f64(const AttentionParams& params, const DoubleTensors& 
   detail::out_of_memory_is_an_error("the double-precision backward of " + detail::subject(config), [&] {
     const FloatShadow shadow(params, in);
     const detail::Problem pr = f64_problem(shadow, config);
+    if (own_f64_backward(pr, in, config, grad_o, grad_q, grad_k, grad_v)) return;
     const detail::KeySets sets = f64_key_sets(pr, config);
     if (!keys_are_normalised_queries(config)) {
       detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);

@@ -37,6 +37,7 @@
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "kernels/tile_matmul-inl.h"
+#include "methods/linear/vec-inl.h"
 #include "methods/linear/linear.h"
 #include "methods/linear/registration.h"
 #include "methods/linear/linear_internal.h"
@@ -47,39 +48,12 @@ namespace smyrf {
 namespace HWY_NAMESPACE {
 namespace linear {
 
-namespace hn = hwy::HWY_NAMESPACE;
-using DD = hn::CappedTag<double, 8>;  // at most 8 lanes: padded rows are multiples of 8
 using DF = hn::CappedTag<float, 16>;  // value products: rows of dvp (a multiple of 16)
 
 constexpr std::int64_t kQueryBlock = 64;
 
 using detail::LinearMap;
 using detail::Problem;
-
-template <class T>
-HWY_INLINE void LoadRow(const T* row, std::int64_t n, double* x) {
-  for (std::int64_t t = 0; t < n; ++t) x[t] = detail::to_double(row[t]);
-}
-
-// y[0..n) += a x[0..n), n a multiple of 8.
-HWY_INLINE void Axpy(double a, const double* HWY_RESTRICT x, double* HWY_RESTRICT y,
-                     std::int64_t n) {
-  const DD dd;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  const auto va = hn::Set(dd, a);
-  for (std::int64_t i = 0; i < n; i += L)
-    hn::StoreU(hn::MulAdd(va, hn::LoadU(dd, x + i), hn::LoadU(dd, y + i)), dd, y + i);
-}
-
-// sum_i x_i y_i over n (a multiple of 8): lane-wise partial sums, then the lanes.
-HWY_INLINE double Dot(const double* x, const double* y, std::int64_t n) {
-  const DD dd;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
-  auto acc = hn::Zero(dd);
-  for (std::int64_t i = 0; i < n; i += L)
-    acc = hn::MulAdd(hn::LoadU(dd, x + i), hn::LoadU(dd, y + i), acc);
-  return hn::GetLane(hn::SumOfLanes(dd, acc));
-}
 
 // out[0..cols) = a^T M (a: n entries, M: n rows of stride ld; cols a multiple of 8).
 // Tiles of one row (A(0, r) = a[r]) by 8, 2, then 1 vectors of columns: each element the chain

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "methods/linear/linear.h"
+#include "methods/linear/linear_train.h"
 #include "methods/method.h"
 
 namespace smyrf::detail {
@@ -17,11 +18,27 @@ struct Method<LinearConfig> {
     caps.causal = c.map != FeatureMap::efficient;
     caps.seeded = c.map == FeatureMap::favor_plus || c.map == FeatureMap::favor || c.map == FeatureMap::rfa;
     caps.learned = c.map == FeatureMap::rfa;  // the gates
+    // The gated recurrence has no training path yet.
+    caps.backward = caps.f64 = c.gates == nullptr;
+    caps.causal_backward = caps.causal && caps.backward;
     return caps;
   }
   static void check(const LinearConfig& config, const Problem& pr);
   static RunInfo forward(const Problem& pr, const LinearConfig& config, Workspace* workspace) {
     return linear_forward(pr, config, workspace);
+  }
+  static RunInfo backward(const Problem& pr, const GradientParams& grads, const LinearConfig& config,
+                          Workspace* workspace) {
+    return linear_backward(pr, grads, config, workspace);
+  }
+  // The double-precision definition is not a softmax over key sets: its own forward and backward.
+  static void forward_f64(const Problem& pr, const DoubleTensors& in, const LinearConfig& config, double* o,
+                          double* lse) {
+    linear_forward_f64(pr, in, config, o, lse);
+  }
+  static void backward_f64(const Problem& pr, const DoubleTensors& in, const LinearConfig& config,
+                           const double* grad_o, double* grad_q, double* grad_k, double* grad_v) {
+    linear_backward_f64(pr, in, config, grad_o, grad_q, grad_k, grad_v);
   }
   static std::vector<MethodInfo> forms() {
     auto map = [](FeatureMap m, const char* spec, const char* summary) {

@@ -1,0 +1,243 @@
+// The training path of feature-map ("linear") attention, for every map (causal forms included):
+//   - the double-precision definition's forward (attention_f64) is the method's independent
+//     oracle (reference::attention, which sums a_ij pair by pair);
+//   - its backward (attention_backward_f64) against central finite differences of attention_f64;
+//   - the f32 backward against it. Rule: the float backward runs the double definition's
+//     computation on the same (float) inputs, in the same order, and rounds each result once;
+//     so every element is within 2^-23 |ref| + 2^-40 max|ref| (one float rounding, plus room
+//     for a different contraction of products between translation units);
+//   - masked tokens get zero gradients; same bits at 1, 2 and 7 threads;
+//   - gated RFA (no training path yet) is refused with errors naming it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "reference/reference.h"
+#include "smyrf/registry.h"
+#include "smyrf/smyrf.h"
+#include "test_util.h"
+#include "train_util.h"
+
+namespace smyrf::test {
+namespace {
+
+struct LinearCase {
+  std::string name;
+  LinearConfig config;
+};
+
+std::vector<LinearCase> linear_cases() {
+  return {
+      {"elu", {.map = FeatureMap::elu}},
+      {"favor_plus", {.map = FeatureMap::favor_plus, .n_features = 24}},
+      {"favor_plus_iid", {.map = FeatureMap::favor_plus, .n_features = 12, .orthogonal = false}},
+      {"favor", {.map = FeatureMap::favor, .n_features = 16}},
+      {"rfa", {.map = FeatureMap::rfa, .n_features = 16, .rfa_sigma = 1.5f}},
+      {"dpfp", {.map = FeatureMap::dpfp, .dpfp_nu = 2}},
+      {"efficient", {.map = FeatureMap::efficient}},
+      {"l2", {.map = FeatureMap::l2}},
+      {"elu_small_chunks", {.map = FeatureMap::elu, .chunk = 5}},
+  };
+}
+
+void PrintTo(const LinearCase& c, std::ostream* os) { *os << c.name; }
+
+class LinearBackward : public ::testing::TestWithParam<LinearCase> {};
+
+// The double definition's O equals the oracle's (pairwise sums) and lse is NaN / -inf alike.
+TEST_P(LinearBackward, DoubleDefinitionIsTheOracle) {
+  const LinearCase& lc = GetParam();
+  for (bool causal : {false, true}) {
+    if (causal && !capabilities(lc.config).causal_backward) continue;
+    for (float scale : {0.0f, -0.3f}) {
+      TrainCase c(2, 2, 36, 40, 8, 6, true, 51);
+      c.pr.random_masks(52, 0.85, 0.9);
+      c.pr.params.causal = causal;
+      if (scale != 0.0f) c.pr.params.scale = scale;
+      const Oracle f64(c, lc.config);
+      const reference::Output ref = reference::attention(c.pr.params, lc.config);
+      ASSERT_EQ(ref.o.size(), f64.o.size());
+      const double omax = std::max(1.0, max_abs(ref.o));
+      for (std::size_t x = 0; x < ref.o.size(); ++x)
+        ASSERT_NEAR(f64.o[x], ref.o[x], 1e-12 * omax * (1 + ref.cond[x / 6])) << lc.name << " o " << x;
+      for (std::size_t x = 0; x < ref.lse.size(); ++x) {
+        if (std::isnan(ref.lse[x])) {
+          ASSERT_TRUE(std::isnan(f64.lse[x])) << lc.name << " lse " << x;
+        } else {
+          ASSERT_EQ(f64.lse[x], ref.lse[x]) << lc.name << " lse " << x;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(LinearBackward, DoubleDefinitionMatchesFiniteDifferences) {
+  const LinearCase& lc = GetParam();
+  for (bool causal : {false, true}) {
+    if (causal && !capabilities(lc.config).causal_backward) continue;
+    FdCase c(1, 2, 30, 33, 5, 4, 31);
+    c.params.causal = causal;
+    c.check(lc.config, (lc.name + (causal ? " causal" : "")).c_str());
+  }
+}
+
+// Masks in the finite differences too (masked rows' gradients are 0, the others exact).
+TEST_P(LinearBackward, DoubleDefinitionWithMasksMatchesFiniteDifferences) {
+  const LinearCase& lc = GetParam();
+  FdCase c(2, 1, 20, 20, 4, 3, 33);
+  c.km = {1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1,
+          0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1};
+  c.qm = {1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+          1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1};
+  c.params.with_masks(c.km.data(), c.qm.data());
+  c.params.causal = capabilities(lc.config).causal_backward;
+  c.check(lc.config, (lc.name + " masks").c_str());
+}
+
+// The rule of the file's header.
+void expect_float_matches(TrainCase& c, const LinearConfig& config, const std::string& what) {
+  c.forward(config);
+  c.backward(config);
+  const Oracle ref(c, config);
+  struct Item {
+    const char* name;
+    std::vector<float> got;
+    const std::vector<double>* ref;
+  };
+  const Item items[] = {{"dQ", c.q_layout(c.gq), &ref.gq}, {"dK", c.k_layout(c.gk), &ref.gk}, {"dV", c.v_layout(c.gv), &ref.gv}};
+  for (const Item& it : items) {
+    const double big = max_abs(*it.ref);
+    EXPECT_GT(big, 0.0) << what << " " << it.name;
+    ASSERT_EQ(it.got.size(), it.ref->size());
+    for (std::size_t x = 0; x < it.got.size(); ++x) {
+      const double r = (*it.ref)[x];
+      ASSERT_LE(std::abs(double(it.got[x]) - r), std::ldexp(std::abs(r), -23) + std::ldexp(big, -40))
+          << what << " " << it.name << "[" << x << "] = " << it.got[x] << ", double " << r;
+    }
+  }
+}
+
+TEST_P(LinearBackward, FloatMatchesTheDoubleDefinition) {
+  const LinearCase& lc = GetParam();
+  struct Shape {
+    std::int64_t B, H, Nq, Nk, d, dv;
+  };
+  for (const Shape& s : {Shape{2, 2, 36, 36, 8, 6}, Shape{1, 3, 150, 150, 16, 16}, Shape{2, 1, 40, 30, 12, 9},
+                         Shape{1, 2, 30, 45, 7, 17}}) {
+    for (bool causal : {false, true}) {
+      if (causal && !capabilities(lc.config).causal_backward) continue;
+      TrainCase c(s.B, s.H, s.Nq, s.Nk, s.d, s.dv, true, static_cast<std::uint64_t>(s.Nq * 5 + s.H));
+      c.pr.random_masks(static_cast<std::uint64_t>(s.Nk), 0.85, 0.9);
+      c.pr.params.causal = causal;
+      c.pr.params.seed = 12;
+      expect_float_matches(c, lc.config,
+                           lc.name + " " + std::to_string(s.Nq) + "x" + std::to_string(s.Nk) + (causal ? " causal" : ""));
+    }
+  }
+}
+
+TEST_P(LinearBackward, MaskedTokensGetZeroGradients) {
+  const LinearCase& lc = GetParam();
+  for (bool causal : {false, true}) {
+    if (causal && !capabilities(lc.config).causal_backward) continue;
+    TrainCase c(2, 2, 36, 36, 8, 8, true, 41);
+    c.pr.random_masks(42, 0.6, 0.7);
+    c.pr.params.causal = causal;
+    c.forward(lc.config);
+    c.backward(lc.config);
+    for (std::int64_t b = 0; b < 2; ++b)
+      for (std::int64_t h = 0; h < 2; ++h) {
+        for (std::int64_t i = 0; i < 36; ++i)
+          if (!c.pr.query_mask[static_cast<std::size_t>(b * 36 + i)]) {
+            const float* g = c.gq.data() + (c.pr.q_at(b, h, i) - c.pr.q.data());
+            for (int t = 0; t < 8; ++t) ASSERT_EQ(g[t], 0.0f) << lc.name;
+          }
+        for (std::int64_t j = 0; j < 36; ++j)
+          if (!c.pr.key_mask[static_cast<std::size_t>(b * 36 + j)]) {
+            const float* g = c.gk.data() + (c.pr.k_at(b, h, j) - c.pr.k.data());
+            const float* w = c.gv.data() + (c.pr.v_at(b, h, j) - c.pr.v.data());
+            for (int t = 0; t < 8; ++t) ASSERT_EQ(g[t], 0.0f) << lc.name;
+            for (int t = 0; t < 8; ++t) ASSERT_EQ(w[t], 0.0f) << lc.name;
+          }
+      }
+    for (const auto* g : {&c.gq, &c.gk, &c.gv})
+      for (float x : (g == &c.gq ? c.q_layout(*g) : g == &c.gk ? c.k_layout(*g) : c.v_layout(*g)))
+        ASSERT_TRUE(std::isfinite(x)) << lc.name;
+  }
+}
+
+// A batch element whose keys are all masked: its queries see nothing, every gradient is 0.
+TEST_P(LinearBackward, NoVisibleKeyGivesZeroGradients) {
+  const LinearCase& lc = GetParam();
+  TrainCase c(2, 1, 12, 12, 4, 4, false, 43);
+  c.pr.random_masks(44, 1.0, 1.0);
+  for (int j = 0; j < 12; ++j) c.pr.key_mask[static_cast<std::size_t>(12 + j)] = 0;
+  c.forward(lc.config);
+  c.backward(lc.config);
+  for (std::int64_t i = 0; i < 12; ++i)
+    for (int t = 0; t < 4; ++t) {
+      ASSERT_EQ(c.gq[static_cast<std::size_t>(c.pr.q_at(1, 0, i) - c.pr.q.data() + t)], 0.0f) << lc.name;
+      ASSERT_EQ(c.gk[static_cast<std::size_t>(c.pr.k_at(1, 0, i) - c.pr.k.data() + t)], 0.0f) << lc.name;
+      ASSERT_EQ(c.gv[static_cast<std::size_t>(c.pr.v_at(1, 0, i) - c.pr.v.data() + t)], 0.0f) << lc.name;
+    }
+}
+
+TEST_P(LinearBackward, SameBitsForEveryThreadCount) {
+  const LinearCase& lc = GetParam();
+  for (bool causal : {false, true}) {
+    if (causal && !capabilities(lc.config).causal_backward) continue;
+    std::vector<float> first[3];
+    for (int threads : {1, 2, 7}) {
+      TrainCase c(2, 3, 150, 150, 16, 16, false, 5);
+      c.pr.params.causal = causal;
+      c.pr.params.seed = 77;
+      c.forward(lc.config, threads);
+      c.backward(lc.config, threads);
+      const std::vector<float> got[3] = {c.gq, c.gk, c.gv};
+      for (int t = 0; t < 3; ++t) {
+        if (threads == 1) first[t] = got[t];
+        EXPECT_TRUE(bitwise_equal(first[t], got[t])) << lc.name << " tensor " << t << " threads " << threads;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Maps, LinearBackward, ::testing::ValuesIn(linear_cases()),
+                         [](const ::testing::TestParamInfo<LinearCase>& info) { return info.param.name; });
+
+// Every linear form of the registry has a backward, a causal backward where it is causal, and a
+// double definition; each has a case above.
+TEST(LinearBackwardCases, CoverEveryLinearForm) {
+  for (const MethodInfo& m : methods()) {
+    if (m.name != "linear") continue;
+    EXPECT_TRUE(m.caps.backward && m.caps.f64) << m.form;
+    EXPECT_EQ(m.caps.causal_backward, m.caps.causal) << m.form;
+    bool covered = false;
+    for (const LinearCase& c : linear_cases()) covered |= m.form == c.name;
+    EXPECT_TRUE(covered) << "linear/" << m.form << " has no case in test_linear_backward.cpp";
+  }
+}
+
+// Gated RFA has no training path yet: refused, naming it.
+TEST(LinearBackwardCases, GatedRfaIsRefused) {
+  TrainCase c(1, 1, 8, 8, 4, 4, false, 3);
+  c.pr.params.causal = true;
+  std::vector<float> gates(8, 0.5f);
+  const LinearConfig config{.map = FeatureMap::rfa, .n_features = 8, .gates = gates.data()};
+  EXPECT_FALSE(capabilities(config).backward);
+  c.forward(config);
+  try {
+    c.backward(config);
+    FAIL() << "gated rfa backward ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("linear attention has no backward"), std::string::npos) << e.what();
+  }
+  std::vector<double> q(32, 0.1), o(32), lse(8);
+  EXPECT_THROW(attention_f64(c.pr.params, {q.data(), q.data(), q.data()}, config, o.data(), lse.data()), Error);
+}
+
+}  // namespace
+}  // namespace smyrf::test
