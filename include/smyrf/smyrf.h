@@ -128,8 +128,9 @@ struct AttentionParams {
   // a method documents a fallback). Forward: reference, dense, SMYRF (lsh; see SmyrfConfig for
   // its fallback), Reformer, routing, the sparse patterns, and the linear, compressed, informer
   // and synthesizer configs whose Capabilities (smyrf/methods/<method>.h) say "causal:
-  // supported"; backward: reference and dense; with dropout: reference only. Other
-  // combinations throw smyrf::Error naming params.causal.
+  // supported"; backward and dropout with causal: the forms whose capabilities say so
+  // (smyrf::capabilities, smyrf/registry.h). Other combinations throw smyrf::Error naming
+  // params.causal.
   bool causal = false;
 
   // Row-major contiguous tensors: Q [B,H,Nq,d], K [B,H,Nk,d], V [B,H,Nk,dv], O [B,H,Nq,dv].
@@ -169,8 +170,9 @@ struct AttentionParams {
 // Methods whose output is not a softmax over a key set (linear attention, Nystrom) write NaN to
 // params.lse for active queries (it has no meaning there); each config says which.
 // The training path (dropout, attention_backward, attention_f64, attention_backward_f64) exists
-// for reference, dense and SMYRF (keys = lsh); every other method throws smyrf::Error naming the
-// method ("... has no dropout", "... has no backward", "... has no double-precision path").
+// for the forms whose capabilities say so (smyrf::capabilities(config), `smyrf methods`, each
+// header's Capabilities); the others throw smyrf::Error naming the method ("... has no dropout",
+// "... has no backward", "... has no double-precision path").
 //
 // Seeded draws. Every random choice is a pure function of (params.seed, a stream, a counter),
 // whatever the thread count or the order of evaluation; the method headers define their draws
@@ -249,9 +251,11 @@ RunInfo attention(const AttentionParams& params, const MethodConfig& config,
 // ---------------------------------------------------------------------------------------
 // Backward pass. Given the forward call's params (same inputs, masks, scale, seed, dropout
 // and method config: SMYRF's clusters are recomputed from them and treated as constants, as
-// in the paper) and dL/dO, writes dL/dQ, dL/dK, dL/dV. Only O and the per-query logsumexp of
-// the forward call are kept; scores are recomputed tile by tile (flash-attention style), so
-// extra memory is O(N). Rows of masked queries and keys get zero gradients.
+// in the paper; every method's discrete choices likewise, its header says which) and dL/dO,
+// writes dL/dQ, dL/dK, dL/dV. Only O and the per-query logsumexp of the forward call are kept;
+// scores are recomputed tile by tile (flash-attention style), so extra memory is O(N) (linear
+// attention recomputes its features and reads neither). Rows of masked queries and keys get
+// zero gradients.
 //   Q, K, V must be f32 without broadcast (non-zero strides): each gradient element belongs
 //   to one input element. Gradients use the layouts (strides) of Q, K and V; dO and the
 //   forward O use O's. SmyrfConfig::keys = centroid has no backward (throws).
@@ -273,8 +277,10 @@ RunInfo attention_backward(const AttentionParams& params, const GradientParams& 
 // gradient checks in double run against). Contiguous tensors: q [B,H,Nq,d], k [B,H,Nk,d],
 // v [B,H,Nk,dv], o [B,H,Nq,dv], lse [B,H,Nq]; masks [B,N] or nullptr. The method config
 // chooses the keys each query sees: reference and dense attend to every visible key, SMYRF
-// (lsh) to its clusters, computed from the inputs rounded to f32. Only the sizes, masks, scale,
-// seed, dropout and num_threads of params are read (its pointers and strides are ignored).
+// (lsh) to its clusters, computed from the inputs rounded to f32 (every key-set method to its
+// own sets, likewise; linear attention computes its own definition in double). Only the sizes,
+// masks, scale, seed, dropout, causal and num_threads of params are read (its pointers and
+// strides are ignored).
 // Masked queries get O = 0, lse = -inf and zero gradients, as in the f32 calls.
 struct DoubleTensors {
   const double* q = nullptr;

@@ -39,7 +39,8 @@ namespace smyrf {
 //               unit vectors, m = d + 1.
 // A normaliser of exactly 0 gives O = 0. elu, dpfp, efficient and l2 do not use the softmax
 // scale. lse: NaN for active queries that see a key (no softmax), -inf otherwise. No learned
-// parts except the optional RFA gates. No dropout, no backward.
+// parts except the optional RFA gates. No dropout (no softmax weights to drop). Backward and
+// the double-precision definition for every map, causal forms included (not gated RFA): below.
 //
 // Exact definitions.
 //
@@ -138,6 +139,33 @@ namespace smyrf {
 //     like those of i.i.d. Gaussian rows (Choromanski et al. 2021). The last block keeps its
 //     first rows - k d rows (the block is orthogonalised whole and then truncated).
 //
+// Backward (attention_backward) and the double-precision definition (attention_f64,
+// attention_backward_f64). The gradient of the definition above, exact, with nothing held
+// constant but the random directions W (a function of the seed) and the stabilisers c (each
+// multiplies every a_ij of a query, or of a (b, h), by one factor that cancels in O, so its
+// derivative contributes 0). With S = sum_j phi_k,j v_j^T, z = sum_j phi_k,j over the keys query i
+// sees, den_i = phi_q,i . z and O_i = phi_q,i^T S / den_i, and dO_i given:
+//   g_i = dO_i / den_i, gden_i = -(dO_i . O_i) / den_i,
+//   d phi_q,i = S g_i + z gden_i;  d phi_k,j = R_j v_j + r_j,  dV_j = R_j^T phi_k,j, with
+//   R_j = sum over the queries i that see j of phi_q,i g_i^T and r_j = sum of gden_i phi_q,i;
+// then dQ and dK through each map's Jacobian (elu: 1 or exp; favor_plus: phi_r (w_r - x') times
+// the scale's root; favor: phi x'^T plus the trigonometric part; rfa and l2: through x / |x|, 0
+// for a zero row; dpfp: relu'(0) = 0; efficient: the softmax Jacobians, over the features for q
+// and over the visible keys' positions, per feature, for k). A query with den_i = 0 (O = 0 by
+// definition), a masked query and one that sees no key get dQ = 0 and contribute nothing; masked
+// keys get dK = dV = 0. Computation: one task per (b, h), everything in double from the inputs
+// (O is recomputed, the forward's float O and lse are not read), in a fixed order: non-causal,
+// S, z once, then each query (dQ and its share of R, r), then each key; causal, S, z grow in
+// position order while the queries are read, R, r in reverse order while the keys are read.
+// Time O((Nq + Nk) m (d + dv)); memory per task O((Nq + Nk) m + Nq dv + m dv) doubles (the
+// features of the keys, and causal, those of the queries with their g_i, between the sweeps).
+// The float backward and attention_backward_f64 run the same computation on the same values
+// (the double path on its inputs; the float path on its float inputs widened exactly): they
+// differ by the rounding of the inputs and the final rounding of the gradients to float.
+// attention_f64 is this computation's forward (lse: NaN for active queries that see a key,
+// -inf for the others). Same bits whatever the thread count (exp, sin and cos are the C++
+// library's here).
+//
 // Capabilities.
 //   causal:        supported (forward), except FeatureMap::efficient: smyrf::Error "smyrf:
 //                  params.causal = true: linear attention with FeatureMap::efficient has no
@@ -146,10 +174,10 @@ namespace smyrf {
 //   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: linear attention
 //                  has no dropout" (with params.causal: "... only the reference method has
 //                  causal dropout").
-//   backward:      refused: attention_backward throws "smyrf: linear attention has no
-//                  backward".
-//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: linear
-//                  attention has no double-precision path".
+//   backward:      every map, causal forms included (above); gated RFA refused:
+//                  attention_backward throws "smyrf: linear attention has no backward".
+//   attention_f64: every map (above); gated RFA refused: "smyrf: linear attention has no
+//                  double-precision path".
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes.
