@@ -18,6 +18,7 @@
 #include <stdexcept>
 
 #include "methods.h"
+#include "smyrf/registry.h"
 #include "models/variants.h"
 #include "metrics.h"
 #include "peak.h"
@@ -394,7 +395,11 @@ int run_bench(const BenchOptions& o) {
             progress.step(label + " " + where + " unsupported");
             continue;
           }
-          record(method_name(config), label, tm, std::get_if<SmyrfConfig>(&config));
+          // --backward: every variant whose form has one (with --causal: a causal one).
+          const Capabilities caps = capabilities(config);
+          const bool trains = caps.backward && (!o.causal || caps.causal_backward);
+          record(method_name(config), label, tm, std::get_if<SmyrfConfig>(&config),
+                 o.backward && !bf16 && trains ? time_backward(p, config, o.repeats) : std::nan(""));
           progress.step(label + " " + where);
         }
         if (!wants("smyrf")) continue;
