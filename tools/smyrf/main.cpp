@@ -191,7 +191,7 @@ int main(int argc, char** argv) {
       ->check(kNonNegative)->capture_default_str();
   bench->add_flag("!--no-peak", b.measure_peak, "Skip measuring the FMA peak");
   bench->add_flag("--backward", b.backward,
-                  "Also time the backward pass (attention_backward) of the f32 dense and SMYRF rows");
+                  "Also time the backward pass (attention_backward) of every f32 row whose form has one");
   bench->add_option("--json", b.json, "JSON output file ('' for none)")->capture_default_str();
   bench->add_option("--csv", b.csv, "CSV output file ('' for none)")->capture_default_str();
   bench->add_flag("--quiet", b.quiet, "No progress bar");

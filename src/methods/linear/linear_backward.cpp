@@ -35,7 +35,7 @@
 #include "methods/linear/linear.h"
 #include "methods/linear/linear_internal.h"
 #include "methods/linear/linear_train.h"
-#include "methods/linear/vec-inl.h"
+#include "methods/linear/features-inl.h"
 #include "spec/draws.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -128,17 +128,12 @@ struct Head {
   }
 };
 
-// u[0..dirs_p) = W x (x: dp entries, zero padded).
-HWY_INLINE void Project(const LinearTrainArgs& a, const double* wt, const double* x, double* u) {
-  std::fill_n(u, a.dirs_p, 0.0);
-  for (std::int64_t t = 0; t < a.d; ++t) Axpy(x[t], wt + t * a.dirs_p, u, a.dirs_p);
-}
 // dx[0..dp) += W^T du.
 HWY_INLINE void ProjectBack(const LinearTrainArgs& a, const double* w, const double* du, double* dx) {
-  for (std::int64_t r = 0; r < a.dirs; ++r) Axpy(du[r], w + r * a.dp, dx, a.dp);
+  for (std::int64_t r = 0; r < a.s.dirs; ++r) Axpy(du[r], w + r * a.dp, dx, a.dp);
 }
-// x / |x| in place (0 for a zero row); returns |x|.
-HWY_INLINE double Normalise(double* x, std::int64_t n) {
+// x / |x| in place (0 for a zero row), n a multiple of 8; returns |x|.
+HWY_INLINE double UnitNorm(double* x, std::int64_t n) {
   const double norm = std::sqrt(Dot(x, x, n));
   for (std::int64_t t = 0; t < n; ++t) x[t] = norm > 0.0 ? x[t] / norm : 0.0;
   return norm;
@@ -152,81 +147,17 @@ struct KeyStats {
   const double* ksum = nullptr;
 };
 
-// phi[0..mp) = the features of row x (zero padded). Scratch: xs, a from ws.
-void Features(const LinearTrainArgs& a, const Head& hd, const double* x, bool query,
-              const KeyStats& ks, double* phi, double* xs, double* u) {
-  std::fill_n(phi, a.mp, 0.0);
-  const double inv_dirs = a.dirs > 0 ? 1.0 / std::sqrt(static_cast<double>(a.dirs)) : 0.0;
-  switch (a.map) {
-    case FeatureMap::elu:
-      for (std::int64_t t = 0; t < a.d; ++t) phi[t] = x[t] > 0.0 ? x[t] + 1.0 : std::exp(x[t]);
-      break;
-    case FeatureMap::favor_plus: {
-      const double sigma = query ? a.qsign * a.sq : a.sq;
-      for (std::int64_t t = 0; t < a.dp; ++t) xs[t] = sigma * x[t];
-      Project(a, hd.wt, xs, u);
-      const double half = Dot(xs, xs, a.dp) / 2.0;
-      double c = ks.c;
-      if (query) {
-        c = -std::numeric_limits<double>::infinity();
-        for (std::int64_t r = 0; r < a.dirs; ++r) c = std::max(c, u[r] - half);
-      }
-      for (std::int64_t r = 0; r < a.dirs; ++r) phi[r] = std::exp(u[r] - half - c) * inv_dirs;
-      break;
-    }
-    case FeatureMap::favor: {
-      const double sigma = query ? a.qsign * a.sq : a.sq;
-      for (std::int64_t t = 0; t < a.dp; ++t) xs[t] = sigma * x[t];
-      Project(a, hd.wt, xs, u);
-      const double half = Dot(xs, xs, a.dp) / 2.0;
-      const double e = std::exp(half - (query ? half : ks.c)) * inv_dirs;
-      for (std::int64_t r = 0; r < a.dirs; ++r) {
-        phi[r] = e * std::sin(u[r]);
-        phi[a.dirs + r] = e * std::cos(u[r]);
-      }
-      break;
-    }
-    case FeatureMap::rfa: {
-      std::copy_n(x, a.dp, xs);
-      Normalise(xs, a.dp);
-      Project(a, hd.wt, xs, u);
-      for (std::int64_t r = 0; r < a.dirs; ++r) {
-        phi[r] = std::sin(u[r]) * inv_dirs;
-        phi[a.dirs + r] = std::cos(u[r]) * inv_dirs;
-      }
-      break;
-    }
-    case FeatureMap::dpfp: {
-      const std::int64_t two_d = 2 * a.d;
-      for (std::int64_t t = 0; t < a.d; ++t) {
-        xs[t] = std::max(x[t], 0.0);
-        u[t] = std::max(-x[t], 0.0);
-      }
-      auto rl = [&](std::int64_t i) { return i < a.d ? xs[i] : u[i - a.d]; };
-      for (int nu = 1; nu <= a.nu; ++nu)
-        for (std::int64_t i = 0; i < two_d; ++i)
-          phi[(nu - 1) * two_d + i] = rl(i) * rl((i + nu) % two_d);
-      break;
-    }
-    case FeatureMap::efficient:
-      if (query) {
-        double mx = -std::numeric_limits<double>::infinity();
-        for (std::int64_t t = 0; t < a.d; ++t) mx = std::max(mx, x[t]);
-        double sum = 0.0;
-        for (std::int64_t t = 0; t < a.d; ++t) sum += (phi[t] = std::exp(x[t] - mx));
-        for (std::int64_t t = 0; t < a.d; ++t) phi[t] /= sum;
-      } else {
-        for (std::int64_t t = 0; t < a.d; ++t) phi[t] = std::exp(x[t] - ks.kmax[t]) / ks.ksum[t];
-      }
-      break;
-    case FeatureMap::l2: {
-      std::copy_n(x, a.dp, xs);
-      Normalise(xs, a.dp);
-      phi[0] = 1.0;
-      std::copy_n(xs, a.d, phi + 1);
-      break;
-    }
-  }
+// phi[0..mp) = the features of row x (zero padded), by the forward's row kernel: the same
+// values as the forward's for a query; for a key with the (b, h) constants of ks (efficient:
+// exp(k - M) divided here by the softmax sums). xw: a copy of x the kernel prepares in place;
+// tmp: 3 dirs_p (or 2 d) doubles.
+void RowFeatures(const LinearTrainArgs& a, const Head& hd, const double* x, bool query,
+                 const KeyStats& ks, double* phi, double* xw, double* tmp) {
+  std::copy_n(x, a.dp, xw);
+  const double* st = a.s.map == FeatureMap::efficient ? ks.kmax : &ks.c;
+  Features(a.s, hd.wt, xw, query, st, phi, tmp);
+  if (a.s.map == FeatureMap::efficient && !query)
+    for (std::int64_t t = 0; t < a.s.d; ++t) phi[t] /= ks.ksum[t];
 }
 
 // dx[0..dp) = (d phi / d x)^T dphi for row x with features phi (efficient keys: done by the
@@ -235,63 +166,60 @@ void FeaturesBack(const LinearTrainArgs& a, const Head& hd, const double* x, boo
                   const double* phi, const double* dphi, double* dx, double* xs, double* u,
                   double* du, double* dxh) {
   std::fill_n(dx, a.dp, 0.0);
-  const double inv_dirs = a.dirs > 0 ? 1.0 / std::sqrt(static_cast<double>(a.dirs)) : 0.0;
   // The Jacobian of x -> x / |x| applied to dxh: (dxh - xh (xh . dxh)) / |x|.
   auto unit_back = [&](const double* dxhat) {
     std::copy_n(x, a.dp, xs);
-    const double norm = Normalise(xs, a.dp);
+    const double norm = UnitNorm(xs, a.dp);
     if (norm == 0.0) return;  // dx stays 0
     const double proj = Dot(xs, dxhat, a.dp);
-    for (std::int64_t t = 0; t < a.d; ++t) dx[t] = (dxhat[t] - xs[t] * proj) / norm;
+    for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = (dxhat[t] - xs[t] * proj) / norm;
   };
-  switch (a.map) {
+  switch (a.s.map) {
     case FeatureMap::elu:
-      for (std::int64_t t = 0; t < a.d; ++t) dx[t] = dphi[t] * (x[t] > 0.0 ? 1.0 : phi[t]);
+      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = dphi[t] * (x[t] > 0.0 ? 1.0 : phi[t]);
       break;
     case FeatureMap::favor_plus: {
       // phi_r = exp(w_r . x' - |x'|^2 / 2 - c) / sqrt(m): d phi_r / d x' = phi_r (w_r - x').
-      const double sigma = query ? a.qsign * a.sq : a.sq;
+      const double sigma = query ? a.s.qsign * a.s.sq : a.s.sq;
       double total = 0.0;
-      for (std::int64_t r = 0; r < a.dirs; ++r) total += (du[r] = dphi[r] * phi[r]);
+      for (std::int64_t r = 0; r < a.s.dirs; ++r) total += (du[r] = dphi[r] * phi[r]);
       ProjectBack(a, hd.w, du, dx);
-      for (std::int64_t t = 0; t < a.d; ++t) dx[t] = sigma * (dx[t] - sigma * x[t] * total);
+      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = sigma * (dx[t] - sigma * x[t] * total);
       break;
     }
     case FeatureMap::favor: {
       // phi = e(x') [sin(W x'), cos(W x')], e = exp(|x'|^2 / 2 - c) / sqrt(m / 2).
-      const double sigma = query ? a.qsign * a.sq : a.sq;
+      const double sigma = query ? a.s.qsign * a.s.sq : a.s.sq;
       for (std::int64_t t = 0; t < a.dp; ++t) xs[t] = sigma * x[t];
       double total = 0.0;  // dphi . phi: the derivative through e, times x'
-      for (std::int64_t r = 0; r < a.dirs; ++r) {
-        total += dphi[r] * phi[r] + dphi[a.dirs + r] * phi[a.dirs + r];
+      for (std::int64_t r = 0; r < a.s.dirs; ++r) {
+        total += dphi[r] * phi[r] + dphi[a.s.dirs + r] * phi[a.s.dirs + r];
         // phi_r = e sin(u_r), phi_{m/2 + r} = e cos(u_r).
-        du[r] = dphi[r] * phi[a.dirs + r] - dphi[a.dirs + r] * phi[r];
+        du[r] = dphi[r] * phi[a.s.dirs + r] - dphi[a.s.dirs + r] * phi[r];
       }
       ProjectBack(a, hd.w, du, dx);
-      for (std::int64_t t = 0; t < a.d; ++t) dx[t] = sigma * (dx[t] + xs[t] * total);
+      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = sigma * (dx[t] + xs[t] * total);
       break;
     }
     case FeatureMap::rfa: {
-      std::copy_n(x, a.dp, xs);
-      Normalise(xs, a.dp);
-      Project(a, hd.wt, xs, u);
-      for (std::int64_t r = 0; r < a.dirs; ++r)
-        du[r] = (dphi[r] * std::cos(u[r]) - dphi[a.dirs + r] * std::sin(u[r])) * inv_dirs;
+      // phi_r = sin(u_r) / sqrt(m/2), phi_{m/2 + r} = cos(u_r) / sqrt(m/2), u = W x / |x|.
+      for (std::int64_t r = 0; r < a.s.dirs; ++r)
+        du[r] = dphi[r] * phi[a.s.dirs + r] - dphi[a.s.dirs + r] * phi[r];
       std::fill_n(dxh, a.dp, 0.0);
       ProjectBack(a, hd.w, du, dxh);
       unit_back(dxh);
       break;
     }
     case FeatureMap::dpfp: {
-      const std::int64_t two_d = 2 * a.d;
+      const std::int64_t two_d = 2 * a.s.d;
       // r = relu([x, -x]) in xs[0..d) and u[0..d); dr in du[0..2d).
-      for (std::int64_t t = 0; t < a.d; ++t) {
+      for (std::int64_t t = 0; t < a.s.d; ++t) {
         xs[t] = std::max(x[t], 0.0);
         u[t] = std::max(-x[t], 0.0);
       }
-      auto rl = [&](std::int64_t i) { return i < a.d ? xs[i] : u[i - a.d]; };
+      auto rl = [&](std::int64_t i) { return i < a.s.d ? xs[i] : u[i - a.s.d]; };
       std::fill_n(du, two_d, 0.0);
-      for (int nu = 1; nu <= a.nu; ++nu)
+      for (int nu = 1; nu <= a.s.nu; ++nu)
         for (std::int64_t i = 0; i < two_d; ++i) {
           const std::int64_t j = (i + nu) % two_d;
           const double gphi = dphi[(nu - 1) * two_d + i];
@@ -299,19 +227,19 @@ void FeaturesBack(const LinearTrainArgs& a, const Head& hd, const double* x, boo
           du[j] += gphi * rl(i);
         }
       // relu'(0) = 0 on both sides.
-      for (std::int64_t t = 0; t < a.d; ++t)
-        dx[t] = (x[t] > 0.0 ? du[t] : 0.0) - (x[t] < 0.0 ? du[a.d + t] : 0.0);
+      for (std::int64_t t = 0; t < a.s.d; ++t)
+        dx[t] = (x[t] > 0.0 ? du[t] : 0.0) - (x[t] < 0.0 ? du[a.s.d + t] : 0.0);
       break;
     }
     case FeatureMap::efficient: {
       // Queries: softmax over the features, d rho = rho (dphi - rho . dphi).
-      const double proj = Dot(phi, dphi, a.mp);
-      for (std::int64_t t = 0; t < a.d; ++t) dx[t] = phi[t] * (dphi[t] - proj);
+      const double proj = Dot(phi, dphi, a.s.mp);
+      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = phi[t] * (dphi[t] - proj);
       break;
     }
     case FeatureMap::l2: {
       std::fill_n(dxh, a.dp, 0.0);
-      std::copy_n(dphi + 1, a.d, dxh);
+      std::copy_n(dphi + 1, a.s.d, dxh);
       unit_back(dxh);
       break;
     }
@@ -322,11 +250,11 @@ void FeaturesBack(const LinearTrainArgs& a, const Head& hd, const double* x, boo
 void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
   const detail::Problem& pr = *a.pr;
   const std::int64_t b = bh / pr.H, h = bh % pr.H;
-  const std::int64_t Nq = pr.Nq, Nk = pr.Nk, m = a.m, mp = a.mp, dvp = a.dvp;
+  const std::int64_t Nq = pr.Nq, Nk = pr.Nk, m = a.s.m, mp = a.s.mp, dvp = a.dvp;
   const bool causal = pr.p->causal;
   const LinearTrainScratch l = LinearTrainScratch::make(a, Nq, Nk, causal);
-  const Head hd{&a, &pr, b, h, a.w ? a.w + h * a.dirs * a.dp : nullptr,
-                a.wt ? a.wt + h * a.dp * a.dirs_p : nullptr};
+  const Head hd{&a, &pr, b, h, a.w ? a.w + h * a.s.dirs * a.dp : nullptr,
+                a.s.wt ? a.s.wt + h * a.s.d * a.s.dirs_p : nullptr};
   double *x = ws + l.x, *xs = ws + l.xs, *dx = ws + l.dx, *dxh = ws + l.dxh, *u = ws + l.a, *du = ws + l.da;
   double *phi = ws + l.phi, *dphi = ws + l.dphi, *vrow = ws + l.vrow, *gorow = ws + l.gorow;
   double *num = ws + l.num, *g = ws + l.g, *S = ws + l.S, *z = ws + l.z, *R = ws + l.R, *rr = ws + l.rr;
@@ -335,7 +263,7 @@ void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
   // Key statistics over the visible keys (the forward's constants).
   KeyStats ks;
   bool any_key = false;
-  if (a.map == FeatureMap::favor_plus || a.map == FeatureMap::favor || a.map == FeatureMap::efficient) {
+  if (a.s.map == FeatureMap::favor_plus || a.s.map == FeatureMap::favor || a.s.map == FeatureMap::efficient) {
     double c = -std::numeric_limits<double>::infinity();
     double* kmax = ws + l.kmax;
     double* ksum = ws + l.ksum;
@@ -344,24 +272,24 @@ void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     for (std::int64_t j = 0; j < Nk; ++j) {
       if (!pr.key_visible(b, j)) continue;
       hd.load_k(j, x);
-      if (a.map == FeatureMap::efficient) {
-        for (std::int64_t t = 0; t < a.d; ++t) kmax[t] = std::max(kmax[t], x[t]);
+      if (a.s.map == FeatureMap::efficient) {
+        for (std::int64_t t = 0; t < a.s.d; ++t) kmax[t] = std::max(kmax[t], x[t]);
         continue;
       }
-      for (std::int64_t t = 0; t < a.dp; ++t) xs[t] = a.sq * x[t];
+      for (std::int64_t t = 0; t < a.dp; ++t) xs[t] = a.s.sq * x[t];
       const double half = Dot(xs, xs, a.dp) / 2.0;
-      if (a.map == FeatureMap::favor) {
+      if (a.s.map == FeatureMap::favor) {
         c = std::max(c, half);
       } else {
-        Project(a, hd.wt, xs, u);
-        for (std::int64_t r = 0; r < a.dirs; ++r) c = std::max(c, u[r] - half);
+        Project(a.s, hd.wt, xs, u);
+        for (std::int64_t r = 0; r < a.s.dirs; ++r) c = std::max(c, u[r] - half);
       }
     }
-    if (a.map == FeatureMap::efficient)
+    if (a.s.map == FeatureMap::efficient)
       for (std::int64_t j = 0; j < Nk; ++j) {
         if (!pr.key_visible(b, j)) continue;
         hd.load_k(j, x);
-        for (std::int64_t t = 0; t < a.d; ++t) ksum[t] += std::exp(x[t] - kmax[t]);
+        for (std::int64_t t = 0; t < a.s.d; ++t) ksum[t] += std::exp(x[t] - kmax[t]);
       }
     ks = KeyStats{c, kmax, ksum};
   }
@@ -370,7 +298,7 @@ void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     if (!pr.key_visible(b, j)) continue;
     any_key = true;
     hd.load_k(j, x);
-    Features(a, hd, x, false, ks, phk + j * mp, xs, u);
+    RowFeatures(a, hd, x, false, ks, phk + j * mp, xs, u);
   }
 
   std::fill_n(S, m * dvp, 0.0);
@@ -391,7 +319,7 @@ void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
   // (backward). Returns false when the query contributes nothing (normaliser 0).
   auto read_query = [&](std::int64_t i, double* f, double* gi, double& gden) {
     hd.load_q(i, x);
-    Features(a, hd, x, true, ks, f, xs, u);
+    RowFeatures(a, hd, x, true, ks, f, xs, u);
     std::fill_n(num, dvp, 0.0);
     for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], S + r * dvp, num, dvp);
     const double den = Dot(f, z, mp);
@@ -456,7 +384,7 @@ void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
   if (!a.backward) return;
 
   // Keys: d phi_k = R v + r, dV = R^T phi_k, then dK.
-  const bool efficient = a.map == FeatureMap::efficient;
+  const bool efficient = a.s.map == FeatureMap::efficient;
   double* A = ws + l.A;
   if (efficient) std::fill_n(A, mp, 0.0);
   std::int64_t next = Nq - 1;  // causal: the next query (in reverse) to add to R, r
@@ -490,7 +418,7 @@ void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
       if (!pr.key_visible(b, j)) continue;
       const double* f = phk + j * mp;
       const double* df = ws + l.dphk + j * mp;
-      for (std::int64_t t = 0; t < a.d; ++t) dx[t] = f[t] * (df[t] - A[t]);
+      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = f[t] * (df[t] - A[t]);
       hd.store_gk(j, dx);
     }
 }
@@ -520,35 +448,35 @@ struct TrainSetup {
   TrainSetup(const Problem& pr, const LinearConfig& config) {
     LinearTrainArgs& a = args;
     a.pr = &pr;
-    a.map = config.map;
-    a.d = pr.d;
+    a.s.map = config.map;
+    a.s.d = pr.d;
     a.dp = linear_pad8(pr.d);
     a.dvp = linear_pad8(pr.dv);
-    a.m = linear_feature_count(config, pr.d);
-    a.mp = linear_pad8(a.m);
-    a.dirs = config.map == FeatureMap::favor_plus                               ? config.n_features
+    a.s.m = linear_feature_count(config, pr.d);
+    a.s.mp = linear_pad8(a.s.m);
+    a.s.dirs = config.map == FeatureMap::favor_plus                               ? config.n_features
              : config.map == FeatureMap::favor || config.map == FeatureMap::rfa ? config.n_features / 2
                                                                                 : 0;
-    a.dirs_p = linear_pad8(a.dirs);
-    a.sq = std::sqrt(std::abs(static_cast<double>(pr.scale)));
-    a.qsign = pr.scale < 0.0f ? -1.0 : 1.0;
-    a.nu = config.dpfp_nu;
-    if (a.dirs > 0) {
-      w.assign(static_cast<std::size_t>(pr.H * a.dirs * a.dp), 0.0);
-      wt.assign(static_cast<std::size_t>(pr.H * a.dp * a.dirs_p), 0.0);
+    a.s.dirs_p = linear_pad8(a.s.dirs);
+    a.s.sq = std::sqrt(std::abs(static_cast<double>(pr.scale)));
+    a.s.qsign = pr.scale < 0.0f ? -1.0 : 1.0;
+    a.s.nu = config.dpfp_nu;
+    if (a.s.dirs > 0) {
+      w.assign(static_cast<std::size_t>(pr.H * a.s.dirs * a.dp), 0.0);
+      wt.assign(static_cast<std::size_t>(pr.H * pr.d * a.s.dirs_p), 0.0);
       const double sigma = config.map == FeatureMap::rfa ? static_cast<double>(config.rfa_sigma) : 1.0;
       for (std::int64_t h = 0; h < pr.H; ++h) {
         const std::vector<double> draw =
-            spec::linear_random_features(pr.p->seed, h, a.dirs, pr.d, config.orthogonal);
-        for (std::int64_t r = 0; r < a.dirs; ++r)
+            spec::linear_random_features(pr.p->seed, h, a.s.dirs, pr.d, config.orthogonal);
+        for (std::int64_t r = 0; r < a.s.dirs; ++r)
           for (std::int64_t t = 0; t < pr.d; ++t) {
             const double x = draw[static_cast<std::size_t>(r * pr.d + t)] / sigma;
-            w[static_cast<std::size_t>((h * a.dirs + r) * a.dp + t)] = x;
-            wt[static_cast<std::size_t>((h * a.dp + t) * a.dirs_p + r)] = x;
+            w[static_cast<std::size_t>((h * a.s.dirs + r) * a.dp + t)] = x;
+            wt[static_cast<std::size_t>((h * pr.d + t) * a.s.dirs_p + r)] = x;
           }
       }
       a.w = w.data();
-      a.wt = wt.data();
+      a.s.wt = wt.data();
     }
     a.per_thread = LinearTrainScratch::make(a, pr.Nq, pr.Nk, pr.p->causal).total;
   }

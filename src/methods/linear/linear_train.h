@@ -24,16 +24,10 @@ void linear_backward_f64(const Problem& pr, const DoubleTensors& in, const Linea
 // set: the float rows of `pr` (f64 == nullptr-inputs) or contiguous doubles.
 struct LinearTrainArgs {
   const Problem* pr = nullptr;
-  FeatureMap map = FeatureMap::elu;
-  std::int64_t d = 0, dp = 0;      // head dimension, padded to 8
+  LinearMap s{};                   // the map (wt: W^T of all heads, [H][d][dirs_p])
+  std::int64_t dp = 0;             // d padded to 8
   std::int64_t dvp = 0;            // dv padded to 8
-  std::int64_t m = 0, mp = 0;      // features, padded to 8
-  std::int64_t dirs = 0, dirs_p = 0;  // random directions (rows of W), padded to 8
-  double sq = 1.0;                 // sqrt(|scale|) (favor_plus, favor)
-  double qsign = 1.0;              // sign of the scale, applied to queries
-  int nu = 1;                      // dpfp
   const double* w = nullptr;       // [H][dirs][dp]: W per head (rfa: / rfa_sigma), or null
-  const double* wt = nullptr;      // [H][dp][dirs_p]: W^T per head
   // Double inputs (contiguous [B, H, N, width]) and outputs, or nullptr.
   const double *q64 = nullptr, *k64 = nullptr, *v64 = nullptr, *go64 = nullptr;
   double *o64 = nullptr, *lse64 = nullptr, *gq64 = nullptr, *gk64 = nullptr, *gv64 = nullptr;
@@ -62,27 +56,28 @@ struct LinearTrainScratch {
     l.xs = take(s.dp);
     l.dx = take(s.dp);
     l.dxh = take(s.dp);
-    // Projections (dirs) or, for dpfp, the negative half of relu([x, -x]) and its gradient (2d).
-    l.a = take(std::max(s.dirs_p, 2 * s.d));
-    l.da = take(std::max(s.dirs_p, 2 * s.d));
-    l.phi = take(s.mp);
-    l.dphi = take(s.mp);
+    // Projections and their trigonometric values (Features' tmp: 3 dirs_p), or, for dpfp,
+    // relu([x, -x]) and its gradient (2d).
+    l.a = take(std::max(3 * s.s.dirs_p, 2 * s.s.d));
+    l.da = take(std::max(s.s.dirs_p, 2 * s.s.d));
+    l.phi = take(s.s.mp);
+    l.dphi = take(s.s.mp);
     l.vrow = take(s.dvp);
     l.gorow = take(s.dvp);
     l.num = take(s.dvp);
     l.g = take(s.dvp);
-    l.S = take(s.m * s.dvp);
-    l.z = take(s.mp);
-    l.R = take(s.m * s.dvp);
-    l.rr = take(s.mp);
+    l.S = take(s.s.m * s.dvp);
+    l.z = take(s.s.mp);
+    l.R = take(s.s.m * s.dvp);
+    l.rr = take(s.s.mp);
     l.kmax = take(s.dp);
     l.ksum = take(s.dp);
-    l.A = take(s.mp);
-    l.phk = take(Nk * s.mp);
-    l.phq = take(causal ? Nq * s.mp : 0);
+    l.A = take(s.s.mp);
+    l.phk = take(Nk * s.s.mp);
+    l.phq = take(causal ? Nq * s.s.mp : 0);
     l.gst = take(causal ? Nq * s.dvp : 0);
     l.gden = take(causal ? Nq : 0);
-    l.dphk = take(s.map == FeatureMap::efficient ? Nk * s.mp : 0);
+    l.dphk = take(s.s.map == FeatureMap::efficient ? Nk * s.s.mp : 0);
     l.total = at;
     return l;
   }
