@@ -53,7 +53,8 @@ TEST_P(LinearBackward, DoubleDefinitionIsTheOracle) {
   for (bool causal : {false, true}) {
     if (causal && !capabilities(lc.config).causal_backward) continue;
     for (float scale : {0.0f, -0.3f}) {
-      TrainCase c(2, 2, 36, 40, 8, 6, true, 51);
+      // Nq, Nk over several blocks of 128 when the scale is negative.
+      TrainCase c(2, 2, scale < 0 ? 300 : 36, scale < 0 ? 280 : 40, 8, 6, true, 51);
       c.pr.random_masks(52, 0.85, 0.9);
       c.pr.params.causal = causal;
       if (scale != 0.0f) c.pr.params.scale = scale;
@@ -82,6 +83,14 @@ TEST_P(LinearBackward, DoubleDefinitionMatchesFiniteDifferences) {
     c.params.causal = causal;
     c.check(lc.config, (lc.name + (causal ? " causal" : "")).c_str());
   }
+}
+
+// Several blocks of 128 keys and queries: the sums over blocks (and the key stabilisers
+// combined across blocks) in the gradient too.
+TEST_P(LinearBackward, DoubleDefinitionOverBlocksMatchesFiniteDifferences) {
+  const LinearCase& lc = GetParam();
+  FdCase c(1, 1, 200, 270, 3, 2, 35);
+  c.check(lc.config, (lc.name + " blocks").c_str());
 }
 
 // Masks in the finite differences too (masked rows' gradients are 0, the others exact).

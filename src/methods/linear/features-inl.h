@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "common/convert.h"
 #include "hwy/contrib/math/math-inl.h"
@@ -319,6 +320,33 @@ HWY_INLINE void Features(const LinearMap& s, const double* wt, double* x, bool q
   double* proj = s.map == FeatureMap::favor_plus ? out : tmp;
   if (s.dirs > 0) Project(s, wt, x, proj);
   FeaturesOf(s, x, proj, query, st, out, tmp);
+}
+
+
+// Features of a block of n >= 1 raw key rows X (stride d, prepared in place) into F (stride
+// mp), with the block's own stabiliser in cb (favor_plus: max over its keys and r of u_r;
+// favor: max |x_k|^2 / 2; efficient: per feature the max M_bf, d entries; unused otherwise);
+// their projections in P (stride dirs_p).
+HWY_INLINE void KeyBlockFeatures(const LinearMap& s, const double* wt, double* X, std::int64_t n,
+                                 double* P, double* cb, double* F, double* tmp) {
+  const std::int64_t d = s.d;
+  for (std::int64_t k = 0; k < n; ++k) Prep(s, X + k * d, false);
+  if (s.dirs > 0) ProjectRows(s, wt, X, n, P);
+  if (s.map == FeatureMap::favor_plus) {
+    double c = -std::numeric_limits<double>::infinity();
+    for (std::int64_t k = 0; k < n; ++k)
+      c = std::max(c, MaxOf(P + k * s.dirs_p, s.m) - HalfSqNorm(X + k * d, d));
+    cb[0] = c;
+  } else if (s.map == FeatureMap::favor) {
+    double c = -std::numeric_limits<double>::infinity();
+    for (std::int64_t k = 0; k < n; ++k) c = std::max(c, HalfSqNorm(X + k * d, d));
+    cb[0] = c;
+  } else if (s.map == FeatureMap::efficient) {
+    std::copy_n(X, d, cb);
+    for (std::int64_t k = 1; k < n; ++k)
+      for (std::int64_t t = 0; t < d; ++t) cb[t] = std::max(cb[t], X[k * d + t]);
+  }
+  for (std::int64_t k = 0; k < n; ++k) FeaturesOf(s, X + k * d, P + k * s.dirs_p, false, cb, F + k * s.mp, tmp);
 }
 
 }  // namespace linear

@@ -197,25 +197,7 @@ void KeyBlock(const detail::LinearRunArgs& a, std::int64_t bh, std::int64_t j0,
   }
   part[pt.count] = static_cast<double>(n);
   if (n == 0) return;
-  for (std::int64_t k = 0; k < n; ++k) Prep(s, xs + k * d, false);
-  if (s.dirs > 0) ProjectRows(s, at.wt, xs, n, pj);
-  if (s.map == FeatureMap::favor_plus) {
-    double c = -std::numeric_limits<double>::infinity();
-    for (std::int64_t k = 0; k < n; ++k)
-      c = std::max(c, MaxOf(pj + k * s.dirs_p, m) - HalfSqNorm(xs + k * d, d));
-    cb[0] = c;
-  } else if (s.map == FeatureMap::favor) {
-    double c = -std::numeric_limits<double>::infinity();
-    for (std::int64_t k = 0; k < n; ++k) c = std::max(c, HalfSqNorm(xs + k * d, d));
-    cb[0] = c;
-  } else if (s.map == FeatureMap::efficient) {
-    std::copy_n(xs, d, cb);
-    for (std::int64_t k = 1; k < n; ++k)
-      for (std::int64_t t = 0; t < d; ++t) cb[t] = std::max(cb[t], xs[k * d + t]);
-  }
-  for (std::int64_t k = 0; k < n; ++k)
-    FeaturesOf(s, xs + k * d, pj + k * s.dirs_p, false, cb, kphi + k * mp,
-               sc + a.layout.tmp);
+  KeyBlockFeatures(s, at.wt, xs, n, pj, cb, kphi, sc + a.layout.tmp);
   if (s.map == FeatureMap::dpfp) {
     // DPFP's features are products of two coordinates: with small inputs they fall below
     // float's range before the float products. The block's features are divided by their

@@ -128,6 +128,12 @@ struct Head {
   }
 };
 
+// The Head of (b, h).
+Head head_of(const LinearTrainArgs& a, std::int64_t b, std::int64_t h) {
+  return Head{&a, a.pr, b, h, a.w ? a.w + h * a.s.dirs * a.dp : nullptr,
+              a.s.wt ? a.s.wt + h * a.s.d * a.s.dirs_p : nullptr};
+}
+
 // dx[0..dp) += W^T du.
 HWY_INLINE void ProjectBack(const LinearTrainArgs& a, const double* w, const double* du, double* dx) {
   for (std::int64_t r = 0; r < a.s.dirs; ++r) Axpy(du[r], w + r * a.dp, dx, a.dp);
@@ -246,36 +252,25 @@ void FeaturesBack(const LinearTrainArgs& a, const Head& hd, const double* x, boo
   }
 }
 
-// One (b, h): the forward (o64, lse64) or the gradients.
-void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
+// Causal, one (b, h): the forward (o64, lse64) or the gradients, by the two sweeps.
+void CausalHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
   const detail::Problem& pr = *a.pr;
   const std::int64_t b = bh / pr.H, h = bh % pr.H;
   const std::int64_t Nq = pr.Nq, Nk = pr.Nk, m = a.s.m, mp = a.s.mp, dvp = a.dvp;
-  const bool causal = pr.p->causal;
-  const LinearTrainScratch l = LinearTrainScratch::make(a, Nq, Nk, causal);
-  const Head hd{&a, &pr, b, h, a.w ? a.w + h * a.s.dirs * a.dp : nullptr,
-                a.s.wt ? a.s.wt + h * a.s.d * a.s.dirs_p : nullptr};
+  const LinearTrainScratch l = LinearTrainScratch::make(a, Nq, Nk, true);
+  const Head hd = head_of(a, b, h);
   double *x = ws + l.x, *xs = ws + l.xs, *dx = ws + l.dx, *dxh = ws + l.dxh, *u = ws + l.a, *du = ws + l.da;
-  double *phi = ws + l.phi, *dphi = ws + l.dphi, *vrow = ws + l.vrow, *gorow = ws + l.gorow;
-  double *num = ws + l.num, *g = ws + l.g, *S = ws + l.S, *z = ws + l.z, *R = ws + l.R, *rr = ws + l.rr;
+  double *dphi = ws + l.dphi, *vrow = ws + l.vrow, *gorow = ws + l.gorow;
+  double *num = ws + l.num, *S = ws + l.S, *z = ws + l.z, *R = ws + l.R, *rr = ws + l.rr;
   double *phk = ws + l.phk, *phq = ws + l.phq, *gst = ws + l.gst, *gden_st = ws + l.gden;
 
-  // Key statistics over the visible keys (the forward's constants).
+  // The key constant c over every visible key (favor_plus, favor; not over the prefix).
   KeyStats ks;
-  bool any_key = false;
-  if (a.s.map == FeatureMap::favor_plus || a.s.map == FeatureMap::favor || a.s.map == FeatureMap::efficient) {
+  if (a.s.map == FeatureMap::favor_plus || a.s.map == FeatureMap::favor) {
     double c = -std::numeric_limits<double>::infinity();
-    double* kmax = ws + l.kmax;
-    double* ksum = ws + l.ksum;
-    std::fill_n(kmax, a.dp, -std::numeric_limits<double>::infinity());
-    std::fill_n(ksum, a.dp, 0.0);
     for (std::int64_t j = 0; j < Nk; ++j) {
       if (!pr.key_visible(b, j)) continue;
       hd.load_k(j, x);
-      if (a.s.map == FeatureMap::efficient) {
-        for (std::int64_t t = 0; t < a.s.d; ++t) kmax[t] = std::max(kmax[t], x[t]);
-        continue;
-      }
       for (std::int64_t t = 0; t < a.dp; ++t) xs[t] = a.s.sq * x[t];
       const double half = Dot(xs, xs, a.dp) / 2.0;
       if (a.s.map == FeatureMap::favor) {
@@ -285,113 +280,74 @@ void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
         for (std::int64_t r = 0; r < a.s.dirs; ++r) c = std::max(c, u[r] - half);
       }
     }
-    if (a.s.map == FeatureMap::efficient)
-      for (std::int64_t j = 0; j < Nk; ++j) {
-        if (!pr.key_visible(b, j)) continue;
-        hd.load_k(j, x);
-        for (std::int64_t t = 0; t < a.s.d; ++t) ksum[t] += std::exp(x[t] - kmax[t]);
-      }
-    ks = KeyStats{c, kmax, ksum};
+    ks.c = c;
   }
-  // Every visible key's features, kept for both passes over the keys.
+  // Every visible key's features, kept for both sweeps.
   for (std::int64_t j = 0; j < Nk; ++j) {
     if (!pr.key_visible(b, j)) continue;
-    any_key = true;
     hd.load_k(j, x);
     RowFeatures(a, hd, x, false, ks, phk + j * mp, xs, u);
   }
 
+  // Forward sweep: S, z absorb the keys in position order; each query reads them.
   std::fill_n(S, m * dvp, 0.0);
   std::fill_n(z, mp, 0.0);
-  auto absorb = [&](std::int64_t j) {
-    const double* f = phk + j * mp;
-    hd.load_v(j, vrow);
-    for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], vrow, S + r * dvp, dvp);
-    Axpy(1.0, f, z, mp);
-  };
-  if (!causal)
-    for (std::int64_t j = 0; j < Nk; ++j)
-      if (pr.key_visible(b, j)) absorb(j);
-
-  std::fill_n(R, m * dvp, 0.0);
-  std::fill_n(rr, mp, 0.0);
-  // Reads query i against the current S, z: O (forward) or d phi_q, dQ and its g, gden
-  // (backward). Returns false when the query contributes nothing (normaliser 0).
-  auto read_query = [&](std::int64_t i, double* f, double* gi, double& gden) {
+  std::int64_t t = 0, seen = 0;
+  for (std::int64_t i = 0; i < Nq; ++i) {
+    const std::int64_t pos = pr.key_position(i);
+    for (; t < Nk && t <= pos; ++t) {
+      if (!pr.key_visible(b, t)) continue;
+      const double* f = phk + t * mp;
+      hd.load_v(t, vrow);
+      for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], vrow, S + r * dvp, dvp);
+      Axpy(1.0, f, z, mp);
+      ++seen;
+    }
+    double* f = phq + i * mp;
+    double* gi = gst + i * dvp;
+    gden_st[i] = 0.0;
+    std::fill_n(gi, dvp, 0.0);
+    std::fill_n(f, mp, 0.0);
+    if (!pr.query_active(b, i) || seen == 0) {
+      if (a.backward) hd.store_gq(i, nullptr);
+      else hd.store_o(i, nullptr, false);
+      continue;
+    }
     hd.load_q(i, x);
     RowFeatures(a, hd, x, true, ks, f, xs, u);
     std::fill_n(num, dvp, 0.0);
     for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], S + r * dvp, num, dvp);
     const double den = Dot(f, z, mp);
-    if (den == 0.0) {  // O = 0 by definition, a constant
+    if (den == 0.0) {  // O = 0 by definition, a constant: no gradient, no share of R, r
       if (a.backward) hd.store_gq(i, nullptr);
       else hd.store_o(i, nullptr, true);
-      gden = 0.0;
-      std::fill_n(gi, dvp, 0.0);
-      return false;
+      continue;
     }
     for (std::int64_t c = 0; c < dvp; ++c) num[c] /= den;  // O_i
     if (!a.backward) {
       hd.store_o(i, num, true);
-      return false;
+      continue;
     }
     hd.load_go(i, gorow);
-    gden = -Dot(gorow, num, dvp) / den;
+    gden_st[i] = -Dot(gorow, num, dvp) / den;
     for (std::int64_t c = 0; c < dvp; ++c) gi[c] = gorow[c] / den;
-    for (std::int64_t r = 0; r < m; ++r) dphi[r] = Dot(S + r * dvp, gi, dvp) + z[r] * gden;
+    for (std::int64_t r = 0; r < m; ++r) dphi[r] = Dot(S + r * dvp, gi, dvp) + z[r] * gden_st[i];
     std::fill(dphi + m, dphi + mp, 0.0);
     FeaturesBack(a, hd, x, true, f, dphi, dx, xs, u, du, dxh);
     hd.store_gq(i, dx);
-    return true;
-  };
-  auto add_query = [&](const double* f, const double* gi, double gden) {
-    for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], gi, R + r * dvp, dvp);
-    Axpy(gden, f, rr, mp);
-  };
-  auto silent_query = [&](std::int64_t i) {
-    if (a.backward) hd.store_gq(i, nullptr);
-    else hd.store_o(i, nullptr, false);
-  };
-
-  if (!causal) {
-    for (std::int64_t i = 0; i < Nq; ++i) {
-      if (!pr.query_active(b, i) || !any_key) {
-        silent_query(i);
-        continue;
-      }
-      double gden = 0.0;
-      if (read_query(i, phi, g, gden)) add_query(phi, g, gden);
-    }
-  } else {
-    std::int64_t t = 0, seen = 0;
-    for (std::int64_t i = 0; i < Nq; ++i) {
-      const std::int64_t pos = pr.key_position(i);
-      for (; t < Nk && t <= pos; ++t)
-        if (pr.key_visible(b, t)) {
-          absorb(t);
-          ++seen;
-        }
-      gden_st[i] = 0.0;
-      std::fill_n(gst + i * dvp, dvp, 0.0);
-      std::fill_n(phq + i * mp, mp, 0.0);
-      if (!pr.query_active(b, i) || seen == 0) {
-        silent_query(i);
-        continue;
-      }
-      read_query(i, phq + i * mp, gst + i * dvp, gden_st[i]);
-    }
   }
   if (!a.backward) return;
 
-  // Keys: d phi_k = R v + r, dV = R^T phi_k, then dK.
-  const bool efficient = a.s.map == FeatureMap::efficient;
-  double* A = ws + l.A;
-  if (efficient) std::fill_n(A, mp, 0.0);
-  std::int64_t next = Nq - 1;  // causal: the next query (in reverse) to add to R, r
+  // Reverse sweep: R, r absorb the queries that see key j; key j reads them.
+  std::fill_n(R, m * dvp, 0.0);
+  std::fill_n(rr, mp, 0.0);
+  std::int64_t next = Nq - 1;
   for (std::int64_t j = Nk - 1; j >= 0; --j) {
-    if (causal)
-      for (; next >= 0 && pr.key_position(next) >= j; --next)
-        if (pr.query_active(b, next)) add_query(phq + next * mp, gst + next * dvp, gden_st[next]);
+    for (; next >= 0 && pr.key_position(next) >= j; --next) {
+      const double* f = phq + next * mp;
+      for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], gst + next * dvp, R + r * dvp, dvp);
+      Axpy(gden_st[next], f, rr, mp);
+    }
     if (!pr.key_visible(b, j)) {
       hd.store_gk(j, nullptr);
       hd.store_gv(j, nullptr);
@@ -399,36 +355,338 @@ void TrainHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     }
     const double* f = phk + j * mp;
     hd.load_v(j, vrow);
-    double* dk_phi = efficient ? ws + l.dphk + j * mp : dphi;
-    for (std::int64_t r = 0; r < m; ++r) dk_phi[r] = Dot(R + r * dvp, vrow, dvp) + rr[r];
-    std::fill(dk_phi + m, dk_phi + mp, 0.0);
+    for (std::int64_t r = 0; r < m; ++r) dphi[r] = Dot(R + r * dvp, vrow, dvp) + rr[r];
+    std::fill(dphi + m, dphi + mp, 0.0);
     std::fill_n(num, dvp, 0.0);
     for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], R + r * dvp, num, dvp);
     hd.store_gv(j, num);
-    if (efficient) {
-      for (std::int64_t r = 0; r < m; ++r) A[r] += f[r] * dk_phi[r];
-      continue;
-    }
     hd.load_k(j, x);
-    FeaturesBack(a, hd, x, false, f, dk_phi, dx, xs, u, du, dxh);
+    FeaturesBack(a, hd, x, false, f, dphi, dx, xs, u, du, dxh);
     hd.store_gk(j, dx);
   }
-  if (efficient)  // softmax of each feature over the visible keys: dk = phi (dphi - A)
-    for (std::int64_t j = 0; j < Nk; ++j) {
-      if (!pr.key_visible(b, j)) continue;
-      const double* f = phk + j * mp;
-      const double* df = ws + l.dphk + j * mp;
-      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = f[t] * (df[t] - A[t]);
-      hd.store_gk(j, dx);
+}
+
+// ---- Non-causal: blocks of kLinearKeyTask rows, the products as register-tiled GEMMs ----
+// Per (b, h), with the augmented rows [V, 1] and [G, gden] (dva columns):
+//   keys:    Sp_b = Phi_b^T [V_b, 1]       (per key block, its own stabiliser)
+//   combine: [S, z] = sum_b fac_b Sp_b     (block order; fac_b rescales to one stabiliser)
+//   queries: [NUM, den] = Phi_q [S, z];  O = NUM / den;  d Phi_q = [G, gden] [S, z]^T;
+//            Rp_b = Phi_q,b^T [G_b, gden_b] (per query block)
+//   combine: [R, r] = sum_b Rp_b           (block order)
+//   keys:    d Phi_k = [V, 1] [R, r]^T;  dV = Phi_k R;  dK by the map's Jacobian (efficient:
+//            softmax over positions, after the sum over blocks of phi_k d phi_k).
+// Every product element is one chain over its reduction index in order (tile kernel), and
+// every sum over blocks runs in block order: the bits do not depend on the thread count.
+
+struct HeadBuffers {
+  detail::LinearTrainHead l;
+  double* base;
+  double* at(std::int64_t off) const { return base + off; }
+};
+
+HeadBuffers buffers_of(const LinearTrainArgs& a, std::int64_t slot) {
+  return {detail::LinearTrainHead::make(a, a.pr->Nq, a.pr->Nk), a.heads + slot * a.per_head};
+}
+
+// out[k][0..cols) = sum_{t < K} X(k, t) M[t][0..cols), k < n (X(k, t) = X[k xk + t xt]).
+HWY_INLINE void Product(const double* X, std::int64_t xk, std::int64_t xt, std::int64_t n,
+                        const double* M, std::int64_t ld, std::int64_t K, std::int64_t cols,
+                        double* out, std::int64_t ldo) {
+  if (K == 0) {
+    for (std::int64_t k = 0; k < n; ++k) std::fill_n(out + k * ldo, cols, 0.0);
+    return;
+  }
+  Gemm(X, xk, xt, n, M, ld, K, cols, out, ldo);
+}
+
+// T[c][r] = A[r][c] for r < m, c < dva (T: dva rows of mp, zero padded).
+HWY_INLINE void Transpose(const double* A, std::int64_t m, std::int64_t dva, std::int64_t mp, double* T) {
+  std::fill_n(T, dva * mp, 0.0);
+  for (std::int64_t r = 0; r < m; ++r)
+    for (std::int64_t c = 0; c < dva; ++c) T[c * mp + r] = A[r * dva + c];
+}
+
+// The block's visible keys (positions in idx), their raw rows, and [V, 1] rows; returns n.
+std::int64_t LoadKeyBlock(const LinearTrainArgs& a, const Head& hd, std::int64_t kb,
+                          std::int64_t dva, const detail::LinearTrainRows& rl, double* ws,
+                          std::int32_t* idx, bool raw_rows) {
+  const detail::Problem& pr = *a.pr;
+  const std::int64_t j0 = kb * detail::kLinearKeyTask;
+  const std::int64_t j1 = std::min(pr.Nk, j0 + detail::kLinearKeyTask);
+  std::int64_t n = 0;
+  for (std::int64_t j = j0; j < j1; ++j) {
+    if (!pr.key_visible(hd.b, j)) continue;
+    if (raw_rows) {
+      hd.load_k(j, ws + rl.raw + n * a.dp);
+      std::copy_n(ws + rl.raw + n * a.dp, a.s.d, ws + rl.X + n * a.s.d);
     }
+    double* v = ws + rl.Vg + n * dva;
+    hd.load_v(j, v);  // dvp entries: zero padded
+    std::fill(v + a.dvp, v + dva, 0.0);
+    v[a.pr->dv] = 1.0;
+    idx[n++] = static_cast<std::int32_t>(j);
+  }
+  return n;
+}
+
+// Phase 1, (b, h, key block): features with the block's stabiliser, Sp_b = Phi_b^T [V_b, 1].
+void KeysForward(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::int64_t kb,
+                 double* ws, std::int32_t* idx) {
+  const detail::Problem& pr = *a.pr;
+  const HeadBuffers hb = buffers_of(a, slot);
+  const detail::LinearTrainHead& l = hb.l;
+  const detail::LinearTrainScratch ts = detail::LinearTrainScratch::make(a, pr.Nq, pr.Nk, false);
+  const detail::LinearTrainRows rl = detail::LinearTrainRows::make(a, l.dva);
+  double* rows = ws + ts.total;
+  const Head hd = head_of(a, bh / pr.H, bh % pr.H);
+  const std::int64_t m = a.s.m, mp = a.s.mp;
+  const std::int64_t n = LoadKeyBlock(a, hd, kb, l.dva, rl, rows, idx, true);
+  hb.at(l.cnt)[kb] = static_cast<double>(n);
+  if (n == 0) return;
+  double* cb = hb.at(l.cb) + kb * a.dp;
+  KeyBlockFeatures(a.s, hd.wt, rows + rl.X, n, rows + rl.P, cb, rows + rl.F, ws + ts.a);
+  for (std::int64_t k = 0; k < n; ++k) std::copy_n(rows + rl.F + k * mp, mp, hb.at(l.phk) + idx[k] * mp);
+  Product(rows + rl.F, 1, mp, m, rows + rl.Vg, l.dva, n, l.dva, hb.at(l.Sp) + kb * m * l.dva, l.dva);
+}
+
+// Phase 2, (b, h): one stabiliser for the key blocks (fac_b per feature row), [S, z], its
+// transpose. efficient: feature f's softmax over every visible key, fac_bf = exp(M_bf - M_f) /
+// Z_f with Z_f = sum_b exp(M_bf - M_f) z_bf.
+void CombineKeys(const LinearTrainArgs& a, std::int64_t slot) {
+  const HeadBuffers hb = buffers_of(a, slot);
+  const detail::LinearTrainHead& l = hb.l;
+  const std::int64_t m = a.s.m, mp = a.s.mp, dva = l.dva, dv = a.pr->dv;
+  const double* cnt = hb.at(l.cnt);
+  const double* cb = hb.at(l.cb);
+  double* fac = hb.at(l.fac);
+  const bool one_c = a.s.map == FeatureMap::favor_plus || a.s.map == FeatureMap::favor;
+  const bool efficient = a.s.map == FeatureMap::efficient;
+  double c = -std::numeric_limits<double>::infinity();
+  std::vector<double> M(efficient ? static_cast<std::size_t>(a.s.d) : 0,
+                        -std::numeric_limits<double>::infinity());
+  std::vector<double> Z(M.size(), 0.0);
+  for (std::int64_t kb = 0; kb < l.nkb; ++kb) {
+    if (cnt[kb] == 0.0) continue;
+    if (one_c) c = std::max(c, cb[kb * a.dp]);
+    for (std::size_t f = 0; f < M.size(); ++f) M[f] = std::max(M[f], cb[kb * a.dp + static_cast<std::int64_t>(f)]);
+  }
+  for (std::int64_t kb = 0; kb < l.nkb; ++kb) {
+    double* fb = fac + kb * mp;
+    std::fill_n(fb, mp, 0.0);
+    if (cnt[kb] == 0.0) continue;
+    std::fill_n(fb, m, one_c ? std::exp(cb[kb * a.dp] - c) : 1.0);
+    if (efficient)
+      for (std::int64_t f = 0; f < a.s.d; ++f) {
+        fb[f] = std::exp(cb[kb * a.dp + f] - M[static_cast<std::size_t>(f)]);
+        Z[static_cast<std::size_t>(f)] += fb[f] * hb.at(l.Sp)[(kb * m + f) * dva + dv];
+      }
+  }
+  if (efficient)
+    for (std::int64_t kb = 0; kb < l.nkb; ++kb)
+      for (std::int64_t f = 0; f < a.s.d; ++f) fac[kb * mp + f] /= Z[static_cast<std::size_t>(f)];
+  double* Sa = hb.at(l.Sa);
+  std::fill_n(Sa, m * dva, 0.0);
+  for (std::int64_t kb = 0; kb < l.nkb; ++kb) {
+    if (cnt[kb] == 0.0) continue;
+    const double* Sp = hb.at(l.Sp) + kb * m * dva;
+    for (std::int64_t r = 0; r < m; ++r) Axpy(fac[kb * mp + r], Sp + r * dva, Sa + r * dva, dva);
+  }
+  Transpose(Sa, m, dva, mp, hb.at(l.SaT));
+}
+
+// Phase 3, (b, h, query block): O (forward) or dQ and Rp_b (backward).
+void Queries(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::int64_t qb,
+             double* ws, std::int32_t* idx) {
+  const detail::Problem& pr = *a.pr;
+  const HeadBuffers hb = buffers_of(a, slot);
+  const detail::LinearTrainHead& l = hb.l;
+  const detail::LinearTrainScratch ts = detail::LinearTrainScratch::make(a, pr.Nq, pr.Nk, false);
+  const detail::LinearTrainRows rl = detail::LinearTrainRows::make(a, l.dva);
+  double* rows = ws + ts.total;
+  const std::int64_t b = bh / pr.H;
+  const Head hd = head_of(a, b, bh % pr.H);
+  const std::int64_t m = a.s.m, mp = a.s.mp, dva = l.dva, dv = pr.dv;
+  bool any_key = false;
+  for (std::int64_t kb = 0; kb < l.nkb; ++kb) any_key = any_key || hb.at(l.cnt)[kb] > 0.0;
+  const std::int64_t i0 = qb * detail::kLinearKeyTask;
+  const std::int64_t i1 = std::min(pr.Nq, i0 + detail::kLinearKeyTask);
+  std::int64_t n = 0;
+  for (std::int64_t i = i0; i < i1; ++i) {
+    if (!pr.query_active(b, i) || !any_key) {
+      if (a.backward) hd.store_gq(i, nullptr);
+      else hd.store_o(i, nullptr, false);
+      continue;
+    }
+    double* raw = rows + rl.raw + n * a.dp;
+    hd.load_q(i, raw);
+    RowFeatures(a, hd, raw, true, KeyStats{}, rows + rl.F + n * mp, ws + ts.xs, ws + ts.a);
+    idx[n++] = static_cast<std::int32_t>(i);
+  }
+  double* NUM = rows + rl.NUM;
+  double* G = rows + rl.Vg;
+  Product(rows + rl.F, mp, 1, n, hb.at(l.Sa), dva, m, dva, NUM, dva);
+  for (std::int64_t k = 0; k < n; ++k) {
+    double* o = NUM + k * dva;
+    double* g = G + k * dva;
+    std::fill_n(g, dva, 0.0);
+    const double den = o[dv];
+    if (den == 0.0) {  // O = 0 by definition, a constant: no gradient, no share of R, r
+      if (!a.backward) hd.store_o(idx[k], nullptr, true);
+      continue;
+    }
+    for (std::int64_t c = 0; c < dv; ++c) o[c] /= den;
+    if (!a.backward) {
+      hd.store_o(idx[k], o, true);
+      continue;
+    }
+    double* go = ws + ts.gorow;
+    hd.load_go(idx[k], go);
+    double dot = 0.0;
+    for (std::int64_t c = 0; c < dv; ++c) {
+      dot += go[c] * o[c];
+      g[c] = go[c] / den;
+    }
+    g[dv] = -dot / den;
+  }
+  if (!a.backward) return;
+  double* dF = rows + rl.DF;
+  Product(G, dva, 1, n, hb.at(l.SaT), mp, dva, mp, dF, mp);
+  for (std::int64_t k = 0; k < n; ++k) {
+    if (NUM[k * dva + dv] == 0.0) {
+      hd.store_gq(idx[k], nullptr);
+      continue;
+    }
+    FeaturesBack(a, hd, rows + rl.raw + k * a.dp, true, rows + rl.F + k * mp, dF + k * mp, ws + ts.dx,
+                 ws + ts.xs, ws + ts.a, ws + ts.da, ws + ts.dxh);
+    hd.store_gq(idx[k], ws + ts.dx);
+  }
+  hb.at(l.rcnt)[qb] = static_cast<double>(n);
+  Product(rows + rl.F, 1, mp, m, G, dva, n, dva, hb.at(l.Rp) + qb * m * dva, dva);
+}
+
+// Phase 4, (b, h): [R, r] = sum of the query blocks' parts in order, and its transpose.
+void CombineQueries(const LinearTrainArgs& a, std::int64_t slot) {
+  const HeadBuffers hb = buffers_of(a, slot);
+  const detail::LinearTrainHead& l = hb.l;
+  const std::int64_t m = a.s.m, dva = l.dva;
+  double* Ra = hb.at(l.Ra);
+  std::fill_n(Ra, m * dva, 0.0);
+  for (std::int64_t qb = 0; qb < l.nqb; ++qb) {
+    if (hb.at(l.rcnt)[qb] == 0.0) continue;
+    const double* Rp = hb.at(l.Rp) + qb * m * dva;
+    for (std::int64_t x = 0; x < m * dva; x += 8) Axpy(1.0, Rp + x, Ra + x, 8);
+  }
+  Transpose(Ra, m, dva, a.s.mp, hb.at(l.RaT));
+}
+
+// Phase 5, (b, h, key block): d phi_k = [V, 1] [R, r]^T, dV = Phi_k R, dK (efficient: kept
+// with the block's sum of phi_k d phi_k for phase 6).
+void KeysBackward(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::int64_t kb,
+                  double* ws, std::int32_t* idx) {
+  const detail::Problem& pr = *a.pr;
+  const HeadBuffers hb = buffers_of(a, slot);
+  const detail::LinearTrainHead& l = hb.l;
+  const detail::LinearTrainScratch ts = detail::LinearTrainScratch::make(a, pr.Nq, pr.Nk, false);
+  const detail::LinearTrainRows rl = detail::LinearTrainRows::make(a, l.dva);
+  double* rows = ws + ts.total;
+  const Head hd = head_of(a, bh / pr.H, bh % pr.H);
+  const std::int64_t m = a.s.m, mp = a.s.mp, dva = l.dva;
+  const std::int64_t j0 = kb * detail::kLinearKeyTask;
+  for (std::int64_t j = j0; j < std::min(pr.Nk, j0 + detail::kLinearKeyTask); ++j)
+    if (!pr.key_visible(hd.b, j)) {
+      hd.store_gk(j, nullptr);
+      hd.store_gv(j, nullptr);
+    }
+  const bool efficient = a.s.map == FeatureMap::efficient;
+  if (efficient) std::fill_n(hb.at(l.Ap) + kb * mp, mp, 0.0);
+  const std::int64_t n = LoadKeyBlock(a, hd, kb, dva, rl, rows, idx, !efficient);
+  if (n == 0) return;
+  // The features at the (b, h)'s one stabiliser: the block's rows times fac_b.
+  double* F = rows + rl.F;
+  const double* fac = hb.at(l.fac) + kb * mp;
+  for (std::int64_t k = 0; k < n; ++k) {
+    double* f = hb.at(l.phk) + idx[k] * mp;
+    for (std::int64_t r = 0; r < mp; ++r) F[k * mp + r] = f[r] * fac[r];
+  }
+  double* dF = efficient ? hb.at(l.dphk) : rows + rl.DF;  // efficient: by position
+  double* DV = rows + rl.NUM;
+  if (efficient) {
+    Product(rows + rl.Vg, dva, 1, n, hb.at(l.RaT), mp, dva, mp, rows + rl.DF, mp);
+    for (std::int64_t k = 0; k < n; ++k) std::copy_n(rows + rl.DF + k * mp, mp, dF + idx[k] * mp);
+  } else {
+    Product(rows + rl.Vg, dva, 1, n, hb.at(l.RaT), mp, dva, mp, dF, mp);
+  }
+  Product(F, mp, 1, n, hb.at(l.Ra), dva, m, dva, DV, dva);
+  for (std::int64_t k = 0; k < n; ++k) hd.store_gv(idx[k], DV + k * dva);
+  if (efficient) {
+    double* A = hb.at(l.Ap) + kb * mp;
+    for (std::int64_t k = 0; k < n; ++k)
+      for (std::int64_t f = 0; f < m; ++f) A[f] += F[k * mp + f] * rows[rl.DF + k * mp + f];
+    for (std::int64_t k = 0; k < n; ++k) std::copy_n(F + k * mp, mp, hb.at(l.phk) + idx[k] * mp);
+    return;
+  }
+  for (std::int64_t k = 0; k < n; ++k) {
+    FeaturesBack(a, hd, rows + rl.raw + k * a.dp, false, F + k * mp, dF + k * mp, ws + ts.dx, ws + ts.xs,
+                 ws + ts.a, ws + ts.da, ws + ts.dxh);
+    hd.store_gk(idx[k], ws + ts.dx);
+  }
+}
+
+// Phase 6, efficient, (b, h, key block): dK = phi_k (d phi_k - A), A = sum of the blocks' parts
+// in order (each task sums them itself: d of them, cheap).
+void EfficientKeys(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::int64_t kb, double* ws) {
+  const detail::Problem& pr = *a.pr;
+  const HeadBuffers hb = buffers_of(a, slot);
+  const detail::LinearTrainHead& l = hb.l;
+  const detail::LinearTrainScratch ts = detail::LinearTrainScratch::make(a, pr.Nq, pr.Nk, false);
+  const Head hd = head_of(a, bh / pr.H, bh % pr.H);
+  const std::int64_t mp = a.s.mp;
+  double* A = ws + ts.dxh;
+  std::fill_n(A, a.dp, 0.0);
+  for (std::int64_t b2 = 0; b2 < l.nkb; ++b2)
+    if (hb.at(l.cnt)[b2] > 0.0) Axpy(1.0, hb.at(l.Ap) + b2 * mp, A, a.dp);
+  const std::int64_t j0 = kb * detail::kLinearKeyTask;
+  for (std::int64_t j = j0; j < std::min(pr.Nk, j0 + detail::kLinearKeyTask); ++j) {
+    if (!pr.key_visible(hd.b, j)) continue;
+    const double* f = hb.at(l.phk) + j * mp;
+    const double* df = hb.at(l.dphk) + j * mp;
+    double* dx = ws + ts.dx;
+    for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = f[t] * (df[t] - A[t]);
+    hd.store_gk(j, dx);
+  }
 }
 
 }  // namespace linear
 
 void LinearTrainRun(const detail::LinearTrainArgs& a) {
-  detail::parallel_for_tid(a.pr->B * a.pr->H, a.pr->threads, [&](std::int64_t bh, int tid) {
-    linear::TrainHead(a, bh, a.scratch + static_cast<std::int64_t>(tid) * a.per_thread);
-  });
+  const detail::Problem& pr = *a.pr;
+  const std::int64_t BH = pr.B * pr.H;
+  auto ws = [&](int tid) { return a.scratch + static_cast<std::int64_t>(tid) * a.per_thread; };
+  if (pr.p->causal) {
+    detail::parallel_for_tid(BH, pr.threads, [&](std::int64_t bh, int tid) { linear::CausalHead(a, bh, ws(tid)); });
+    return;
+  }
+  const detail::LinearTrainHead l = detail::LinearTrainHead::make(a, pr.Nq, pr.Nk);
+  auto rows = [&](int tid) { return a.rows + static_cast<std::int64_t>(tid) * detail::kLinearKeyTask; };
+  for (std::int64_t g0 = 0; g0 < BH; g0 += a.group) {
+    const std::int64_t G = std::min(a.group, BH - g0);
+    detail::parallel_for_tid(G * l.nkb, pr.threads, [&](std::int64_t t, int tid) {
+      linear::KeysForward(a, g0 + t / l.nkb, t / l.nkb, t % l.nkb, ws(tid), rows(tid));
+    });
+    detail::parallel_for(G, pr.threads, [&](std::int64_t g) { linear::CombineKeys(a, g); });
+    detail::parallel_for_tid(G * l.nqb, pr.threads, [&](std::int64_t t, int tid) {
+      linear::Queries(a, g0 + t / l.nqb, t / l.nqb, t % l.nqb, ws(tid), rows(tid));
+    });
+    if (!a.backward) continue;
+    detail::parallel_for(G, pr.threads, [&](std::int64_t g) { linear::CombineQueries(a, g); });
+    detail::parallel_for_tid(G * l.nkb, pr.threads, [&](std::int64_t t, int tid) {
+      linear::KeysBackward(a, g0 + t / l.nkb, t / l.nkb, t % l.nkb, ws(tid), rows(tid));
+    });
+    if (a.s.map == FeatureMap::efficient)
+      detail::parallel_for_tid(G * l.nkb, pr.threads, [&](std::int64_t t, int tid) {
+        linear::EfficientKeys(a, g0 + t / l.nkb, t / l.nkb, t % l.nkb, ws(tid));
+      });
+  }
 }
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
@@ -478,12 +736,29 @@ struct TrainSetup {
       a.w = w.data();
       a.s.wt = wt.data();
     }
-    a.per_thread = LinearTrainScratch::make(a, pr.Nq, pr.Nk, pr.p->causal).total;
+    const bool causal = pr.p->causal;
+    a.per_thread = LinearTrainScratch::make(a, pr.Nq, pr.Nk, causal).total;
+    if (!causal) {
+      const LinearTrainHead l = LinearTrainHead::make(a, pr.Nq, pr.Nk);
+      a.per_thread += LinearTrainRows::make(a, l.dva).total;
+      a.per_head = l.total;
+      // Enough (b, h) at a time for 4 block tasks per thread (a function of the sizes and the
+      // thread count only; the results do not depend on it).
+      const std::int64_t blocks = std::max(l.nkb, l.nqb);
+      a.group = std::clamp<std::int64_t>((4 * pr.threads + blocks - 1) / blocks, 1, pr.B * pr.H);
+    }
   }
+  std::size_t scratch_doubles() const {
+    return static_cast<std::size_t>(args.pr->threads * args.per_thread + args.group * args.per_head);
+  }
+  std::size_t row_ints() const { return static_cast<std::size_t>(args.pr->threads * kLinearKeyTask); }
 };
 
-void run(LinearTrainArgs& a, double* scratch) {
+// Runs with `scratch` (scratch_doubles()) and `rows` (row_ints()).
+void run(LinearTrainArgs& a, double* scratch, std::int32_t* rows) {
   a.scratch = scratch;
+  a.heads = scratch + a.pr->threads * a.per_thread;
+  a.rows = rows;
   HWY_DYNAMIC_DISPATCH(LinearTrainRun)(a);
 }
 
@@ -500,12 +775,13 @@ RunInfo linear_backward(const Problem& pr, const GradientParams& grads, const Li
   a.gv32 = grads.grad_v;
   a.backward = true;
   CallScratch scratch(pr, workspace, CallScratch::Lists::none);
-  const std::size_t slot = scratch.arena().add<double>(static_cast<std::size_t>(pr.threads * a.per_thread));
+  const std::size_t slot = scratch.arena().add<double>(setup.scratch_doubles());
+  const std::size_t rows_slot = scratch.arena().add<std::int32_t>(setup.row_ints());
   scratch.bind();
   RunInfo info;
   info.workspace_bytes = scratch.bytes() + (setup.w.size() + setup.wt.size()) * sizeof(double);
   Timer attn;
-  run(a, scratch.arena().at<double>(slot));
+  run(a, scratch.arena().at<double>(slot), scratch.arena().at<std::int32_t>(rows_slot));
   info.attention.seconds = attn.seconds();
   info.seconds_total = total.seconds();
   return info;
@@ -520,8 +796,9 @@ void linear_forward_f64(const Problem& pr, const DoubleTensors& in, const Linear
   a.v64 = in.v;
   a.o64 = o;
   a.lse64 = lse;
-  std::vector<double> scratch(static_cast<std::size_t>(pr.threads * a.per_thread));
-  run(a, scratch.data());
+  std::vector<double> scratch(setup.scratch_doubles());
+  std::vector<std::int32_t> rows(setup.row_ints());
+  run(a, scratch.data(), rows.data());
 }
 
 void linear_backward_f64(const Problem& pr, const DoubleTensors& in, const LinearConfig& config,
@@ -536,8 +813,9 @@ void linear_backward_f64(const Problem& pr, const DoubleTensors& in, const Linea
   a.gk64 = grad_k;
   a.gv64 = grad_v;
   a.backward = true;
-  std::vector<double> scratch(static_cast<std::size_t>(pr.threads * a.per_thread));
-  run(a, scratch.data());
+  std::vector<double> scratch(setup.scratch_doubles());
+  std::vector<std::int32_t> rows(setup.row_ints());
+  run(a, scratch.data(), rows.data());
 }
 
 }  // namespace smyrf::detail

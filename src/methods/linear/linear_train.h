@@ -37,12 +37,81 @@ struct LinearTrainArgs {
   bool backward = false;           // gradients (else: the forward's O and lse)
   double* scratch = nullptr;       // per thread: `per_thread` doubles
   std::int64_t per_thread = 0;
+  // Non-causal: blocks of kLinearKeyTask rows; `group` (b, h) at a time, each with
+  // `per_head` doubles of `heads` (their features, block partials and states); row indices.
+  std::int64_t group = 1;
+  double* heads = nullptr;
+  std::int64_t per_head = 0;
+  std::int32_t* rows = nullptr;    // per thread: kLinearKeyTask
 };
 
-// Per-thread scratch of the training path (doubles; each region a multiple of 8).
+// Non-causal per-(b, h) buffers (doubles; each region a multiple of 8), dva = dv + 1 padded to
+// 8: the value rows augmented with a column of ones ([V, 1]) and dO's rows with gden ([G,
+// gden]), so that S and z, R and r, O and its normaliser come out of one product each.
+struct LinearTrainHead {
+  std::int64_t dva, nkb, nqb;
+  std::int64_t phk, Sp, cb, cnt, fac, Sa, SaT, Rp, rcnt, Ra, RaT, dphk, Ap, total;
+  static LinearTrainHead make(const LinearTrainArgs& a, std::int64_t Nq, std::int64_t Nk) {
+    LinearTrainHead l{};
+    const std::int64_t m = a.s.m, mp = a.s.mp, dp = linear_pad8(a.s.d);
+    l.dva = linear_pad8(a.pr->dv + 1);
+    l.nkb = (Nk + kLinearKeyTask - 1) / kLinearKeyTask;
+    l.nqb = (Nq + kLinearKeyTask - 1) / kLinearKeyTask;
+    std::int64_t at = 0;
+    auto take = [&](std::int64_t n) {
+      const std::int64_t o = at;
+      at += linear_pad8(n);
+      return o;
+    };
+    l.phk = take(Nk * mp);                // key features by position
+    l.Sp = take(l.nkb * m * l.dva);       // per key block: Phi_b^T [V, 1]
+    l.cb = take(l.nkb * dp);              // per key block: its stabiliser(s)
+    l.cnt = take(l.nkb);                  // per key block: visible keys
+    l.fac = take(l.nkb * mp);             // per key block: the factor of each feature row
+    l.Sa = take(m * l.dva);               // [S, z]
+    l.SaT = take(l.dva * mp);             // its transpose
+    l.Rp = take(l.nqb * m * l.dva);       // per query block: Phi_q^T [G, gden]
+    l.rcnt = take(l.nqb);                 // per query block: rows that contributed
+    l.Ra = take(m * l.dva);               // [R, r]
+    l.RaT = take(l.dva * mp);             // its transpose
+    const bool efficient = a.s.map == FeatureMap::efficient;
+    l.dphk = take(efficient ? Nk * mp : 0);    // efficient: d phi_k by position
+    l.Ap = take(efficient ? l.nkb * mp : 0);   // efficient: per block sum of phi_k d phi_k
+    l.total = at;
+    return l;
+  }
+};
+
+// Per-thread rows of a block (non-causal): raw and prepared inputs, projections, features,
+// augmented value / gradient rows, products, feature gradients.
+struct LinearTrainRows {
+  std::int64_t raw, X, P, F, Vg, NUM, DF, total;
+  static LinearTrainRows make(const LinearTrainArgs& a, std::int64_t dva) {
+    LinearTrainRows l{};
+    const std::int64_t E = kLinearKeyTask, dp = linear_pad8(a.s.d);
+    std::int64_t at = 0;
+    auto take = [&](std::int64_t n) {
+      const std::int64_t o = at;
+      at += linear_pad8(n);
+      return o;
+    };
+    l.raw = take(E * dp);
+    l.X = take(E * a.s.d);
+    l.P = take(E * a.s.dirs_p);
+    l.F = take(E * a.s.mp);
+    l.Vg = take(E * dva);
+    l.NUM = take(E * dva);
+    l.DF = take(E * a.s.mp);
+    l.total = at;
+    return l;
+  }
+};
+
+// Per-thread scratch of the training path (doubles; each region a multiple of 8): row
+// temporaries, and for the causal sweeps their states.
 struct LinearTrainScratch {
-  std::int64_t x, xs, dx, dxh, a, da, phi, dphi, vrow, gorow, num, g, S, z, R, rr, kmax, ksum, A;
-  std::int64_t phk, phq, gst, gden, dphk, total;
+  std::int64_t x, xs, dx, dxh, a, da, phi, dphi, vrow, gorow, num, g, S, z, R, rr, kmax, ksum;
+  std::int64_t phk, phq, gst, gden, total;
   static LinearTrainScratch make(const LinearTrainArgs& s, std::int64_t Nq, std::int64_t Nk,
                                  bool causal) {
     LinearTrainScratch l{};
@@ -66,18 +135,18 @@ struct LinearTrainScratch {
     l.gorow = take(s.dvp);
     l.num = take(s.dvp);
     l.g = take(s.dvp);
-    l.S = take(s.s.m * s.dvp);
-    l.z = take(s.s.mp);
-    l.R = take(s.s.m * s.dvp);
-    l.rr = take(s.s.mp);
-    l.kmax = take(s.dp);
-    l.ksum = take(s.dp);
-    l.A = take(s.s.mp);
-    l.phk = take(Nk * s.s.mp);
-    l.phq = take(causal ? Nq * s.s.mp : 0);
-    l.gst = take(causal ? Nq * s.dvp : 0);
-    l.gden = take(causal ? Nq : 0);
-    l.dphk = take(s.s.map == FeatureMap::efficient ? Nk * s.s.mp : 0);
+    // Causal: the running states and the queries kept between the two sweeps.
+    const std::int64_t c = causal ? 1 : 0;
+    l.S = take(c * s.s.m * s.dvp);
+    l.z = take(c * s.s.mp);
+    l.R = take(c * s.s.m * s.dvp);
+    l.rr = take(c * s.s.mp);
+    l.kmax = take(c * s.dp);
+    l.ksum = take(c * s.dp);
+    l.phk = take(c * Nk * s.s.mp);
+    l.phq = take(c * Nq * s.s.mp);
+    l.gst = take(c * Nq * s.dvp);
+    l.gden = take(c * Nq);
     l.total = at;
     return l;
   }
