@@ -388,15 +388,31 @@ HeadBuffers buffers_of(const LinearTrainArgs& a, std::int64_t slot) {
   return {detail::LinearTrainHead::make(a, a.pr->Nq, a.pr->Nk), a.heads + slot * a.per_head};
 }
 
-// out[k][0..cols) = sum_{t < K} X(k, t) M[t][0..cols), k < n (X(k, t) = X[k xk + t xt]).
-HWY_INLINE void Product(const double* X, std::int64_t xk, std::int64_t xt, std::int64_t n,
-                        const double* M, std::int64_t ld, std::int64_t K, std::int64_t cols,
-                        double* out, std::int64_t ldo) {
+// out[k][0..cols) = sum_{t < K} X(k, t) M[t][0..cols), k < n (X(k, t) = X[k xk + t xt]), each
+// element one chain over t in order: in double for the double definition; for the float
+// backward, like the forward's value products, from X and M rounded to float, a float chain,
+// widened back (fbuf: the thread's float operands, LinearTrainRows::fl).
+HWY_INLINE void Product(const LinearTrainArgs& a, float* fbuf, const double* X, std::int64_t xk,
+                        std::int64_t xt, std::int64_t n, const double* M, std::int64_t ld,
+                        std::int64_t K, std::int64_t cols, double* out, std::int64_t ldo) {
   if (K == 0) {
     for (std::int64_t k = 0; k < n; ++k) std::fill_n(out + k * ldo, cols, 0.0);
     return;
   }
-  Gemm(X, xk, xt, n, M, ld, K, cols, out, ldo);
+  if (a.q64 != nullptr) return Gemm(X, xk, xt, n, M, ld, K, cols, out, ldo);
+  const std::int64_t c16 = detail::linear_pad16(cols);
+  float* xf = fbuf;
+  float* mf = xf + n * K;
+  float* of = mf + K * c16;
+  for (std::int64_t k = 0; k < n; ++k)
+    for (std::int64_t t = 0; t < K; ++t) xf[k * K + t] = static_cast<float>(X[k * xk + t * xt]);
+  for (std::int64_t t = 0; t < K; ++t) {
+    for (std::int64_t c = 0; c < cols; ++c) mf[t * c16 + c] = static_cast<float>(M[t * ld + c]);
+    std::fill(mf + t * c16 + cols, mf + (t + 1) * c16, 0.0f);
+  }
+  GemmF(xf, K, 1, n, mf, c16, K, c16, of, c16);
+  for (std::int64_t k = 0; k < n; ++k)
+    for (std::int64_t c = 0; c < cols; ++c) out[k * ldo + c] = static_cast<double>(of[k * c16 + c]);
 }
 
 // T[c][r] = A[r][c] for r < m, c < dva (T: dva rows of mp, zero padded).
@@ -446,7 +462,7 @@ void KeysForward(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, s
   double* cb = hb.at(l.cb) + kb * a.dp;
   KeyBlockFeatures(a.s, hd.wt, rows + rl.X, n, rows + rl.P, cb, rows + rl.F, ws + ts.a);
   for (std::int64_t k = 0; k < n; ++k) std::copy_n(rows + rl.F + k * mp, mp, hb.at(l.phk) + idx[k] * mp);
-  Product(rows + rl.F, 1, mp, m, rows + rl.Vg, l.dva, n, l.dva, hb.at(l.Sp) + kb * m * l.dva, l.dva);
+  Product(a, reinterpret_cast<float*>(rows + rl.fl), rows + rl.F, 1, mp, m, rows + rl.Vg, l.dva, n, l.dva, hb.at(l.Sp) + kb * m * l.dva, l.dva);
 }
 
 // Phase 2, (b, h): one stabiliser for the key blocks (fac_b per feature row), [S, z], its
@@ -524,12 +540,17 @@ void Queries(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::
   }
   double* NUM = rows + rl.NUM;
   double* G = rows + rl.Vg;
-  Product(rows + rl.F, mp, 1, n, hb.at(l.Sa), dva, m, dva, NUM, dva);
+  Product(a, reinterpret_cast<float*>(rows + rl.fl), rows + rl.F, mp, 1, n, hb.at(l.Sa), dva, m, dva, NUM, dva);
+  // The normalisers in double (as in the forward: phi_q . z), z = the last column of [S, z].
+  double* z = ws + ts.dphi;
+  std::fill_n(z, mp, 0.0);
+  for (std::int64_t r = 0; r < m; ++r) z[r] = hb.at(l.Sa)[r * dva + dv];
   for (std::int64_t k = 0; k < n; ++k) {
     double* o = NUM + k * dva;
     double* g = G + k * dva;
     std::fill_n(g, dva, 0.0);
-    const double den = o[dv];
+    const double den = Dot(rows + rl.F + k * mp, z, mp);
+    o[dv] = den;
     if (den == 0.0) {  // O = 0 by definition, a constant: no gradient, no share of R, r
       if (!a.backward) hd.store_o(idx[k], nullptr, true);
       continue;
@@ -550,7 +571,7 @@ void Queries(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::
   }
   if (!a.backward) return;
   double* dF = rows + rl.DF;
-  Product(G, dva, 1, n, hb.at(l.SaT), mp, dva, mp, dF, mp);
+  Product(a, reinterpret_cast<float*>(rows + rl.fl), G, dva, 1, n, hb.at(l.SaT), mp, dva, mp, dF, mp);
   for (std::int64_t k = 0; k < n; ++k) {
     if (NUM[k * dva + dv] == 0.0) {
       hd.store_gq(idx[k], nullptr);
@@ -561,7 +582,7 @@ void Queries(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::
     hd.store_gq(idx[k], ws + ts.dx);
   }
   hb.at(l.rcnt)[qb] = static_cast<double>(n);
-  Product(rows + rl.F, 1, mp, m, G, dva, n, dva, hb.at(l.Rp) + qb * m * dva, dva);
+  Product(a, reinterpret_cast<float*>(rows + rl.fl), rows + rl.F, 1, mp, m, G, dva, n, dva, hb.at(l.Rp) + qb * m * dva, dva);
 }
 
 // Phase 4, (b, h): [R, r] = sum of the query blocks' parts in order, and its transpose.
@@ -611,12 +632,12 @@ void KeysBackward(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, 
   double* dF = efficient ? hb.at(l.dphk) : rows + rl.DF;  // efficient: by position
   double* DV = rows + rl.NUM;
   if (efficient) {
-    Product(rows + rl.Vg, dva, 1, n, hb.at(l.RaT), mp, dva, mp, rows + rl.DF, mp);
+    Product(a, reinterpret_cast<float*>(rows + rl.fl), rows + rl.Vg, dva, 1, n, hb.at(l.RaT), mp, dva, mp, rows + rl.DF, mp);
     for (std::int64_t k = 0; k < n; ++k) std::copy_n(rows + rl.DF + k * mp, mp, dF + idx[k] * mp);
   } else {
-    Product(rows + rl.Vg, dva, 1, n, hb.at(l.RaT), mp, dva, mp, dF, mp);
+    Product(a, reinterpret_cast<float*>(rows + rl.fl), rows + rl.Vg, dva, 1, n, hb.at(l.RaT), mp, dva, mp, dF, mp);
   }
-  Product(F, mp, 1, n, hb.at(l.Ra), dva, m, dva, DV, dva);
+  Product(a, reinterpret_cast<float*>(rows + rl.fl), F, mp, 1, n, hb.at(l.Ra), dva, m, dva, DV, dva);
   for (std::int64_t k = 0; k < n; ++k) hd.store_gv(idx[k], DV + k * dva);
   if (efficient) {
     double* A = hb.at(l.Ap) + kb * mp;
