@@ -52,6 +52,29 @@ TEST(Registry, ReadmeMethodTableEqualsTheRegistrations) {
   EXPECT_EQ(rows, want) << "README.md's methods table differs from the registrations; it should read:\n" << table;
 }
 
+// The README's list of the forms without a backward, each with its reason, as the registry
+// gives it (every such form has a reason, never an empty one).
+TEST(Registry, ReadmeListsEveryFormWithoutABackwardAndWhy) {
+  std::vector<std::string> want;
+  for (const MethodInfo& m : methods()) {
+    EXPECT_EQ(m.no_backward.empty(), m.caps.backward) << m.name << "/" << m.form;
+    if (!m.caps.backward) want.push_back("- `" + m.name + "/" + m.form + "`: " + m.no_backward);
+  }
+  std::ifstream in(kReadme);
+  ASSERT_TRUE(in) << kReadme;
+  std::vector<std::string> rows;
+  std::string line;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (line.find("<!-- no-backward list") != std::string::npos) inside = true;
+    else if (inside && line.find("<!-- end no-backward list") != std::string::npos) break;
+    else if (inside && line.rfind("- `", 0) == 0) rows.push_back(line);
+  }
+  std::string list;
+  for (const std::string& r : want) list += r + "\n";
+  EXPECT_EQ(rows, want) << "README.md's list of forms without a backward differs; it should read:\n" << list;
+}
+
 TEST(Registry, NamesFormsAndSpecsAreUniqueAndEveryMethodIsListed) {
   std::set<std::string> forms, specs, names;
   for (const MethodInfo& m : methods()) {

@@ -45,6 +45,7 @@ struct MethodInfo {
   std::string summary;             // one line
   Capabilities caps;
   MethodConfig example;            // a config of this form (the defaults)
+  std::string no_backward;         // why the form has no backward pass; empty when it has one
 };
 
 // Every registered method form, in registration order.

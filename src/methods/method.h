@@ -10,6 +10,8 @@
 // and, where the method has them:
 //   static RunInfo backward(const Problem&, const GradientParams&, const Config&, Workspace*);
 //   static std::string causal_subject(const Config&);  // when the causal refusal names more
+//   static std::string no_backward(const Config&);     // why a form has no backward (listed by
+//                                                       // `smyrf methods`; a default otherwise)
 //   static void check_finite(const Problem&, const Config&);  // the scan of the rows it reads
 //   inspection hooks (named per method, called through api/inspect.h).
 //
@@ -43,6 +45,12 @@ MethodInfo form(std::string form_name, const Config& config, std::string spelled
   m.summary = std::move(summary);
   m.caps = Method<Config>::capabilities(config);
   m.example = config;
+  if (!m.caps.backward) {
+    if constexpr (requires { Method<Config>::no_backward(config); })
+      m.no_backward = Method<Config>::no_backward(config);
+    else
+      m.no_backward = "not implemented yet (the forward is; its gradient is not)";
+  }
   return m;
 }
 

@@ -42,6 +42,7 @@ int run_methods(bool json) {
       nlohmann::json o = {{"name", m.name}, {"form", m.form}, {"config", m.config},
                           {"specs", m.specs}, {"summary", m.summary}};
       for (const auto& [name, value] : fields(m.caps)) o[name] = value;
+      if (!m.caps.backward) o["no_backward"] = m.no_backward;
       out.push_back(o);
     }
     std::printf("%s\n", out.dump(2).c_str());
@@ -56,6 +57,9 @@ int run_methods(bool json) {
       std::printf(" %*s", static_cast<int>(std::string(name).size()), value ? "yes" : "-");
     std::printf("  %s\n", join(m.specs).c_str());
   }
+  std::printf("\nWithout a backward pass:\n");
+  for (const MethodInfo& m : methods())
+    if (!m.caps.backward) std::printf("  %s/%s: %s\n", m.name.c_str(), m.form.c_str(), m.no_backward.c_str());
   return 0;
 }
 
