@@ -44,7 +44,8 @@ def test_linformer_projections_are_buffers_drawn_once():
     torch.manual_seed(0)
     attn = snn.CompressedLinformerAttention(num_heads=2, seq_len=10, rank=3)
     e = attn.projection_e
-    assert e.shape == (2, 3, 10) and set(e.unique().tolist()) == {-3**-0.5, 3**-0.5}
+    assert e.shape == (2, 3, 10) and e.unique().numel() == 2
+    assert torch.allclose(e.abs(), torch.full_like(e, 3**-0.5))
     assert "projection_e" in dict(attn.named_buffers()) and not list(attn.parameters())
     q, k, v = qkv(b=2, h=2, nq=10, nk=10, d=4, dv=3, dtype=torch.float32)
     a, b = attn(q, k, v), attn(q, k, v)
@@ -55,7 +56,7 @@ def test_linformer_projections_are_buffers_drawn_once():
         snn.CompressedLinformerAttention(num_heads=2, rank=3)
 
 
-def test_synthesizer_weights_and_double():
+def test_synthesizer_weights():
     torch.manual_seed(0)
     attn = snn.SynthesizerDenseAttention(num_heads=2, head_dim=4, seq_len=8, hidden=5)
     assert attn.w1.shape == (2, 4, 5) and attn.b2.shape == (2, 8) and (attn.b1 == 0).all()
