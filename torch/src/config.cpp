@@ -397,7 +397,8 @@ C build(const C& start, bool free, const std::string& label, const py::dict& kwa
                          !std::holds_alternative<Learned<C>>(field->kind);
     if (!free && is_enum) {
       const py::object fixed = value_of(*field, start);
-      if (!fixed.equal(value_of(*field, C{})) && !fixed.equal(value_of(*field, config)))
+      static const C defaults{};
+      if (!fixed.equal(value_of(*field, defaults)) && !fixed.equal(value_of(*field, config)))
         throw py::value_error(std::string(field->name) + " = " + repr_of(value) + ": method " + label +
                               " fixes " + field->name + " = " + repr_of(fixed) + "; pass method='" +
                               smyrf::method_name(MethodConfig(C{})) + "' to choose " +
