@@ -85,6 +85,22 @@ def test_masks_broadcast_from_one_row():
     assert (o - documented_sdpa(q, k, v, attn_mask=keep[0])).abs().max().item() <= 1e-12
 
 
+def test_grouped_query_attention():
+    """enable_gqa: query head h reads key head h // (H / Hk), as PyTorch 2.5 defines it."""
+    q, _, _ = qkv(b=2, h=6, nq=5, nk=7, d=4, dv=3, seed=5, requires_grad=True)
+    _, k, v = qkv(b=2, h=2, nq=5, nk=7, d=4, dv=3, seed=6, requires_grad=True)
+    o = sdpa(q, k, v, enable_gqa=True)
+    ref = documented_sdpa(q, k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1))
+    assert (o - ref).abs().max().item() <= 1e-12
+    grads = torch.autograd.grad(o.sum(), (k, v))
+    ref_grads = torch.autograd.grad(ref.sum(), (k, v))
+    for g, r in zip(grads, ref_grads):
+        assert (g - r).abs().max().item() <= 1e-12
+    with pytest.raises(ValueError, match=r"^enable_gqa = True: the key and value heads \(2, 2\) "
+                                         r"must be equal and divide the query heads \(5\)"):
+        sdpa(q[:, :5], k, v, enable_gqa=True)
+
+
 def test_dropout_is_training_mode_dropout_seeded_by_torch():
     q, k, v = qkv(b=1, h=2, nq=9, nk=9, d=4, dv=3, dtype=torch.float32, seed=3)
     torch.manual_seed(0)

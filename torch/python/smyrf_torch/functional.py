@@ -147,8 +147,9 @@ def _key_mask_from_attn_mask(attn_mask, batch, nk, ndim):
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
-                                 is_causal=False, scale=None, *, method="dense", seed=None,
-                                 num_threads=0, bias=None, alibi_slopes=None, **config):
+                                 is_causal=False, scale=None, enable_gqa=False, *,
+                                 method="dense", seed=None, num_threads=0, bias=None,
+                                 alibi_slopes=None, **config):
     """torch.nn.functional.scaled_dot_product_attention computed by the library.
 
     query [B, H, Nq, d] (or [B, Nq, d]), key [B, H, Nk, d], value [B, H, Nk, dv] -> [B, H, Nq,
@@ -157,7 +158,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     training mode, seeded by `seed` or, when None, by a draw from torch's default generator.
     is_causal: query i sees keys j <= i; needs Nq == Nk (PyTorch aligns the causal mask at the
     top left, the library at the bottom right: attention(..., causal=True)). scale: default
-    1/sqrt(d), rounded to float32. method and **config: as for attention(). bias and
+    1/sqrt(d), rounded to float32. enable_gqa: key/value heads Hk dividing the query heads H,
+    query head h reading key head h // (H / Hk) (PyTorch 2.5's grouped-query attention).
+    method and **config: as for attention(). bias and
     alibi_slopes are not supported yet (ValueError when given).
     """
     if bias is not None:
@@ -178,6 +181,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     is_causal = _bool_arg("is_causal", is_causal)
     ndim = query.dim()
     q, k, v = (t.unsqueeze(1) if ndim == 3 else t for t in (query, key, value))
+    if _bool_arg("enable_gqa", enable_gqa) and k.shape[1] != q.shape[1]:
+        if q.shape[1] % k.shape[1] or k.shape[1] != v.shape[1]:
+            raise ValueError(f"enable_gqa = True: the key and value heads ({k.shape[1]}, "
+                             f"{v.shape[1]}) must be equal and divide the query heads "
+                             f"({q.shape[1]})")
+        # Repeated rows, not stride-0 views: the backward needs one gradient per element,
+        # and autograd sums the copies' gradients into each key head.
+        group = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     if is_causal and q.shape[2] != k.shape[2]:
         raise ValueError(f"is_causal = True with Nq = {q.shape[2]} != Nk = {k.shape[2]}: PyTorch "
                          "aligns the causal mask at the top left (j <= i), the library at the "
