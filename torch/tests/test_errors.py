@@ -166,6 +166,14 @@ def test_module_dropout_must_be_a_number(dropout):
     ("linear/efficient", dict(causal=True), ValueError, r"params\.causal = true"),
     ("clustered", dict(dropout=0.1, training=True), ValueError, r"params\.dropout = 0\.1"),
     ("dense", dict(key_mask=[1]), TypeError, r"^key_mask: expected a torch\.Tensor or None, got list"),
+    ("dense", dict(seed=-1), ValueError, r"^seed = -1: must be in \[0, 2\^64\)"),
+    ("dense", dict(dropout="x"), TypeError, r"^dropout: expected a number, got str"),
+    ("dense", dict(dropout=1.0), ValueError, r"^dropout = 1: must be in \[0, 1\)"),
+    ("dense", dict(scale="x"), TypeError, r"^scale: expected a number, got str"),
+    ("dense", dict(num_threads=-1), ValueError, r"^num_threads = -1: must be >= 0"),
+    ("dense", dict(training=1), TypeError, r"^training: expected a bool, got int"),
+    ("compressed/nystrom", dict(rank=2, projection_e=torch.zeros(2, 2, 5)), ValueError,
+     r"CompressedConfig\.projection_e"),
 ])
 def test_attention_edge_errors(method, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):

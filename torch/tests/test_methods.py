@@ -262,3 +262,15 @@ def test_float64_without_f64_is_refused_by_name(form):
     q, k, v = inputs(**SHAPE)
     with pytest.raises(ValueError, match=rf"dtype float64 .*method {form['name']} has none"):
         attention(q, k, v, form["name"], **small(form))
+
+
+def test_learned_parts_in_the_inputs_dtype_and_gradcheck_around_them():
+    """A learned part may come in the inputs' dtype (read as float32); given parts are constants
+    of the gradient, so gradcheck holds with them (routing with given centroids, causal)."""
+    q, k, v = inputs(requires_grad=True, b=1, h=2, nq=8, nk=8, d=4, dv=3, seed=6)
+    centroids = torch.randn(2, 3, 4, dtype=torch.float64).float().double()
+    fn = lambda q, k, v, c: attention(q, k, v, "routing", n_clusters=3, window=3, centroids=c,
+                                      causal=True)
+    assert torch.equal(fn(q, k, v, centroids), fn(q, k, v, centroids.float()))
+    assert gradcheck(lambda q, k, v: fn(q, k, v, centroids), (q, k, v), eps=1e-6, atol=1e-8,
+                     rtol=1e-6)
