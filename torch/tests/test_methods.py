@@ -110,6 +110,18 @@ def test_forward_float32(form, shape):
 
 
 @pytest.mark.parametrize("form", FORMS, ids=IDS)
+def test_strided_and_expanded_inputs(form):
+    """Views (a transposed layout, one K/V head expanded over the heads) give the bits of their
+    contiguous copies."""
+    cfg = small(form)
+    q, k, v = inputs(dtype=torch.float32, **SHAPE)
+    qt = q.transpose(2, 3).contiguous().transpose(2, 3)
+    k1, v1 = k[:, :1].expand(2, 2, 13, 5), v[:, :1].expand(2, 2, 13, 3)
+    assert torch.equal(attention(qt, k1, v1, form["name"], seed=1, **cfg),
+                       attention(q, k1.contiguous(), v1.contiguous(), form["name"], seed=1, **cfg))
+
+
+@pytest.mark.parametrize("form", FORMS, ids=IDS)
 def test_masks(form):
     """Masked queries get 0; masked keys take no part (their values do not matter); against
     float64 where the form has it."""

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .functional import _number_arg, attention, describe, draw_seed, methods
+from .functional import _int_arg, _number_arg, attention, describe, draw_seed, methods
 
 __all__ = ["Attention"]
 
@@ -93,7 +93,8 @@ class Attention(nn.Module):
         self.name = info["name"]
         self.dropout = dropout
         self.scale = None if scale is None else _number_arg("scale", scale)
-        self.num_threads = num_threads
+        self.num_threads = _int_arg("num_threads", num_threads, 0, 1024,
+                                    "must be >= 0 and <= 1024")
         self.config = {n: v for n, v in config.items() if not isinstance(v, torch.Tensor)}
         given = {n: v for n, v in config.items() if isinstance(v, torch.Tensor)}
         sizes = dict(num_heads=num_heads, head_dim=head_dim, seq_len=seq_len,
