@@ -14,6 +14,8 @@ PACKAGES=(
   libeigen3-dev       # the evaluation's logistic regression (Newton steps)
   # the PyTorch front end (torch/): LibTorch, the Python extension and its pytest suite
   python3-torch libtorch-dev pybind11-dev python3-pybind11 python3-pytest python3-numpy
+  # `pip install .` of the package smyrf_torch (setup.py, pyproject.toml) and its ctest
+  python3-setuptools python3-pip python3-venv
   # the ViT interchangeability experiment (tools/vit/): the data set and its gzip reader
   dataset-fashion-mnist zlib1g-dev
 )

@@ -1,11 +1,15 @@
 // LibTorch glue: checks at the edge, then one torch::autograd::Function whose forward calls
-// smyrf::attention (float32) or smyrf::attention_f64 (float64) and whose backward calls
-// smyrf::attention_backward / smyrf::attention_backward_f64.
+// smyrf::attention (float32, and bfloat16 through DType::bf16) or smyrf::attention_f64
+// (float64) and whose backward calls smyrf::attention_backward (float32, bfloat16 converted to
+// float32) / smyrf::attention_backward_f64. What a method supports comes from
+// smyrf::capabilities(config), never from a list kept here.
 #include "smyrf/torch.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
+
+#include "smyrf/registry.h"
 
 #include <cmath>
 #include <limits>
@@ -24,8 +28,9 @@ void check_input(const at::Tensor& t, const char* name, const char* layout) {
   TORCH_CHECK_TYPE(t.device().is_cpu(), name, ": expected a CPU tensor, got one on ", t.device());
   TORCH_CHECK_TYPE(t.layout() == at::kStrided, name, ": expected a strided (dense) tensor, got layout ",
                    t.layout());
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
-                   ": expected dtype float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
+                       t.scalar_type() == at::kBFloat16,
+                   name, ": expected dtype float32, float64 or bfloat16, got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.dim() == 4, name, ": expected 4 dims ", layout, ", got ", t.dim(),
                     " dims of shape ", t.sizes());
   for (const std::int64_t s : t.sizes())
@@ -61,9 +66,42 @@ void check_options(const Options& options) {
   }
 }
 
-bool is_centroid(const MethodConfig& method) {
-  const auto* s = std::get_if<SmyrfConfig>(&method);
-  return s != nullptr && s->keys == KeySelection::centroid;
+std::string label(const Options& options) {
+  return options.label.empty() ? std::string(smyrf::method_name(options.method)) : options.label;
+}
+
+// Learned parts: the pointers of options.method address these tensors' data.
+void check_learned(const Options& options) {
+  for (const auto& [name, t] : options.learned) {
+    TORCH_CHECK_VALUE(t.defined(), name, ": undefined tensor");
+    TORCH_CHECK_TYPE(t.device().is_cpu(), name, ": expected a CPU tensor, got one on ", t.device());
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name,
+                     ": expected dtype float32 (the library reads learned parts as float32), got ",
+                     t.scalar_type());
+    TORCH_CHECK_VALUE(t.is_contiguous(), name, ": expected a contiguous tensor");
+    // The library has no gradient for learned parts yet: refusing beats a silent zero.
+    TORCH_CHECK_VALUE(!(at::GradMode::is_enabled() && t.requires_grad()), name,
+                      ": requires grad, but the library computes no gradient for the learned "
+                      "parts of ", label(options),
+                      " yet; pass it detached (e.g. as a buffer) or call under torch.no_grad()");
+  }
+}
+
+// The refusals that depend on the call (dtype, grad) rather than on the config alone; the
+// library refuses the rest itself (causal, dropout) with smyrf::Error naming the parameter.
+void check_capabilities(const Options& options, at::ScalarType dtype, bool wants_grad) {
+  const Capabilities caps = smyrf::capabilities(options.method);
+  TORCH_CHECK_VALUE(!(dtype == at::kDouble && !caps.f64), "q, k, v: dtype float64 needs the "
+                    "double-precision path, and method ", label(options), " has none; use "
+                    "float32 or bfloat16");
+  TORCH_CHECK_VALUE(!(dtype == at::kBFloat16 && !caps.bf16), "q, k, v: dtype bfloat16: method ",
+                    label(options), " has no bf16 input path; use float32");
+  TORCH_CHECK_VALUE(!(wants_grad && !caps.backward), "method ", label(options),
+                    " has no backward; call it under torch.no_grad() or on tensors that do not "
+                    "require grad");
+  TORCH_CHECK_VALUE(!(wants_grad && options.causal && !caps.causal_backward), "causal = true: method ",
+                    label(options), " has no causal backward; call it under torch.no_grad() or "
+                    "on tensors that do not require grad");
 }
 
 // ---- the call ----------------------------------------------------------------------------
@@ -88,6 +126,7 @@ AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, const at::
   p.seed = options.seed;
   p.num_threads = options.num_threads;
   p.dropout = options.training ? static_cast<float>(options.dropout) : 0.0f;
+  p.causal = options.causal;
   return p;
 }
 
@@ -104,12 +143,30 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
                             const at::Tensor& k_in, const at::Tensor& v_in,
                             const c10::optional<at::Tensor>& key_mask,
                             const c10::optional<at::Tensor>& query_mask, const Options& options) {
-    const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+    const at::ScalarType dtype = q_in.scalar_type();
+    // The library's bf16 path has no dropout; the exact float32 copies give the same values.
+    const bool bf16_as_f32 =
+        dtype == at::kBFloat16 && options.training && options.dropout > 0.0;
+    const auto prepare = [&](const at::Tensor& t) {
+      return bf16_as_f32 ? t.to(at::kFloat).contiguous() : t.contiguous();
+    };
+    const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
     const at::Tensor km = key_mask.value_or(at::Tensor()), qm = query_mask.value_or(at::Tensor());
     AttentionParams p = make_params(q, k, v, km, qm, options);
-    at::Tensor o = at::empty({p.batch, p.heads, p.nq, p.dv}, q.options());
-    at::Tensor lse = at::empty({p.batch, p.heads, p.nq}, q.options());
-    if (q.scalar_type() == at::kFloat) {
+    // O and lse in float32 for float32 and bfloat16 inputs (the library writes float O).
+    const at::TensorOptions out_options =
+        q.options().dtype(dtype == at::kDouble ? at::kDouble : at::kFloat);
+    at::Tensor o = at::empty({p.batch, p.heads, p.nq, p.dv}, out_options);
+    at::Tensor lse = at::empty({p.batch, p.heads, p.nq}, out_options);
+    if (q.scalar_type() == at::kBFloat16) {
+      p.dtype = DType::bf16;
+      p.q = q.data_ptr<at::BFloat16>();
+      p.k = k.data_ptr<at::BFloat16>();
+      p.v = v.data_ptr<at::BFloat16>();
+      p.o = o.data_ptr<float>();
+      p.lse = lse.data_ptr<float>();
+      smyrf::attention(p, options.method, &thread_workspace());
+    } else if (q.scalar_type() == at::kFloat) {
       p.q = q.data_ptr<float>();
       p.k = k.data_ptr<float>();
       p.v = v.data_ptr<float>();
@@ -122,17 +179,25 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
                            options.method, o.data_ptr<double>(), lse.data_ptr<double>());
     }
     ctx->save_for_backward({q, k, v, o, lse, km, qm});
+    ctx->saved_data["bf16"] = dtype == at::kBFloat16;
+    // The options hold the learned parts' tensors: they stay alive until the backward.
     ctx->saved_data["options"] = at::IValue::make_capsule(c10::make_intrusive<SavedOptions>(options));
-    return o;
+    return dtype == at::kBFloat16 ? o.to(at::kBFloat16) : o;
   }
 
   static ag::variable_list backward(ag::AutogradContext* ctx, ag::variable_list grad_outputs) {
     const ag::variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const at::Tensor &o = saved[3], &lse = saved[4];
+    // bfloat16 inputs: the backward runs in float32 on their exact float32 values.
+    const bool bf16 = ctx->saved_data["bf16"].toBool();
+    const auto as_compute = [&](const at::Tensor& t) {
+      return t.scalar_type() == at::kBFloat16 ? t.to(at::kFloat).contiguous() : t;
+    };
+    const at::Tensor q = as_compute(saved[0]), k = as_compute(saved[1]), v = as_compute(saved[2]);
     const Options& options =
         c10::static_intrusive_pointer_cast<SavedOptions>(ctx->saved_data["options"].toCapsule())
             ->options;
-    const at::Tensor grad_o = grad_outputs[0].contiguous();
+    const at::Tensor grad_o = grad_outputs[0].to(o.scalar_type()).contiguous();
     at::Tensor grad_q = at::empty_like(q), grad_k = at::empty_like(k), grad_v = at::empty_like(v);
     AttentionParams p = make_params(q, k, v, saved[5], saved[6], options);
     if (q.scalar_type() == at::kFloat) {
@@ -154,6 +219,8 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
           grad_v.data_ptr<double>());
     }
     ag::variable_list grads{grad_q, grad_k, grad_v};
+    if (bf16)
+      for (at::Tensor& g : grads) g = g.to(at::kBFloat16);
     // Differentiable once: when the graph of this backward is being recorded
     // (create_graph=True), the gradients are returned attached to a node that throws if
     // anything differentiates through them (never silently treated as constants).
@@ -170,9 +237,7 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
 
 }  // namespace
 
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const Options& options, const c10::optional<at::Tensor>& key_mask,
-                     const c10::optional<at::Tensor>& query_mask) {
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check_input(q, "q", "[B, H, Nq, d]");
   check_input(k, "k", "[B, H, Nk, d]");
   check_input(v, "v", "[B, H, Nk, dv]");
@@ -185,14 +250,19 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   TORCH_CHECK_VALUE(v.size(0) == k.size(0) && v.size(1) == k.size(1) && v.size(2) == k.size(2),
                     "v: shape ", v.sizes(), " does not match k's ", k.sizes(),
                     ": batch, heads and key length Nk must agree");
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const Options& options, const c10::optional<at::Tensor>& key_mask,
+                     const c10::optional<at::Tensor>& query_mask) {
+  check_inputs(q, k, v);
   const auto km = check_mask(key_mask, "key_mask", "[B, Nk]", q.size(0), k.size(2));
   const auto qm = check_mask(query_mask, "query_mask", "[B, Nq]", q.size(0), q.size(2));
   check_options(options);
+  check_learned(options);
   const bool wants_grad =
       at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  TORCH_CHECK_VALUE(!(wants_grad && is_centroid(options.method)),
-                    "method: SmyrfConfig.keys = centroid has no backward; call it under "
-                    "torch.no_grad() or on tensors that do not require grad");
+  check_capabilities(options, q.scalar_type(), wants_grad);
   return AttentionFunction::apply(q, k, v, km, qm, options);
 }
 

@@ -1,11 +1,14 @@
-// The Python extension smyrf_torch._C: smyrf_attention and dense_attention on torch tensors,
-// through the autograd-aware glue of smyrf/torch.h. The package smyrf_torch re-exports them.
+// The Python extension smyrf_torch._C: attention (every method form, configured by keyword),
+// methods(), and the older smyrf_attention and dense_attention, on torch tensors through the
+// autograd-aware glue of smyrf/torch.h. The package smyrf_torch wraps and re-exports them.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <optional>
+#include <string>
 
+#include "config.h"
 #include "smyrf/torch.h"
 
 namespace py = pybind11;
@@ -50,6 +53,38 @@ PYBIND11_MODULE(_C, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
+
+  m.def(
+      "attention",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::string& method,
+         const py::dict& config, bool causal, const std::optional<at::Tensor>& key_mask,
+         const std::optional<at::Tensor>& query_mask, double dropout, bool training,
+         std::uint64_t seed, std::optional<double> scale, int num_threads) {
+        // The learned parts are shaped by the call's sizes: check q, k, v first.
+        smyrf::torch::check_inputs(q, k, v);
+        smyrf::torch::python::Sizes sizes{q.size(0), q.size(1), q.size(2),    k.size(2),
+                                          q.size(3), v.size(3), q.scalar_type()};
+        smyrf::torch::Options options;
+        smyrf::torch::python::build_method(method, config, sizes, options);
+        options.causal = causal;
+        options.dropout = dropout;
+        options.training = training;
+        options.seed = seed;
+        options.num_threads = num_threads;
+        options.scale = scale;
+        py::gil_scoped_release release;
+        return smyrf::torch::attention(q, k, v, options, to_c10(key_mask), to_c10(query_mask));
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("method"), py::arg("config"),
+      py::arg("causal"), py::arg("key_mask"), py::arg("query_mask"), py::arg("dropout"),
+      py::arg("training"), py::arg("seed"), py::arg("scale"), py::arg("num_threads"),
+      "Attention by any method form; see smyrf_torch.attention (which checks the scalars).");
+
+  m.def("describe", &smyrf::torch::python::describe_method, py::arg("method"), py::arg("config"),
+        "What a method name and config amount to: canonical name, capabilities, field values.");
+
+  m.def("methods", &smyrf::torch::python::describe_methods,
+        "Every method form with its capabilities, config fields and learned parts.");
 
   m.def(
       "smyrf_attention",

@@ -3,15 +3,15 @@ import pytest
 import torch
 
 from helpers import qkv
-from smyrf_torch import SmyrfAttention, dense_attention, smyrf_attention
+from smyrf_torch import SmyrfAttention, attention, dense_attention, smyrf_attention
 
 Q, K, V = qkv(b=2, h=2, nq=6, nk=5, d=4, dv=3, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("fn", [dense_attention, smyrf_attention])
 @pytest.mark.parametrize("args,kwargs,error,pattern", [
-    ((Q.half(), K, V), {}, TypeError, r"^q: expected dtype float32 or float64, got Half"),
-    ((Q, K.int(), V), {}, TypeError, r"^k: expected dtype float32 or float64, got Int"),
+    ((Q.half(), K, V), {}, TypeError, r"^q: expected dtype float32, float64 or bfloat16, got Half"),
+    ((Q, K.int(), V), {}, TypeError, r"^k: expected dtype float32, float64 or bfloat16, got Int"),
     ((Q, K, V.double()), {}, TypeError, r"^q, k, v: expected one dtype"),
     ((Q.to_sparse(), K, V), {}, TypeError, r"^q: expected a strided"),
     ((Q[0], K, V), {}, ValueError, r"^q: expected 4 dims \[B, H, Nq, d\], got 3 dims"),
@@ -131,3 +131,70 @@ def test_module_constructor_errors(kwargs, pattern):
 def test_module_dropout_must_be_a_number(dropout):
     with pytest.raises(TypeError, match=r"^dropout = .*: expected a number in \[0, 1\)"):
         SmyrfAttention(1, 4, 4, dropout=dropout)
+
+
+# ---- attention(q, k, v, method, **config) -------------------------------------------------
+
+@pytest.mark.parametrize("method,kwargs,error,pattern", [
+    ("nope", {}, ValueError, r"^method = 'nope': unknown; expected one of .*smyrf/lsh"),
+    (3, {}, TypeError, r"^method: expected a str, got int"),
+    ("smyrf", dict(n_hash=2), TypeError,
+     r"^method smyrf: unknown config field 'n_hash'; valid fields: n_hashes, q_cluster_size"),
+    ("dense", dict(window=2), TypeError, r"^method dense: unknown config field 'window'; valid fields: none"),
+    ("smyrf", dict(n_hashes=2.0), TypeError, r"^n_hashes: expected an int, got float"),
+    ("smyrf", dict(n_hashes=True), TypeError, r"^n_hashes: expected an int, got bool"),
+    ("smyrf", dict(n_hashes=2**31), ValueError, r"^n_hashes = 2147483648: must fit in a 32-bit int"),
+    ("smyrf", dict(r="x"), TypeError, r"^r: expected a number, got str"),
+    ("reformer", dict(shared_qk=1), TypeError, r"^shared_qk: expected a bool, got int"),
+    ("smyrf", dict(transform="xbox++"), ValueError,
+     r"^transform = 'xbox\+\+': expected one of 'xbox_plus', 'xbox', 'h2_alsh', 'l2_alsh'"),
+    ("sparse", dict(pattern=3), TypeError, r"^pattern: expected one of 'local', .* \(a str\), got int"),
+    ("linear/favor_plus", dict(map="elu"), ValueError,
+     r"^map = 'elu': method linear/favor_plus fixes map = 'favor_plus'; pass method='linear'"),
+    ("smyrf", dict(n_hashes=0), ValueError, r"SmyrfConfig\.n_hashes = 0"),
+    ("routing", dict(centroids=[1.0]), TypeError, r"^centroids: expected a torch\.Tensor or None, got list"),
+    ("routing", dict(n_clusters=3, centroids=torch.zeros(2, 4, 4)), ValueError,
+     r"^centroids: expected shape \[H, n_clusters, d\] = \[2, 3, 4\], got \[2, 4, 4\]"),
+    ("routing", dict(n_clusters=3, centroids=torch.zeros(2, 3, 4, dtype=torch.int32)), TypeError,
+     r"^centroids: expected dtype float32 \(or the inputs' Float\), got Int"),
+    ("linformer", dict(rank=2, projection_e=torch.zeros(2, 2, 6)), ValueError,
+     r"^projection_e: expected shape \[H, rank, Nk\] = \[2, 2, 5\]"),
+    ("routing", dict(n_clusters=3, centroids=torch.zeros(2, 3, 4, requires_grad=True)), ValueError,
+     r"^centroids: requires grad, but the library computes no gradient for the learned parts of "
+     r"routing yet"),
+    ("dense", dict(causal="yes"), TypeError, r"^causal: expected a bool, got str"),
+    ("linear/efficient", dict(causal=True), ValueError, r"params\.causal = true"),
+    ("clustered", dict(dropout=0.1, training=True), ValueError, r"params\.dropout = 0\.1"),
+    ("dense", dict(key_mask=[1]), TypeError, r"^key_mask: expected a torch\.Tensor or None, got list"),
+    ("dense", dict(seed=-1), ValueError, r"^seed = -1: must be in \[0, 2\^64\)"),
+    ("dense", dict(dropout="x"), TypeError, r"^dropout: expected a number, got str"),
+    ("dense", dict(dropout=1.0), ValueError, r"^dropout = 1: must be in \[0, 1\)"),
+    ("dense", dict(scale="x"), TypeError, r"^scale: expected a number, got str"),
+    ("dense", dict(num_threads=-1), ValueError, r"^num_threads = -1: must be >= 0"),
+    ("dense", dict(training=1), TypeError, r"^training: expected a bool, got int"),
+    ("compressed/nystrom", dict(rank=2, projection_e=torch.zeros(2, 2, 5)), ValueError,
+     r"CompressedConfig\.projection_e"),
+])
+def test_attention_edge_errors(method, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        attention(Q, K, V, method, **kwargs)
+
+
+def test_attention_inputs_are_checked_before_the_config():
+    with pytest.raises(ValueError, match=r"^q: expected 4 dims"):
+        attention(Q[0], K, V, "routing", centroids=torch.zeros(1))
+    with pytest.raises(TypeError, match=r"^v: expected a torch\.Tensor, got list"):
+        attention(Q, K, [1.0])
+
+
+def test_causal_backward_is_refused_by_name_where_the_form_has_none():
+    """Named from the capabilities: a form with a backward but no causal backward (none today
+    may exist; then there is nothing to check)."""
+    import smyrf_torch
+    forms = [f for f in smyrf_torch.methods()
+             if f["capabilities"]["backward"] and f["capabilities"]["causal"]
+             and not f["capabilities"]["causal_backward"]]
+    q = Q.clone().requires_grad_()
+    for f in forms:
+        with pytest.raises(ValueError, match=rf"^causal = true: method {f['name']} has no causal backward"):
+            attention(q, K, V, f["name"], causal=True)

@@ -98,6 +98,41 @@ void expect_float32_gradients_match_float64(const Options& options) {
 
 TEST(TorchGlue, DenseFloat32GradientsMatchFloat64) { expect_float32_gradients_match_float64({}); }
 
+TEST(TorchGlue, CausalDenseMatchesAten) {
+  at::manual_seed(3);
+  const at::Tensor q = randn({2, 2, 9, 6}), k = randn({2, 2, 13, 6}), v = randn({2, 2, 13, 4});
+  Options options;
+  options.causal = true;
+  const at::Tensor o = smyrf::torch::attention(q, k, v, options);
+  // Query i sees keys j <= i + Nk - Nq (aligned at the end).
+  const at::Tensor future = at::ones({9, 13}, at::kBool).triu(13 - 9 + 1);
+  at::Tensor s = at::matmul(q.to(at::kDouble), k.to(at::kDouble).transpose(-1, -2)) /
+                 std::sqrt(6.0);
+  s = s.masked_fill(future, -std::numeric_limits<double>::infinity());
+  const at::Tensor ref = at::matmul(at::softmax(s, -1), v.to(at::kDouble));
+  EXPECT_LE((o.to(at::kDouble) - ref).abs().max().item<double>(),
+            tolerance(q, k, v, 1.0 / std::sqrt(6.0)));
+}
+
+TEST(TorchGlue, Bfloat16ForwardAndBackward) {
+  at::manual_seed(4);
+  const at::Tensor q = randn({1, 2, 11, 8}).to(at::kBFloat16), k = randn({1, 2, 11, 8}).to(at::kBFloat16),
+                   v = randn({1, 2, 11, 8}).to(at::kBFloat16);
+  const Options options;
+  const at::Tensor o32 = smyrf::torch::attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), options);
+  const at::Tensor qb = q.clone().requires_grad_();
+  const at::Tensor ob = smyrf::torch::attention(qb, k, v, options);
+  ASSERT_EQ(ob.scalar_type(), at::kBFloat16);
+  // O rounded to bf16: within half an ulp (2^-8 relative) of float32's, plus the f32 rule.
+  EXPECT_TRUE(((ob.to(at::kFloat) - o32).abs() <=
+               o32.abs() * std::ldexp(1.0, -8) + tolerance(q.to(at::kFloat), k.to(at::kFloat),
+                                                           v.to(at::kFloat), 1 / std::sqrt(8.0)))
+                  .all()
+                  .item<bool>());
+  ob.sum().backward();
+  ASSERT_EQ(qb.grad().scalar_type(), at::kBFloat16);
+}
+
 TEST(TorchGlue, SmyrfFloat32GradientsMatchFloat64WithDropout) {
   Options options;
   options.method = smyrf::SmyrfConfig{.n_hashes = 2, .q_cluster_size = 8, .k_cluster_size = 8};
@@ -124,7 +159,7 @@ TEST(TorchGlue, EdgeErrorsNameTheArgument) {
   const Options options;
   using smyrf::torch::attention;
   expect_error<c10::TypeError>([&] { attention(q.to(at::kHalf), k, v, options); },
-                               {"q:", "float32 or float64", "Half"});
+                               {"q:", "float32, float64 or bfloat16", "Half"});
   expect_error<c10::TypeError>([&] { attention(q, k.to(at::kDouble), v, options); },
                                {"q, k, v:", "one dtype"});
   expect_error<c10::ValueError>([&] { attention(q, k[0], v, options); }, {"k:", "4 dims"});
@@ -148,9 +183,23 @@ TEST(TorchGlue, EdgeErrorsNameTheArgument) {
   expect_error<c10::ValueError>([&] { attention(q, k, v, bad); }, {"scale = inf"});
   bad = options;
   bad.method = smyrf::SmyrfConfig{.n_hashes = 1, .keys = smyrf::KeySelection::centroid};
+  bad.label = "smyrf/centroid";
   expect_error<c10::ValueError>([&] { attention(q.clone().requires_grad_(), k, v, bad); },
-                                {"centroid has no backward"});
+                                {"method smyrf/centroid has no backward"});
+  expect_error<c10::ValueError>([&] { attention(q.to(at::kDouble), k.to(at::kDouble),
+                                                v.to(at::kDouble), bad); },
+                                {"float64", "smyrf/centroid has none"});
+  // Learned parts: kept alive by the node, refused when they require grad.
+  bad = options;
+  const at::Tensor centroids = randn({2, 3, 4}).requires_grad_();
+  bad.method = smyrf::RoutingConfig{.n_clusters = 3, .centroids = centroids.data_ptr<float>()};
+  bad.learned = {{"centroids", centroids}};
+  expect_error<c10::ValueError>([&] { attention(q, k, v, bad); },
+                                {"centroids: requires grad", "routing"});
+  bad.learned = {{"centroids", centroids.to(at::kDouble)}};
+  expect_error<c10::TypeError>([&] { attention(q, k, v, bad); }, {"centroids:", "float32"});
   // What the library itself rejects arrives as smyrf::Error naming the config field.
+  bad.learned.clear();
   bad.method = smyrf::SmyrfConfig{.n_hashes = 0};
   EXPECT_THROW(attention(q, k, v, bad), smyrf::Error);
 }

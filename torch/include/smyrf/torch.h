@@ -14,6 +14,9 @@
 #include <ATen/core/Tensor.h>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "smyrf/smyrf.h"
 
@@ -26,6 +29,15 @@ struct Options {
   std::uint64_t seed = 0;        // seed of the dropout masks and of SMYRF's hashing
   int num_threads = 0;           // 0 = all threads OpenMP offers
   std::optional<double> scale;   // softmax scale; default 1/sqrt(d)
+  bool causal = false;           // AttentionParams::causal: query i sees keys j <= i + Nk - Nq
+  // The tensors the method's learned-part pointers (e.g. RoutingConfig::centroids) point into,
+  // with the names errors give them ("centroids"). Each must be a CPU, contiguous float32
+  // tensor whose data the pointer addresses. The autograd node keeps them alive until its
+  // backward has run (the config's raw pointers alone would dangle). The library computes no
+  // gradient for learned parts yet: one that requires grad is refused (c10::ValueError).
+  std::vector<std::pair<std::string, at::Tensor>> learned;
+  // How errors name the method ("smyrf/centroid"); empty: smyrf::method_name(method).
+  std::string label;
 };
 
 // O [B, H, Nq, dv] = attention of q [B, H, Nq, d] over k [B, H, Nk, d], v [B, H, Nk, dv] with
@@ -34,15 +46,21 @@ struct Options {
 //
 //   * Tensors: CPU, strided, all of one dtype: float32 runs the library's fast kernels
 //     (smyrf::attention / smyrf::attention_backward), float64 its double-precision reference
-//     (smyrf::attention_f64 / smyrf::attention_backward_f64). O has the inputs' dtype.
+//     (smyrf::attention_f64 / smyrf::attention_backward_f64; only for configs whose
+//     capabilities say f64), bfloat16 the library's bf16 input path (DType::bf16; O is computed
+//     in float32 and rounded to bfloat16). The bf16 backward runs in float32 on the inputs
+//     converted exactly to float32 and on the float32 O of the forward; its gradients are
+//     rounded to bfloat16. With dropout in training the bf16 forward also runs on the exact
+//     float32 copies (the library's bf16 path has no dropout). O has the inputs' dtype.
 //   * Non-contiguous inputs are copied to contiguous ones first (expanded, i.e. stride-0,
 //     K/V heads included: their gradients are then summed by autograd as usual).
 //   * key_mask [B, Nk], query_mask [B, Nq]: bool or uint8, true/nonzero = the token takes
 //     part. A masked query gets O = 0 and zero gradients.
 //   * Differentiable w.r.t. q, k and v (once: double backward throws). Backward keeps only O
 //     and the per-query logsumexp and recomputes the rest; SMYRF's clusters are recomputed
-//     from the same inputs and seed and treated as constants. SmyrfConfig::keys = centroid
-//     has no backward: calling it with inputs that require grad throws.
+//     from the same inputs and seed and treated as constants. A config whose capabilities
+//     (smyrf::capabilities) have no backward (or no causal backward, with options.causal)
+//     throws c10::ValueError when an input requires grad (and grad mode is on).
 //
 // Errors: c10::TypeError (dtype, device, layout) and c10::ValueError (dims, shapes, masks,
 // options) naming the argument; smyrf::Error from the library for anything it rejects.
@@ -50,5 +68,10 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      const Options& options,
                      const c10::optional<at::Tensor>& key_mask = c10::nullopt,
                      const c10::optional<at::Tensor>& query_mask = c10::nullopt);
+
+// The checks attention() makes on q, k and v alone (device, layout, dtype, dims, matching
+// shapes), for callers that need the sizes before they build the options (learned parts are
+// shaped by them).
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 }  // namespace smyrf::torch

@@ -1,6 +1,11 @@
-"""smyrf for PyTorch: SMYRF and exact attention on CPU tensors, differentiable.
+"""smyrf for PyTorch: every method of the library on CPU tensors, differentiable where the
+method has a backward.
 
-    smyrf_attention(q, k, v, ...), dense_attention(q, k, v, ...)   # [B, H, N, d] tensors
+    attention(q, k, v, method="smyrf/lsh", **config)       # [B, H, N, d] tensors, any form
+    scaled_dot_product_attention(query, key, value, ...)    # torch.nn.functional's signature
+    methods()                                               # the forms and their capabilities
+    nn.Attention(method, **config), nn.<Method><Form>Attention(**config)   # nn.Modules
+    smyrf_attention(q, k, v, ...), dense_attention(q, k, v, ...)   # the first two entry points
     SmyrfAttention(...)   # nn.Module, drop-in for smyrf.torch.attn.SmyrfAttention ([batch, seq, dim])
 
 See torch/README.md of the smyrf repository.
@@ -11,7 +16,9 @@ import functools
 import numbers
 
 from . import _C
+from . import nn
 from .attn import SmyrfAttention
+from .functional import attention, describe, methods, scaled_dot_product_attention
 
 _INT32_MAX = 2**31 - 1
 
@@ -59,4 +66,5 @@ smyrf_attention = _checked(_C.smyrf_attention, {
        for n in ("n_hashes", "q_cluster_size", "k_cluster_size")},
 })
 
-__all__ = ["SmyrfAttention", "dense_attention", "smyrf_attention"]
+__all__ = ["SmyrfAttention", "attention", "dense_attention", "describe", "methods", "nn",
+           "scaled_dot_product_attention", "smyrf_attention"]

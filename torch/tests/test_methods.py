@@ -1,0 +1,288 @@
+"""smyrf_torch.attention for every form smyrf_torch.methods() lists: values, masks, causal,
+gradients, dtypes. What each test runs is read from the form's capabilities, so a form that
+gains a backward (or causal, dropout, f64) is tested by it without a change here."""
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from helpers import EPS_F32, qkv, random_masks, rel_frobenius, tolerance
+import smyrf_torch
+from smyrf_torch import attention
+
+FORMS = smyrf_torch.methods()
+IDS = [f["name"] for f in FORMS]
+
+# Small settings so that every approximation is a real one on these short sequences (the
+# defaults, e.g. 32-query clusters or 64-key windows, would cover them whole). Keyed by the
+# canonical name, else by the method; a form not listed runs with its defaults.
+SMALL = {
+    "smyrf/lsh": dict(n_hashes=2, q_cluster_size=4, k_cluster_size=4),
+    "smyrf/centroid": dict(q_cluster_size=4, k_cluster_size=4),
+    "reformer": dict(n_hashes=2, n_buckets=4, chunk_size=4),
+    "clustered": dict(n_clusters=3, hash_bits=8),
+    "clustered/improved": dict(n_clusters=3, hash_bits=8, topk=4),
+    "routing": dict(n_clusters=3, window=4),
+    "sparse": dict(window=2, dilation=2, stride=3, summary=1, global_tokens=1, block_size=3,
+                   global_blocks=1, random_blocks=1, width=4),
+    "linear": dict(n_features=8),
+    "compressed": dict(rank=3, stride=2, window=1),
+    "informer": dict(factor=1.0),
+    "sinkhorn": dict(block_size=4),
+    "synthesizer": dict(hidden=5),
+}
+
+
+def small(form):
+    return dict(SMALL.get(form["name"], SMALL.get(form["method"], {})))
+
+
+def caps(form):
+    return form["capabilities"]
+
+
+def inputs(dtype=torch.float64, requires_grad=False, **shape):
+    """q, k, v whose values are exact in float32 (and, with bf16=True, in bfloat16), so every
+    dtype sees the same numbers."""
+    bf16 = shape.pop("bf16", False)
+    q, k, v = qkv(dtype=torch.float32, **shape)
+    if bf16:
+        q, k, v = (t.bfloat16().float() for t in (q, k, v))
+    return tuple(t.to(dtype).requires_grad_(requires_grad) for t in (q, k, v))
+
+
+def gradients_close(a, ref, tol):
+    """Relative Frobenius error within tol; a zero reference (Reformer's dK with shared_qk: K is
+    not read) must be matched exactly."""
+    if ref.double().norm() == 0:
+        return a.double().norm() == 0
+    return rel_frobenius(a, ref) <= tol
+
+
+SHAPE = dict(b=2, h=2, nq=13, nk=13, d=5, dv=3, seed=11)
+CROSS = dict(b=2, h=2, nq=9, nk=14, d=5, dv=3, seed=12)
+
+
+def with_f64(forms):
+    return [pytest.param(f, id=f["name"]) for f in forms if caps(f)["f64"]]
+
+
+def with_backward(forms):
+    return [pytest.param(f, id=f["name"]) for f in forms
+            if caps(f)["backward"] and caps(f)["f64"]]
+
+
+# ---- the list itself ---------------------------------------------------------------------
+
+def test_methods_lists_every_form_with_its_capabilities():
+    names = [f["name"] for f in FORMS]
+    assert len(names) == len(set(names)) and "dense" in names and "smyrf/lsh" in names
+    for f in FORMS:
+        assert set(caps(f)) >= {"causal", "dropout", "backward", "causal_backward", "f64", "bf16"}
+        for alias in f["aliases"] + [f["name"]]:
+            assert smyrf_torch.describe(alias)["name"] == f["name"]
+
+
+# ---- forward values ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [SHAPE, CROSS], ids=["square", "cross"])
+@pytest.mark.parametrize("form", FORMS, ids=IDS)
+def test_forward_float32(form, shape):
+    """float32 against the float64 definition (same keys, clusters, draws) under the suite's
+    rule where the form has f64; otherwise against the same call with every config field
+    spelled out (the form's values from methods(): the keyword path builds the form's config)
+    and a single thread (results do not depend on the thread count)."""
+    if shape is CROSS and not caps(form)["cross_lengths"]:
+        pytest.skip("Nq != Nk not supported")
+    cfg = small(form)
+    q, k, v = inputs(**shape)
+    o32 = attention(q.float(), k.float(), v.float(), form["name"], seed=7, **cfg)
+    assert o32.dtype == torch.float32 and o32.shape == (2, 2, shape["nq"], 3)
+    assert torch.isfinite(o32).all()
+    if caps(form)["f64"]:
+        o64 = attention(q, k, v, form["name"], seed=7, **cfg)
+        assert o64.dtype == torch.float64
+        assert (o32.double() - o64).abs().max().item() <= tolerance(q, k, v)
+    else:
+        spelled = dict(form["fields"], **cfg)
+        again = attention(q.float(), k.float(), v.float(), form["method"], seed=7,
+                          num_threads=1, **spelled)
+        assert torch.equal(o32, again)
+
+
+@pytest.mark.parametrize("form", FORMS, ids=IDS)
+def test_strided_and_expanded_inputs(form):
+    """Views (a transposed layout, one K/V head expanded over the heads) give the bits of their
+    contiguous copies."""
+    cfg = small(form)
+    q, k, v = inputs(dtype=torch.float32, **SHAPE)
+    qt = q.transpose(2, 3).contiguous().transpose(2, 3)
+    k1, v1 = k[:, :1].expand(2, 2, 13, 5), v[:, :1].expand(2, 2, 13, 3)
+    assert torch.equal(attention(qt, k1, v1, form["name"], seed=1, **cfg),
+                       attention(q, k1.contiguous(), v1.contiguous(), form["name"], seed=1, **cfg))
+
+
+@pytest.mark.parametrize("form", FORMS, ids=IDS)
+def test_masks(form):
+    """Masked queries get 0; masked keys take no part (their values do not matter); against
+    float64 where the form has it."""
+    if not caps(form)["masks"]:
+        pytest.skip("no masks")
+    cfg = small(form)
+    q, k, v = inputs(dtype=torch.float32, **SHAPE)
+    key_mask, query_mask = random_masks(2, 13, 13, seed=3)
+    masks = dict(key_mask=key_mask, query_mask=query_mask)
+    o = attention(q, k, v, form["name"], seed=5, **masks, **cfg)
+    assert (o[~query_mask[:, None, :].expand(2, 2, 13)] == 0).all()
+    hidden = ~key_mask[:, None, :, None]
+    k2 = torch.where(hidden, torch.randn_like(k) * 3, k)
+    v2 = torch.where(hidden, torch.randn_like(v) * 3, v)
+    o2 = attention(q, k2, v2, form["name"], seed=5, **masks, **cfg)
+    assert (o - o2).abs().max().item() <= tolerance(q, k, v)
+    if caps(form)["f64"]:
+        o64 = attention(q.double(), k.double(), v.double(), form["name"], seed=5, **masks, **cfg)
+        assert (o.double() - o64).abs().max().item() <= tolerance(q, k, v)
+
+
+@pytest.mark.parametrize("form", FORMS, ids=IDS)
+def test_causal(form):
+    """With causal the first query sees only the first key: O_0 = v_0 for every form (the
+    fallbacks of SMYRF, routing and Reformer's self exclusion give the same; a linear map whose
+    normaliser is exactly 0 gives 0); the rest against
+    float64 where the form has it; refused with a ValueError naming causal otherwise."""
+    cfg = small(form)
+    q, k, v = inputs(dtype=torch.float32, **SHAPE)
+    if not caps(form)["causal"]:
+        with pytest.raises(ValueError, match=r"causal"):
+            attention(q, k, v, form["name"], causal=True, **cfg)
+        return
+    o = attention(q, k, v, form["name"], causal=True, seed=2, **cfg)
+    # ... or 0 where a feature map's normaliser is exactly 0 (DPFP's relu products can be).
+    first = torch.where((o[:, :, 0] == 0).all(-1, keepdim=True), v[:, :, 0], o[:, :, 0])
+    assert (first - v[:, :, 0]).abs().max().item() <= tolerance(q, k, v)
+    assert not torch.allclose(o, attention(q, k, v, form["name"], seed=2, **cfg))
+    if caps(form)["f64"]:
+        o64 = attention(q.double(), k.double(), v.double(), form["name"], causal=True, seed=2,
+                        **cfg)
+        assert (o.double() - o64).abs().max().item() <= tolerance(q, k, v)
+
+
+# ---- gradients ---------------------------------------------------------------------------
+
+def _variants(form):
+    """(causal, dropout) settings the form's capabilities allow for its backward."""
+    c = caps(form)
+    out = [(False, 0.0)]
+    if c["causal_backward"]:
+        out.append((True, 0.0))
+    if c["dropout"]:
+        out.append((False, 0.3))
+    if c["causal_backward"] and c["causal_dropout"]:
+        out.append((True, 0.3))
+    return out
+
+
+@pytest.mark.parametrize("form", with_backward(FORMS))
+def test_gradcheck_float64(form):
+    cfg = small(form)
+    for causal, dropout in _variants(form):
+        for masked in (False, True):
+            q, k, v = inputs(requires_grad=True, b=1, h=2, nq=7, nk=7, d=3, dv=2, seed=4)
+            masks = {}
+            if masked:
+                km, qm = random_masks(1, 7, 7, seed=9)
+                masks = dict(key_mask=km, query_mask=qm)
+            fn = lambda q, k, v: attention(q, k, v, form["name"], causal=causal, dropout=dropout,
+                                           training=dropout > 0, seed=13, **masks, **cfg)
+            assert gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-8, rtol=1e-6), (causal, dropout,
+                                                                               masked)
+
+
+@pytest.mark.parametrize("form", with_backward(FORMS))
+def test_float32_gradients_match_float64(form):
+    cfg = small(form)
+    for causal, dropout in _variants(form):
+        grads = {}
+        for dtype in (torch.float32, torch.float64):
+            q, k, v = inputs(dtype=dtype, requires_grad=True, **SHAPE)
+            o = attention(q, k, v, form["name"], causal=causal, dropout=dropout,
+                          training=dropout > 0, seed=21, **cfg)
+            g = torch.linspace(-1, 1, o.numel(), dtype=dtype).reshape(o.shape)
+            grads[dtype] = torch.autograd.grad(o, (q, k, v), g)
+        for g32, g64 in zip(grads[torch.float32], grads[torch.float64]):
+            assert gradients_close(g32, g64, 1e-4), (causal, dropout)
+
+
+@pytest.mark.parametrize("form", FORMS, ids=IDS)
+def test_no_backward_is_refused_by_name(form):
+    """A form without a backward computes under no_grad and refuses inputs that require grad
+    (naming the method); forms with one return gradients."""
+    cfg = small(form)
+    q, k, v = inputs(dtype=torch.float32, requires_grad=True, **SHAPE)
+    if caps(form)["backward"]:
+        o = attention(q, k, v, form["name"], **cfg)
+        o.sum().backward()
+        assert q.grad is not None and torch.isfinite(q.grad).all()
+        return
+    with pytest.raises(ValueError, match=rf"method {form['name']} has no backward"):
+        attention(q, k, v, form["name"], **cfg)
+    with torch.no_grad():
+        assert attention(q, k, v, form["name"], **cfg).shape == (2, 2, 13, 3)
+    assert attention(q.detach(), k.detach(), v.detach(), form["name"], **cfg).shape == (2, 2, 13, 3)
+
+
+# ---- dtypes ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", FORMS, ids=IDS)
+def test_bfloat16(form):
+    """bf16 forward (the library's bf16 input path) against float32 on the same bf16-rounded
+    values: the float32 rule plus the rounding of O to bf16 (2^-8 |O|). Backward (where the form
+    has one): in float32 on the exact values, gradients rounded to bf16 (2^-8 relative)."""
+    if not caps(form)["bf16"]:
+        pytest.skip("no bf16 inputs")
+    cfg = small(form)
+    q, k, v = inputs(dtype=torch.float32, bf16=True, **SHAPE)
+    o32 = attention(q, k, v, form["name"], seed=3, **cfg)
+    qb, kb, vb = (t.bfloat16().requires_grad_(caps(form)["backward"]) for t in (q, k, v))
+    ob = attention(qb, kb, vb, form["name"], seed=3, **cfg)
+    assert ob.dtype == torch.bfloat16
+    err = (ob.float() - o32).abs()
+    assert (err <= tolerance(q, k, v) + 2.0**-8 * o32.abs()).all()
+    if caps(form)["backward"]:
+        g = torch.linspace(-1, 1, ob.numel()).reshape(ob.shape)
+        gb = torch.autograd.grad(ob, (qb, kb, vb), g.bfloat16())
+        q32, k32, v32 = (t.clone().requires_grad_() for t in (q, k, v))
+        g32 = torch.autograd.grad(attention(q32, k32, v32, form["name"], seed=3, **cfg),
+                                  (q32, k32, v32), g.bfloat16().float())
+        for a, b in zip(gb, g32):
+            assert a.dtype == torch.bfloat16
+            assert gradients_close(a.float(), b, 2.0**-7)
+
+
+def test_bfloat16_dropout_runs_on_float32_copies():
+    q, k, v = inputs(dtype=torch.float32, bf16=True, requires_grad=True, **SHAPE)
+    o32 = attention(q, k, v, dropout=0.3, training=True, seed=8)
+    qb, kb, vb = (t.detach().bfloat16().requires_grad_() for t in (q, k, v))
+    ob = attention(qb, kb, vb, dropout=0.3, training=True, seed=8)
+    assert torch.equal(ob, o32.bfloat16())
+    ob.sum().backward()
+    assert qb.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("form", [f for f in FORMS if not caps(f)["f64"]],
+                         ids=[f["name"] for f in FORMS if not caps(f)["f64"]])
+def test_float64_without_f64_is_refused_by_name(form):
+    q, k, v = inputs(**SHAPE)
+    with pytest.raises(ValueError, match=rf"dtype float64 .*method {form['name']} has none"):
+        attention(q, k, v, form["name"], **small(form))
+
+
+def test_learned_parts_in_the_inputs_dtype_and_gradcheck_around_them():
+    """A learned part may come in the inputs' dtype (read as float32); given parts are constants
+    of the gradient, so gradcheck holds with them (routing with given centroids, causal)."""
+    q, k, v = inputs(requires_grad=True, b=1, h=2, nq=8, nk=8, d=4, dv=3, seed=6)
+    centroids = torch.randn(2, 3, 4, dtype=torch.float64).float().double()
+    fn = lambda q, k, v, c: attention(q, k, v, "routing", n_clusters=3, window=3, centroids=c,
+                                      causal=True)
+    assert torch.equal(fn(q, k, v, centroids), fn(q, k, v, centroids.float()))
+    assert gradcheck(lambda q, k, v: fn(q, k, v, centroids), (q, k, v), eps=1e-6, atol=1e-8,
+                     rtol=1e-6)
