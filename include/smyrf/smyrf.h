@@ -128,8 +128,9 @@ struct AttentionParams {
   // a method documents a fallback). Forward: reference, dense, SMYRF (lsh; see SmyrfConfig for
   // its fallback), Reformer, routing, the sparse patterns, and the linear, compressed, informer
   // and synthesizer configs whose Capabilities (smyrf/methods/<method>.h) say "causal:
-  // supported"; backward: reference and dense; with dropout: reference only. Other
-  // combinations throw smyrf::Error naming params.causal.
+  // supported"; backward and dropout: the forms whose capabilities say causal_backward and
+  // causal_dropout (smyrf::capabilities). Other combinations throw smyrf::Error naming
+  // params.causal.
   bool causal = false;
 
   // Row-major contiguous tensors: Q [B,H,Nq,d], K [B,H,Nk,d], V [B,H,Nk,dv], O [B,H,Nq,dv].
@@ -169,8 +170,9 @@ struct AttentionParams {
 // Methods whose output is not a softmax over a key set (linear attention, Nystrom) write NaN to
 // params.lse for active queries (it has no meaning there); each config says which.
 // The training path (dropout, attention_backward, attention_f64, attention_backward_f64) exists
-// for reference, dense and SMYRF (keys = lsh); every other method throws smyrf::Error naming the
-// method ("... has no dropout", "... has no backward", "... has no double-precision path").
+// for the forms whose Capabilities say so (smyrf::capabilities, smyrf::methods, the README's
+// methods table); every other form throws smyrf::Error naming the method ("... has no
+// dropout", "... has no backward", "... has no double-precision path").
 //
 // Seeded draws. Every random choice is a pure function of (params.seed, a stream, a counter),
 // whatever the thread count or the order of evaluation; the method headers define their draws
