@@ -3,6 +3,9 @@
 // (2) per (b, h): the selection of the exact queries and the lazy means in one pass over the
 // positions (double running sums); (3) the exact queries, per (b, h, group of query tiles), on
 // the shared key-set kernel (AttendGroup) against every visible key (causal: CausalMask).
+// Training reruns passes 1 and 2 for the selection (a constant of the gradient), runs the exact
+// queries on the group engine (group_train-inl.h) and the lazy means' gradient to V by one
+// running sum per (b, h).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "methods/informer/informer.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
