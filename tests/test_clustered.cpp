@@ -477,9 +477,10 @@ TEST(Clustered, RejectsCausalDropoutAndBadConfigs) {
   expect_error_naming(pr.params, cfg(4), "params.causal");
   expect_error_naming(pr.params, cfg(4, 3), "params.causal");
   EXPECT_THROW(detail::clustered_inspect(pr.params, cfg(4)), Error);
-  pr.params.causal = false;
+  // Dropout is supported, causal dropout is not.
   pr.params.dropout = 0.1f;
-  expect_error_naming(pr.params, cfg(4), "params.dropout");
+  expect_error_naming(pr.params, cfg(4, 3), "params.causal");
+  pr.params.causal = false;
   pr.params.dropout = 0.0f;
   expect_error_naming(pr.params, cfg(0), "ClusteredConfig.n_clusters");
   expect_error_naming(pr.params, cfg(4, 0, 0), "ClusteredConfig.hash_bits");

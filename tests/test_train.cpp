@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "reference/reference.h"
+#include "smyrf/registry.h"
 #include "smyrf/smyrf.h"
 #include "test_util.h"
 #include "train_util.h"
@@ -328,7 +329,12 @@ TEST(TrainErrors, BadInputsThrowNamingTheParameter) {
   g = good;
   g.grad_v = const_cast<float*>(static_cast<const float*>(c.pr.params.v));
   expect_error(g, DenseConfig{}, "overlaps");
-  expect_error(good, SmyrfConfig{.n_hashes = 1, .keys = KeySelection::centroid}, "centroid");
+  // A form without a backward (the first the registry lists, if any) is refused, naming itself.
+  for (const MethodInfo& m : methods())
+    if (!m.caps.backward) {
+      expect_error(good, m.example, (m.name + " attention has no backward").c_str());
+      break;
+    }
   c.pr.params.k_head_stride = 0;
   c.pr.params.heads = 1;
   c.pr.params.k_row_stride = 0;
@@ -339,7 +345,11 @@ TEST(TrainErrors, BadInputsThrowNamingTheParameter) {
   c.pr.params.dropout = std::nanf("");
   EXPECT_THROW(attention(c.pr.params, DenseConfig{}), Error);
   c.pr.params.dropout = 0.1f;
-  EXPECT_THROW(attention(c.pr.params, SmyrfConfig{.n_hashes = 1, .keys = KeySelection::centroid}), Error);
+  for (const MethodInfo& m : methods())
+    if (!m.caps.dropout) {
+      EXPECT_THROW(attention(c.pr.params, m.example), Error) << m.name << "/" << m.form;
+      break;
+    }
   c.pr.params.dropout = 0.0f;
   c.pr.use_bf16();
   expect_error(good, DenseConfig{}, "f32");

@@ -128,8 +128,8 @@ struct AttentionParams {
   // a method documents a fallback). Forward: reference, dense, SMYRF (lsh; see SmyrfConfig for
   // its fallback), Reformer, routing, the sparse patterns, and the linear, compressed, informer
   // and synthesizer configs whose Capabilities (smyrf/methods/<method>.h) say "causal:
-  // supported"; backward and dropout with causal: the forms whose capabilities say so
-  // (smyrf::capabilities, smyrf/registry.h). Other combinations throw smyrf::Error naming
+  // supported"; backward and dropout: the forms whose capabilities say causal_backward and
+  // causal_dropout (smyrf::capabilities). Other combinations throw smyrf::Error naming
   // params.causal.
   bool causal = false;
 
@@ -170,9 +170,9 @@ struct AttentionParams {
 // Methods whose output is not a softmax over a key set (linear attention, Nystrom) write NaN to
 // params.lse for active queries (it has no meaning there); each config says which.
 // The training path (dropout, attention_backward, attention_f64, attention_backward_f64) exists
-// for the forms whose capabilities say so (smyrf::capabilities(config), `smyrf methods`, each
-// header's Capabilities); the others throw smyrf::Error naming the method ("... has no dropout",
-// "... has no backward", "... has no double-precision path").
+// for the forms whose Capabilities say so (smyrf::capabilities, smyrf::methods, the README's
+// methods table); every other form throws smyrf::Error naming the method ("... has no
+// dropout", "... has no backward", "... has no double-precision path").
 //
 // Seeded draws. Every random choice is a pure function of (params.seed, a stream, a counter),
 // whatever the thread count or the order of evaluation; the method headers define their draws

@@ -243,51 +243,23 @@ detail::Problem f64_problem(const FloatShadow& shadow, const MethodConfig& confi
 }
 
 // attention_f64's key sets: every key a query sees for reference and dense; SMYRF (lsh) with the
-// fast path's clusters (the double definition is the float method's, on its own clusters).
+// fast path's clusters, (centroid) with its selected keys (the double definition is the float
+// method's, on its own clusters).
 detail::KeySets f64_key_sets(const detail::Problem& pr, const MethodConfig& config) {
   return std::visit(
       [&](const auto& c) -> detail::KeySets {
         using M = detail::Method<std::decay_t<decltype(c)>>;
-        if constexpr (requires { M::key_pairs(pr, c); }) {
+        if constexpr (requires { M::uniform_queries(pr, c); }) {
+          return detail::KeySets(pr, M::key_pairs(pr, c), M::uniform_queries(pr, c));
+        } else if constexpr (requires { M::key_pairs(pr, c); }) {
           return detail::KeySets(pr, M::key_pairs(pr, c));
         } else if constexpr (std::is_same_v<std::decay_t<decltype(c)>, SmyrfConfig>) {
           // Clusters at least as large as the sequences are dense attention (as in the forward).
           if (c.q_cluster_size >= pr.Nq && c.k_cluster_size >= pr.Nk) return detail::KeySets(pr);
+          if (c.keys == KeySelection::centroid) return detail::KeySets(pr, M::centroid_key_pairs(pr, c));
           return detail::KeySets(pr, c, detail::compute_clusters(pr, c));
         } else {
           return detail::KeySets(pr);
-        }
-      },
-      config);
-}
-
-// Methods whose double-precision definition is not a softmax over key sets (linear attention)
-// register their own forward_f64 / backward_f64; returns false for the others.
-bool own_f64_forward(const detail::Problem& pr, const DoubleTensors& in, const MethodConfig& config,
-                     double* o, double* lse) {
-  return std::visit(
-      [&](const auto& c) {
-        using M = detail::Method<std::decay_t<decltype(c)>>;
-        if constexpr (requires { M::forward_f64(pr, in, c, o, lse); }) {
-          M::forward_f64(pr, in, c, o, lse);
-          return true;
-        } else {
-          return false;
-        }
-      },
-      config);
-}
-
-bool own_f64_backward(const detail::Problem& pr, const DoubleTensors& in, const MethodConfig& config,
-                      const double* grad_o, double* grad_q, double* grad_k, double* grad_v) {
-  return std::visit(
-      [&](const auto& c) {
-        using M = detail::Method<std::decay_t<decltype(c)>>;
-        if constexpr (requires { M::backward_f64(pr, in, c, grad_o, grad_q, grad_k, grad_v); }) {
-          M::backward_f64(pr, in, c, grad_o, grad_q, grad_k, grad_v);
-          return true;
-        } else {
-          return false;
         }
       },
       config);
@@ -318,6 +290,38 @@ std::vector<double> normalised_queries(const detail::Problem& pr, const double* 
   return k;
 }
 
+// Methods whose double-precision definition is not attention over key sets give their own
+// (forward_f64 / backward_f64 on contiguous doubles): true when the config's method did.
+bool own_forward_f64(const detail::Problem& pr, const MethodConfig& config, const DoubleTensors& in, double* o,
+                     double* lse) {
+  return std::visit(
+      [&](const auto& c) {
+        using M = detail::Method<std::decay_t<decltype(c)>>;
+        if constexpr (requires { M::forward_f64(pr, c, in, o, lse); }) {
+          M::forward_f64(pr, c, in, o, lse);
+          return true;
+        } else {
+          return false;
+        }
+      },
+      config);
+}
+bool own_backward_f64(const detail::Problem& pr, const MethodConfig& config, const DoubleTensors& in,
+                      const double* o, const double* lse, const double* grad_o, double* grad_q, double* grad_k,
+                      double* grad_v) {
+  return std::visit(
+      [&](const auto& c) {
+        using M = detail::Method<std::decay_t<decltype(c)>>;
+        if constexpr (requires { M::backward_f64(pr, c, in, o, lse, grad_o, grad_q, grad_k, grad_v); }) {
+          M::backward_f64(pr, c, in, o, lse, grad_o, grad_q, grad_k, grad_v);
+          return true;
+        } else {
+          return false;
+        }
+      },
+      config);
+}
+
 }  // namespace
 
 void attention_f64(const AttentionParams& params, const DoubleTensors& in,
@@ -326,7 +330,7 @@ void attention_f64(const AttentionParams& params, const DoubleTensors& in,
   detail::out_of_memory_is_an_error("the double-precision " + detail::subject(config), [&] {
     const FloatShadow shadow(params, in);
     const detail::Problem pr = f64_problem(shadow, config);
-    if (own_f64_forward(pr, in, config, o, lse)) return;
+    if (own_forward_f64(pr, config, in, o, lse)) return;
     const detail::KeySets sets = f64_key_sets(pr, config);
     if (keys_are_normalised_queries(config)) {
       const std::vector<double> k = normalised_queries(pr, in.q);
@@ -348,7 +352,7 @@ void attention_backward_f64(const AttentionParams& params, const DoubleTensors& 
   detail::out_of_memory_is_an_error("the double-precision backward of " + detail::subject(config), [&] {
     const FloatShadow shadow(params, in);
     const detail::Problem pr = f64_problem(shadow, config);
-    if (own_f64_backward(pr, in, config, grad_o, grad_q, grad_k, grad_v)) return;
+    if (own_backward_f64(pr, config, in, o, lse, grad_o, grad_q, grad_k, grad_v)) return;
     const detail::KeySets sets = f64_key_sets(pr, config);
     if (!keys_are_normalised_queries(config)) {
       detail::sets_backward({&pr, in.q, in.k, in.v}, sets, o, lse, grad_o, grad_q, grad_k, grad_v);

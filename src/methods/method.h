@@ -13,6 +13,11 @@
 //   static std::string no_backward(const Config&);     // why a form has no backward (listed by
 //                                                       // `smyrf methods`; a default otherwise)
 //   static void check_finite(const Problem&, const Config&);  // the scan of the rows it reads
+//   static KeyPairs key_pairs(const Problem&, const Config&);  // the double definition's key sets
+//   static std::vector<std::uint8_t> uniform_queries(const Problem&, const Config&);  // with
+//       key_pairs: queries whose logits are the constant 0 (no Q or K gradient, no dropout)
+//   static void forward_f64(...), backward_f64(...);  // a double definition that is not
+//       attention over key sets (see src/api/attention.cpp)
 //   inspection hooks (named per method, called through api/inspect.h).
 //
 // The Problem a method gets was checked at the edge (src/api/): every size, stride, pointer and

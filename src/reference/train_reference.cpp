@@ -14,6 +14,10 @@ KeySets::KeySets(const Problem& pr) : pr_(&pr) {}
 KeySets::KeySets(const Problem& pr, std::vector<std::vector<std::pair<int, std::int32_t>>> explicit_pairs)
     : pr_(&pr), explicit_(std::move(explicit_pairs)) {}
 
+KeySets::KeySets(const Problem& pr, std::vector<std::vector<std::pair<int, std::int32_t>>> explicit_pairs,
+                 std::vector<std::uint8_t> uniform)
+    : pr_(&pr), explicit_(std::move(explicit_pairs)), uniform_(std::move(uniform)) {}
+
 KeySets::KeySets(const Problem& pr, const SmyrfConfig& config,
                  const reference::SmyrfClusters& c)
     : pr_(&pr) {
@@ -88,6 +92,7 @@ struct Row {
   std::vector<double> p;       // softmax weights exp(s - lse), before dropout
   std::vector<double> factor;  // dropout factor of each pair (1 without dropout)
   double lse = -std::numeric_limits<double>::infinity();
+  bool uniform = false;        // logits the constant 0 (KeySets::uniform)
 
   void compute(const DoubleProblem& dp, const KeySets& sets, const spec::Dropout& drop,
                std::int64_t b, std::int64_t h, std::int64_t i, const double* lse_given) {
@@ -97,13 +102,15 @@ struct Row {
     p.assign(n, 0.0);
     factor.assign(n, 1.0);
     lse = -std::numeric_limits<double>::infinity();
+    uniform = sets.uniform(b, h, i);
     if (n == 0) return;
     const double* q = dp.q + ((b * pr.H + h) * pr.Nq + i) * pr.d;
     double mx = -std::numeric_limits<double>::infinity();
     for (std::size_t e = 0; e < n; ++e) {
       const double* k = dp.k + ((b * pr.H + h) * pr.Nk + pairs[e].second) * pr.d;
       double dot = 0;
-      for (std::int64_t t = 0; t < pr.d; ++t) dot += q[t] * k[t];
+      if (!uniform)
+        for (std::int64_t t = 0; t < pr.d; ++t) dot += q[t] * k[t];
       p[e] = static_cast<double>(pr.scale) * dot;
       mx = std::max(mx, p[e]);
     }
@@ -112,7 +119,7 @@ struct Row {
     lse = lse_given != nullptr ? *lse_given : mx + std::log(sum);
     for (std::size_t e = 0; e < n; ++e) {
       p[e] = std::exp(p[e] - lse);
-      if (drop.active())
+      if (drop.active() && !uniform)
         factor[e] = drop.factor(drop.row(b, h, pairs[e].first, i), pairs[e].second);
     }
   }
@@ -173,6 +180,7 @@ void sets_backward(const DoubleProblem& dp, const KeySets& sets, const double* o
         dpe *= row.factor[e];
         const double w = row.p[e] * row.factor[e];
         for (std::int64_t c = 0; c < pr.dv; ++c) gv[c] += w * go[c];
+        if (row.uniform) continue;  // constant logits: nothing flows to Q or K
         const double ds = row.p[e] * (dpe - D) * static_cast<double>(pr.scale);
         for (std::int64_t t = 0; t < pr.d; ++t) {
           gq[t] += ds * k[t];

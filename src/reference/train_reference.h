@@ -26,13 +26,23 @@ class KeySets {
   // Explicit pairs: explicit_pairs[(b * H + h) * Nq + i] lists query i's (round, key) pairs
   // (a key-set method's own choice, e.g. from its TrainGroups).
   KeySets(const Problem& pr, std::vector<std::vector<std::pair<int, std::int32_t>>> explicit_pairs);
+  // Explicit pairs, and the queries (uniform[(b * H + h) * Nq + i] = 1) whose logits are the
+  // constant 0 rather than scale q.k (Informer's lazy means): uniform weights over their keys,
+  // no gradient to Q or K, no dropout.
+  KeySets(const Problem& pr, std::vector<std::vector<std::pair<int, std::int32_t>>> explicit_pairs,
+          std::vector<std::uint8_t> uniform);
   // Appends the pairs of query i of (b, h) to out (cleared first); empty for masked queries.
   void pairs(std::int64_t b, std::int64_t h, std::int64_t i,
              std::vector<std::pair<int, std::int32_t>>& out) const;
+  // Whether query i of (b, h) has the constant logits 0 (see the constructor).
+  bool uniform(std::int64_t b, std::int64_t h, std::int64_t i) const {
+    return !uniform_.empty() && uniform_[static_cast<std::size_t>((b * pr_->H + h) * pr_->Nq + i)] != 0;
+  }
 
  private:
   const Problem* pr_;
   std::vector<std::vector<std::pair<int, std::int32_t>>> explicit_;
+  std::vector<std::uint8_t> uniform_;
   bool clustered_ = false;
   int rounds_ = 1;
   std::int64_t fallback_window_ = 0;  // causal SMYRF: keys of the fallback window

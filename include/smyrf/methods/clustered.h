@@ -33,21 +33,38 @@ namespace smyrf {
 // logsumexp when T_c holds every key). The fast path ranks the f32 logits of the attention
 // kernel, the oracle the double ones: the sets agree unless two logits are within f32
 // rounding of each other.
+// Training. The hash codes, the k-means clusters and T_c are constants of the gradient
+// (recomputed from the inputs, not differentiated). The centroid query is a function of the
+// queries, qbar_c = (1/|c|) sum of the members' rows, so the gradient reaching qbar_c through
+// the centroid's row A_c (plain: all of O_i; improved: m_c and the keys outside T_c) flows to
+// the members: dQ_i += dqbar_c / |c| for every member i of c (the f32 rounding of qbar_c is
+// taken as the identity). The member's own scores over T_c carry the usual softmax gradient.
+// With G_j = dO_c . v_j outside T_c and dm_c on T_c, where dO_c = sum over the members of dO_i
+// and dm_c = sum over the members of dO_i . (O_i - r_c) / m_c, the centroid row's score
+// gradient is A_c(j) (G_j - sum_l A_c(l) G_l).
+// Dropout: a member's own weights on T_c are weight (b, h, 0, i, j); the centroid's weights
+// (the keys outside T_c; plain: all), shared by its members, are dropped once per cluster, as
+// the original implementation drops the centroid's attention row: weight (b, h, 1, i_c, j)
+// with i_c the position of the cluster's first member. lse is that of the undropped weights.
 // RunInfo::attention_scores = per (batch, head), (clusters with members) * n_k, plus for
-// improved n_q * min(topk, n_k). Not causal, no dropout (both throw). Complexity
+// improved n_q * min(topk, n_k). Not causal (throws). Complexity
 // O(n_q hash_bits d + iterations n_q C + C n_k d + n_q topk d), extra memory O(N). No learned
 // parts.
 //
 // Capabilities.
 //   causal:        refused: smyrf::Error "smyrf: params.causal = true: clustered attention has
 //                  no causal form".
-//   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: clustered attention
-//                  has no dropout" (with params.causal: "... only the reference method has
-//                  causal dropout").
-//   backward:      refused: attention_backward throws "smyrf: clustered attention has no
-//                  backward".
-//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: clustered
-//                  attention has no double-precision path".
+//   dropout:       yes (not causal): the members' weights on T_c per member, the centroid's
+//                  shared weights once per cluster (Dropout above), so the cost stays
+//                  O(C n_k (d + dv) + n_q topk (d + dv)).
+//   backward:      attention_backward (f32, no broadcast strides): clusters and T_c constant,
+//                  dQ through the centroid (Training above). Extra memory O(n_k (d + dv)) per
+//                  thread (the centroid rows' key gradients, in double), O(n_q) per head, and
+//                  for improved O(C min(topk, n_k) (d + dv)) per head (the members' key
+//                  gradients per cluster, added in cluster order).
+//   attention_f64: attention_f64 and attention_backward_f64 with the clusters and T_c of the
+//                  f32 path (from the inputs rounded to f32) and the centroid the exact mean in
+//                  double (not rounded to f32, so the definition is differentiable in Q).
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes.

@@ -44,6 +44,13 @@ namespace smyrf {
 //   lse_i = log(c_i), the logsumexp of uniform weights with logits 0 (so that
 //   O = sum_j exp(0 - lse) V_j holds). A query with c_i = 0 gets O = 0, lse = -inf; masked
 //   queries O = 0.
+//   Training: the samples and the selection are constants of the gradient (recomputed from the
+//   inputs, not differentiated). An exact query's gradient is that of softmax attention over
+//   S_i. A lazy query's output is the mean of V over S_i, whose weights 1/c_i do not depend on
+//   Q or K: its gradient goes to V only, dV_j += dO_i / c_i for j in S_i. Dropout drops the
+//   exact queries' softmax weights, weight (b, h, 0, i, j); the lazy means are not dropped
+//   (their uniform weights are never formed: dropping them would cost O(n_q n_k)), and lse
+//   stays that of the undropped weights.
 //
 // Cost: sample scores O(n_q U d) (the exact fma chains), selection by sorting (M, position)
 // O(n_q log n_q), exact rows O(u n_k (d + dv)) (f32 softmax attention, as dense), lazy means by
@@ -52,14 +59,15 @@ namespace smyrf {
 // n_q U + u n_k per (b, h) without masks.
 //
 // Capabilities.
-//   causal:        supported (forward).
-//   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: informer attention
-//                  has no dropout" (with params.causal: "... only the reference method has
-//                  causal dropout").
-//   backward:      refused: attention_backward throws "smyrf: informer attention has no
-//                  backward".
-//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: informer
-//                  attention has no double-precision path".
+//   causal:        supported (forward, dropout, backward).
+//   dropout:       yes, causal too: the exact queries' weights (b, h, 0, i, j); lazy means are
+//                  not dropped (Training above).
+//   backward:      attention_backward (f32, no broadcast strides): samples and selection are
+//                  constants of the gradient; lazy queries pass gradient to V only (Training
+//                  above). Extra memory O(n_k (d + dv)) per (b, h) and O(u (d + dv)) per thread.
+//   attention_f64: attention_f64 and attention_backward_f64 on the same selection (from the
+//                  inputs rounded to f32): exact queries attend over S_i in double, lazy queries
+//                  have the constant logits 0 over S_i (the mean; no Q or K gradient).
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes.

@@ -31,7 +31,10 @@ enum class Transform : std::uint8_t { xbox_plus = 0, xbox = 1, h2_alsh = 2, l2_a
 //             position order) dotted with k_j (in index order), in double; with a negative
 //             softmax scale its negation, so the largest logits win. The min(k_cluster_size,
 //             n_k) keys of largest score (ties to the lower position) are attended by one
-//             softmax.
+//             softmax. Training: the selection is a constant of the gradient (it is recomputed
+//             from the inputs and not differentiated, so the centroid passes no gradient to
+//             Q); each query's gradient is that of softmax attention over its cluster's
+//             selected keys.
 enum class KeySelection : std::uint8_t { lsh = 0, centroid = 1 };
 
 // SMYRF (Daras et al., NeurIPS 2020). Per (batch, head) and for each of n_hashes rounds:
@@ -91,14 +94,15 @@ enum class KeySelection : std::uint8_t { lsh = 0, centroid = 1 };
 //                  causal form: "smyrf: params.causal = true: SmyrfConfig.keys = centroid has
 //                  no causal form".
 //   dropout:       lsh, causal or not (weight (b, h, round, i, j); the fallback window is round
-//                  0); centroid: "smyrf: params.dropout = <p>: SmyrfConfig.keys = centroid has
-//                  no dropout".
-//   backward:      lsh: attention_backward (clusters recomputed from the forward's inputs and
-//                  treated as constants; f32 inputs without broadcast strides, as for every
-//                  backward) and attention_backward_f64. centroid: "smyrf: SmyrfConfig.keys =
-//                  centroid has no backward".
-//   attention_f64: lsh (clusters from the inputs rounded to f32); centroid: "smyrf:
-//                  SmyrfConfig.keys = centroid has no double-precision path".
+//                  0); centroid: weight (b, h, 0, i, j).
+//   backward:      attention_backward (f32 inputs without broadcast strides, as for every
+//                  backward) and attention_backward_f64. lsh: clusters recomputed from the
+//                  forward's inputs and treated as constants; centroid: the selected keys
+//                  recomputed and treated as constants (no gradient through the selection or
+//                  the mean query).
+//   attention_f64: attention_f64 and attention_backward_f64 over the same (round, key) pairs
+//                  (lsh: clusters from the inputs rounded to f32; centroid: the selection
+//                  from the inputs rounded to f32).
 //   bf16 inputs:   forward (hashes from the exactly converted values; dropout and backward
 //                  need f32).
 //   masks:         key and query masks (masked tokens are neither hashed nor in the norms).

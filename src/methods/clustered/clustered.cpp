@@ -38,6 +38,7 @@
 #include "kernels/attention_tile-inl.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
+#include "kernels/group_train-inl.h"
 #include "kernels/tile_matmul-inl.h"
 #include "methods/clustered/clustered.h"
 
@@ -440,6 +441,10 @@ void ClusteredKMeansPerHead(const detail::ClusteredArgs& a, int iterations, std:
 void ClusteredPack(const detail::ClusteredArgs& a) { clustered::Pack(a); }
 void ClusteredCentroidPass(const detail::ClusteredArgs& a) { clustered::CentroidPass(a); }
 void ClusteredMemberPass(const detail::ClusteredArgs& a) { clustered::MemberPass(a); }
+void ClusteredTrainGroups(const detail::TrainArgs& a, const detail::TrainGroups<detail::CausalPairs>& set,
+                          float* pk, float* pv, float* scratch, std::size_t per_thread) {
+  RunTrainGroups(a, set, pk, pv, scratch, per_thread);
+}
 
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
@@ -457,6 +462,12 @@ HWY_EXPORT(ClusteredKMeansPerHead);
 HWY_EXPORT(ClusteredPack);
 HWY_EXPORT(ClusteredCentroidPass);
 HWY_EXPORT(ClusteredMemberPass);
+HWY_EXPORT(ClusteredTrainGroups);
+
+void run_clustered_groups(const TrainArgs& a, const TrainGroups<CausalPairs>& set, float* pk, float* pv,
+                          float* scratch, std::size_t per_thread) {
+  HWY_DYNAMIC_DISPATCH(ClusteredTrainGroups)(a, set, pk, pv, scratch, per_thread);
+}
 
 // Majority vote (ties to 0) of each non-empty cluster of bh; empty clusters keep their code.
 void clustered_update_centroids(const ClusteredArgs& a, std::int64_t bh, std::int32_t* counts) {
@@ -483,8 +494,10 @@ void clustered_update_centroids(const ClusteredArgs& a, std::int64_t bh, std::in
 
 namespace {
 
+// With structure_only (and a capture), the member pass is skipped: nothing is written to O or
+// lse.
 RunInfo clustered_run(const Problem& pr, const ClusteredConfig& config, Workspace* workspace,
-                      ClusteredInspection* capture, KMeansSchedule schedule) {
+                      ClusteredInspection* capture, KMeansSchedule schedule, bool structure_only = false) {
   Timer total;
   const std::int64_t BH = pr.B * pr.H;
   const std::int64_t Cmax = std::min<std::int64_t>(config.n_clusters, pr.Nq);
@@ -546,7 +559,7 @@ RunInfo clustered_run(const Problem& pr, const ClusteredConfig& config, Workspac
 
   RunInfo info;
   info.workspace_bytes = arena.bytes();
-  zero_unattended_rows(pr, lists);
+  if (!structure_only) zero_unattended_rows(pr, lists);
 
   // 1. Hyperplanes and codes.
   Timer phase;
@@ -666,8 +679,8 @@ RunInfo clustered_run(const Problem& pr, const ClusteredConfig& config, Workspac
   HWY_DYNAMIC_DISPATCH(ClusteredCentroidPass)(a);
   for (std::int64_t t = 0; t < centroid_tasks; ++t)
     info.attention_scores += static_cast<std::size_t>(a.scores_per_task[t]);
-  HWY_DYNAMIC_DISPATCH(ClusteredMemberPass)(a);
-  if (config.topk > 0)
+  if (!structure_only) HWY_DYNAMIC_DISPATCH(ClusteredMemberPass)(a);
+  if (config.topk > 0 && !structure_only)
     for (std::int64_t t = 0; t < member_tasks; ++t)
       info.attention_scores += static_cast<std::size_t>(a.scores_per_task[t]);
   split_wall_time(a.phase_ticks, pr.threads, phase.lap(), info);
@@ -733,6 +746,12 @@ ClusteredInspection clustered_inspect(const Problem& pr, const ClusteredConfig& 
                                       KMeansSchedule schedule) {
   ClusteredInspection out;
   clustered_run(pr, config, nullptr, &out, schedule);
+  return out;
+}
+
+ClusteredInspection clustered_structure(const Problem& pr, const ClusteredConfig& config) {
+  ClusteredInspection out;
+  clustered_run(pr, config, nullptr, &out, KMeansSchedule::automatic, true);
   return out;
 }
 

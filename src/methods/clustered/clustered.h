@@ -10,6 +10,7 @@
 #include "common/phases.h"
 #include "common/problem.h"
 #include "common/rounds.h"
+#include "methods/train/train.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf::detail {
@@ -26,6 +27,24 @@ enum class KMeansSchedule { automatic, per_head, chunked };
 // and returns its hash codes, clusters and key sets.
 ClusteredInspection clustered_inspect(const Problem& pr, const ClusteredConfig& config,
                                       KMeansSchedule schedule = KMeansSchedule::automatic);
+// The same results without the member pass: nothing is written to O or lse (the training
+// path's clusters and top keys, held constant).
+ClusteredInspection clustered_structure(const Problem& pr, const ClusteredConfig& config);
+
+// Training (clustered_train.cpp; the definition and the gradient rule in smyrf/methods/clustered.h).
+// The dropout forward after clustered_forward: every member's row rebuilt with the dropped
+// weights (the members' own on T_c, the centroid's shared ones once per cluster).
+void clustered_dropout_forward(const Problem& pr, const ClusteredConfig& config, Workspace* workspace);
+RunInfo clustered_backward(const Problem& pr, const GradientParams& grads, const ClusteredConfig& config,
+                           Workspace* workspace);
+void clustered_forward_f64(const Problem& pr, const ClusteredConfig& config, const DoubleTensors& in,
+                           double* o, double* lse);
+void clustered_backward_f64(const Problem& pr, const ClusteredConfig& config, const DoubleTensors& in,
+                            const double* o, const double* lse, const double* grad_o, double* grad_q,
+                            double* grad_k, double* grad_v);
+// The member groups' runner (clustered.cpp's per-target dispatch of RunTrainGroups).
+void run_clustered_groups(const TrainArgs& a, const TrainGroups<CausalPairs>& set, float* pk, float* pv,
+                          float* scratch, std::size_t per_thread);
 
 // ---------------------------------------------------------------------------------------
 // Internal: the buffers the per-target kernels of clustered.cpp share. Per (b, h) = bh,

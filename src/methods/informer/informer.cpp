@@ -3,6 +3,9 @@
 // (2) per (b, h): the selection of the exact queries and the lazy means in one pass over the
 // positions (double running sums); (3) the exact queries, per (b, h, group of query tiles), on
 // the shared key-set kernel (AttendGroup) against every visible key (causal: CausalMask).
+// Training reruns passes 1 and 2 for the selection (a constant of the gradient), runs the exact
+// queries on the group engine (group_train-inl.h) and the lazy means' gradient to V by one
+// running sum per (b, h).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "methods/informer/informer.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -22,6 +25,7 @@
 #include "kernels/attention_tile-inl.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/keyset-inl.h"
+#include "kernels/group_train-inl.h"
 #include "methods/informer/informer.h"
 #include "methods/informer/registration.h"
 
@@ -119,6 +123,11 @@ void ExactT(const detail::InformerArgs& a) {
 
 }  // namespace informer
 
+void InformerTrainGroups(const detail::TrainArgs& a, const detail::TrainGroups<detail::CausalPairs>& set,
+                         float* pk, float* pv, float* scratch, std::size_t per_thread) {
+  RunTrainGroups(a, set, pk, pv, scratch, per_thread);
+}
+
 void InformerMeasure(const detail::InformerArgs& a) {
   detail::with_input_type(a.pr->dtype, [&](auto tag) { informer::MeasureT<decltype(tag)>(a); });
 }
@@ -138,14 +147,16 @@ HWY_AFTER_NAMESPACE();
 namespace smyrf::detail {
 HWY_EXPORT(InformerMeasure);
 HWY_EXPORT(InformerExact);
+HWY_EXPORT(InformerTrainGroups);
 
 namespace {
 
 constexpr ConfigFail config_fail{"InformerConfig"};
 
 // Pass 2 for (b, h): selection, then the lazy means by one walk over the positions.
+// With `means` false only the selection (exact flags) is made.
 template <class T>
-void select_and_mean(const InformerArgs& a, std::int64_t bh, double* sum) {
+void select_and_mean(const InformerArgs& a, std::int64_t bh, double* sum, bool means) {
   const Problem& pr = *a.pr;
   const TokenLists& lists = *a.lists;
   const std::int64_t b = bh / pr.H, h = bh % pr.H, dv = pr.dv;
@@ -175,6 +186,7 @@ void select_and_mean(const InformerArgs& a, std::int64_t bh, double* sum) {
   std::sort(sel, sel + u);
   for (std::int64_t t = 0; t < u; ++t) exact[sel[t]] = 1;
   a.n_selected[bh] = static_cast<std::int32_t>(u);
+  if (!means) return;
   // Lazy queries: the mean of V over the keys they see.
   std::fill_n(sum, dv, 0.0);
   std::int64_t kp = 0;
@@ -218,7 +230,12 @@ void Method<InformerConfig>::check(const InformerConfig& c, const Problem&) {
          "must be >= 0 (0 = min(n_k, ceil(factor ln n_k)))");
 }
 
-RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Workspace* workspace) {
+namespace {
+
+// The forward; with `exact_out` only passes 1 and 2's selection run (nothing is written to O or
+// lse) and exact_out gets the exact-query flags [BH * Nq].
+RunInfo informer_run(const Problem& pr, const InformerConfig& config, Workspace* workspace,
+                     std::vector<std::uint8_t>* exact_out) {
   Timer timer;
   const std::int64_t BH = pr.B * pr.H;
   const std::int64_t blocks = (pr.Nq + kInformerQueryBlock - 1) / kInformerQueryBlock;
@@ -242,7 +259,8 @@ RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Worksp
       arena.add<float>(layout.total() * static_cast<std::size_t>(pr.threads));
   const std::size_t scores_slot = arena.add<std::int64_t>(static_cast<std::size_t>(BH) * per_task);
   const TokenLists lists = scratch.bind();
-  zero_unattended_rows(pr, lists);
+  const bool select_only = exact_out != nullptr;
+  if (!select_only) zero_unattended_rows(pr, lists);
 
   InformerArgs a{&pr,
                  &lists,
@@ -269,14 +287,141 @@ RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Worksp
   info.transform.seconds = timer.lap();
   with_input_type(pr.dtype, [&](auto tag) {
     parallel_for_tid(BH, pr.threads, [&](std::int64_t bh, int tid) {
-      select_and_mean<decltype(tag)>(a, bh, a.sums + static_cast<std::size_t>(tid * pr.dv));
+      select_and_mean<decltype(tag)>(a, bh, a.sums + static_cast<std::size_t>(tid * pr.dv), !select_only);
     });
   });
   info.sort.seconds = timer.lap();
+  if (select_only) {
+    exact_out->assign(static_cast<std::size_t>(BH * pr.Nq), 0);
+    for (std::int64_t bh = 0; bh < BH; ++bh)
+      for (std::int32_t t = 0; t < a.n_selected[bh]; ++t)
+        (*exact_out)[static_cast<std::size_t>(bh * pr.Nq + a.selected[bh * pr.Nq + t])] = 1;
+    return info;
+  }
   HWY_DYNAMIC_DISPATCH(InformerExact)(a);
   add_scores(BH * groups);
   info.attention.seconds = timer.lap();
   return info;
+}
+
+}  // namespace
+
+RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Workspace* workspace) {
+  return informer_run(pr, config, workspace, nullptr);
+}
+
+std::vector<std::uint8_t> informer_exact_queries(const Problem& pr, const InformerConfig& config) {
+  std::vector<std::uint8_t> exact;
+  informer_run(pr, config, nullptr, &exact);
+  return exact;
+}
+
+namespace {
+
+// The exact queries of each (b, h) against every visible key (causal: the causal cut), one
+// group per (b, h), one launch.
+TrainGroups<CausalPairs> informer_train_groups(const Problem& pr, const std::vector<std::uint8_t>& exact) {
+  CallScratch scratch(pr, nullptr);
+  const TokenLists lists = scratch.bind();
+  const CausalPairs mask{pr.p->causal, pr.Nk - pr.Nq};
+  TrainGroups<CausalPairs> set;
+  std::vector<std::int32_t> queries;
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h) {
+      queries.clear();
+      for (std::int32_t t = 0; t < lists.q_count[b]; ++t) {
+        const std::int32_t i = lists.queries(b, pr.Nq)[t];
+        if (exact[static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i)]) queries.push_back(i);
+      }
+      set.add(b, h, 0, queries.data(), queries.size(), lists.keys(b, pr.Nk),
+              static_cast<std::size_t>(lists.k_count[b]), mask);
+    }
+  set.finish();
+  return set;
+}
+
+// 1 for each active query that is not exact.
+std::vector<std::uint8_t> lazy_queries(const Problem& pr, std::vector<std::uint8_t> exact) {
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t i = 0; i < pr.Nq; ++i) {
+        std::uint8_t& x = exact[static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i)];
+        x = pr.query_active(b, i) && x == 0 ? 1 : 0;
+      }
+  return exact;
+}
+
+void run_informer_groups(const TrainArgs& a, const TrainGroups<CausalPairs>& set, float* pk, float* pv,
+                         float* scratch, std::size_t per_thread) {
+  HWY_DYNAMIC_DISPATCH(InformerTrainGroups)(a, set, pk, pv, scratch, per_thread);
+}
+
+// The lazy queries' gradient, to V only: dV_j += dO_i / c_i for every lazy query i that sees
+// key j. Per (b, h), one walk over the keys in descending position with a running sum in double
+// of dO_i / c_i over the lazy queries that see the key (non-causal: all of them), so the cost
+// is O((n_q + n_k) dv) and the bits do not depend on the thread count.
+void lazy_value_gradients(const Problem& pr, const GradientParams& g, const std::vector<std::uint8_t>& exact) {
+  CallScratch scratch(pr, nullptr);
+  const TokenLists lists = scratch.bind();
+  const AttentionParams& p = *pr.p;
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H, dv = pr.dv;
+    const std::int64_t nq = lists.q_count[b], nk = lists.k_count[b];
+    if (nk == 0) return;
+    const std::int32_t* queries = lists.queries(b, pr.Nq);
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    std::vector<double> acc(static_cast<std::size_t>(dv), 0.0);
+    std::int64_t r = nq - 1;
+    for (std::int64_t kp = nk - 1; kp >= 0; --kp) {
+      for (; r >= 0 && (!p.causal || pr.key_position(queries[r]) >= keys[kp]); --r) {
+        const std::int32_t i = queries[r];
+        if (exact[static_cast<std::size_t>(bh * pr.Nq + i)]) continue;
+        const std::int64_t c = p.causal ? informer_seen(keys, nk, pr.key_position(i)) : nk;
+        const float* go = g.grad_o + b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
+        for (std::int64_t x = 0; x < dv; ++x)
+          acc[static_cast<std::size_t>(x)] += static_cast<double>(go[x]) / static_cast<double>(c);
+      }
+      float* gv = g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + keys[kp] * p.v_row_stride;
+      for (std::int64_t x = 0; x < dv; ++x) gv[x] += static_cast<float>(acc[static_cast<std::size_t>(x)]);
+    }
+  });
+}
+
+}  // namespace
+
+RunInfo Method<InformerConfig>::forward(const Problem& pr, const InformerConfig& config, Workspace* workspace) {
+  RunInfo info = informer_forward(pr, config, workspace);
+  if (pr.p->dropout > 0.0f)
+    groups_dropout_forward(pr, pr.p->lse, informer_train_groups(pr, informer_exact_queries(pr, config)),
+                           workspace, run_informer_groups);
+  return info;
+}
+
+RunInfo Method<InformerConfig>::backward(const Problem& pr, const GradientParams& grads,
+                                         const InformerConfig& config, Workspace* workspace) {
+  const std::vector<std::uint8_t> exact = informer_exact_queries(pr, config);
+  RunInfo info = groups_backward(pr, grads, informer_train_groups(pr, exact), workspace, run_informer_groups);
+  lazy_value_gradients(pr, grads, exact);
+  return info;
+}
+
+KeyPairs Method<InformerConfig>::key_pairs(const Problem& pr, const InformerConfig& config) {
+  const std::vector<std::uint8_t> exact = informer_exact_queries(pr, config);
+  KeyPairs pairs = group_pairs(pr, informer_train_groups(pr, exact));
+  const std::vector<std::uint8_t> lazy = lazy_queries(pr, exact);
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t i = 0; i < pr.Nq; ++i) {
+        const std::size_t at = static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i);
+        if (!lazy[at]) continue;
+        for (std::int64_t j = 0; j < pr.Nk; ++j)
+          if (pr.sees(b, i, j)) pairs[at].emplace_back(0, static_cast<std::int32_t>(j));
+      }
+  return pairs;
+}
+
+std::vector<std::uint8_t> Method<InformerConfig>::uniform_queries(const Problem& pr, const InformerConfig& config) {
+  return lazy_queries(pr, informer_exact_queries(pr, config));
 }
 
 }  // namespace smyrf::detail

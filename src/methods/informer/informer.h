@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "common/problem.h"
 #include "smyrf/smyrf.h"
@@ -17,6 +18,9 @@
 namespace smyrf::detail {
 
 RunInfo informer_forward(const Problem& pr, const InformerConfig& config, Workspace* workspace);
+// The selection of the forward (passes 1 and 2) without writing O or lse: 1 at [(b * H + h) *
+// Nq + i] for each exact query.
+std::vector<std::uint8_t> informer_exact_queries(const Problem& pr, const InformerConfig& config);
 
 // ---- Definition pieces (the sample index is spec::informer_sample_index). ----
 

@@ -31,13 +31,14 @@ struct Method<LinearConfig> {
                           Workspace* workspace) {
     return linear_backward(pr, grads, config, workspace);
   }
-  // The double-precision definition is not a softmax over key sets: its own forward and backward.
-  static void forward_f64(const Problem& pr, const DoubleTensors& in, const LinearConfig& config, double* o,
+  // The double-precision definition is not a softmax over key sets: its own forward and backward
+  // (o and lse are not read: O is recomputed).
+  static void forward_f64(const Problem& pr, const LinearConfig& config, const DoubleTensors& in, double* o,
                           double* lse) {
     linear_forward_f64(pr, in, config, o, lse);
   }
-  static void backward_f64(const Problem& pr, const DoubleTensors& in, const LinearConfig& config,
-                           const double* grad_o, double* grad_q, double* grad_k, double* grad_v) {
+  static void backward_f64(const Problem& pr, const LinearConfig& config, const DoubleTensors& in, const double*,
+                           const double*, const double* grad_o, double* grad_q, double* grad_k, double* grad_v) {
     linear_backward_f64(pr, in, config, grad_o, grad_q, grad_k, grad_v);
   }
   static std::vector<MethodInfo> forms() {

@@ -75,6 +75,7 @@ void AttendT(const detail::CentroidArgs& a) {
       std::copy(idx, idx + n_sel, out);
       std::fill(out + n_sel, out + a.k_cluster, -1);
     }
+    if (a.select_only) return;
 
     float* s = a.scratch + static_cast<std::size_t>(tid) * layout.total();
     float* acc = s + layout.s_floats();
@@ -130,7 +131,7 @@ namespace smyrf::detail {
 HWY_EXPORT(CentroidAttend);
 
 RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace,
-                               std::vector<std::int32_t>* capture) {
+                               std::vector<std::int32_t>* capture, bool select_only) {
   Timer total;
   const RoundScratch layout = RoundScratch::make(
       static_cast<std::size_t>(std::min<std::int64_t>(config.k_cluster_size, pr.Nk)),
@@ -144,7 +145,7 @@ RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Wor
   const std::size_t scratch_slot = arena.add<float>(layout.total() * static_cast<std::size_t>(pr.threads));
   const std::size_t scores_slot = arena.add<std::int64_t>(tasks);
   const TokenLists lists = scratch.bind();
-  zero_unattended_rows(pr, lists);
+  if (!select_only) zero_unattended_rows(pr, lists);
 
   std::vector<CentroidScratch> per_thread(static_cast<std::size_t>(pr.threads));
   for (CentroidScratch& c : per_thread) {
@@ -159,7 +160,7 @@ RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Wor
   if (capture) capture->assign(tasks * static_cast<std::size_t>(config.k_cluster_size), -2);
   const CentroidArgs args{&pr, &lists, arena.at<float>(scratch_slot), layout, qc, config.k_cluster_size,
                           groups, arena.at<std::int64_t>(scores_slot), per_thread.data(),
-                          capture ? capture->data() : nullptr};
+                          capture ? capture->data() : nullptr, select_only};
   Timer attn;
   HWY_DYNAMIC_DISPATCH(CentroidAttend)(args);
   info.attention.seconds = attn.seconds();
@@ -180,6 +181,29 @@ std::vector<std::vector<std::int32_t>> centroid_keys(const Problem& pr, const Sm
     out.push_back(sel);
   }
   return out;
+}
+
+TrainGroups<CausalPairs> smyrf_centroid_train_groups(const Problem& pr, const SmyrfConfig& config) {
+  std::vector<std::int32_t> capture;
+  smyrf_centroid_forward(pr, config, nullptr, &capture, true);
+  CallScratch scratch(pr, nullptr);
+  const TokenLists lists = scratch.bind();
+  const std::int64_t qc = config.q_cluster_size, kc = config.k_cluster_size;
+  const std::int64_t groups = (pr.Nq + qc - 1) / qc;
+  TrainGroups<CausalPairs> set;
+  for (std::int64_t bh = 0; bh < pr.B * pr.H; ++bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H, nq = lists.q_count[b];
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const std::int32_t* sel = capture.data() + (bh * groups + g) * kc;
+      if (sel[0] < 0) continue;  // no queries or no keys: the forward left the task untouched
+      const std::int64_t g0 = g * qc, m = std::min(nq, g0 + qc) - g0;
+      const std::int64_t n = std::find(sel, sel + kc, -1) - sel;
+      set.add(b, h, 0, lists.queries(b, pr.Nq) + g0, static_cast<std::size_t>(m), sel,
+              static_cast<std::size_t>(n), CausalPairs{});
+    }
+  }
+  set.finish();
+  return set;
 }
 
 }  // namespace smyrf::detail

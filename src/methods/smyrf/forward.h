@@ -9,6 +9,7 @@
 #include "common/problem.h"
 #include "common/rounds.h"
 #include "methods/smyrf/clustering.h"
+#include "methods/train/train.h"
 #include "smyrf/smyrf.h"
 
 namespace smyrf::detail {
@@ -51,11 +52,21 @@ struct CentroidArgs {
   std::int64_t* scores_per_task;  // out
   CentroidScratch* per_thread;
   std::int32_t* capture = nullptr;  // optional [tasks * k_cluster]: selected key positions, -1 after
+  bool select_only = false;         // stop after the selection (nothing written to O or lse)
 };
+// With select_only (the backward's groups), only the selection runs: params.o and params.lse
+// are not written.
 RunInfo smyrf_centroid_forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace,
-                               std::vector<std::int32_t>* capture = nullptr);
+                               std::vector<std::int32_t>* capture = nullptr, bool select_only = false);
 // Inspection for tests: runs KeySelection::centroid on params (writing params.o) and returns
 // the keys of each query cluster, per (b, h) then cluster, ascending positions.
 std::vector<std::vector<std::int32_t>> centroid_keys(const Problem& pr, const SmyrfConfig& config);
+// The training groups of KeySelection::centroid: each query cluster against its selected keys
+// (ascending positions), one launch; the selection is recomputed from the inputs and held
+// constant.
+TrainGroups<CausalPairs> smyrf_centroid_train_groups(const Problem& pr, const SmyrfConfig& config);
+// Runs a TrainGroups set of SMYRF (smyrf.cpp's per-target dispatch of RunTrainGroups).
+void run_smyrf_groups(const TrainArgs& a, const TrainGroups<CausalPairs>& set, float* pk, float* pv,
+                      float* scratch, std::size_t per_thread);
 
 }  // namespace smyrf::detail

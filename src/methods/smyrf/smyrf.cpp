@@ -309,7 +309,9 @@ void run_smyrf_groups(const TrainArgs& a, const TrainGroups<CausalPairs>& set, f
 RunInfo Method<SmyrfConfig>::forward(const Problem& pr, const SmyrfConfig& config, Workspace* workspace) {
   RunInfo info = smyrf_forward(pr, config, workspace);
   if (pr.p->dropout > 0.0f) {
-    if (pr.p->causal && !whole_clusters(pr, config))
+    if (config.keys == KeySelection::centroid && !whole_clusters(pr, config))
+      groups_dropout_forward(pr, pr.p->lse, smyrf_centroid_train_groups(pr, config), workspace, run_smyrf_groups);
+    else if (pr.p->causal && !whole_clusters(pr, config))
       groups_dropout_forward(pr, pr.p->lse, smyrf_causal_train_groups(pr, config), workspace, run_smyrf_groups);
     else
       dropout_forward(pr, config, pr.p->lse, workspace);
@@ -319,9 +321,15 @@ RunInfo Method<SmyrfConfig>::forward(const Problem& pr, const SmyrfConfig& confi
 
 RunInfo Method<SmyrfConfig>::backward(const Problem& pr, const GradientParams& grads, const SmyrfConfig& config,
                                       Workspace* workspace) {
+  if (config.keys == KeySelection::centroid && !whole_clusters(pr, config))
+    return groups_backward(pr, grads, smyrf_centroid_train_groups(pr, config), workspace, run_smyrf_groups);
   if (pr.p->causal && !whole_clusters(pr, config))
     return groups_backward(pr, grads, smyrf_causal_train_groups(pr, config), workspace, run_smyrf_groups);
   return train_backward(pr, grads, config, workspace);
+}
+
+KeyPairs Method<SmyrfConfig>::centroid_key_pairs(const Problem& pr, const SmyrfConfig& config) {
+  return group_pairs(pr, smyrf_centroid_train_groups(pr, config));
 }
 
 }  // namespace smyrf::detail

@@ -313,8 +313,9 @@ void make_plan(const Problem& pr, const MethodConfig& config, GroupPlan& plan) {
     }
     return;
   }
+  // KeySelection::centroid trains on its own groups (smyrf_centroid_train_groups).
   if (s->keys != KeySelection::lsh)
-    throw Error("smyrf: SmyrfConfig.keys = centroid: has no backward and no dropout");
+    throw Error("smyrf: internal: the SMYRF group plan is for keys = lsh");
   plan.clusters = compute_clusters(pr, *s);
   const ClusterLists& c = plan.clusters;
   const int R = c.rounds;

@@ -204,15 +204,30 @@ void zero_attended_rows(const Problem& pr, const float* lse);
 // groups run by `run` (the method's dispatch of RunTrainGroups<Mask>, group_train-inl.h:
 // run(args, set, pk, pv, scratch, per_thread)), the key partials added in group order.
 template <class Mask, class Run>
+RunInfo groups_backward_add(const Problem& pr, const GradientParams& g, const TrainGroups<Mask>& set,
+                            const float* delta, Workspace* workspace, const Run& run);
+template <class Mask, class Run>
 RunInfo groups_backward(const Problem& pr, const GradientParams& g, const TrainGroups<Mask>& set,
                         Workspace* workspace, const Run& run) {
   Timer timer;
   zero_gradients(pr, g);
   const std::vector<float> delta = gradient_delta(pr, g);
+  RunInfo info = groups_backward_add(pr, g, set, delta.data(), workspace, run);
+  info.seconds_total = info.attention.seconds = timer.seconds();
+  return info;
+}
+
+// The groups' gradients added to grad_q, grad_k and grad_v (not zeroed first), with the given
+// D per (b, h, i) in place of dO_i . O_i (a method whose O has a part outside the groups, such
+// as improved clustered attention's centroid rows, passes the groups' own share).
+template <class Mask, class Run>
+RunInfo groups_backward_add(const Problem& pr, const GradientParams& g, const TrainGroups<Mask>& set,
+                            const float* delta, Workspace* workspace, const Run& run) {
+  Timer timer;
   TrainArgs args;
   args.pr = &pr;
   args.lse = g.lse;
-  args.delta = delta.data();
+  args.delta = delta;
   args.grads = &g;
   args.dropout = spec::Dropout(pr.p->dropout, pr.p->seed);
   args.mode = kGroupGradQ | kGroupGradKV;
@@ -232,12 +247,14 @@ RunInfo groups_backward(const Problem& pr, const GradientParams& g, const TrainG
   return info;
 }
 
-// The dropout forward of a key-set method from its TrainGroups and the forward's lse: the
-// attended rows of O rebuilt as the sum over the groups of (exp(S - lse) F) V.
+// The dropout forward of a key-set method from its TrainGroups and the forward's lse: the rows
+// of O of the groups' queries rebuilt as the sum over the groups of (exp(S - lse) F) V. Rows of
+// queries in no group keep the forward's values (Informer's lazy means).
 template <class Mask, class Run>
 void groups_dropout_forward(const Problem& pr, const float* lse, const TrainGroups<Mask>& set,
                             Workspace* workspace, const Run& run) {
-  zero_attended_rows(pr, lse);
+  for (const Group& gr : set.groups)
+    for (std::int64_t r = 0; r < gr.n_queries; ++r) std::fill_n(pr.o_row(gr.b, gr.h, gr.queries[r]), pr.dv, 0.0f);
   TrainArgs args;
   args.pr = &pr;
   args.lse = lse;
