@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 
+#include "smyrf/registry.h"
 #include "smyrf/torch.h"
 
 namespace {
@@ -182,13 +183,15 @@ TEST(TorchGlue, EdgeErrorsNameTheArgument) {
   bad.scale = std::numeric_limits<double>::infinity();
   expect_error<c10::ValueError>([&] { attention(q, k, v, bad); }, {"scale = inf"});
   bad = options;
-  bad.method = smyrf::SmyrfConfig{.n_hashes = 1, .keys = smyrf::KeySelection::centroid};
-  bad.label = "smyrf/centroid";
+  // A form without a backward or a double definition (Sinkhorn's, so far).
+  bad.method = smyrf::SinkhornConfig{};
+  bad.label = "sinkhorn";
+  ASSERT_FALSE(smyrf::capabilities(bad.method).backward);
   expect_error<c10::ValueError>([&] { attention(q.clone().requires_grad_(), k, v, bad); },
-                                {"method smyrf/centroid has no backward"});
+                                {"method sinkhorn has no backward"});
   expect_error<c10::ValueError>([&] { attention(q.to(at::kDouble), k.to(at::kDouble),
                                                 v.to(at::kDouble), bad); },
-                                {"float64", "smyrf/centroid has none"});
+                                {"float64", "sinkhorn has none"});
   // Learned parts: kept alive by the node, refused when they require grad.
   bad = options;
   const at::Tensor centroids = randn({2, 3, 4}).requires_grad_();
