@@ -14,6 +14,9 @@ struct Method<SinkhornConfig> {
     caps.learned = true;  // the sort net
     return caps;
   }
+  static std::string no_backward(const SinkhornConfig&) {
+    return "not implemented yet: the gradient through the Sinkhorn iterations and of the sort net";
+  }
   static void check(const SinkhornConfig& config, const Problem& pr);
   static RunInfo forward(const Problem& pr, const SinkhornConfig& config, Workspace* workspace) {
     return sinkhorn_forward(pr, config, workspace);

@@ -14,6 +14,9 @@ struct Method<SynthesizerConfig> {
     caps.causal = caps.learned = caps.seeded = true;
     return caps;
   }
+  static std::string no_backward(const SynthesizerConfig&) {
+    return "not implemented yet: the gradient through the synthesised weights and of W1, b1, W2, b2, R";
+  }
   static void check(const SynthesizerConfig& config, const Problem& pr);
   static RunInfo forward(const Problem& pr, const SynthesizerConfig& config, Workspace* workspace) {
     return synthesizer_forward(pr, config, workspace);
