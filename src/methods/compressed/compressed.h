@@ -12,6 +12,14 @@
 namespace smyrf::detail {
 
 RunInfo compressed_forward(const Problem& pr, const CompressedConfig& config, Workspace* workspace);
+// The backward (every kind but nystrom): gradients of Q, K, V and the learned parts' grad_*.
+RunInfo compressed_backward(const Problem& pr, const GradientParams& grads, const CompressedConfig& config,
+                            Workspace* workspace);
+// The double-precision definition and its gradient (compressed_f64.cpp; every kind but nystrom).
+void compressed_forward_f64(const Problem& pr, const DoubleTensors& in, const CompressedConfig& config, double* o,
+                            double* lse);
+void compressed_backward_f64(const Problem& pr, const DoubleTensors& in, const CompressedConfig& config,
+                             const double* grad_o, double* grad_q, double* grad_k, double* grad_v);
 
 // The kind's name as the messages spell it.
 inline const char* compression_name(Compression k) {
