@@ -38,7 +38,7 @@ namespace smyrf {
 //                      Causal: supported with given memory only (window keys j <= p, memory
 //                      always visible); a batch element with no visible key then attends to the
 //                      memory alone.
-// No dropout. Backward and double-precision definition: every kind but nystrom (below).
+// No dropout. Backward and double-precision definition: every kind (below).
 //
 // Exact definitions.
 //
@@ -119,10 +119,8 @@ namespace smyrf {
 //   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: compressed attention
 //                  has no dropout" (with params.causal: "... only the reference method has
 //                  causal dropout").
-//   backward:      every kind but nystrom (nystrom throws "smyrf: compressed attention has no
-//                  backward"); with params.causal: global_memory with given memory.
-//   attention_f64: every kind but nystrom (nystrom throws "smyrf: compressed attention has no
-//                  double-precision path").
+//   backward:      every kind; with params.causal: global_memory with given memory.
+//   attention_f64: every kind.
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes.
@@ -136,7 +134,7 @@ namespace smyrf {
 //                  rank in [1, 65536], pinv_iterations in [0, 100], stride >= 1, window >= 0.
 //
 // Backward (attention_backward) and double-precision definition (attention_f64,
-// attention_backward_f64), every kind but nystrom.
+// attention_backward_f64), every kind.
 //   The double-precision definition is the definition above computed in double from the
 //   inputs, with none of its f32 roundings (segment and window means, the relay query, the
 //   synthesised rows are kept in double): a rounding has no derivative. Where those roundings
@@ -164,6 +162,15 @@ namespace smyrf {
 //     star:              the relay (rk, rv) is attention of q_r to (K, K) and (K, V): its
 //                        softmax backward gives dq_r, dK, dV; each active query gets
 //                        dq_r / n_q (q_r is their mean).
+//     nystrom:           O = A1 W: the softmax backward of A1 (its logsumexp recomputed)
+//                        gives dQ, dKt, dW = A1^T dO; W = Z B (B = A3 V): dZ = dW B^T,
+//                        dB = Z^T dW; B's softmax backward gives dQt, dK, dV; Z through
+//                        every iterate back to A2 (through Z_0 = A2^T / (max_row max_col) the
+//                        first maximal row and column carry the maxima's derivative), A2's
+//                        softmax backward gives dQt, dKt; each active query / visible key of
+//                        landmark segment t gets dQt[t] / |t|, dKt[t] / |t|. lse is not read
+//                        (it holds NaN). Extra memory per thread: the pinv_iterations + 1
+//                        iterates (rank^2 doubles each).
 //   Learned parts' gradients: each learned input X has an output grad_X beside it, same layout
 //   ([H, rank, Nk], [H, rank, d] or [H, rank, dv], contiguous), written (overwritten, not
 //   accumulated) by attention_backward when non-null: dL/dX summed over the batch elements

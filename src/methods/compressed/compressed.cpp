@@ -869,6 +869,27 @@ void add_mean_gradient(const Problem& pr, const GradientParams& g, const TokenLi
   });
 }
 
+// The same for the active queries' segments (into dQ, added to what it holds).
+template <class Bounds>
+void add_query_mean_gradient(const Problem& pr, const GradientParams& g, const TokenLists& lists, std::int64_t M,
+                             const float* grad_rows, Bounds&& bounds) {
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int32_t* queries = lists.queries(b, pr.Nq);
+    const std::int64_t n = lists.q_count[b];
+    for (std::int64_t t = 0; t < M; ++t) {
+      const auto [lo, hi] = bounds(t, n);
+      if (lo >= hi) continue;
+      const float* gt = grad_rows + (bh * M + t) * pr.d;
+      const double count = static_cast<double>(hi - lo);
+      for (std::int64_t u = lo; u < hi; ++u) {
+        float* out = grad_row(pr, g, 0, b, h, queries[u]);
+        for (std::int64_t x = 0; x < pr.d; ++x) out[x] = static_cast<float>(static_cast<double>(out[x]) + gt[x] / count);
+      }
+    }
+  });
+}
+
 // Gradient rows of every key of (b, h) (visible or not) set to zero (which: 1 = dK, 2 = dV).
 void zero_key_gradients(const Problem& pr, const GradientParams& g, int which) {
   const std::int64_t w = which == 2 ? pr.dv : pr.d;
@@ -1206,6 +1227,163 @@ RunInfo with_window_backward(const Problem& pr, const GradientParams& g, const C
   return info;
 }
 
+// Nystrom: O = A1 W, W = Z (A3 V), Z the iteration on A2 (compressed.h). The landmarks and
+// A3 V recomputed as the forward computes them; A2, the iterates and W per (b, h) in double
+// (nystrom_pinv_iterates); the softmax backward of O = A1 W (its lse recomputed: the forward's
+// lse holds NaN) gives dQ, dKt, dW; then per (b, h) in double dZ = dW (A3 V)^T,
+// d(A3 V) = Z^T dW and the iteration's backward to dA2 and through its softmax to dQt, dKt;
+// the softmax backward of A3 V gives dQt, dK, dV; the landmarks' gradients go to their
+// segments' rows.
+RunInfo nystrom_backward(const Problem& pr, const GradientParams& g, const CompressedConfig& c,
+                         Workspace* workspace) {
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv, rank = c.rank;
+  const std::int64_t Mq = std::min<std::int64_t>(rank, pr.Nq), Mk = std::min<std::int64_t>(rank, pr.Nk);
+  const int T = c.pinv_iterations;
+  Scratch sc(pr, workspace);
+  sc.bind();
+  const TokenLists& lists = sc.lists;
+  auto mq_of = [&](std::int64_t b) { return segment_count(rank, lists.q_count[b]); };
+  auto mk_of = [&](std::int64_t b) { return segment_count(rank, lists.k_count[b]); };
+  std::vector<float> qt(static_cast<std::size_t>(BH * Mq * d)), kt(static_cast<std::size_t>(BH * Mk * d));
+  {
+    std::vector<double> acc(static_cast<std::size_t>(pr.threads * std::max(d, dv)));
+    segment_means<float>(pr, lists, true, rank, Mq, qt.data(), nullptr, acc.data());
+    segment_means<float>(pr, lists, false, rank, Mk, kt.data(), nullptr, acc.data());
+  }
+  std::vector<std::uint8_t> qmask(static_cast<std::size_t>(pr.B * Mq)), kmask(static_cast<std::size_t>(pr.B * Mk));
+  fill_row_mask(pr.B, Mq, qmask.data(), mq_of);
+  fill_row_mask(pr.B, Mk, kmask.data(), mk_of);
+  RunInfo info;
+  std::size_t inner = 0;
+  // A3 V and its lse: the landmark queries attend to the real keys.
+  std::vector<float> kc = contiguous_copy(pr, 1), vc = contiguous_copy(pr, 2);
+  const Rows krows = contiguous_rows(kc.data(), pr.H, pr.Nk, d), vrows = contiguous_rows(vc.data(), pr.H, pr.Nk, dv);
+  const Rows qtrows = contiguous_rows(qt.data(), pr.H, Mq, d), ktrows = contiguous_rows(kt.data(), pr.H, Mk, d);
+  std::vector<float> a3v(static_cast<std::size_t>(BH * Mq * dv)), lse3(static_cast<std::size_t>(BH * Mq));
+  add_inner(info,
+            attend_f32(pr, &sc.inner, Mq, qtrows, qmask.data(), Mq, pr.Nk, krows, vrows, dv, pr.p->key_mask,
+                       pr.p->key_mask_batch_stride, contiguous_rows(a3v.data(), pr.H, Mq, dv), lse3.data()),
+            &inner);
+  // A2 [mq, mk] in double per (b, h), as the forward computes it.
+  const double scale = pr.scale;
+  auto scores_a2 = [&](std::int64_t bh, std::int64_t mq, std::int64_t mk, double* A2) {
+    for (std::int64_t i = 0; i < mq; ++i) {
+      const float* q = qt.data() + (bh * Mq + i) * d;
+      double* a = A2 + i * mk;
+      double mx = -std::numeric_limits<double>::infinity();
+      for (std::int64_t j = 0; j < mk; ++j) {
+        const float* k = kt.data() + (bh * Mk + j) * d;
+        double s = 0.0;
+        for (std::int64_t t = 0; t < d; ++t) s += static_cast<double>(q[t]) * static_cast<double>(k[t]);
+        a[j] = scale * s;
+        mx = std::max(mx, a[j]);
+      }
+      double sum = 0.0;
+      for (std::int64_t j = 0; j < mk; ++j) {
+        a[j] = std::exp(a[j] - mx);
+        sum += a[j];
+      }
+      for (std::int64_t j = 0; j < mk; ++j) a[j] /= sum;
+    }
+  };
+  // W = Z_T (A3 V) [Mk, dv] per (b, h).
+  std::vector<float> W(static_cast<std::size_t>(BH * Mk * dv), 0.0f);
+  parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, mq = mq_of(b), mk = lists.k_count[b] > 0 ? mk_of(b) : 0;
+    if (mq == 0 || mk == 0) return;
+    std::vector<double> A2(static_cast<std::size_t>(mq * mk)), Zs(static_cast<std::size_t>((T + 1) * mk * mq));
+    scores_a2(bh, mq, mk, A2.data());
+    nystrom_pinv_iterates(A2.data(), mq, mk, T, Zs.data());
+    const double* Z = Zs.data() + T * mk * mq;
+    for (std::int64_t i = 0; i < mk; ++i)
+      for (std::int64_t x = 0; x < dv; ++x) {
+        double acc = 0.0;
+        for (std::int64_t t = 0; t < mq; ++t)
+          acc += Z[i * mq + t] * static_cast<double>(a3v[static_cast<std::size_t>((bh * Mq + t) * dv + x)]);
+        W[static_cast<std::size_t>((bh * Mk + i) * dv + x)] = static_cast<float>(acc);
+      }
+  });
+  // O = A1 W: its lse, then its softmax backward with the forward's O.
+  std::vector<float> o1(static_cast<std::size_t>(BH * pr.Nq * dv)), lse1(static_cast<std::size_t>(BH * pr.Nq));
+  const Rows wrows = contiguous_rows(W.data(), pr.H, Mk, dv);
+  add_inner(info,
+            attend_f32(pr, &sc.inner, pr.Nq, float_view(pr, 0, nullptr), pr.p->query_mask,
+                       pr.p->query_mask_batch_stride, Mk, ktrows, wrows, dv, kmask.data(), Mk,
+                       contiguous_rows(o1.data(), pr.H, pr.Nq, dv), lse1.data()),
+            &inner);
+  std::vector<float> dkt(kt.size()), dW(W.size());
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, pr.Nq, float_view(pr, 0, nullptr), pr.p->query_mask,
+                                pr.p->query_mask_batch_stride, Mk, ktrows, wrows, dv, kmask.data(), Mk,
+                                grad_output_rows(pr, g), lse1.data(), g.grad_o, g.grad_q, dkt.data(), dW.data()),
+            &inner);
+  // Per (b, h) in double: dZ, d(A3 V), the iteration's backward, A2's softmax backward.
+  std::vector<float> da3v(a3v.size(), 0.0f);
+  std::vector<double> dqt2(qt.size(), 0.0), dkt2(kt.size(), 0.0);
+  parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, mq = mq_of(b), mk = lists.k_count[b] > 0 ? mk_of(b) : 0;
+    if (mq == 0 || mk == 0) return;
+    std::vector<double> A2(static_cast<std::size_t>(mq * mk)), Zs(static_cast<std::size_t>((T + 1) * mk * mq));
+    scores_a2(bh, mq, mk, A2.data());
+    nystrom_pinv_iterates(A2.data(), mq, mk, T, Zs.data());
+    const double* Z = Zs.data() + T * mk * mq;
+    const float* B3 = a3v.data() + bh * Mq * dv;
+    const float* dWb = dW.data() + bh * Mk * dv;
+    std::vector<double> dZ(static_cast<std::size_t>(mk * mq)), dA2(A2.size(), 0.0);
+    for (std::int64_t i = 0; i < mk; ++i)
+      for (std::int64_t t = 0; t < mq; ++t) {
+        double acc = 0.0;
+        for (std::int64_t x = 0; x < dv; ++x) acc += static_cast<double>(dWb[i * dv + x]) * static_cast<double>(B3[t * dv + x]);
+        dZ[static_cast<std::size_t>(i * mq + t)] = acc;
+      }
+    for (std::int64_t t = 0; t < mq; ++t)
+      for (std::int64_t x = 0; x < dv; ++x) {
+        double acc = 0.0;
+        for (std::int64_t i = 0; i < mk; ++i) acc += Z[i * mq + t] * static_cast<double>(dWb[i * dv + x]);
+        da3v[static_cast<std::size_t>((bh * Mq + t) * dv + x)] = static_cast<float>(acc);
+      }
+    nystrom_pinv_backward(A2.data(), mq, mk, T, Zs.data(), dZ.data(), dA2.data());
+    for (std::int64_t i = 0; i < mq; ++i) {
+      double D = 0.0;
+      for (std::int64_t j = 0; j < mk; ++j) D += A2[static_cast<std::size_t>(i * mk + j)] * dA2[static_cast<std::size_t>(i * mk + j)];
+      for (std::int64_t j = 0; j < mk; ++j) {
+        const double ds = scale * A2[static_cast<std::size_t>(i * mk + j)] * (dA2[static_cast<std::size_t>(i * mk + j)] - D);
+        const float* q = qt.data() + (bh * Mq + i) * d;
+        const float* k = kt.data() + (bh * Mk + j) * d;
+        for (std::int64_t x = 0; x < d; ++x) {
+          dqt2[static_cast<std::size_t>((bh * Mq + i) * d + x)] += ds * static_cast<double>(k[x]);
+          dkt2[static_cast<std::size_t>((bh * Mk + j) * d + x)] += ds * static_cast<double>(q[x]);
+        }
+      }
+    }
+  });
+  // A3 V's softmax backward: dQt, dK, dV.
+  std::vector<float> dqt3(qt.size()), dk(kc.size()), dvv(vc.size());
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, Mq, qtrows, qmask.data(), Mq, pr.Nk, krows, vrows, dv, pr.p->key_mask,
+                                pr.p->key_mask_batch_stride, contiguous_rows(a3v.data(), pr.H, Mq, dv), lse3.data(),
+                                da3v.data(), dqt3.data(), dk.data(), dvv.data()),
+            &inner);
+  // The landmarks' gradients (in double, in a fixed order) to their segments.
+  std::vector<float> dqt(qt.size()), dkt_all(kt.size());
+  for (std::size_t x = 0; x < qt.size(); ++x) dqt[x] = static_cast<float>(static_cast<double>(dqt3[x]) + dqt2[x]);
+  for (std::size_t x = 0; x < kt.size(); ++x) dkt_all[x] = static_cast<float>(static_cast<double>(dkt[x]) + dkt2[x]);
+  zero_key_gradients(pr, g, 1);
+  zero_key_gradients(pr, g, 2);
+  add_parts(pr, g, 1, {dk.data()});
+  add_parts(pr, g, 2, {dvv.data()});
+  auto segments = [&](std::int64_t t, std::int64_t n) {
+    const std::int64_t s = segment_count(rank, n);
+    return t < s ? std::pair<std::int64_t, std::int64_t>{segment_begin(t, n, s), segment_begin(t + 1, n, s)}
+                 : std::pair<std::int64_t, std::int64_t>{0, 0};
+  };
+  add_mean_gradient(pr, g, lists, 1, Mk, dkt_all.data(), segments);
+  add_query_mean_gradient(pr, g, lists, Mq, dqt.data(), segments);
+  info.workspace_bytes = (qt.size() * 4 + kt.size() * 4 + kc.size() * 2 + vc.size() * 2 + a3v.size() * 2 +
+                          W.size() * 2 + o1.size()) * sizeof(float) + (dqt2.size() + dkt2.size()) * sizeof(double) + inner;
+  return info;
+}
+
 }  // namespace
 
 RunInfo compressed_backward(const Problem& pr, const GradientParams& grads, const CompressedConfig& config,
@@ -1227,7 +1405,8 @@ RunInfo compressed_backward(const Problem& pr, const GradientParams& grads, cons
       info = induced_points_backward(pr, grads, config, workspace);
       break;
     case Compression::nystrom:
-      throw Error("smyrf: compressed attention has no backward");  // refused by the capabilities
+      info = nystrom_backward(pr, grads, config, workspace);
+      break;
   }
   info.seconds_total = total.seconds();
   return info;

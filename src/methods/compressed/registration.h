@@ -19,8 +19,7 @@ struct Method<CompressedConfig> {
     caps.seeded = c.kind == Compression::linformer;
     caps.learned = c.kind == Compression::linformer || c.kind == Compression::induced_points ||
                    c.kind == Compression::global_memory;
-    // Nystrom's pseudo-inverse iteration has no backward yet.
-    caps.backward = caps.f64 = c.kind != Compression::nystrom;
+    caps.backward = caps.f64 = true;
     caps.causal_backward = caps.causal;
     return caps;
   }
