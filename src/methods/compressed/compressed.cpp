@@ -1,4 +1,5 @@
-// Low-rank and compressed attention forward (definitions: compressed.h).
+// Low-rank and compressed attention: the forward and the float backward (definitions and the
+// backward's contract: smyrf/methods/compressed.h; the double definition: compressed_f64.cpp).
 //
 // Each kind runs in two stages:
 //   1. Synthesis: the short key/value rows of every (batch, head), in f32 buffers of this
