@@ -424,9 +424,10 @@ TEST(CompressedBackwardCases, CoverEveryFormWithABackward) {
     covered.insert(c.config.kind);
   }
   for (const MethodInfo& m : methods()) {
-    if (m.name == "compressed" && m.caps.backward)
+    if (m.name == "compressed" && m.caps.backward) {
       EXPECT_TRUE(covered.count(std::get<CompressedConfig>(m.example).kind) != 0)
           << m.form << " has a backward but no case here";
+    }
   }
 }
 

@@ -144,7 +144,8 @@ namespace smyrf {
 //   only: which keys are visible and which queries active, the segments (linformer: none;
 //   memory_compressed: the windows of `stride` list entries; global_memory and induced_points
 //   with default rows: the segments of the visible keys), the local window |p - j| <= window
-//   (and j <= p with params.causal), which synthetic rows a batch element has.
+//   (and j <= p with params.causal), which synthetic rows a batch element has; nystrom: its
+//   landmark segments, and which row and column of A2 give the maxima of Z_0's scale.
 //   The gradient, per kind, with dK', dV' the gradients of the synthesised rows K', V' (the
 //   softmax backward of the synthetic part given the merged O and lse of the whole softmax,
 //   which is that part's exact gradient; star and global_memory add the window part's
@@ -188,7 +189,8 @@ namespace smyrf {
 //   backward by the dense kernels (the window part by the sparse local pattern's), partial
 //   gradients added in a fixed order: the same bits at every thread count. Memory: the
 //   synthesised rows and their gradients, f32 copies of Q (star, global_memory), K and V (star,
-//   induced_points), the per-batch copies of learned rows, O(N) per head.
+//   induced_points, nystrom), the per-batch copies of learned rows, O(N) per head (nystrom:
+//   plus its iterates per thread).
 struct CompressedDoubleParts {
   const double* projection_e = nullptr;  // [H, rank, Nk]
   const double* projection_f = nullptr;  // [H, rank, Nk]
