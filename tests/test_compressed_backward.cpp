@@ -27,12 +27,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
-#include <memory>
+#include <cstdio>
+#include <cstdlib>
 #include <ostream>
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "reference/reference.h"
