@@ -278,7 +278,8 @@ RunInfo attention_backward(const AttentionParams& params, const GradientParams& 
 // v [B,H,Nk,dv], o [B,H,Nq,dv], lse [B,H,Nq]; masks [B,N] or nullptr. The method config
 // chooses the keys each query sees: reference and dense attend to every visible key, SMYRF
 // (lsh) to its clusters, computed from the inputs rounded to f32 (every key-set method to its
-// own sets, likewise; linear attention computes its own definition in double). Only the sizes,
+// own sets, likewise; linear and compressed attention compute their own definitions in
+// double, the latter with its learned parts in CompressedConfig::f64). Only the sizes,
 // masks, scale, seed, dropout, causal and num_threads of params are read (its pointers and
 // strides are ignored).
 // Masked queries get O = 0, lse = -inf and zero gradients, as in the f32 calls.

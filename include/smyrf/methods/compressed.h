@@ -38,7 +38,7 @@ namespace smyrf {
 //                      Causal: supported with given memory only (window keys j <= p, memory
 //                      always visible); a batch element with no visible key then attends to the
 //                      memory alone.
-// No dropout, no backward.
+// No dropout. Backward and double-precision definition: every kind (below).
 //
 // Exact definitions.
 //
@@ -119,10 +119,8 @@ namespace smyrf {
 //   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: compressed attention
 //                  has no dropout" (with params.causal: "... only the reference method has
 //                  causal dropout").
-//   backward:      refused: attention_backward throws "smyrf: compressed attention has no
-//                  backward".
-//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: compressed
-//                  attention has no double-precision path".
+//   backward:      every kind; with params.causal: global_memory with given memory.
+//   attention_f64: every kind.
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes.
@@ -131,8 +129,81 @@ namespace smyrf {
 //                  and memory_v (global_memory, given together or not at all), each optional
 //                  with the default above; a pointer given to a kind that does not read it, or a
 //                  non-finite value, throws smyrf::Error naming the field.
+//   gradients of learned parts: grad_<field> beside each learned input (below).
 //   complexity:    above. Config checks (smyrf::Error naming the field): kind a Compression value,
 //                  rank in [1, 65536], pinv_iterations in [0, 100], stride >= 1, window >= 0.
+//
+// Backward (attention_backward) and double-precision definition (attention_f64,
+// attention_backward_f64), every kind.
+//   The double-precision definition is the definition above computed in double from the
+//   inputs, with none of its f32 roundings (segment and window means, the relay query, the
+//   synthesised rows are kept in double): a rounding has no derivative. Where those roundings
+//   are exact (e.g. means of values on a coarse binary grid over power-of-two counts) it equals
+//   reference::attention(params, CompressedConfig) to double rounding.
+//   Constants of the gradient: the discrete choices, all functions of the masks and the sizes
+//   only: which keys are visible and which queries active, the segments (linformer: none;
+//   memory_compressed: the windows of `stride` list entries; global_memory and induced_points
+//   with default rows: the segments of the visible keys), the local window |p - j| <= window
+//   (and j <= p with params.causal), which synthetic rows a batch element has; nystrom: its
+//   landmark segments, and which row and column of A2 give the maxima of Z_0's scale.
+//   The gradient, per kind, with dK', dV' the gradients of the synthesised rows K', V' (the
+//   softmax backward of the synthetic part given the merged O and lse of the whole softmax,
+//   which is that part's exact gradient; star and global_memory add the window part's
+//   softmax backward to dQ, dK, dV):
+//     linformer:         dK[j] = sum_r E[h, r, j] dK'[r], dV[j] = sum_r F[h, r, j] dV'[r] (j
+//                        visible); dE[h, r, j] = sum_b dK'[b, h, r] . K[b, h, j] over the batch
+//                        elements where j is visible, dF likewise with V.
+//     memory_compressed: each key of window t gets dK'[t] / |t|, dV'[t] / |t|.
+//     global_memory:     given memory: dmemory_k[h] = sum_b dK'[b, h], dmemory_v likewise;
+//                        default: each key of segment t gets dK'[t] / |t|, dV'[t] / |t|.
+//     induced_points:    H_k = A K and H_v = A V are attention of the inducing rows to (K, K)
+//                        and (K, V): their softmax backward gives dI, dK (as keys and as the
+//                        values of H_k) and dV; given I: dinducing[h] = sum_b dI[b, h];
+//                        default I: each key of segment t gets dI[t] / |t| in dK as well.
+//     star:              the relay (rk, rv) is attention of q_r to (K, K) and (K, V): its
+//                        softmax backward gives dq_r, dK, dV; each active query gets
+//                        dq_r / n_q (q_r is their mean).
+//     nystrom:           O = A1 W: the softmax backward of A1 (its logsumexp recomputed)
+//                        gives dQ, dKt, dW = A1^T dO; W = Z B (B = A3 V): dZ = dW B^T,
+//                        dB = Z^T dW; B's softmax backward gives dQt, dK, dV; Z through
+//                        every iterate back to A2 (through Z_0 = A2^T / (max_row max_col) the
+//                        first maximal row and column carry the maxima's derivative), A2's
+//                        softmax backward gives dQt, dKt; each active query / visible key of
+//                        landmark segment t gets dQt[t] / |t|, dKt[t] / |t|. lse is not read
+//                        (it holds NaN). Extra memory per thread: the pinv_iterations + 1
+//                        iterates (rank^2 doubles each).
+//   Learned parts' gradients: each learned input X has an output grad_X beside it, same layout
+//   ([H, rank, Nk], [H, rank, d] or [H, rank, dv], contiguous), written (overwritten, not
+//   accumulated) by attention_backward when non-null: dL/dX summed over the batch elements
+//   (in batch order). A non-null grad_X whose X is nullptr (a seeded default or segment means
+//   is not a parameter) or whose kind does not read X throws smyrf::Error naming grad_X.
+//   attention() ignores the grad_ pointers.
+//   Double precision: `f64` (CompressedDoubleParts below), read only by attention_f64 and
+//   attention_backward_f64. f64->X, when non-null, holds learned part X's values in double
+//   for the double-precision path, which otherwise reads X's floats widened; X must be
+//   given too (whether a part is given, and so the definition's form, is said by the float
+//   pointers alone). attention_backward_f64 writes f64->grad_X (when non-null; same rules as
+//   grad_X), and throws naming CompressedConfig.grad_X when a float gradient is asked of it.
+//   f32 backward: the same computation on the float path's own synthesised rows (recomputed as
+//   the forward computes them), sums of products over the sequence in double, each softmax
+//   backward by the dense kernels (the window part by the sparse local pattern's), partial
+//   gradients added in a fixed order: the same bits at every thread count. Memory: the
+//   synthesised rows and their gradients, f32 copies of Q (star, global_memory), K and V (star,
+//   induced_points, nystrom), the per-batch copies of learned rows, O(N) per head (nystrom:
+//   plus its iterates per thread).
+struct CompressedDoubleParts {
+  const double* projection_e = nullptr;  // [H, rank, Nk]
+  const double* projection_f = nullptr;  // [H, rank, Nk]
+  const double* inducing = nullptr;      // [H, rank, d]
+  const double* memory_k = nullptr;      // [H, rank, d]
+  const double* memory_v = nullptr;      // [H, rank, dv]
+  double* grad_projection_e = nullptr;
+  double* grad_projection_f = nullptr;
+  double* grad_inducing = nullptr;
+  double* grad_memory_k = nullptr;
+  double* grad_memory_v = nullptr;
+};
+
 enum class Compression : std::uint8_t {
   linformer = 0, nystrom, memory_compressed, induced_points, star, global_memory
 };
@@ -147,6 +218,14 @@ struct CompressedConfig {
   int window = 1;                       // star, global_memory: local radius
   const float* memory_k = nullptr;      // global_memory: [H, rank, d] contiguous or nullptr
   const float* memory_v = nullptr;      // global_memory: [H, rank, dv] contiguous or nullptr
+  // Gradients of the learned parts (attention_backward; see Backward above), X's layout.
+  float* grad_projection_e = nullptr;
+  float* grad_projection_f = nullptr;
+  float* grad_inducing = nullptr;
+  float* grad_memory_k = nullptr;
+  float* grad_memory_v = nullptr;
+  // The double-precision path's learned parts and their gradients (see Backward above).
+  const CompressedDoubleParts* f64 = nullptr;
 };
 
 }  // namespace smyrf

@@ -1,4 +1,5 @@
-// Low-rank and compressed attention forward (definitions: compressed.h).
+// Low-rank and compressed attention: the forward and the float backward (definitions and the
+// backward's contract: smyrf/methods/compressed.h; the double definition: compressed_f64.cpp).
 //
 // Each kind runs in two stages:
 //   1. Synthesis: the short key/value rows of every (batch, head), in f32 buffers of this
@@ -76,6 +77,8 @@ HWY_AFTER_NAMESPACE();
 #include "common/parallel.h"
 #include "common/timer.h"
 #include "methods/dense/dense.h"
+#include "methods/sparse/registration.h"
+#include "methods/train/train.h"
 #include "methods/sparse/sparse.h"
 
 namespace smyrf::detail {
@@ -145,10 +148,11 @@ Rows float_view(const Problem& pr, int which, float* buf) {
 // Exact attention of the rows of q ([B, H, nq, d], query mask qmask [B, nq] or nullptr) to the
 // rows of k, v ([B, H, nk, d|dv], key mask kmask [B, nk] or nullptr), all f32, written to o
 // ([B, H, nq, dv] by strides) and lse ([B, H, nq] contiguous, or nullptr).
-RunInfo attend_f32(const Problem& pr, Workspace* ws, std::int64_t nq, const Rows& q,
-                   const std::uint8_t* qmask, std::int64_t qmask_stride, std::int64_t nk,
-                   const Rows& k, const Rows& v, std::int64_t dv, const std::uint8_t* kmask,
-                   std::int64_t kmask_stride, const Rows& o, float* lse) {
+// The sub-problem of attend_f32 and attend_backward_f32.
+AttentionParams sub_params(const Problem& pr, std::int64_t nq, const Rows& q, const std::uint8_t* qmask,
+                           std::int64_t qmask_stride, std::int64_t nk, const Rows& k, const Rows& v,
+                           std::int64_t dv, const std::uint8_t* kmask, std::int64_t kmask_stride,
+                           const Rows& o) {
   AttentionParams s;
   s.batch = pr.B;
   s.heads = pr.H;
@@ -173,10 +177,33 @@ RunInfo attend_f32(const Problem& pr, Workspace* ws, std::int64_t nq, const Rows
   s.seed = pr.p->seed;
   s.num_threads = pr.threads;
   s.check_finite = false;
+  return s;
+}
+
+RunInfo attend_f32(const Problem& pr, Workspace* ws, std::int64_t nq, const Rows& q,
+                   const std::uint8_t* qmask, std::int64_t qmask_stride, std::int64_t nk,
+                   const Rows& k, const Rows& v, std::int64_t dv, const std::uint8_t* kmask,
+                   std::int64_t kmask_stride, const Rows& o, float* lse) {
+  AttentionParams s = sub_params(pr, nq, q, qmask, qmask_stride, nk, k, v, dv, kmask, kmask_stride, o);
   s.lse = lse;
   if (lse != nullptr) std::fill_n(lse, pr.B * pr.H * nq, -std::numeric_limits<float>::infinity());
   const Problem sub = checked_problem(s);
   return dense_forward(sub, ws);
+}
+
+// The softmax backward of attend_f32's attention (the dense kernels) given its output o (with
+// lse [B, H, nq]) and the gradient go of o (o's layout): dq in q's layout, dk in k's, dv in v's
+// (rows of masked queries and keys zero). o and lse may be those of a larger softmax of which
+// this attention is a part (the merged output of star and global_memory): then the gradients
+// are this part's (train.h: D = dO . O and P = exp(s - lse) over the whole softmax).
+RunInfo attend_backward_f32(const Problem& pr, Workspace* ws, std::int64_t nq, const Rows& q,
+                            const std::uint8_t* qmask, std::int64_t qmask_stride, std::int64_t nk,
+                            const Rows& k, const Rows& v, std::int64_t dv, const std::uint8_t* kmask,
+                            std::int64_t kmask_stride, const Rows& o, const float* lse, const float* go,
+                            float* dq, float* dk, float* dvout) {
+  const AttentionParams s = sub_params(pr, nq, q, qmask, qmask_stride, nk, k, v, dv, kmask, kmask_stride, o);
+  const Problem sub = checked_problem(s);
+  return train_backward(sub, GradientParams{o.p, lse, go, dq, dk, dvout}, DenseConfig{}, ws);
 }
 
 // The output of params.o as Rows.
@@ -272,41 +299,23 @@ RunInfo attend_synthesised(const Problem& pr, Scratch& sc, std::size_t q_slot, s
 }
 
 // ---- linformer ----
-RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
-  const std::int64_t M = c.rank, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+
+// Projection rows per task of the synthesis.
+constexpr std::int64_t kLinformerRows = 8;
+// Doubles of per-thread scratch of linformer_rows: the accumulator (kLinformerRows x w) and the
+// task's rows of E and F.
+std::int64_t linformer_acc_doubles(const Problem& pr) { return kLinformerRows * std::max(pr.d, pr.dv); }
+std::int64_t linformer_draw_doubles(const Problem& pr) { return 2 * kLinformerRows * pr.Nk; }
+
+// K' = E K, V' = F V over the visible keys of every (b, h) into kp [BH, M, d], vp [BH, M, dv]
+// (M = rank; zero rows where no key is visible): one task per (b, h, block of kLinformerRows
+// rows), each element summed in double over the key list in order. acc_all and draw_all:
+// per-thread scratch (linformer_acc_doubles, linformer_draw_doubles).
+void linformer_rows(const Problem& pr, const CompressedConfig& c, const TokenLists& lists, const Rows& kview,
+                    const Rows& vview, float* kp, float* vp, double* acc_all, double* draw_all) {
+  const std::int64_t M = c.rank, BH = pr.B * pr.H, d = pr.d, dv = pr.dv, Nk = pr.Nk;
   const bool own_e = c.projection_e == nullptr, own_f = c.projection_f == nullptr;
-  const bool bf = pr.dtype == DType::bf16;
-  Scratch sc(pr, workspace);
-  const std::size_t k_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
-  const std::size_t v_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
-  const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
-  const std::size_t q_slot = sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nq * d) : 0);
-  // bf16: f32 copies of K and V (exact) for the projection kernel.
-  const std::size_t kv_slot =
-      sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nk * d) : 0);
-  const std::size_t vv_slot =
-      sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nk * dv) : 0);
-  constexpr std::int64_t kRows = 8;  // projection rows per task
-  const std::int64_t w = std::max(d, dv);
-  const std::size_t acc_slot =
-      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * kRows * w));
-  // The task's kRows rows of E and F in double (the kernel broadcasts them): the default
-  // projections drawn there (not stored for all heads: drawing costs far less than the
-  // projection), given ones widened.
-  const std::int64_t Nk = pr.Nk;
-  const std::size_t draw_slot =
-      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * 2 * kRows * Nk));
-  sc.bind();
-  Timer timer;
-  RunInfo info;
-  float* kp = sc.arena.at<float>(k_slot);
-  float* vp = sc.arena.at<float>(v_slot);
-  const TokenLists& lists = sc.lists;
-  const Rows kview = float_view(pr, 1, sc.arena.at<float>(kv_slot));
-  const Rows vview = float_view(pr, 2, sc.arena.at<float>(vv_slot));
-  info.gather.seconds += timer.lap();
-  // K' = E K, V' = F V over the visible keys: one task per (b, h, block of kRows rows), each
-  // element summed in double over the key list in order.
+  constexpr std::int64_t kRows = kLinformerRows;
   const std::int64_t blocks = (M + kRows - 1) / kRows;
   parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
     const std::int64_t bh = task / blocks, r0 = (task % blocks) * kRows;
@@ -314,8 +323,11 @@ RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* works
     const std::int64_t rn = std::min(kRows, M - r0);
     const std::int32_t* keys = lists.keys(b, Nk);
     const std::int64_t n = lists.k_count[b];
-    double* acc = sc.arena.at<double>(acc_slot) + static_cast<std::int64_t>(tid) * kRows * w;
-    double* E = sc.arena.at<double>(draw_slot) + static_cast<std::int64_t>(tid) * 2 * kRows * Nk;
+    double* acc = acc_all + static_cast<std::int64_t>(tid) * linformer_acc_doubles(pr);
+    // The task's rows of E and F in double (the kernel broadcasts them): the default
+    // projections drawn here (not stored for all heads: drawing costs far less than the
+    // projection), given ones widened.
+    double* E = draw_all + static_cast<std::int64_t>(tid) * linformer_draw_doubles(pr);
     double* F = E + kRows * Nk;
     for (std::int64_t r = 0; r < (n > 0 ? rn : 0); ++r) {  // no visible key: K', V' = 0
       spec::linformer_projection_row<double>(pr.p->seed, h, r0 + r, Nk, M,
@@ -333,6 +345,36 @@ RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* works
     project(E, kview, d, kp);
     project(F, vview, dv, vp);
   });
+}
+
+RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
+  const std::int64_t M = c.rank, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const bool bf = pr.dtype == DType::bf16;
+  Scratch sc(pr, workspace);
+  const std::size_t k_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * d));
+  const std::size_t v_slot = sc.arena.add<float>(static_cast<std::size_t>(BH * M * dv));
+  const std::size_t mask_slot = sc.arena.add<std::uint8_t>(static_cast<std::size_t>(pr.B * M));
+  const std::size_t q_slot = sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nq * d) : 0);
+  // bf16: f32 copies of K and V (exact) for the projection kernel.
+  const std::size_t kv_slot =
+      sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nk * d) : 0);
+  const std::size_t vv_slot =
+      sc.arena.add<float>(bf ? static_cast<std::size_t>(BH * pr.Nk * dv) : 0);
+  const std::size_t acc_slot =
+      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * linformer_acc_doubles(pr)));
+  const std::size_t draw_slot =
+      sc.arena.add<double>(static_cast<std::size_t>(pr.threads * linformer_draw_doubles(pr)));
+  sc.bind();
+  Timer timer;
+  RunInfo info;
+  float* kp = sc.arena.at<float>(k_slot);
+  float* vp = sc.arena.at<float>(v_slot);
+  const TokenLists& lists = sc.lists;
+  const Rows kview = float_view(pr, 1, sc.arena.at<float>(kv_slot));
+  const Rows vview = float_view(pr, 2, sc.arena.at<float>(vv_slot));
+  info.gather.seconds += timer.lap();
+  linformer_rows(pr, c, lists, kview, vview, kp, vp, sc.arena.at<double>(acc_slot),
+                 sc.arena.at<double>(draw_slot));
   std::uint8_t* mask = sc.arena.at<std::uint8_t>(mask_slot);
   fill_row_mask(pr.B, M, mask, [&](std::int64_t b) { return lists.k_count[b] > 0 ? M : 0; });
   info.transform.seconds += timer.lap();
@@ -340,6 +382,40 @@ RunInfo linformer(const Problem& pr, const CompressedConfig& c, Workspace* works
 }
 
 // ---- memory_compressed ----
+
+// The window means of every (b, h) into kp [BH, M, d], vp [BH, M, dv] (M = ceil(Nk / stride);
+// zero rows past a batch element's windows). acc_all: per-thread scratch of max(d, dv) doubles.
+void window_means(const Problem& pr, const TokenLists& lists, std::int64_t stride, std::int64_t M, float* kp,
+                  float* vp, double* acc_all) {
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv, w = std::max(d, dv);
+  constexpr std::int64_t kRows = 16;  // windows per task
+  const std::int64_t blocks = (M + kRows - 1) / kRows;
+  with_input_type(pr.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
+      const std::int64_t bh = task / blocks, t0 = (task % blocks) * kRows;
+      const std::int64_t b = bh / pr.H, h = bh % pr.H;
+      const std::int32_t* keys = lists.keys(b, pr.Nk);
+      const std::int64_t n = lists.k_count[b];
+      double* acc = acc_all + static_cast<std::int64_t>(tid) * w;
+      for (std::int64_t t = t0; t < std::min(M, t0 + kRows); ++t) {
+        float* krow = kp + (bh * M + t) * d;
+        float* vrow = vp + (bh * M + t) * dv;
+        const std::int64_t lo = t * stride, hi = std::min(n, lo + stride);
+        if (lo >= n) {
+          std::fill_n(krow, d, 0.0f);
+          std::fill_n(vrow, dv, 0.0f);
+          continue;
+        }
+        mean_rows<T>([&](std::int32_t j) { return pr.k_row<T>(b, h, j); }, keys, lo, hi, d, acc,
+                     krow);
+        mean_rows<T>([&](std::int32_t j) { return pr.v_row<T>(b, h, j); }, keys, lo, hi, dv, acc,
+                     vrow);
+      }
+    });
+  });
+}
+
 RunInfo memory_compressed(const Problem& pr, const CompressedConfig& c, Workspace* workspace) {
   const std::int64_t stride = c.stride, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
   const std::int64_t M = (pr.Nk + stride - 1) / stride;
@@ -357,32 +433,7 @@ RunInfo memory_compressed(const Problem& pr, const CompressedConfig& c, Workspac
   float* kp = sc.arena.at<float>(k_slot);
   float* vp = sc.arena.at<float>(v_slot);
   const TokenLists& lists = sc.lists;
-  constexpr std::int64_t kRows = 16;  // windows per task
-  const std::int64_t blocks = (M + kRows - 1) / kRows;
-  with_input_type(pr.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
-      const std::int64_t bh = task / blocks, t0 = (task % blocks) * kRows;
-      const std::int64_t b = bh / pr.H, h = bh % pr.H;
-      const std::int32_t* keys = lists.keys(b, pr.Nk);
-      const std::int64_t n = lists.k_count[b];
-      double* acc = sc.arena.at<double>(acc_slot) + static_cast<std::int64_t>(tid) * w;
-      for (std::int64_t t = t0; t < std::min(M, t0 + kRows); ++t) {
-        float* krow = kp + (bh * M + t) * d;
-        float* vrow = vp + (bh * M + t) * dv;
-        const std::int64_t lo = t * stride, hi = std::min(n, lo + stride);
-        if (lo >= n) {
-          std::fill_n(krow, d, 0.0f);
-          std::fill_n(vrow, dv, 0.0f);
-          continue;
-        }
-        mean_rows<T>([&](std::int32_t j) { return pr.k_row<T>(b, h, j); }, keys, lo, hi, d, acc,
-                     krow);
-        mean_rows<T>([&](std::int32_t j) { return pr.v_row<T>(b, h, j); }, keys, lo, hi, dv, acc,
-                     vrow);
-      }
-    });
-  });
+  window_means(pr, lists, stride, M, kp, vp, sc.arena.at<double>(acc_slot));
   std::uint8_t* mask = sc.arena.at<std::uint8_t>(mask_slot);
   fill_row_mask(pr.B, M, mask,
                 [&](std::int64_t b) { return (lists.k_count[b] + stride - 1) / stride; });
@@ -743,7 +794,624 @@ RunInfo induced_points(const Problem& pr, const CompressedConfig& c, Workspace* 
   return info;
 }
 
+// ---- backward (contract: compressed.h, "Backward") ----
+//
+// Each kind recomputes its synthesised rows as its forward does (the same functions, so the
+// same bits), runs the softmax backward of the synthetic part with the forward's merged O and
+// lse (attend_backward_f32; star and global_memory first run the window part's backward, the
+// sparse local pattern's, into the gradients), then chains dK', dV' back through the synthesis.
+// Buffers are per call (std::vector): the synthesised rows, their gradients and f32 copies,
+// O(N) per head. Every sum over tokens or batch elements is taken in a fixed order.
+
+// Contiguous f32 copy [B, H, N, width] of Q (0), K (1) or V (2) (f32 inputs: the backward's).
+std::vector<float> contiguous_copy(const Problem& pr, int which) {
+  const std::int64_t n = which == 0 ? pr.Nq : pr.Nk, w = which == 2 ? pr.dv : pr.d;
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.H * n * w));
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float* src = which == 0 ? pr.q_row<float>(b, h, i) : which == 1 ? pr.k_row<float>(b, h, i) : pr.v_row<float>(b, h, i);
+      std::copy_n(src, w, out.data() + (bh * n + i) * w);
+    }
+  });
+  return out;
+}
+
+// A learned [H, rows, width] array repeated for every batch element, [B, H, rows, width]: the
+// backward needs one gradient row per (b, h) row.
+std::vector<float> per_batch(const Problem& pr, const float* x, std::int64_t rows, std::int64_t width) {
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.H * rows * width));
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    std::copy_n(x, pr.H * rows * width, out.data() + b * pr.H * rows * width);
+  return out;
+}
+
+// grad [H, rows, width] = sum over b (in order) of part [B, H, rows, width], in double.
+void sum_over_batch(const Problem& pr, const float* part, std::int64_t rows, std::int64_t width, float* grad) {
+  const std::int64_t per_head = rows * width;
+  parallel_for(pr.H, pr.threads, [&](std::int64_t h) {
+    for (std::int64_t x = 0; x < per_head; ++x) {
+      double acc = 0.0;
+      for (std::int64_t b = 0; b < pr.B; ++b) acc += static_cast<double>(part[(b * pr.H + h) * per_head + x]);
+      grad[h * per_head + x] = static_cast<float>(acc);
+    }
+  });
+}
+
+// Row i of a gradient in its input's layout (which: 0 = Q, 1 = K, 2 = V).
+float* grad_row(const Problem& pr, const GradientParams& g, int which, std::int64_t b, std::int64_t h,
+                std::int64_t i) {
+  const AttentionParams& p = *pr.p;
+  if (which == 0) return g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + i * p.q_row_stride;
+  if (which == 1) return g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + i * p.k_row_stride;
+  return g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + i * p.v_row_stride;
+}
+
+// The mean's gradient: each visible key of segment [lo, hi) of b's key list gets
+// g_t / (hi - lo) added to its gradient row (which: 1 = dK, 2 = dV); segments as `bounds`.
+template <class Bounds>
+void add_mean_gradient(const Problem& pr, const GradientParams& g, const TokenLists& lists, int which,
+                       std::int64_t M, const float* grad_rows, Bounds&& bounds) {
+  const std::int64_t w = which == 2 ? pr.dv : pr.d;
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int32_t* keys = lists.keys(b, pr.Nk);
+    const std::int64_t n = lists.k_count[b];
+    for (std::int64_t t = 0; t < M; ++t) {
+      const auto [lo, hi] = bounds(t, n);
+      if (lo >= hi) continue;
+      const float* gt = grad_rows + (bh * M + t) * w;
+      const double count = static_cast<double>(hi - lo);
+      for (std::int64_t u = lo; u < hi; ++u) {
+        float* out = grad_row(pr, g, which, b, h, keys[u]);
+        for (std::int64_t x = 0; x < w; ++x) out[x] = static_cast<float>(static_cast<double>(out[x]) + gt[x] / count);
+      }
+    }
+  });
+}
+
+// The same for the active queries' segments (into dQ, added to what it holds).
+template <class Bounds>
+void add_query_mean_gradient(const Problem& pr, const GradientParams& g, const TokenLists& lists, std::int64_t M,
+                             const float* grad_rows, Bounds&& bounds) {
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    const std::int32_t* queries = lists.queries(b, pr.Nq);
+    const std::int64_t n = lists.q_count[b];
+    for (std::int64_t t = 0; t < M; ++t) {
+      const auto [lo, hi] = bounds(t, n);
+      if (lo >= hi) continue;
+      const float* gt = grad_rows + (bh * M + t) * pr.d;
+      const double count = static_cast<double>(hi - lo);
+      for (std::int64_t u = lo; u < hi; ++u) {
+        float* out = grad_row(pr, g, 0, b, h, queries[u]);
+        for (std::int64_t x = 0; x < pr.d; ++x) out[x] = static_cast<float>(static_cast<double>(out[x]) + gt[x] / count);
+      }
+    }
+  });
+}
+
+// Gradient rows of every key of (b, h) (visible or not) set to zero (which: 1 = dK, 2 = dV).
+void zero_key_gradients(const Problem& pr, const GradientParams& g, int which) {
+  const std::int64_t w = which == 2 ? pr.dv : pr.d;
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h)
+      for (std::int64_t j = 0; j < pr.Nk; ++j) std::fill_n(grad_row(pr, g, which, b, h, j), w, 0.0f);
+}
+
+// grad rows (in Q's, K's or V's layout) += the contiguous parts [B, H, n, w], in the order given.
+void add_parts(const Problem& pr, const GradientParams& g, int which, std::initializer_list<const float*> parts) {
+  const std::int64_t n = which == 0 ? pr.Nq : pr.Nk, w = which == 2 ? pr.dv : pr.d;
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+    for (std::int64_t i = 0; i < n; ++i) {
+      float* out = grad_row(pr, g, which, b, h, i);
+      for (std::int64_t x = 0; x < w; ++x) {
+        double acc = out[x];
+        for (const float* part : parts) acc += static_cast<double>(part[(bh * n + i) * w + x]);
+        out[x] = static_cast<float>(acc);
+      }
+    }
+  });
+}
+
+// The forward output and its gradient as the rows of a sub-problem's O.
+Rows grad_output_rows(const Problem& pr, const GradientParams& g) {
+  const AttentionParams& p = *pr.p;
+  return {g.o, p.o_batch_stride, p.o_head_stride, p.o_row_stride};
+}
+
+RunInfo linformer_backward(const Problem& pr, const GradientParams& g, const CompressedConfig& c,
+                           Workspace* workspace) {
+  const std::int64_t M = c.rank, BH = pr.B * pr.H, d = pr.d, dv = pr.dv, Nk = pr.Nk;
+  Scratch sc(pr, workspace);
+  sc.bind();
+  const TokenLists& lists = sc.lists;
+  std::vector<float> kp(static_cast<std::size_t>(BH * M * d)), vp(static_cast<std::size_t>(BH * M * dv));
+  std::vector<float> dkp(kp.size()), dvp(vp.size());
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(pr.B * M));
+  {
+    std::vector<double> acc(static_cast<std::size_t>(pr.threads * linformer_acc_doubles(pr)));
+    std::vector<double> draw(static_cast<std::size_t>(pr.threads * linformer_draw_doubles(pr)));
+    linformer_rows(pr, c, lists, float_view(pr, 1, nullptr), float_view(pr, 2, nullptr), kp.data(), vp.data(),
+                   acc.data(), draw.data());
+  }
+  fill_row_mask(pr.B, M, mask.data(), [&](std::int64_t b) { return lists.k_count[b] > 0 ? M : 0; });
+  RunInfo info;
+  std::size_t inner = 0;
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, pr.Nq, float_view(pr, 0, nullptr), pr.p->query_mask,
+                                pr.p->query_mask_batch_stride, M, contiguous_rows(kp.data(), pr.H, M, d),
+                                contiguous_rows(vp.data(), pr.H, M, dv), dv, mask.data(), M,
+                                grad_output_rows(pr, g), g.lse, g.grad_o, g.grad_q, dkp.data(), dvp.data()),
+            &inner);
+  // dK[j] = sum_r E[h, r, j] dK'[r], dV[j] = sum_r F[h, r, j] dV'[r]: one task per (b, h, block
+  // of 32 keys, one random word of the default projections per row), sums in double over r.
+  constexpr std::int64_t kKeys = 32;
+  const std::int64_t blocks = (Nk + kKeys - 1) / kKeys;
+  auto entries = [&](std::int64_t h, std::int64_t j0, std::int64_t n, double* E, double* F) {
+    for (std::int64_t r = 0; r < M; ++r)
+      for (std::int64_t t = 0; t < n; ++t) {
+        const std::int64_t j = j0 + t, at = (h * M + r) * Nk + j;
+        float e = 0.0f, f = 0.0f;
+        if (c.projection_e == nullptr || c.projection_f == nullptr) spec::linformer_projection(pr.p->seed, h, r, j, M, &e, &f);
+        E[r * kKeys + t] = c.projection_e != nullptr ? c.projection_e[at] : e;
+        F[r * kKeys + t] = c.projection_f != nullptr ? c.projection_f[at] : f;
+      }
+  };
+  std::vector<double> ef(static_cast<std::size_t>(pr.threads * 2 * M * kKeys));
+  std::vector<double> accs(static_cast<std::size_t>(pr.threads * std::max(d, dv)));
+  parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / blocks, j0 = (task % blocks) * kKeys, b = bh / pr.H, h = bh % pr.H;
+    const std::int64_t n = std::min(kKeys, Nk - j0);
+    double* E = ef.data() + static_cast<std::int64_t>(tid) * 2 * M * kKeys;
+    double* F = E + M * kKeys;
+    double* acc = accs.data() + static_cast<std::int64_t>(tid) * std::max(d, dv);
+    entries(h, j0, n, E, F);
+    auto chain = [&](const double* P, const float* grad_rows, std::int64_t w, std::int64_t t, float* out) {
+      std::fill_n(acc, w, 0.0);
+      for (std::int64_t r = 0; r < M; ++r) {
+        const double e = P[r * kKeys + t];
+        const float* gr = grad_rows + (bh * M + r) * w;
+        for (std::int64_t x = 0; x < w; ++x) acc[x] += e * static_cast<double>(gr[x]);
+      }
+      for (std::int64_t x = 0; x < w; ++x) out[x] = static_cast<float>(acc[x]);
+    };
+    for (std::int64_t t = 0; t < n; ++t) {
+      float* gk = grad_row(pr, g, 1, b, h, j0 + t);
+      float* gv = grad_row(pr, g, 2, b, h, j0 + t);
+      if (!pr.key_visible(b, j0 + t)) {
+        std::fill_n(gk, d, 0.0f);
+        std::fill_n(gv, dv, 0.0f);
+        continue;
+      }
+      chain(E, dkp.data(), d, t, gk);
+      chain(F, dvp.data(), dv, t, gv);
+    }
+  });
+  // dE[h, r, j] = sum_b dK'[b, h, r] . K[b, h, j] over the batch elements where j is visible.
+  auto projection_gradient = [&](float* grad, const float* grad_rows, int which, std::int64_t w) {
+    if (grad == nullptr) return;
+    parallel_for(pr.H * M, pr.threads, [&](std::int64_t hr) {
+      const std::int64_t h = hr / M, r = hr % M;
+      for (std::int64_t j = 0; j < Nk; ++j) {
+        double acc = 0.0;
+        for (std::int64_t b = 0; b < pr.B; ++b) {
+          if (!pr.key_visible(b, j)) continue;
+          const float* x = which == 1 ? pr.k_row<float>(b, h, j) : pr.v_row<float>(b, h, j);
+          const float* gr = grad_rows + ((b * pr.H + h) * M + r) * w;
+          for (std::int64_t t = 0; t < w; ++t) acc += static_cast<double>(gr[t]) * static_cast<double>(x[t]);
+        }
+        grad[(h * M + r) * Nk + j] = static_cast<float>(acc);
+      }
+    });
+  };
+  projection_gradient(c.grad_projection_e, dkp.data(), 1, d);
+  projection_gradient(c.grad_projection_f, dvp.data(), 2, dv);
+  info.workspace_bytes = (kp.size() + vp.size()) * 2 * sizeof(float) + (ef.size() + accs.size()) * sizeof(double) + inner;
+  return info;
+}
+
+RunInfo memory_compressed_backward(const Problem& pr, const GradientParams& g, const CompressedConfig& c,
+                                   Workspace* workspace) {
+  const std::int64_t stride = c.stride, BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const std::int64_t M = (pr.Nk + stride - 1) / stride;
+  Scratch sc(pr, workspace);
+  sc.bind();
+  const TokenLists& lists = sc.lists;
+  std::vector<float> kp(static_cast<std::size_t>(BH * M * d)), vp(static_cast<std::size_t>(BH * M * dv));
+  std::vector<float> dkp(kp.size()), dvp(vp.size());
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(pr.B * M));
+  {
+    std::vector<double> acc(static_cast<std::size_t>(pr.threads * std::max(d, dv)));
+    window_means(pr, lists, stride, M, kp.data(), vp.data(), acc.data());
+  }
+  fill_row_mask(pr.B, M, mask.data(), [&](std::int64_t b) { return (lists.k_count[b] + stride - 1) / stride; });
+  RunInfo info;
+  std::size_t inner = 0;
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, pr.Nq, float_view(pr, 0, nullptr), pr.p->query_mask,
+                                pr.p->query_mask_batch_stride, M, contiguous_rows(kp.data(), pr.H, M, d),
+                                contiguous_rows(vp.data(), pr.H, M, dv), dv, mask.data(), M,
+                                grad_output_rows(pr, g), g.lse, g.grad_o, g.grad_q, dkp.data(), dvp.data()),
+            &inner);
+  zero_key_gradients(pr, g, 1);
+  zero_key_gradients(pr, g, 2);
+  auto windows = [&](std::int64_t t, std::int64_t n) {
+    return std::pair<std::int64_t, std::int64_t>{std::min(n, t * stride), std::min(n, t * stride + stride)};
+  };
+  add_mean_gradient(pr, g, lists, 1, M, dkp.data(), windows);
+  add_mean_gradient(pr, g, lists, 2, M, dvp.data(), windows);
+  info.workspace_bytes = (kp.size() + vp.size()) * 2 * sizeof(float) + inner;
+  return info;
+}
+
+// The inner attention of star and induced_points: queries iq [B, H, M, d] (row mask imask
+// [B, M]) to the visible keys with values K (rows hk) and V (rows hv), and its backward given
+// dhk, dhv: diq [B, H, M, d], and dK, dV contributions added to the gradients (after what
+// they hold: the window part's for star, nothing for induced_points).
+struct InnerAttention {
+  std::vector<float> kc, vc, hk, hv, lse;
+  std::size_t bytes() const { return (kc.size() + vc.size() + hk.size() + hv.size() + lse.size()) * sizeof(float); }
+};
+void inner_forward(const Problem& pr, Scratch& sc, std::int64_t M, const Rows& iq, const std::uint8_t* imask,
+                   InnerAttention& in, RunInfo& info, std::size_t* inner) {
+  const std::int64_t BH = pr.B * pr.H;
+  in.kc = contiguous_copy(pr, 1);
+  in.vc = contiguous_copy(pr, 2);
+  in.hk.assign(static_cast<std::size_t>(BH * M * pr.d), 0.0f);
+  in.hv.assign(static_cast<std::size_t>(BH * M * pr.dv), 0.0f);
+  in.lse.assign(static_cast<std::size_t>(BH * M), 0.0f);
+  const Rows kc = contiguous_rows(in.kc.data(), pr.H, pr.Nk, pr.d), vc = contiguous_rows(in.vc.data(), pr.H, pr.Nk, pr.dv);
+  add_inner(info,
+            attend_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, kc, kc, pr.d, pr.p->key_mask,
+                       pr.p->key_mask_batch_stride, contiguous_rows(in.hk.data(), pr.H, M, pr.d), in.lse.data()),
+            inner);
+  add_inner(info,
+            attend_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, kc, vc, pr.dv, pr.p->key_mask,
+                       pr.p->key_mask_batch_stride, contiguous_rows(in.hv.data(), pr.H, M, pr.dv), nullptr),
+            inner);
+}
+void inner_backward(const Problem& pr, const GradientParams& g, Scratch& sc, std::int64_t M, const Rows& iq,
+                    const std::uint8_t* imask, const InnerAttention& in, const float* dhk, const float* dhv,
+                    float* diq, RunInfo& info, std::size_t* inner) {
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const Rows kc = contiguous_rows(in.kc.data(), pr.H, pr.Nk, d), vc = contiguous_rows(in.vc.data(), pr.H, pr.Nk, dv);
+  std::vector<float> diq2(static_cast<std::size_t>(BH * M * d));
+  std::vector<float> dk_keys(in.kc.size()), dk_values(in.kc.size()), dk_keys2(in.kc.size()), dv_values(in.vc.size());
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, kc, kc, d, pr.p->key_mask,
+                                pr.p->key_mask_batch_stride, contiguous_rows(in.hk.data(), pr.H, M, d),
+                                in.lse.data(), dhk, diq, dk_keys.data(), dk_values.data()),
+            inner);
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, kc, vc, dv, pr.p->key_mask,
+                                pr.p->key_mask_batch_stride, contiguous_rows(in.hv.data(), pr.H, M, dv),
+                                in.lse.data(), dhv, diq2.data(), dk_keys2.data(), dv_values.data()),
+            inner);
+  for (std::size_t x = 0; x < diq2.size(); ++x) diq[x] = static_cast<float>(static_cast<double>(diq[x]) + diq2[x]);
+  add_parts(pr, g, 1, {dk_keys.data(), dk_values.data(), dk_keys2.data()});
+  add_parts(pr, g, 2, {dv_values.data()});
+}
+
+RunInfo induced_points_backward(const Problem& pr, const GradientParams& g, const CompressedConfig& c,
+                                Workspace* workspace) {
+  const bool given = c.inducing != nullptr;
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const std::int64_t M = given ? c.rank : std::min<std::int64_t>(c.rank, pr.Nk);
+  Scratch sc(pr, workspace);
+  sc.bind();
+  const TokenLists& lists = sc.lists;
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(pr.B * M));
+  std::vector<float> I;
+  if (given) {
+    I = per_batch(pr, c.inducing, M, d);
+    fill_row_mask(pr.B, M, mask.data(), [&](std::int64_t b) { return lists.k_count[b] > 0 ? M : 0; });
+  } else {
+    I.assign(static_cast<std::size_t>(BH * M * d), 0.0f);
+    std::vector<double> acc(static_cast<std::size_t>(pr.threads * std::max(d, dv)));
+    segment_means<float>(pr, lists, false, c.rank, M, I.data(), nullptr, acc.data());
+    fill_row_mask(pr.B, M, mask.data(), [&](std::int64_t b) { return segment_count(c.rank, lists.k_count[b]); });
+  }
+  const Rows iq = contiguous_rows(I.data(), pr.H, M, d);
+  RunInfo info;
+  std::size_t inner = 0;
+  InnerAttention in;
+  inner_forward(pr, sc, M, iq, mask.data(), in, info, &inner);
+  std::vector<float> dhk(in.hk.size()), dhv(in.hv.size()), dI(I.size(), 0.0f);
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, pr.Nq, float_view(pr, 0, nullptr), pr.p->query_mask,
+                                pr.p->query_mask_batch_stride, M, contiguous_rows(in.hk.data(), pr.H, M, d),
+                                contiguous_rows(in.hv.data(), pr.H, M, dv), dv, mask.data(), M,
+                                grad_output_rows(pr, g), g.lse, g.grad_o, g.grad_q, dhk.data(), dhv.data()),
+            &inner);
+  zero_key_gradients(pr, g, 1);
+  zero_key_gradients(pr, g, 2);
+  inner_backward(pr, g, sc, M, iq, mask.data(), in, dhk.data(), dhv.data(), dI.data(), info, &inner);
+  if (given) {
+    if (c.grad_inducing != nullptr) sum_over_batch(pr, dI.data(), M, d, c.grad_inducing);
+  } else {
+    add_mean_gradient(pr, g, lists, 1, M, dI.data(), [&](std::int64_t t, std::int64_t n) {
+      const std::int64_t s = segment_count(c.rank, n);
+      return t < s ? std::pair<std::int64_t, std::int64_t>{segment_begin(t, n, s), segment_begin(t + 1, n, s)}
+                   : std::pair<std::int64_t, std::int64_t>{0, 0};
+    });
+  }
+  info.workspace_bytes = in.bytes() + (I.size() + dI.size() + dhk.size() + dhv.size()) * sizeof(float) + inner;
+  return info;
+}
+
+// star and global_memory: the window part's backward (into the gradients), then the synthetic
+// part's with a contiguous copy of Q (its dQ added after the window's), then the synthesis.
+RunInfo with_window_backward(const Problem& pr, const GradientParams& g, const CompressedConfig& c,
+                             Workspace* workspace) {
+  const bool star = c.kind == Compression::star;
+  const bool given = !star && c.memory_k != nullptr;
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
+  const std::int64_t M = star ? 1 : given ? c.rank : std::min<std::int64_t>(c.rank, pr.Nk);
+  Scratch sc(pr, workspace);
+  sc.bind();
+  const TokenLists& lists = sc.lists;
+  RunInfo info;
+  std::size_t inner = 0;
+  {
+    AttentionParams s = *pr.p;
+    s.num_threads = pr.threads;
+    s.check_finite = false;
+    s.lse = nullptr;
+    SparseConfig local;
+    local.pattern = SparsePattern::local;
+    local.window = static_cast<int>(std::min<std::int64_t>(c.window, pr.Nq + pr.Nk));
+    add_inner(info, Method<SparseConfig>::backward(checked_problem(s), g, local, &sc.inner), &inner);
+  }
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(pr.B * M));
+  std::vector<float> ks, vs, qr;
+  std::vector<std::uint8_t> qmask(static_cast<std::size_t>(pr.B));
+  InnerAttention in;
+  if (given) {
+    ks = per_batch(pr, c.memory_k, M, d);
+    vs = per_batch(pr, c.memory_v, M, dv);
+    std::fill(mask.begin(), mask.end(), std::uint8_t{1});
+  } else if (!star) {
+    ks.assign(static_cast<std::size_t>(BH * M * d), 0.0f);
+    vs.assign(static_cast<std::size_t>(BH * M * dv), 0.0f);
+    std::vector<double> acc(static_cast<std::size_t>(pr.threads * std::max(d, dv)));
+    segment_means<float>(pr, lists, false, c.rank, M, ks.data(), vs.data(), acc.data());
+    fill_row_mask(pr.B, M, mask.data(), [&](std::int64_t b) { return segment_count(c.rank, lists.k_count[b]); });
+  } else {
+    qr.assign(static_cast<std::size_t>(BH * d), 0.0f);
+    std::vector<double> acc(static_cast<std::size_t>(pr.threads * std::max(d, dv)));
+    segment_means<float>(pr, lists, true, 1, 1, qr.data(), nullptr, acc.data());
+    for (std::int64_t b = 0; b < pr.B; ++b) qmask[static_cast<std::size_t>(b)] = lists.q_count[b] > 0 ? 1 : 0;
+    inner_forward(pr, sc, 1, contiguous_rows(qr.data(), pr.H, 1, d), qmask.data(), in, info, &inner);
+    for (std::int64_t b = 0; b < pr.B; ++b)
+      mask[static_cast<std::size_t>(b)] = lists.q_count[b] > 0 && lists.k_count[b] > 0 ? 1 : 0;
+  }
+  const float* krows = star ? in.hk.data() : ks.data();
+  const float* vrows = star ? in.hv.data() : vs.data();
+  const std::vector<float> qc = contiguous_copy(pr, 0);
+  std::vector<float> dq(qc.size()), dks(static_cast<std::size_t>(BH * M * d)), dvs(static_cast<std::size_t>(BH * M * dv));
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, pr.Nq, contiguous_rows(qc.data(), pr.H, pr.Nq, d), pr.p->query_mask,
+                                pr.p->query_mask_batch_stride, M, contiguous_rows(krows, pr.H, M, d),
+                                contiguous_rows(vrows, pr.H, M, dv), dv, mask.data(), M, grad_output_rows(pr, g),
+                                g.lse, g.grad_o, dq.data(), dks.data(), dvs.data()),
+            &inner);
+  add_parts(pr, g, 0, {dq.data()});
+  if (given) {
+    if (c.grad_memory_k != nullptr) sum_over_batch(pr, dks.data(), M, d, c.grad_memory_k);
+    if (c.grad_memory_v != nullptr) sum_over_batch(pr, dvs.data(), M, dv, c.grad_memory_v);
+  } else if (!star) {
+    auto segments = [&](std::int64_t t, std::int64_t n) {
+      const std::int64_t s = segment_count(c.rank, n);
+      return t < s ? std::pair<std::int64_t, std::int64_t>{segment_begin(t, n, s), segment_begin(t + 1, n, s)}
+                   : std::pair<std::int64_t, std::int64_t>{0, 0};
+    };
+    add_mean_gradient(pr, g, lists, 1, M, dks.data(), segments);
+    add_mean_gradient(pr, g, lists, 2, M, dvs.data(), segments);
+  } else {
+    // The relay's backward, then dq_r / n_q to each active query (q_r is their mean).
+    std::vector<float> dqr(qr.size(), 0.0f);
+    inner_backward(pr, g, sc, 1, contiguous_rows(qr.data(), pr.H, 1, d), qmask.data(), in, dks.data(), dvs.data(),
+                   dqr.data(), info, &inner);
+    parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+      const std::int64_t b = bh / pr.H, h = bh % pr.H, n = lists.q_count[b];
+      const std::int32_t* queries = lists.queries(b, pr.Nq);
+      for (std::int64_t t = 0; t < n; ++t) {
+        float* out = grad_row(pr, g, 0, b, h, queries[t]);
+        for (std::int64_t x = 0; x < d; ++x)
+          out[x] = static_cast<float>(static_cast<double>(out[x]) + static_cast<double>(dqr[static_cast<std::size_t>(bh * d + x)]) / static_cast<double>(n));
+      }
+    });
+  }
+  info.workspace_bytes = in.bytes() + (ks.size() + vs.size() + qr.size() + qc.size() + dq.size() + dks.size() + dvs.size()) * sizeof(float) + inner;
+  return info;
+}
+
+// Nystrom: O = A1 W, W = Z (A3 V), Z the iteration on A2 (compressed.h). The landmarks and
+// A3 V recomputed as the forward computes them; A2, the iterates and W per (b, h) in double
+// (nystrom_pinv_iterates); the softmax backward of O = A1 W (its lse recomputed: the forward's
+// lse holds NaN) gives dQ, dKt, dW; then per (b, h) in double dZ = dW (A3 V)^T,
+// d(A3 V) = Z^T dW and the iteration's backward to dA2 and through its softmax to dQt, dKt;
+// the softmax backward of A3 V gives dQt, dK, dV; the landmarks' gradients go to their
+// segments' rows.
+RunInfo nystrom_backward(const Problem& pr, const GradientParams& g, const CompressedConfig& c,
+                         Workspace* workspace) {
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv, rank = c.rank;
+  const std::int64_t Mq = std::min<std::int64_t>(rank, pr.Nq), Mk = std::min<std::int64_t>(rank, pr.Nk);
+  const int T = c.pinv_iterations;
+  Scratch sc(pr, workspace);
+  sc.bind();
+  const TokenLists& lists = sc.lists;
+  auto mq_of = [&](std::int64_t b) { return segment_count(rank, lists.q_count[b]); };
+  auto mk_of = [&](std::int64_t b) { return segment_count(rank, lists.k_count[b]); };
+  std::vector<float> qt(static_cast<std::size_t>(BH * Mq * d)), kt(static_cast<std::size_t>(BH * Mk * d));
+  {
+    std::vector<double> acc(static_cast<std::size_t>(pr.threads * std::max(d, dv)));
+    segment_means<float>(pr, lists, true, rank, Mq, qt.data(), nullptr, acc.data());
+    segment_means<float>(pr, lists, false, rank, Mk, kt.data(), nullptr, acc.data());
+  }
+  std::vector<std::uint8_t> qmask(static_cast<std::size_t>(pr.B * Mq)), kmask(static_cast<std::size_t>(pr.B * Mk));
+  fill_row_mask(pr.B, Mq, qmask.data(), mq_of);
+  fill_row_mask(pr.B, Mk, kmask.data(), mk_of);
+  RunInfo info;
+  std::size_t inner = 0;
+  // A3 V and its lse: the landmark queries attend to the real keys.
+  std::vector<float> kc = contiguous_copy(pr, 1), vc = contiguous_copy(pr, 2);
+  const Rows krows = contiguous_rows(kc.data(), pr.H, pr.Nk, d), vrows = contiguous_rows(vc.data(), pr.H, pr.Nk, dv);
+  const Rows qtrows = contiguous_rows(qt.data(), pr.H, Mq, d), ktrows = contiguous_rows(kt.data(), pr.H, Mk, d);
+  std::vector<float> a3v(static_cast<std::size_t>(BH * Mq * dv)), lse3(static_cast<std::size_t>(BH * Mq));
+  add_inner(info,
+            attend_f32(pr, &sc.inner, Mq, qtrows, qmask.data(), Mq, pr.Nk, krows, vrows, dv, pr.p->key_mask,
+                       pr.p->key_mask_batch_stride, contiguous_rows(a3v.data(), pr.H, Mq, dv), lse3.data()),
+            &inner);
+  // A2 [mq, mk] in double per (b, h), as the forward computes it.
+  const double scale = pr.scale;
+  auto scores_a2 = [&](std::int64_t bh, std::int64_t mq, std::int64_t mk, double* A2) {
+    for (std::int64_t i = 0; i < mq; ++i) {
+      const float* q = qt.data() + (bh * Mq + i) * d;
+      double* a = A2 + i * mk;
+      double mx = -std::numeric_limits<double>::infinity();
+      for (std::int64_t j = 0; j < mk; ++j) {
+        const float* k = kt.data() + (bh * Mk + j) * d;
+        double s = 0.0;
+        for (std::int64_t t = 0; t < d; ++t) s += static_cast<double>(q[t]) * static_cast<double>(k[t]);
+        a[j] = scale * s;
+        mx = std::max(mx, a[j]);
+      }
+      double sum = 0.0;
+      for (std::int64_t j = 0; j < mk; ++j) {
+        a[j] = std::exp(a[j] - mx);
+        sum += a[j];
+      }
+      for (std::int64_t j = 0; j < mk; ++j) a[j] /= sum;
+    }
+  };
+  // W = Z_T (A3 V) [Mk, dv] per (b, h).
+  std::vector<float> W(static_cast<std::size_t>(BH * Mk * dv), 0.0f);
+  parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, mq = mq_of(b), mk = lists.k_count[b] > 0 ? mk_of(b) : 0;
+    if (mq == 0 || mk == 0) return;
+    std::vector<double> A2(static_cast<std::size_t>(mq * mk)), Zs(static_cast<std::size_t>((T + 1) * mk * mq));
+    scores_a2(bh, mq, mk, A2.data());
+    nystrom_pinv_iterates(A2.data(), mq, mk, T, Zs.data());
+    const double* Z = Zs.data() + T * mk * mq;
+    for (std::int64_t i = 0; i < mk; ++i)
+      for (std::int64_t x = 0; x < dv; ++x) {
+        double acc = 0.0;
+        for (std::int64_t t = 0; t < mq; ++t)
+          acc += Z[i * mq + t] * static_cast<double>(a3v[static_cast<std::size_t>((bh * Mq + t) * dv + x)]);
+        W[static_cast<std::size_t>((bh * Mk + i) * dv + x)] = static_cast<float>(acc);
+      }
+  });
+  // O = A1 W: its lse, then its softmax backward with the forward's O.
+  std::vector<float> o1(static_cast<std::size_t>(BH * pr.Nq * dv)), lse1(static_cast<std::size_t>(BH * pr.Nq));
+  const Rows wrows = contiguous_rows(W.data(), pr.H, Mk, dv);
+  add_inner(info,
+            attend_f32(pr, &sc.inner, pr.Nq, float_view(pr, 0, nullptr), pr.p->query_mask,
+                       pr.p->query_mask_batch_stride, Mk, ktrows, wrows, dv, kmask.data(), Mk,
+                       contiguous_rows(o1.data(), pr.H, pr.Nq, dv), lse1.data()),
+            &inner);
+  std::vector<float> dkt(kt.size()), dW(W.size());
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, pr.Nq, float_view(pr, 0, nullptr), pr.p->query_mask,
+                                pr.p->query_mask_batch_stride, Mk, ktrows, wrows, dv, kmask.data(), Mk,
+                                grad_output_rows(pr, g), lse1.data(), g.grad_o, g.grad_q, dkt.data(), dW.data()),
+            &inner);
+  // Per (b, h) in double: dZ, d(A3 V), the iteration's backward, A2's softmax backward.
+  std::vector<float> da3v(a3v.size(), 0.0f);
+  std::vector<double> dqt2(qt.size(), 0.0), dkt2(kt.size(), 0.0);
+  parallel_for(BH, pr.threads, [&](std::int64_t bh) {
+    const std::int64_t b = bh / pr.H, mq = mq_of(b), mk = lists.k_count[b] > 0 ? mk_of(b) : 0;
+    if (mq == 0 || mk == 0) return;
+    std::vector<double> A2(static_cast<std::size_t>(mq * mk)), Zs(static_cast<std::size_t>((T + 1) * mk * mq));
+    scores_a2(bh, mq, mk, A2.data());
+    nystrom_pinv_iterates(A2.data(), mq, mk, T, Zs.data());
+    const double* Z = Zs.data() + T * mk * mq;
+    const float* B3 = a3v.data() + bh * Mq * dv;
+    const float* dWb = dW.data() + bh * Mk * dv;
+    std::vector<double> dZ(static_cast<std::size_t>(mk * mq)), dA2(A2.size(), 0.0);
+    for (std::int64_t i = 0; i < mk; ++i)
+      for (std::int64_t t = 0; t < mq; ++t) {
+        double acc = 0.0;
+        for (std::int64_t x = 0; x < dv; ++x) acc += static_cast<double>(dWb[i * dv + x]) * static_cast<double>(B3[t * dv + x]);
+        dZ[static_cast<std::size_t>(i * mq + t)] = acc;
+      }
+    for (std::int64_t t = 0; t < mq; ++t)
+      for (std::int64_t x = 0; x < dv; ++x) {
+        double acc = 0.0;
+        for (std::int64_t i = 0; i < mk; ++i) acc += Z[i * mq + t] * static_cast<double>(dWb[i * dv + x]);
+        da3v[static_cast<std::size_t>((bh * Mq + t) * dv + x)] = static_cast<float>(acc);
+      }
+    nystrom_pinv_backward(A2.data(), mq, mk, T, Zs.data(), dZ.data(), dA2.data());
+    for (std::int64_t i = 0; i < mq; ++i) {
+      double D = 0.0;
+      for (std::int64_t j = 0; j < mk; ++j) D += A2[static_cast<std::size_t>(i * mk + j)] * dA2[static_cast<std::size_t>(i * mk + j)];
+      for (std::int64_t j = 0; j < mk; ++j) {
+        const double ds = scale * A2[static_cast<std::size_t>(i * mk + j)] * (dA2[static_cast<std::size_t>(i * mk + j)] - D);
+        const float* q = qt.data() + (bh * Mq + i) * d;
+        const float* k = kt.data() + (bh * Mk + j) * d;
+        for (std::int64_t x = 0; x < d; ++x) {
+          dqt2[static_cast<std::size_t>((bh * Mq + i) * d + x)] += ds * static_cast<double>(k[x]);
+          dkt2[static_cast<std::size_t>((bh * Mk + j) * d + x)] += ds * static_cast<double>(q[x]);
+        }
+      }
+    }
+  });
+  // A3 V's softmax backward: dQt, dK, dV.
+  std::vector<float> dqt3(qt.size()), dk(kc.size()), dvv(vc.size());
+  add_inner(info,
+            attend_backward_f32(pr, &sc.inner, Mq, qtrows, qmask.data(), Mq, pr.Nk, krows, vrows, dv, pr.p->key_mask,
+                                pr.p->key_mask_batch_stride, contiguous_rows(a3v.data(), pr.H, Mq, dv), lse3.data(),
+                                da3v.data(), dqt3.data(), dk.data(), dvv.data()),
+            &inner);
+  // The landmarks' gradients (in double, in a fixed order) to their segments.
+  std::vector<float> dqt(qt.size()), dkt_all(kt.size());
+  for (std::size_t x = 0; x < qt.size(); ++x) dqt[x] = static_cast<float>(static_cast<double>(dqt3[x]) + dqt2[x]);
+  for (std::size_t x = 0; x < kt.size(); ++x) dkt_all[x] = static_cast<float>(static_cast<double>(dkt[x]) + dkt2[x]);
+  zero_key_gradients(pr, g, 1);
+  zero_key_gradients(pr, g, 2);
+  add_parts(pr, g, 1, {dk.data()});
+  add_parts(pr, g, 2, {dvv.data()});
+  auto segments = [&](std::int64_t t, std::int64_t n) {
+    const std::int64_t s = segment_count(rank, n);
+    return t < s ? std::pair<std::int64_t, std::int64_t>{segment_begin(t, n, s), segment_begin(t + 1, n, s)}
+                 : std::pair<std::int64_t, std::int64_t>{0, 0};
+  };
+  add_mean_gradient(pr, g, lists, 1, Mk, dkt_all.data(), segments);
+  add_query_mean_gradient(pr, g, lists, Mq, dqt.data(), segments);
+  info.workspace_bytes = (qt.size() * 4 + kt.size() * 4 + kc.size() * 2 + vc.size() * 2 + a3v.size() * 2 +
+                          W.size() * 2 + o1.size()) * sizeof(float) + (dqt2.size() + dkt2.size()) * sizeof(double) + inner;
+  return info;
+}
+
 }  // namespace
+
+RunInfo compressed_backward(const Problem& pr, const GradientParams& grads, const CompressedConfig& config,
+                            Workspace* workspace) {
+  Timer total;
+  RunInfo info;
+  switch (config.kind) {
+    case Compression::linformer:
+      info = linformer_backward(pr, grads, config, workspace);
+      break;
+    case Compression::memory_compressed:
+      info = memory_compressed_backward(pr, grads, config, workspace);
+      break;
+    case Compression::global_memory:
+    case Compression::star:
+      info = with_window_backward(pr, grads, config, workspace);
+      break;
+    case Compression::induced_points:
+      info = induced_points_backward(pr, grads, config, workspace);
+      break;
+    case Compression::nystrom:
+      info = nystrom_backward(pr, grads, config, workspace);
+      break;
+  }
+  info.seconds_total = total.seconds();
+  return info;
+}
 
 // ---- validation ----
 
@@ -778,6 +1446,43 @@ void Method<CompressedConfig>::check(const CompressedConfig& c, const Problem& p
   if ((c.memory_k == nullptr) != (c.memory_v == nullptr))
     fail(c.memory_k == nullptr ? "CompressedConfig.memory_k" : "CompressedConfig.memory_v",
          "nullptr", "memory_k and memory_v are given together or not at all");
+  // Gradients of learned parts: only of a part that is given (a default is not a parameter).
+  auto grad_of = [&](const char* field, const void* grad, const void* input, Compression owner) {
+    if (grad == nullptr) return;
+    const std::string name = std::string("CompressedConfig.") + field;
+    if (c.kind != owner)
+      fail(name, ptr_str(grad),
+           std::string("only written for CompressedConfig.kind = ") + compression_name(owner) + " (kind = " +
+               kname + "): must be nullptr");
+    if (input == nullptr)
+      fail(name, ptr_str(grad),
+           "CompressedConfig." + std::string(field).substr(std::string(field).find("grad_") + 5) +
+               " = nullptr (the default is not a parameter): must be nullptr");
+  };
+  const CompressedDoubleParts none;
+  const CompressedDoubleParts& f64 = c.f64 != nullptr ? *c.f64 : none;
+  grad_of("grad_projection_e", c.grad_projection_e, c.projection_e, Compression::linformer);
+  grad_of("grad_projection_f", c.grad_projection_f, c.projection_f, Compression::linformer);
+  grad_of("grad_inducing", c.grad_inducing, c.inducing, Compression::induced_points);
+  grad_of("grad_memory_k", c.grad_memory_k, c.memory_k, Compression::global_memory);
+  grad_of("grad_memory_v", c.grad_memory_v, c.memory_v, Compression::global_memory);
+  grad_of("f64->grad_projection_e", f64.grad_projection_e, c.projection_e, Compression::linformer);
+  grad_of("f64->grad_projection_f", f64.grad_projection_f, c.projection_f, Compression::linformer);
+  grad_of("f64->grad_inducing", f64.grad_inducing, c.inducing, Compression::induced_points);
+  grad_of("f64->grad_memory_k", f64.grad_memory_k, c.memory_k, Compression::global_memory);
+  grad_of("f64->grad_memory_v", f64.grad_memory_v, c.memory_v, Compression::global_memory);
+  // The double values of a part replace the floats' in the double path: the part is given.
+  auto double_of = [&](const char* field, const void* dbl, const void* input) {
+    if (dbl != nullptr && input == nullptr)
+      fail(std::string("CompressedConfig.f64->") + field, ptr_str(dbl),
+           std::string("replaces CompressedConfig.") + field +
+               "'s values in the double-precision path, which is nullptr: give both or neither");
+  };
+  double_of("projection_e", f64.projection_e, c.projection_e);
+  double_of("projection_f", f64.projection_f, c.projection_f);
+  double_of("inducing", f64.inducing, c.inducing);
+  double_of("memory_k", f64.memory_k, c.memory_k);
+  double_of("memory_v", f64.memory_v, c.memory_v);
   check_finite_array("projection_e", c.projection_e, pr.H, c.rank, pr.Nk, "[heads, rank, nk]");
   check_finite_array("projection_f", c.projection_f, pr.H, c.rank, pr.Nk, "[heads, rank, nk]");
   check_finite_array("inducing", c.inducing, pr.H, c.rank, pr.d, "[heads, rank, d]");

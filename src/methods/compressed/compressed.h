@@ -12,6 +12,14 @@
 namespace smyrf::detail {
 
 RunInfo compressed_forward(const Problem& pr, const CompressedConfig& config, Workspace* workspace);
+// The backward: gradients of Q, K, V and the learned parts' grad_*.
+RunInfo compressed_backward(const Problem& pr, const GradientParams& grads, const CompressedConfig& config,
+                            Workspace* workspace);
+// The double-precision definition and its gradient (compressed_f64.cpp).
+void compressed_forward_f64(const Problem& pr, const DoubleTensors& in, const CompressedConfig& config, double* o,
+                            double* lse);
+void compressed_backward_f64(const Problem& pr, const DoubleTensors& in, const CompressedConfig& config,
+                             const double* grad_o, double* grad_q, double* grad_k, double* grad_v);
 
 // The kind's name as the messages spell it.
 inline const char* compression_name(Compression k) {
@@ -31,6 +39,16 @@ inline const char* compression_name(Compression k) {
   }
   return "?";
 }
+
+// Nystrom's pseudo-inverse iteration (smyrf/methods/compressed.h) on A2 [mq, mk] (double,
+// row-major), in plain loops: Zs receives the iterates Z_0 .. Z_T (T = iterations), [mk, mq]
+// each. Used by the double definition and the float backward (compressed_f64.cpp).
+void nystrom_pinv_iterates(const double* A2, std::int64_t mq, std::int64_t mk, int iterations, double* Zs);
+// The iteration's gradient: dZ = dL/dZ_T on entry (overwritten: scratch); dL/dA2 is added to
+// dA2. Through Z_0 = A2^T / (max_row max_col) the first maximal row and column carry the
+// derivative of the maxima.
+void nystrom_pinv_backward(const double* A2, std::int64_t mq, std::int64_t mk, int iterations, const double* Zs,
+                           double* dZ, double* dA2);
 
 // Largest accepted rank and pinv_iterations.
 constexpr int kCompressedMaxRank = 65536;

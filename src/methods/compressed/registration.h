@@ -19,11 +19,28 @@ struct Method<CompressedConfig> {
     caps.seeded = c.kind == Compression::linformer;
     caps.learned = c.kind == Compression::linformer || c.kind == Compression::induced_points ||
                    c.kind == Compression::global_memory;
+    caps.backward = caps.f64 = true;
+    caps.causal_backward = caps.causal;
     return caps;
   }
   static void check(const CompressedConfig& config, const Problem& pr);
   static RunInfo forward(const Problem& pr, const CompressedConfig& config, Workspace* workspace) {
     return compressed_forward(pr, config, workspace);
+  }
+  static RunInfo backward(const Problem& pr, const GradientParams& grads, const CompressedConfig& config,
+                          Workspace* workspace) {
+    return compressed_backward(pr, grads, config, workspace);
+  }
+  // The double-precision definition is not a softmax over key sets of the inputs: its own
+  // forward and backward.
+  static void forward_f64(const Problem& pr, const CompressedConfig& config, const DoubleTensors& in, double* o,
+                          double* lse) {
+    compressed_forward_f64(pr, in, config, o, lse);
+  }
+  static void backward_f64(const Problem& pr, const CompressedConfig& config, const DoubleTensors& in,
+                           const double*, const double*, const double* grad_o, double* grad_q, double* grad_k,
+                           double* grad_v) {
+    compressed_backward_f64(pr, in, config, grad_o, grad_q, grad_k, grad_v);
   }
   static std::vector<MethodInfo> forms() {
     auto kind = [](Compression k, const char* spec, const char* summary) {
