@@ -35,17 +35,26 @@ std::vector<std::string> expected_rows() {
   return rows;
 }
 
-TEST(Registry, ReadmeMethodTableEqualsTheRegistrations) {
+// The README's lines that start with `prefix` between the line holding `begin` and the line
+// holding `end`.
+std::vector<std::string> readme_lines(const std::string& begin, const std::string& end, const std::string& prefix) {
   std::ifstream in(kReadme);
-  ASSERT_TRUE(in) << kReadme;
+  EXPECT_TRUE(in) << kReadme;
   std::vector<std::string> rows;
   std::string line;
   bool inside = false;
   while (std::getline(in, line)) {
-    if (line.find("<!-- methods table") != std::string::npos) inside = true;
-    else if (inside && line.find("<!-- end methods table") != std::string::npos) break;
-    else if (inside && line.rfind("| ", 0) == 0 && line.rfind("| method |", 0) != 0) rows.push_back(line);
+    if (line.find(begin) != std::string::npos) inside = true;
+    else if (inside && line.find(end) != std::string::npos) break;
+    else if (inside && line.rfind(prefix, 0) == 0) rows.push_back(line);
   }
+  return rows;
+}
+
+TEST(Registry, ReadmeMethodTableEqualsTheRegistrations) {
+  std::vector<std::string> rows;
+  for (const std::string& r : readme_lines("<!-- methods table", "<!-- end methods table", "| "))
+    if (r.rfind("| method |", 0) != 0) rows.push_back(r);
   const std::vector<std::string> want = expected_rows();
   std::string table;
   for (const std::string& r : want) table += r + "\n";
@@ -60,16 +69,7 @@ TEST(Registry, ReadmeListsEveryFormWithoutABackwardAndWhy) {
     EXPECT_EQ(m.no_backward.empty(), m.caps.backward) << m.name << "/" << m.form;
     if (!m.caps.backward) want.push_back("- `" + m.name + "/" + m.form + "`: " + m.no_backward);
   }
-  std::ifstream in(kReadme);
-  ASSERT_TRUE(in) << kReadme;
-  std::vector<std::string> rows;
-  std::string line;
-  bool inside = false;
-  while (std::getline(in, line)) {
-    if (line.find("<!-- no-backward list") != std::string::npos) inside = true;
-    else if (inside && line.find("<!-- end no-backward list") != std::string::npos) break;
-    else if (inside && line.rfind("- `", 0) == 0) rows.push_back(line);
-  }
+  const std::vector<std::string> rows = readme_lines("<!-- no-backward list", "<!-- end no-backward list", "- `");
   std::string list;
   for (const std::string& r : want) list += r + "\n";
   EXPECT_EQ(rows, want) << "README.md's list of forms without a backward differs; it should read:\n" << list;

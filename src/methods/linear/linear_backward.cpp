@@ -85,36 +85,24 @@ struct Head {
   static void store(const double* x, std::int64_t n, Out* out) {
     for (std::int64_t t = 0; t < n; ++t) out[t] = x != nullptr ? static_cast<Out>(x[t]) : Out(0);
   }
-  // x == nullptr writes zeros.
+  // Row `row` of a gradient: contiguous doubles (g64, n rows of `width` per (b, h)) or floats
+  // at the input's strides (g32); x == nullptr writes zeros.
+  void store_grad(double* g64, float* g32, std::int64_t n, std::int64_t width, std::int64_t bs,
+                  std::int64_t hs, std::int64_t rs, std::int64_t row, const double* x) const {
+    if (g64 != nullptr) store(x, width, g64 + (bh() * n + row) * width);
+    else store(x, width, g32 + b * bs + h * hs + row * rs);
+  }
   void store_gq(std::int64_t i, const double* x) const {
     const AttentionParams& p = *pr->p;
-    if (a->gq64 != nullptr) {
-      double* out = a->gq64 + (bh() * pr->Nq + i) * pr->d;
-      store(x, pr->d, out);
-    } else {
-      float* out = a->gq32 + b * p.q_batch_stride + h * p.q_head_stride + i * p.q_row_stride;
-      store(x, pr->d, out);
-    }
+    store_grad(a->gq64, a->gq32, pr->Nq, pr->d, p.q_batch_stride, p.q_head_stride, p.q_row_stride, i, x);
   }
   void store_gk(std::int64_t j, const double* x) const {
     const AttentionParams& p = *pr->p;
-    if (a->gk64 != nullptr) {
-      double* out = a->gk64 + (bh() * pr->Nk + j) * pr->d;
-      store(x, pr->d, out);
-    } else {
-      float* out = a->gk32 + b * p.k_batch_stride + h * p.k_head_stride + j * p.k_row_stride;
-      store(x, pr->d, out);
-    }
+    store_grad(a->gk64, a->gk32, pr->Nk, pr->d, p.k_batch_stride, p.k_head_stride, p.k_row_stride, j, x);
   }
   void store_gv(std::int64_t j, const double* x) const {
     const AttentionParams& p = *pr->p;
-    if (a->gv64 != nullptr) {
-      double* out = a->gv64 + (bh() * pr->Nk + j) * pr->dv;
-      store(x, pr->dv, out);
-    } else {
-      float* out = a->gv32 + b * p.v_batch_stride + h * p.v_head_stride + j * p.v_row_stride;
-      store(x, pr->dv, out);
-    }
+    store_grad(a->gv64, a->gv32, pr->Nk, pr->dv, p.v_batch_stride, p.v_head_stride, p.v_row_stride, j, x);
   }
   // The f64 forward's outputs (o == nullptr: zeros).
   void store_o(std::int64_t i, const double* o, bool saw) const {
