@@ -323,6 +323,16 @@ HWY_INLINE void Features(const LinearMap& s, const double* wt, double* x, bool q
 }
 
 
+// Features of n raw rows X (stride d, overwritten) into F (stride mp); their projections in
+// P (stride dirs_p), computed in groups of rows.
+HWY_INLINE void FeatureRows(const LinearMap& s, const double* wt, double* X, std::int64_t n,
+                            bool query, const double* st, double* P, double* F, double* tmp) {
+  for (std::int64_t k = 0; k < n; ++k) Prep(s, X + k * s.d, query);
+  if (s.dirs > 0) ProjectRows(s, wt, X, n, P);
+  for (std::int64_t k = 0; k < n; ++k)
+    FeaturesOf(s, X + k * s.d, P + k * s.dirs_p, query, st, F + k * s.mp, tmp);
+}
+
 // Features of a block of n >= 1 raw key rows X (stride d, prepared in place) into F (stride
 // mp), with the block's own stabiliser in cb (favor_plus: max over its keys and r of u_r;
 // favor: max |x_k|^2 / 2; efficient: per feature the max M_bf, d entries; unused otherwise);

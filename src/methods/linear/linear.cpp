@@ -53,15 +53,6 @@ constexpr std::int64_t kQueryBlock = 64;
 using detail::LinearMap;
 using detail::Problem;
 
-// Features of n raw rows X (stride d, overwritten) into F (stride mp); their projections in
-// P (stride dirs_p), computed in groups of rows.
-HWY_INLINE void FeatureRows(const LinearMap& s, const double* wt, double* X, std::int64_t n,
-                            bool query, const double* st, double* P, double* F, double* tmp) {
-  for (std::int64_t k = 0; k < n; ++k) Prep(s, X + k * s.d, query);
-  if (s.dirs > 0) ProjectRows(s, wt, X, n, P);
-  for (std::int64_t k = 0; k < n; ++k)
-    FeaturesOf(s, X + k * s.d, P + k * s.dirs_p, query, st, F + k * s.mp, tmp);
-}
 
 // The causal key stabiliser of (b, h) over its visible keys (favor_plus, favor; position
 // order). x: scratch (d); xs, pj: blocks of G rows and their projections (favor_plus).

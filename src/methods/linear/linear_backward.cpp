@@ -154,11 +154,36 @@ void RowFeatures(const LinearTrainArgs& a, const Head& hd, const double* x, bool
     for (std::int64_t t = 0; t < a.s.d; ++t) phi[t] /= ks.ksum[t];
 }
 
+// The projection maps' du = d phi / d u applied to dphi (u = W x', rows of W), du[0..dirs_p)
+// zero padded; returns favor_plus's sum of du and favor's dphi . phi (their terms in x'; 0
+// for rfa).
+double ProjectionDu(const LinearTrainArgs& a, const double* phi, const double* dphi, double* du) {
+  std::fill_n(du, a.s.dirs_p, 0.0);
+  double total = 0.0;
+  const std::int64_t m2 = a.s.dirs;
+  if (a.s.map == FeatureMap::favor_plus) {
+    // phi_r = exp(w_r . x' - |x'|^2 / 2 - c) / sqrt(m): d phi_r / d u_r = phi_r.
+    for (std::int64_t r = 0; r < m2; ++r) total += (du[r] = dphi[r] * phi[r]);
+    return total;
+  }
+  // favor: phi_r = e sin(u_r), phi_{m/2 + r} = e cos(u_r) (rfa: e = 1 / sqrt(m/2)).
+  for (std::int64_t r = 0; r < m2; ++r) {
+    if (a.s.map == FeatureMap::favor) total += dphi[r] * phi[r] + dphi[m2 + r] * phi[m2 + r];
+    du[r] = dphi[r] * phi[m2 + r] - dphi[m2 + r] * phi[r];
+  }
+  return total;
+}
+
+bool HasProjection(FeatureMap map) {
+  return map == FeatureMap::favor_plus || map == FeatureMap::favor || map == FeatureMap::rfa;
+}
+
 // dx[0..dp) = (d phi / d x)^T dphi for row x with features phi (efficient keys: done by the
-// caller, their softmax runs over positions). Scratch: xs, u, du, dxh.
+// caller, their softmax runs over positions). wdu: W^T du of the row when the caller computed
+// it for a block (projection maps), else nullptr. Scratch: xs, u, du, dxh.
 void FeaturesBack(const LinearTrainArgs& a, const Head& hd, const double* x, bool query,
                   const double* phi, const double* dphi, double* dx, double* xs, double* u,
-                  double* du, double* dxh) {
+                  double* du, double* dxh, const double* wdu) {
   std::fill_n(dx, a.dp, 0.0);
   // The Jacobian of x -> x / |x| applied to dxh: (dxh - xh (xh . dxh)) / |x|.
   auto unit_back = [&](const double* dxhat) {
@@ -172,36 +197,26 @@ void FeaturesBack(const LinearTrainArgs& a, const Head& hd, const double* x, boo
     case FeatureMap::elu:
       for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = dphi[t] * (x[t] > 0.0 ? 1.0 : phi[t]);
       break;
-    case FeatureMap::favor_plus: {
-      // phi_r = exp(w_r . x' - |x'|^2 / 2 - c) / sqrt(m): d phi_r / d x' = phi_r (w_r - x').
-      const double sigma = query ? a.s.qsign * a.s.sq : a.s.sq;
-      double total = 0.0;
-      for (std::int64_t r = 0; r < a.s.dirs; ++r) total += (du[r] = dphi[r] * phi[r]);
-      ProjectBack(a, hd.w, du, dx);
-      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = sigma * (dx[t] - sigma * x[t] * total);
-      break;
-    }
-    case FeatureMap::favor: {
-      // phi = e(x') [sin(W x'), cos(W x')], e = exp(|x'|^2 / 2 - c) / sqrt(m / 2).
-      const double sigma = query ? a.s.qsign * a.s.sq : a.s.sq;
-      for (std::int64_t t = 0; t < a.dp; ++t) xs[t] = sigma * x[t];
-      double total = 0.0;  // dphi . phi: the derivative through e, times x'
-      for (std::int64_t r = 0; r < a.s.dirs; ++r) {
-        total += dphi[r] * phi[r] + dphi[a.s.dirs + r] * phi[a.s.dirs + r];
-        // phi_r = e sin(u_r), phi_{m/2 + r} = e cos(u_r).
-        du[r] = dphi[r] * phi[a.s.dirs + r] - dphi[a.s.dirs + r] * phi[r];
-      }
-      ProjectBack(a, hd.w, du, dx);
-      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = sigma * (dx[t] + xs[t] * total);
-      break;
-    }
+    case FeatureMap::favor_plus:
+    case FeatureMap::favor:
     case FeatureMap::rfa: {
-      // phi_r = sin(u_r) / sqrt(m/2), phi_{m/2 + r} = cos(u_r) / sqrt(m/2), u = W x / |x|.
-      for (std::int64_t r = 0; r < a.s.dirs; ++r)
-        du[r] = dphi[r] * phi[a.s.dirs + r] - dphi[a.s.dirs + r] * phi[r];
-      std::fill_n(dxh, a.dp, 0.0);
-      ProjectBack(a, hd.w, du, dxh);
-      unit_back(dxh);
+      // favor_plus: d phi_r / d x' = phi_r (w_r - x'); favor: phi x'^T plus the trigonometric
+      // part; rfa: the trigonometric part, then through x / |x|.
+      const double total = ProjectionDu(a, phi, dphi, du);
+      double* wd = a.s.map == FeatureMap::rfa ? dxh : dx;
+      if (wdu != nullptr) {
+        std::copy_n(wdu, a.dp, wd);
+      } else {
+        std::fill_n(wd, a.dp, 0.0);
+        ProjectBack(a, hd.w, du, wd);
+      }
+      if (a.s.map == FeatureMap::rfa) {
+        unit_back(dxh);
+        break;
+      }
+      const double sigma = query ? a.s.qsign * a.s.sq : a.s.sq;
+      const double sign = a.s.map == FeatureMap::favor_plus ? -1.0 : 1.0;
+      for (std::int64_t t = 0; t < a.s.d; ++t) dx[t] = sigma * (dx[t] + sign * sigma * x[t] * total);
       break;
     }
     case FeatureMap::dpfp: {
@@ -321,7 +336,7 @@ void CausalHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     for (std::int64_t c = 0; c < dvp; ++c) gi[c] = gorow[c] / den;
     for (std::int64_t r = 0; r < m; ++r) dphi[r] = Dot(S + r * dvp, gi, dvp) + z[r] * gden_st[i];
     std::fill(dphi + m, dphi + mp, 0.0);
-    FeaturesBack(a, hd, x, true, f, dphi, dx, xs, u, du, dxh);
+    FeaturesBack(a, hd, x, true, f, dphi, dx, xs, u, du, dxh, nullptr);
     hd.store_gq(i, dx);
   }
   if (!a.backward) return;
@@ -349,7 +364,7 @@ void CausalHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], R + r * dvp, num, dvp);
     hd.store_gv(j, num);
     hd.load_k(j, x);
-    FeaturesBack(a, hd, x, false, f, dphi, dx, xs, u, du, dxh);
+    FeaturesBack(a, hd, x, false, f, dphi, dx, xs, u, du, dxh, nullptr);
     hd.store_gk(j, dx);
   }
 }
@@ -408,6 +423,17 @@ HWY_INLINE void Transpose(const double* A, std::int64_t m, std::int64_t dva, std
   std::fill_n(T, dva * mp, 0.0);
   for (std::int64_t r = 0; r < m; ++r)
     for (std::int64_t c = 0; c < dva; ++c) T[c * mp + r] = A[r * dva + c];
+}
+
+// W^T du of a block's n rows (projection maps; nullptr for the others): du per row from its
+// features F and their gradients dF, then one product with W (the tile kernel's chains over
+// the directions in order: the bits of ProjectBack's row updates).
+const double* BlockProjectionBack(const LinearTrainArgs& a, const Head& hd, const double* F, const double* dF,
+                                  std::int64_t n, double* dU, double* WDU) {
+  if (!HasProjection(a.s.map) || n == 0) return nullptr;
+  for (std::int64_t k = 0; k < n; ++k) ProjectionDu(a, F + k * a.s.mp, dF + k * a.s.mp, dU + k * a.s.dirs_p);
+  Gemm(dU, a.s.dirs_p, 1, n, hd.w, a.dp, a.s.dirs, a.dp, WDU, a.dp);
+  return WDU;
 }
 
 // The block's visible keys (positions in idx), their raw rows, and [V, 1] rows; returns n.
@@ -523,9 +549,11 @@ void Queries(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::
     }
     double* raw = rows + rl.raw + n * a.dp;
     hd.load_q(i, raw);
-    RowFeatures(a, hd, raw, true, KeyStats{}, rows + rl.F + n * mp, ws + ts.xs, ws + ts.a);
+    std::copy_n(raw, a.s.d, rows + rl.X + n * a.s.d);
     idx[n++] = static_cast<std::int32_t>(i);
   }
+  // The queries' features, as the forward computes them (a query's stabiliser is its own).
+  FeatureRows(a.s, hd.wt, rows + rl.X, n, true, nullptr, rows + rl.P, rows + rl.F, ws + ts.a);
   double* NUM = rows + rl.NUM;
   double* G = rows + rl.Vg;
   Product(a, reinterpret_cast<float*>(rows + rl.fl), rows + rl.F, mp, 1, n, hb.at(l.Sa), dva, m, dva, NUM, dva);
@@ -560,13 +588,14 @@ void Queries(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::
   if (!a.backward) return;
   double* dF = rows + rl.DF;
   Product(a, reinterpret_cast<float*>(rows + rl.fl), G, dva, 1, n, hb.at(l.SaT), mp, dva, mp, dF, mp);
+  const double* wdu = BlockProjectionBack(a, hd, rows + rl.F, dF, n, rows + rl.dU, rows + rl.WDU);
   for (std::int64_t k = 0; k < n; ++k) {
     if (NUM[k * dva + dv] == 0.0) {
       hd.store_gq(idx[k], nullptr);
       continue;
     }
     FeaturesBack(a, hd, rows + rl.raw + k * a.dp, true, rows + rl.F + k * mp, dF + k * mp, ws + ts.dx,
-                 ws + ts.xs, ws + ts.a, ws + ts.da, ws + ts.dxh);
+                 ws + ts.xs, ws + ts.a, ws + ts.da, ws + ts.dxh, wdu ? wdu + k * a.dp : nullptr);
     hd.store_gq(idx[k], ws + ts.dx);
   }
   hb.at(l.rcnt)[qb] = static_cast<double>(n);
@@ -634,9 +663,10 @@ void KeysBackward(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, 
     for (std::int64_t k = 0; k < n; ++k) std::copy_n(F + k * mp, mp, hb.at(l.phk) + idx[k] * mp);
     return;
   }
+  const double* wdu = BlockProjectionBack(a, hd, F, dF, n, rows + rl.dU, rows + rl.WDU);
   for (std::int64_t k = 0; k < n; ++k) {
     FeaturesBack(a, hd, rows + rl.raw + k * a.dp, false, F + k * mp, dF + k * mp, ws + ts.dx, ws + ts.xs,
-                 ws + ts.a, ws + ts.da, ws + ts.dxh);
+                 ws + ts.a, ws + ts.da, ws + ts.dxh, wdu ? wdu + k * a.dp : nullptr);
     hd.store_gk(idx[k], ws + ts.dx);
   }
 }

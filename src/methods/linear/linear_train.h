@@ -85,7 +85,7 @@ struct LinearTrainHead {
 // Per-thread rows of a block (non-causal): raw and prepared inputs, projections, features,
 // augmented value / gradient rows, products, feature gradients.
 struct LinearTrainRows {
-  std::int64_t raw, X, P, F, Vg, NUM, DF, fl, total;
+  std::int64_t raw, X, P, F, Vg, NUM, DF, dU, WDU, fl, total;
   static LinearTrainRows make(const LinearTrainArgs& a, std::int64_t dva) {
     LinearTrainRows l{};
     const std::int64_t E = kLinearKeyTask, dp = linear_pad8(a.s.d);
@@ -102,6 +102,8 @@ struct LinearTrainRows {
     l.Vg = take(E * dva);
     l.NUM = take(E * dva);
     l.DF = take(E * a.s.mp);
+    l.dU = take(E * a.s.dirs_p);  // projection maps: d phi / d u per row, then W^T du
+    l.WDU = take(E * dp);
     // Float operands of one product (floats, counted in doubles): X [n][K], M [K][c16], out
     // [n][c16], n and K at most R = max(E, mp, dva), c16 the columns padded to 16.
     const std::int64_t R = std::max({E, a.s.mp, dva}), c16 = linear_pad16(std::max(a.s.mp, dva));
