@@ -391,6 +391,22 @@ HeadBuffers buffers_of(const LinearTrainArgs& a, std::int64_t slot) {
   return {detail::LinearTrainHead::make(a, a.pr->Nq, a.pr->Nk), a.heads + slot * a.per_head};
 }
 
+// What a (b, h, block) task of phases 1, 3 and 5 works with: its (b, h)'s buffers, the
+// thread's row temporaries and block rows, and the Head.
+struct BlockTask {
+  HeadBuffers hb;
+  detail::LinearTrainScratch ts;
+  detail::LinearTrainRows rl;
+  double* rows;
+  Head hd;
+  BlockTask(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, double* ws)
+      : hb(buffers_of(a, slot)),
+        ts(detail::LinearTrainScratch::make(a, a.pr->Nq, a.pr->Nk, false)),
+        rl(detail::LinearTrainRows::make(a, hb.l.dva)),
+        rows(ws + ts.total),
+        hd(head_of(a, bh / a.pr->H, bh % a.pr->H)) {}
+};
+
 // out[k][0..cols) = sum_{t < K} X(k, t) M[t][0..cols), k < n (X(k, t) = X[k xk + t xt]), each
 // element one chain over t in order: in double for the double definition; for the float
 // backward, like the forward's value products, from X and M rounded to float, a float chain,
@@ -462,13 +478,13 @@ std::int64_t LoadKeyBlock(const LinearTrainArgs& a, const Head& hd, std::int64_t
 // Phase 1, (b, h, key block): features with the block's stabiliser, Sp_b = Phi_b^T [V_b, 1].
 void KeysForward(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::int64_t kb,
                  double* ws, std::int32_t* idx) {
-  const detail::Problem& pr = *a.pr;
-  const HeadBuffers hb = buffers_of(a, slot);
+  const BlockTask task(a, bh, slot, ws);
+  const HeadBuffers& hb = task.hb;
   const detail::LinearTrainHead& l = hb.l;
-  const detail::LinearTrainScratch ts = detail::LinearTrainScratch::make(a, pr.Nq, pr.Nk, false);
-  const detail::LinearTrainRows rl = detail::LinearTrainRows::make(a, l.dva);
-  double* rows = ws + ts.total;
-  const Head hd = head_of(a, bh / pr.H, bh % pr.H);
+  const detail::LinearTrainScratch& ts = task.ts;
+  const detail::LinearTrainRows& rl = task.rl;
+  double* rows = task.rows;
+  const Head& hd = task.hd;
   const std::int64_t m = a.s.m, mp = a.s.mp;
   const std::int64_t n = LoadKeyBlock(a, hd, kb, l.dva, rl, rows, idx, true);
   hb.at(l.cnt)[kb] = static_cast<double>(n);
@@ -528,13 +544,14 @@ void CombineKeys(const LinearTrainArgs& a, std::int64_t slot) {
 void Queries(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::int64_t qb,
              double* ws, std::int32_t* idx) {
   const detail::Problem& pr = *a.pr;
-  const HeadBuffers hb = buffers_of(a, slot);
+  const BlockTask task(a, bh, slot, ws);
+  const HeadBuffers& hb = task.hb;
   const detail::LinearTrainHead& l = hb.l;
-  const detail::LinearTrainScratch ts = detail::LinearTrainScratch::make(a, pr.Nq, pr.Nk, false);
-  const detail::LinearTrainRows rl = detail::LinearTrainRows::make(a, l.dva);
-  double* rows = ws + ts.total;
-  const std::int64_t b = bh / pr.H;
-  const Head hd = head_of(a, b, bh % pr.H);
+  const detail::LinearTrainScratch& ts = task.ts;
+  const detail::LinearTrainRows& rl = task.rl;
+  double* rows = task.rows;
+  const Head& hd = task.hd;
+  const std::int64_t b = hd.b;
   const std::int64_t m = a.s.m, mp = a.s.mp, dva = l.dva, dv = pr.dv;
   bool any_key = false;
   for (std::int64_t kb = 0; kb < l.nkb; ++kb) any_key = any_key || hb.at(l.cnt)[kb] > 0.0;
@@ -622,12 +639,13 @@ void CombineQueries(const LinearTrainArgs& a, std::int64_t slot) {
 void KeysBackward(const LinearTrainArgs& a, std::int64_t bh, std::int64_t slot, std::int64_t kb,
                   double* ws, std::int32_t* idx) {
   const detail::Problem& pr = *a.pr;
-  const HeadBuffers hb = buffers_of(a, slot);
+  const BlockTask task(a, bh, slot, ws);
+  const HeadBuffers& hb = task.hb;
   const detail::LinearTrainHead& l = hb.l;
-  const detail::LinearTrainScratch ts = detail::LinearTrainScratch::make(a, pr.Nq, pr.Nk, false);
-  const detail::LinearTrainRows rl = detail::LinearTrainRows::make(a, l.dva);
-  double* rows = ws + ts.total;
-  const Head hd = head_of(a, bh / pr.H, bh % pr.H);
+  const detail::LinearTrainScratch& ts = task.ts;
+  const detail::LinearTrainRows& rl = task.rl;
+  double* rows = task.rows;
+  const Head& hd = task.hd;
   const std::int64_t m = a.s.m, mp = a.s.mp, dva = l.dva;
   const std::int64_t j0 = kb * detail::kLinearKeyTask;
   for (std::int64_t j = j0; j < std::min(pr.Nk, j0 + detail::kLinearKeyTask); ++j)
