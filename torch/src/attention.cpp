@@ -165,14 +165,16 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
       p.v = v.data_ptr<at::BFloat16>();
       p.o = o.data_ptr<float>();
       p.lse = lse.data_ptr<float>();
-      smyrf::attention(p, options.method, &thread_workspace());
+      const RunInfo info = smyrf::attention(p, options.method, &thread_workspace());
+      if (options.info) *options.info = info;
     } else if (q.scalar_type() == at::kFloat) {
       p.q = q.data_ptr<float>();
       p.k = k.data_ptr<float>();
       p.v = v.data_ptr<float>();
       p.o = o.data_ptr<float>();
       p.lse = lse.data_ptr<float>();
-      smyrf::attention(p, options.method, &thread_workspace());
+      const RunInfo info = smyrf::attention(p, options.method, &thread_workspace());
+      if (options.info) *options.info = info;
     } else {
       smyrf::attention_f64(p, DoubleTensors{q.data_ptr<double>(), k.data_ptr<double>(),
                                             v.data_ptr<double>()},

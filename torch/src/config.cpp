@@ -18,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include "models/variants.h"
 #include "smyrf/registry.h"
 
 namespace py = pybind11;
@@ -486,6 +487,9 @@ py::dict capabilities_dict(const Capabilities& c) {
   return d;
 }
 
+// method, capabilities, fields (scalar values) and learned (layouts) of `config` into d.
+void fill_description(const MethodConfig& config, py::dict& d);
+
 }  // namespace
 
 void build_method(const std::string& method, const py::dict& kwargs, const Sizes& sizes,
@@ -510,6 +514,31 @@ py::dict describe_method(const std::string& method, const py::dict& kwargs) {
       target.config);
   py::dict d;
   d["name"] = target.label;
+  fill_description(config, d);
+  return d;
+}
+
+py::dict describe_variant(const std::string& spec, std::int64_t n) {
+  if (n < 1) throw py::value_error("n = " + std::to_string(n) + ": must be >= 1");
+  const smyrf::models::AttentionVariant variant = [&] {
+    try {
+      return smyrf::models::parse_variant(spec);
+    } catch (const smyrf::Error& e) {
+      throw py::value_error(e.what());
+    }
+  }();
+  const MethodConfig config = variant.config_for(n);
+  py::dict d;
+  d["spec"] = spec;
+  d["label"] = variant.label();
+  d["exact"] = variant.exact_at(n);
+  fill_description(config, d);
+  return d;
+}
+
+namespace {
+
+void fill_description(const MethodConfig& config, py::dict& d) {
   d["method"] = smyrf::method_name(config);
   d["capabilities"] = capabilities_dict(smyrf::capabilities(config));
   py::dict values, learned;
@@ -526,8 +555,9 @@ py::dict describe_method(const std::string& method, const py::dict& kwargs) {
       config);
   d["fields"] = values;
   d["learned"] = learned;
-  return d;
 }
+
+}  // namespace
 
 py::list describe_methods() {
   std::map<const MethodInfo*, std::vector<std::string>> aliases;

@@ -39,6 +39,12 @@ void build_method(const std::string& method, const pybind11::dict& fields, const
 // no sizes). The same errors as build_method for names and values.
 pybind11::dict describe_method(const std::string& method, const pybind11::dict& fields);
 
+// A variant spec of `smyrf bench` / `smyrf eval` ("local:0.25", "performer:0.25", "smyrf:2:0.25")
+// set up for sequences of n tokens: a dict (spec, label, exact: exact attention at this length,
+// method, capabilities, fields, learned as describe_method gives them). attention(q, k, v,
+// method=d["method"], **d["fields"]) runs it. ValueError naming the spec when it is malformed.
+pybind11::dict describe_variant(const std::string& spec, std::int64_t n);
+
 // Every registered form: a list of dicts (name, method, form, aliases, config, specs, summary,
 // capabilities, fields with the form's values, learned parts with their shapes).
 pybind11::list describe_methods();

@@ -80,8 +80,40 @@ PYBIND11_MODULE(_C, m) {
       py::arg("training"), py::arg("seed"), py::arg("scale"), py::arg("num_threads"),
       "Attention by any method form; see smyrf_torch.attention (which checks the scalars).");
 
+  m.def(
+      "attention_info",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::string& method,
+         const py::dict& config, bool causal, std::uint64_t seed, int num_threads) {
+        smyrf::torch::check_inputs(q, k, v);
+        smyrf::torch::python::Sizes sizes{q.size(0), q.size(1), q.size(2),    k.size(2),
+                                          q.size(3), v.size(3), q.scalar_type()};
+        smyrf::torch::Options options;
+        smyrf::torch::python::build_method(method, config, sizes, options);
+        options.causal = causal;
+        options.seed = seed;
+        options.num_threads = num_threads;
+        smyrf::RunInfo info;
+        options.info = &info;
+        {
+          py::gil_scoped_release release;
+          at::NoGradGuard no_grad;
+          (void)smyrf::torch::attention(q.detach(), k.detach(), v.detach(), options);
+        }
+        py::dict d;
+        d["attention_scores"] = info.attention_scores;
+        d["workspace_bytes"] = info.workspace_bytes;
+        d["seconds"] = info.seconds_total;
+        return d;
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("method"), py::arg("config"),
+      py::arg("causal"), py::arg("seed"), py::arg("num_threads"),
+      "One forward (no grad) and what it did; see smyrf_torch.attention_info.");
+
   m.def("describe", &smyrf::torch::python::describe_method, py::arg("method"), py::arg("config"),
         "What a method name and config amount to: canonical name, capabilities, field values.");
+
+  m.def("variant", &smyrf::torch::python::describe_variant, py::arg("spec"), py::arg("n"),
+        "A variant spec (\"local:0.25\") set up for n tokens: method and field values.");
 
   m.def("methods", &smyrf::torch::python::describe_methods,
         "Every method form with its capabilities, config fields and learned parts.");

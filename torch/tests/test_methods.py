@@ -286,3 +286,48 @@ def test_learned_parts_in_the_inputs_dtype_and_gradcheck_around_them():
     assert torch.equal(fn(q, k, v, centroids), fn(q, k, v, centroids.float()))
     assert gradcheck(lambda q, k, v: fn(q, k, v, centroids), (q, k, v), eps=1e-6, atol=1e-8,
                      rtol=1e-6)
+
+
+VARIANTS = ["dense", "local:0.25", "smyrf:2:0.25", "smyrf-c:0.25", "reformer:2:0.25",
+            "clustered:0.25", "iclustered:0.25", "routing:0.25", "bigbird:0.25",
+            "performer:0.25", "rfa:0.25", "linear", "linformer:0.25", "nystrom:0.25", "mca:0.25",
+            "isab:0.25", "gmat:0.25", "informer:0.25"]
+
+
+@pytest.mark.parametrize("spec", VARIANTS)
+def test_variant_runs_and_its_memory_is_its_budget(spec):
+    """variant(spec, n) gives a method and fields that attention() takes; attention_info counts
+    the scores of that forward: the budget's fraction of n^2 (within what rounding and the
+    sequence's edges cost), and the same output as attention()."""
+    n, h = 96, 2
+    v = smyrf_torch.variant(spec, n)
+    assert v["spec"] == spec and v["exact"] == (spec == "dense")
+    q, k, vv = (t.float() for t in inputs(b=1, h=h, nq=n, nk=n, d=8, dv=8, seed=2))
+    o = attention(q, k, vv, v["method"], seed=3, **v["fields"])
+    assert o.shape == (1, h, n, 8) and torch.isfinite(o).all()
+    info = smyrf_torch.attention_info(q, k, vv, v["method"], seed=3, **v["fields"])
+    fraction = info["attention_scores"] / (h * n * n)
+    if spec == "dense":
+        assert fraction == 1.0
+    elif spec != "linear":  # fixed-size maps: no budget (m = d per query and key)
+        assert 0.15 <= fraction <= 0.35, (spec, fraction)
+    assert info["workspace_bytes"] >= 0 and info["seconds"] >= 0
+
+
+def test_variant_follows_the_length():
+    assert smyrf_torch.variant("local:0.25", 400)["fields"]["window"] == 50
+    assert smyrf_torch.variant("local:0.25", 800)["fields"]["window"] == 100
+    assert smyrf_torch.variant("smyrf:2:0.5", 128)["fields"]["q_cluster_size"] == 32
+    assert smyrf_torch.variant("smyrf:2:0.5", 128)["label"] == "smyrf 2 x 50%"
+
+
+def test_variant_and_attention_info_errors_name_the_argument():
+    with pytest.raises(ValueError, match="nosuch"):
+        smyrf_torch.variant("nosuch:0.25", 64)
+    with pytest.raises(ValueError, match="n = 0"):
+        smyrf_torch.variant("local:0.25", 0)
+    with pytest.raises(TypeError, match="spec"):
+        smyrf_torch.variant(3, 64)
+    q, k, v = inputs(b=1, h=1, nq=8, nk=8, d=4, dv=4, seed=1)
+    with pytest.raises(TypeError, match="float64"):
+        smyrf_torch.attention_info(q, k, v, "dense")

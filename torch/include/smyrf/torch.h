@@ -38,6 +38,9 @@ struct Options {
   std::vector<std::pair<std::string, at::Tensor>> learned;
   // How errors name the method ("smyrf/centroid"); empty: smyrf::method_name(method).
   std::string label;
+  // When set, the forward's RunInfo (scores computed, scratch bytes, seconds) is written here
+  // (float32 and bfloat16 inputs; the float64 definition leaves it untouched).
+  smyrf::RunInfo* info = nullptr;
 };
 
 // O [B, H, Nq, dv] = attention of q [B, H, Nq, d] over k [B, H, Nk, d], v [B, H, Nk, dv] with

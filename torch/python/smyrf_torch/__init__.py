@@ -4,6 +4,7 @@ method has a backward.
     attention(q, k, v, method="smyrf/lsh", **config)       # [B, H, N, d] tensors, any form
     scaled_dot_product_attention(query, key, value, ...)    # torch.nn.functional's signature
     methods()                                               # the forms and their capabilities
+    variant("local:0.25", n=784)                            # a budgeted spec: method + config
     nn.Attention(method, **config), nn.<Method><Form>Attention(**config)   # nn.Modules
     smyrf_attention(q, k, v, ...), dense_attention(q, k, v, ...)   # the first two entry points
     SmyrfAttention(...)   # nn.Module, drop-in for smyrf.torch.attn.SmyrfAttention ([batch, seq, dim])
@@ -18,7 +19,7 @@ import numbers
 from . import _C
 from . import nn
 from .attn import SmyrfAttention
-from .functional import attention, describe, methods, scaled_dot_product_attention
+from .functional import attention, attention_info, describe, methods, scaled_dot_product_attention, variant
 
 _INT32_MAX = 2**31 - 1
 
@@ -66,5 +67,5 @@ smyrf_attention = _checked(_C.smyrf_attention, {
        for n in ("n_hashes", "q_cluster_size", "k_cluster_size")},
 })
 
-__all__ = ["SmyrfAttention", "attention", "dense_attention", "describe", "methods", "nn",
-           "scaled_dot_product_attention", "smyrf_attention"]
+__all__ = ["SmyrfAttention", "attention", "attention_info", "dense_attention", "describe", "methods", "nn",
+           "scaled_dot_product_attention", "smyrf_attention", "variant"]

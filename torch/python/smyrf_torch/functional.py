@@ -5,6 +5,7 @@
                                  is_causal=False, scale=None, method="dense")
     methods()                    # every form with its capabilities, fields and learned parts
     describe("linear", map="favor_plus")   # what a name and config amount to
+    variant("performer:0.25", n=1024)     # a budgeted variant spec as method + config
 
 Method names, dtypes and errors: torch/README.md.
 """
@@ -79,6 +80,19 @@ def describe(method, **config):
     return _C.describe(method, config)
 
 
+def variant(spec, n):
+    """A variant spec of `smyrf bench` / `smyrf eval` set up for sequences of n tokens, as
+    `smyrf` sizes it from an attention-memory budget F ("local:0.25", "performer:0.25",
+    "smyrf:2:0.25", "linformer:0.25"; the list: src/models/variants.h or README): a dict with
+    spec, label ("local 25%"), exact (exact attention at this length), method, capabilities,
+    fields (every scalar field's value) and learned (layouts). Run it with
+    attention(q, k, v, d["method"], **d["fields"]) or nn.Attention(d["method"], **d["fields"]).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec: expected a str, got {type(spec).__name__}")
+    return _C.variant(spec, _int_arg("n", n, 1, 2**62, "must be >= 1"))
+
+
 def attention(q, k, v, method="dense", *, causal=False, key_mask=None, query_mask=None,
               dropout=0., training=False, seed=0, scale=None, num_threads=0, **config):
     """Attention by any method form, differentiable w.r.t. q, k, v where the form has a backward.
@@ -107,6 +121,24 @@ def attention(q, k, v, method="dense", *, causal=False, key_mask=None, query_mas
         _number_arg("dropout", dropout), _bool_arg("training", training), _seed_arg(seed),
         None if scale is None else _number_arg("scale", scale),
         _int_arg("num_threads", num_threads, 0, 1024, "must be >= 0 and <= 1024"))
+
+
+def attention_info(q, k, v, method="dense", *, causal=False, seed=0, num_threads=0, **config):
+    """What one forward of attention(q, k, v, method, **config) does, run without grad:
+    a dict with attention_scores (score entries computed, all rounds: Nq * Nk per (batch, head)
+    for dense; the attention memory the budgets of variant() are stated in), workspace_bytes
+    (scratch beyond the call's tensors) and seconds. float32 or bfloat16 inputs."""
+    if not isinstance(method, str):
+        raise TypeError(f"method: expected a str, got {type(method).__name__}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _tensor_arg(name, t)
+    if q.dtype == torch.float64:
+        raise TypeError("q: attention_info takes float32 or bfloat16 inputs (the float64 "
+                        "definition reports nothing)")
+    return _C.attention_info(q, k, v, method, config, _bool_arg("causal", causal),
+                             _seed_arg(seed),
+                             _int_arg("num_threads", num_threads, 0, 1024,
+                                      "must be >= 0 and <= 1024"))
 
 
 # ---- scaled_dot_product_attention ----------------------------------------------------------
