@@ -90,29 +90,48 @@ class Variant:
             self._at[n] = (v["method"], v["fields"], v["label"])
         return self._at[n]
 
+    def learned(self, n):
+        """The learned parts the library differentiates and smyrf_torch.nn initialises (the
+        papers' initialisations: Linformer's E and F), as tensors for length n; {} for the
+        others (parts with a parameter-free default, e.g. segment-mean inducing points and
+        memory tokens, keep it)."""
+        method, fields, _ = self.at(n)
+        dh = MODEL["dim"] // MODEL["heads"]
+        core = smyrf_torch.nn.Attention(method, num_heads=MODEL["heads"], head_dim=dh,
+                                        seq_len=n, **fields)
+        return {name: p.detach() for name, p in core.named_parameters()}
+
 
 class Attention(torch.nn.Module):
-    def __init__(self, dim, heads, variant):
+    """Multi-head self-attention whose core is smyrf_torch.attention by a variant spec. A method
+    with learned parts (Linformer) holds them as Parameters for the task's full length, and then
+    runs every batch at that length (its parts are shaped by it)."""
+
+    def __init__(self, dim, heads, variant, length):
         super().__init__()
         self.heads, self.variant = heads, variant
         self.qkv = torch.nn.Linear(dim, 3 * dim)
         self.out = torch.nn.Linear(dim, dim)
+        self.parts = torch.nn.ParameterDict(
+            {n: torch.nn.Parameter(t) for n, t in variant.learned(length).items()})
+        self.parts_spec = variant.spec  # the parts belong to this spec's method
         self.seed = 0  # set per step by the trainer
 
     def forward(self, x):
         b, n, dim = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         method, fields, _ = self.variant.at(n)
+        parts = dict(self.parts) if self.variant.spec == self.parts_spec else {}
         o = smyrf_torch.attention(q.contiguous(), k.contiguous(), v.contiguous(), method,
-                                  seed=self.seed, **fields)
+                                  seed=self.seed, **fields, **parts)
         return self.out(o.transpose(1, 2).reshape(b, n, dim))
 
 
 class Block(torch.nn.Module):
-    def __init__(self, dim, heads, mlp, variant):
+    def __init__(self, dim, heads, mlp, variant, length):
         super().__init__()
         self.ln1, self.ln2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, variant)
+        self.attn = Attention(dim, heads, variant, length)
         self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, mlp), torch.nn.GELU(),
                                        torch.nn.Linear(mlp, dim))
 
@@ -128,7 +147,7 @@ class Classifier(torch.nn.Module):
         self.embed = torch.nn.Embedding(task.vocab, dim)
         self.pos = torch.nn.Parameter(torch.randn(task.length, dim) * 0.02)
         self.blocks = torch.nn.ModuleList(
-            Block(dim, heads, mlp, variant) for _ in range(depth))
+            Block(dim, heads, mlp, variant, task.length) for _ in range(depth))
         self.ln = torch.nn.LayerNorm(dim)
         self.head = torch.nn.Linear(dim, task.classes)
 
@@ -138,6 +157,10 @@ class Classifier(torch.nn.Module):
     def set_attention(self, variant):
         for a in self.attentions():
             a.variant = variant
+
+    def fixed_length(self):
+        """Whether the model must run at the task's full length (learned parts shaped by it)."""
+        return any(len(a.parts) for a in self.attentions())
 
     def set_seed(self, seed):
         for i, a in enumerate(self.attentions()):
@@ -246,29 +269,36 @@ def attention_memory(task, method, fields, heads, dim):
     return info["attention_scores"] / (heads * n * n)
 
 
-def run_key(task_name, spec, seed, sizes):
-    text = json.dumps(dict(task=task_name, spec=spec, seed=seed, sizes=sizes, model=MODEL,
-                           train=TRAIN), sort_keys=True)
+def run_key(task_name, spec, seed, sizes, parts=()):
+    what = dict(task=task_name, spec=spec, seed=seed, sizes=sizes, model=MODEL, train=TRAIN)
+    if parts:
+        what["learned"] = sorted(parts)
+    text = json.dumps(what, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def train_one(task, spec, seed, sizes, model_path=None):
+def train_one(task, spec, seed, sizes, model_path=None, cap_seconds=None):
+    """One training run; cap_seconds: training stops once its steps have taken that long (the
+    row says capped, with the steps done: a method too slow for the table's budget)."""
     variant = Variant(spec)
     method, fields, label = variant.at(task.length)
-    trim = bool(sizes.get("trim"))
     torch.manual_seed(seed)
     model = Classifier(task, variant, **MODEL)
+    # Batches of similar lengths for the padded tasks; cut to their length unless the method's
+    # learned parts fix it.
+    pooled = bool(sizes.get("trim"))
+    trim = pooled and not model.fixed_length()
     opt = torch.optim.AdamW(model.parameters(), lr=TRAIN["lr"],
                             weight_decay=TRAIN["weight_decay"])
     steps, batch = sizes["steps"], TRAIN["batch"]
     order = torch.Generator().manual_seed(seed)
-    plan = batches(task, steps, batch, order, trim) if trim else None
+    plan = batches(task, steps, batch, order, pooled) if pooled else None
     n = len(task.train)
     perm, at = torch.randperm(n, generator=order), 0
     times, losses = [], []
     progress = Progress(f"{task.name} {spec} seed {seed}", steps)
     for step in range(steps):
-        if trim:
+        if pooled:
             idx = plan[step]
         else:
             if at + batch > n:
@@ -291,6 +321,9 @@ def train_one(task, spec, seed, sizes, model_path=None):
         if not math.isfinite(losses[-1]):
             break
         progress.update(step + 1, f"loss {statistics.fmean(losses[-20:]):.3f}")
+        if cap_seconds and sum(times) > cap_seconds and step + 1 < steps:
+            progress.update(steps, f"capped at step {step + 1}: over {cap_seconds:.0f} s")
+            break
     acc = evaluate(model, task, task.test, trim)
     if model_path:
         os.makedirs(os.path.dirname(model_path), exist_ok=True)
@@ -299,6 +332,7 @@ def train_one(task, spec, seed, sizes, model_path=None):
     return dict(task=task.name, spec=spec, label=label, method=method, seed=seed,
                 accuracy=acc, final_loss=statistics.fmean(losses[-20:]),
                 diverged=not math.isfinite(losses[-1]), steps=len(times),
+                capped=len(times) < steps and math.isfinite(losses[-1]), cap_seconds=cap_seconds,
                 seconds_per_step=statistics.median(warm), seconds=sum(times),
                 memory=attention_memory(task, method, fields, MODEL["heads"], MODEL["dim"]),
                 n_train=len(task.train), n_test=len(task.test), threads=torch.get_num_threads())
@@ -348,11 +382,12 @@ def cmd_run(args):
         task = load_task(task_name, sizes, args)
 
         def ensure(spec, seed):
-            key = run_key(task_name, spec, seed, sizes)
+            key = run_key(task_name, spec, seed, sizes, Variant(spec).learned(task.length))
             if any(r.get("key") == key for r in read_jsonl(runs_path)):
                 return
             path = os.path.join(args.model_dir, f"{task_name}-{spec}-{seed}.pt".replace(":", "_"))
-            row = train_one(task, spec, seed, sizes, model_path=path)
+            row = train_one(task, spec, seed, sizes, model_path=path,
+                            cap_seconds=60 * args.max_minutes if args.max_minutes > 0 else None)
             row.update(key=key, sizes=sizes, model_path=path)
             append_jsonl(runs_path, row)
             print(f"{task_name:8s} {spec:16s} seed {seed}: accuracy {row['accuracy']:.4f}, "
@@ -382,7 +417,6 @@ def interchange(task, sizes, args, specs):
     dense_run = next((r for r in runs if r["spec"] == "dense"), None)
     if dense_run is None:
         return
-    trim = bool(sizes.get("trim"))
     dense = Variant("dense")
     dense_model = Classifier(task, dense, **MODEL)
     dense_model.load_state_dict(torch.load(dense_run["model_path"]))
@@ -390,9 +424,11 @@ def interchange(task, sizes, args, specs):
         if r["spec"] not in specs or r["key"] in done or r["spec"] == "dense":
             continue
         variant = Variant(r["spec"])
-        model = Classifier(task, dense, **MODEL)
+        model = Classifier(task, variant, **MODEL)
         model.load_state_dict(torch.load(r["model_path"]))
-        with_dense = evaluate(model, task, task.test, trim)
+        model.set_attention(dense)
+        trim = bool(sizes.get("trim"))
+        with_dense = evaluate(model, task, task.test, trim and not model.fixed_length())
         dense_model.set_attention(variant)
         dense_with = evaluate(dense_model, task, task.test, trim)
         row = dict(spec=r["spec"], label=r["label"], key=r["key"], own=r["accuracy"],
@@ -424,6 +460,8 @@ def main(argv=None):
     r.add_argument("--n-train", type=int, default=None)
     r.add_argument("--n-test", type=int, default=None)
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--max-minutes", type=float, default=5.0,
+                   help="training time cap of one run (0: none); a capped run is marked")
     r.add_argument("--fashion-dir", default=tasks.FASHION_DIR)
     r.add_argument("--spam-package", default=os.path.join(ROOT, tasks.SPAM_PACKAGE))
     r.add_argument("--out", default=os.path.join(HERE, "results"))

@@ -36,8 +36,11 @@ def summarise(rows):
     out = {}
     for r in _latest(rows):
         e = out.setdefault((r["task"], r["spec"]), dict(accs={}, ms=[], memory=r["memory"],
-                                                        label=r["label"]))
+                                                        label=r["label"], capped=[]))
         e["accs"][r["seed"]] = r["accuracy"]
+        if r.get("capped") or r.get("diverged"):
+            e["capped"].append(f"{'diverged' if r.get('diverged') else 'capped'} at step "
+                               f"{r['steps']} of {r['sizes']['steps']}")
         e["ms"].append(r["seconds_per_step"] * 1e3)
     return out
 
@@ -45,9 +48,10 @@ def summarise(rows):
 def _cell(e):
     accs = [e["accs"][s] for s in sorted(e["accs"])]
     mean = 100 * statistics.fmean(accs)
+    mark = f" † ({e['capped'][0]})" if e["capped"] else ""
     if len(accs) > 1:
-        return f"{mean:.1f} ± {100 * statistics.stdev(accs):.1f} ({len(accs)})", mean
-    return f"{mean:.1f}", mean
+        return f"{mean:.1f} ± {100 * statistics.stdev(accs):.1f} ({len(accs)}){mark}", mean
+    return f"{mean:.1f}{mark}", mean
 
 
 def write(out):

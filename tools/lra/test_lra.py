@@ -113,7 +113,7 @@ def test_runner_resumes_and_writes_the_tables(tmp_path):
         assert abs(row["memory"] - want) < 0.03, row
     inter = [json.loads(line) for line in open(out / "interchange.jsonl")]
     assert {r["spec"] for r in inter} == {"local:0.25", "performer:0.25"}
-    assert (out / "table.md").read_text().count("\n") == 2 + 3
+    assert (out / "table.md").read_text().count("\n") == 2 + 3 and "†" not in (out / "table.md").read_text()
     # Nothing left to run: the same rows, same bits.
     before = (out / "runs.jsonl").read_text()
     r = run(args, out, models)
@@ -135,3 +135,13 @@ def test_runner_same_seed_same_accuracy_and_loss(tmp_path):
 def test_runner_names_an_unknown_spec(tmp_path):
     r = run(["--tasks", "listops", "--specs", "nosuch:F"], tmp_path / "o", tmp_path / "m")
     assert r.returncode != 0 and "nosuch" in r.stderr
+
+
+def test_a_run_over_the_time_cap_stops_and_is_marked(tmp_path):
+    out = tmp_path / "o"
+    r = run(["--tasks", "image", "--specs", "dense", "--top", "0", "--no-interchange",
+             "--max-minutes", "0.00001"], out, tmp_path / "m")
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads(open(out / "runs.jsonl").readline())
+    assert row["capped"] and row["steps"] == 1
+    assert "† (capped at step 1 of 3)" in (out / "table.md").read_text()

@@ -71,18 +71,34 @@ std::string label(const Options& options) {
 }
 
 // Learned parts: the pointers of options.method address these tensors' data.
+const at::Tensor& source_of(const LearnedPart& part) {
+  return part.source.defined() ? part.source : part.tensor;
+}
+
+// Whether the call needs a gradient of this part.
+bool part_wants_grad(const LearnedPart& part) {
+  return at::GradMode::is_enabled() && source_of(part).requires_grad();
+}
+
 void check_learned(const Options& options) {
-  for (const auto& [name, t] : options.learned) {
+  for (const LearnedPart& part : options.learned) {
+    const std::string& name = part.name;
+    const at::Tensor& t = part.tensor;
     TORCH_CHECK_VALUE(t.defined(), name, ": undefined tensor");
     TORCH_CHECK_TYPE(t.device().is_cpu(), name, ": expected a CPU tensor, got one on ", t.device());
     TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name,
                      ": expected dtype float32 (the library reads learned parts as float32), got ",
                      t.scalar_type());
     TORCH_CHECK_VALUE(t.is_contiguous(), name, ": expected a contiguous tensor");
-    // The library has no gradient for learned parts yet: refusing beats a silent zero.
-    TORCH_CHECK_VALUE(!(at::GradMode::is_enabled() && t.requires_grad()), name,
+    if (part.source.defined())
+      TORCH_CHECK_VALUE(part.source.sizes() == t.sizes() && part.source.is_floating_point(),
+                        name, ": source of shape ", part.source.sizes(), " and dtype ",
+                        part.source.scalar_type(), " does not match the float32 values' shape ",
+                        t.sizes());
+    // A part without a gradient in the library: refusing beats a silent zero.
+    TORCH_CHECK_VALUE(!(part_wants_grad(part) && !part.set_grad), name,
                       ": requires grad, but the library computes no gradient for the learned "
-                      "parts of ", label(options),
+                      "part ", name, " of ", label(options),
                       " yet; pass it detached (e.g. as a buffer) or call under torch.no_grad()");
   }
 }
@@ -134,15 +150,39 @@ AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, const at::
 struct SavedOptions : ::torch::CustomClassHolder {
   explicit SavedOptions(Options o) : options(std::move(o)) {}
   Options options;
+  std::vector<bool> learned_grad;  // per learned part: whether its source requires grad
 };
+
+// The double-precision parts of a float64 call's learned parts (those with set_f64 whose
+// source is float64), with gradient pointers into `grads` when given; the config's f64 pointer
+// set to `parts` when any is.
+MethodConfig with_f64_parts(const Options& options, CompressedDoubleParts& parts,
+                            std::vector<at::Tensor>* grads) {
+  MethodConfig method = options.method;
+  bool any = false;
+  for (std::size_t i = 0; i < options.learned.size(); ++i) {
+    const LearnedPart& part = options.learned[i];
+    if (!part.set_f64 || !part.source.defined() || part.source.scalar_type() != at::kDouble)
+      continue;
+    double* grad = grads && (*grads)[i].defined() ? (*grads)[i].data_ptr<double>() : nullptr;
+    part.set_f64(parts, part.source.data_ptr<double>(), grad);
+    any = true;
+  }
+  if (auto* c = std::get_if<CompressedConfig>(&method); c != nullptr && any) c->f64 = &parts;
+  return method;
+}
 
 struct AttentionFunction : public ag::Function<AttentionFunction> {
   // q, k, v: checked; masks: contiguous uint8 or absent. Masks are tensor arguments so that
-  // autograd sees them, but they get no gradient.
+  // autograd sees them, but they get no gradient. learned: each options.learned part's source
+  // (what autograd differentiates), in order.
   static at::Tensor forward(ag::AutogradContext* ctx, const at::Tensor& q_in,
                             const at::Tensor& k_in, const at::Tensor& v_in,
                             const c10::optional<at::Tensor>& key_mask,
-                            const c10::optional<at::Tensor>& query_mask, const Options& options) {
+                            const c10::optional<at::Tensor>& query_mask, at::TensorList learned,
+                            const Options& options) {
+    std::vector<bool> learned_grad;
+    for (const at::Tensor& t : learned) learned_grad.push_back(t.requires_grad());
     const at::ScalarType dtype = q_in.scalar_type();
     // The library's bf16 path has no dropout; the exact float32 copies give the same values.
     const bool bf16_as_f32 =
@@ -176,14 +216,18 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
       const RunInfo info = smyrf::attention(p, options.method, &thread_workspace());
       if (options.info) *options.info = info;
     } else {
+      CompressedDoubleParts parts;
       smyrf::attention_f64(p, DoubleTensors{q.data_ptr<double>(), k.data_ptr<double>(),
                                             v.data_ptr<double>()},
-                           options.method, o.data_ptr<double>(), lse.data_ptr<double>());
+                           with_f64_parts(options, parts, nullptr), o.data_ptr<double>(),
+                           lse.data_ptr<double>());
     }
     ctx->save_for_backward({q, k, v, o, lse, km, qm});
     ctx->saved_data["bf16"] = dtype == at::kBFloat16;
     // The options hold the learned parts' tensors: they stay alive until the backward.
-    ctx->saved_data["options"] = at::IValue::make_capsule(c10::make_intrusive<SavedOptions>(options));
+    auto saved_options = c10::make_intrusive<SavedOptions>(options);
+    saved_options->learned_grad = std::move(learned_grad);
+    ctx->saved_data["options"] = at::IValue::make_capsule(std::move(saved_options));
     return dtype == at::kBFloat16 ? o.to(at::kBFloat16) : o;
   }
 
@@ -196,44 +240,73 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
       return t.scalar_type() == at::kBFloat16 ? t.to(at::kFloat).contiguous() : t;
     };
     const at::Tensor q = as_compute(saved[0]), k = as_compute(saved[1]), v = as_compute(saved[2]);
-    const Options& options =
+    const auto* saved_options =
         c10::static_intrusive_pointer_cast<SavedOptions>(ctx->saved_data["options"].toCapsule())
-            ->options;
+            .get();
+    const Options& options = saved_options->options;
     const at::Tensor grad_o = grad_outputs[0].to(o.scalar_type()).contiguous();
     at::Tensor grad_q = at::empty_like(q), grad_k = at::empty_like(k), grad_v = at::empty_like(v);
+    // The learned parts' gradients, in the compute dtype (written whole by the library).
+    const std::size_t n_learned = options.learned.size();
+    std::vector<at::Tensor> grad_learned(n_learned);
+    for (std::size_t i = 0; i < n_learned; ++i)
+      if (saved_options->learned_grad[i] && options.learned[i].set_grad)
+        grad_learned[i] = at::empty(options.learned[i].tensor.sizes(), q.options());
     AttentionParams p = make_params(q, k, v, saved[5], saved[6], options);
     if (q.scalar_type() == at::kFloat) {
       p.q = q.data_ptr<float>();
       p.k = k.data_ptr<float>();
       p.v = v.data_ptr<float>();
       p.o = o.data_ptr<float>();  // read only here: the forward output
+      MethodConfig method = options.method;
+      for (std::size_t i = 0; i < n_learned; ++i)
+        if (grad_learned[i].defined())
+          options.learned[i].set_grad(method, grad_learned[i].data_ptr<float>());
       smyrf::attention_backward(
           p,
           GradientParams{o.data_ptr<float>(), lse.data_ptr<float>(), grad_o.data_ptr<float>(),
                          grad_q.data_ptr<float>(), grad_k.data_ptr<float>(),
                          grad_v.data_ptr<float>()},
-          options.method, &thread_workspace());
+          method, &thread_workspace());
     } else {
+      // A part without a float64 source (or set_f64) has no double-precision gradient here.
+      for (std::size_t i = 0; i < n_learned; ++i) {
+        const LearnedPart& part = options.learned[i];
+        if (grad_learned[i].defined() &&
+            !(part.set_f64 && part.source.defined() && part.source.scalar_type() == at::kDouble))
+          TORCH_CHECK_VALUE(false, part.name, ": a float64 call differentiates learned parts "
+                            "given in float64 only; got ", source_of(part).scalar_type());
+      }
+      CompressedDoubleParts parts;
       smyrf::attention_backward_f64(
           p, DoubleTensors{q.data_ptr<double>(), k.data_ptr<double>(), v.data_ptr<double>()},
-          options.method, o.data_ptr<double>(), lse.data_ptr<double>(),
-          grad_o.data_ptr<double>(), grad_q.data_ptr<double>(), grad_k.data_ptr<double>(),
-          grad_v.data_ptr<double>());
+          with_f64_parts(options, parts, &grad_learned), o.data_ptr<double>(),
+          lse.data_ptr<double>(), grad_o.data_ptr<double>(), grad_q.data_ptr<double>(),
+          grad_k.data_ptr<double>(), grad_v.data_ptr<double>());
     }
     ag::variable_list grads{grad_q, grad_k, grad_v};
     if (bf16)
       for (at::Tensor& g : grads) g = g.to(at::kBFloat16);
+    for (std::size_t i = 0; i < n_learned; ++i)
+      if (grad_learned[i].defined())
+        grads.push_back(grad_learned[i].to(source_of(options.learned[i]).scalar_type()));
     // Differentiable once: when the graph of this backward is being recorded
     // (create_graph=True), the gradients are returned attached to a node that throws if
     // anything differentiates through them (never silently treated as constants).
     if (at::GradMode::is_enabled()) {
       for (at::Tensor& g : grads) g.requires_grad_(true);
+      const auto n = static_cast<int>(grads.size());
       grads = (*std::make_shared<ag::DelayedError>(
-          "smyrf::torch::attention is differentiable once: no double backward", 3))(
+          "smyrf::torch::attention is differentiable once: no double backward", n))(
           std::move(grads));
     }
-    // One entry per forward argument: q, k, v, key_mask, query_mask, options.
-    return {grads[0], grads[1], grads[2], at::Tensor(), at::Tensor(), at::Tensor()};
+    // One entry per forward argument: q, k, v, key_mask, query_mask, each learned part,
+    // options.
+    ag::variable_list out{grads[0], grads[1], grads[2], at::Tensor(), at::Tensor()};
+    for (std::size_t i = 0, next = 3; i < n_learned; ++i)
+      out.push_back(grad_learned[i].defined() ? grads[next++] : at::Tensor());
+    out.push_back(at::Tensor());
+    return out;
   }
 };
 
@@ -262,10 +335,15 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   const auto qm = check_mask(query_mask, "query_mask", "[B, Nq]", q.size(0), q.size(2));
   check_options(options);
   check_learned(options);
-  const bool wants_grad =
+  bool wants_grad =
       at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  std::vector<at::Tensor> sources;
+  for (const LearnedPart& part : options.learned) {
+    sources.push_back(source_of(part));
+    wants_grad = wants_grad || part_wants_grad(part);
+  }
   check_capabilities(options, q.scalar_type(), wants_grad);
-  return AttentionFunction::apply(q, k, v, km, qm, options);
+  return AttentionFunction::apply(q, k, v, km, qm, at::TensorList(sources), options);
 }
 
 }  // namespace smyrf::torch

@@ -28,12 +28,17 @@ namespace {
 
 // ---- field kinds -------------------------------------------------------------------------
 
-// A learned part: a const float* field of the config, with its shape for a call's sizes.
+// A learned part: a const float* field of the config, with its shape for a call's sizes, and
+// where the library takes its gradient (grad: the float path's grad_X field; f64, f64_grad:
+// the double-precision parts' fields), null where it computes none.
 template <class C>
 struct Learned {
   const float* C::*member;
   std::function<std::vector<std::int64_t>(const C&, const Sizes&)> shape;
   const char* layout;  // how errors spell the shape: "[H, n_clusters, d]"
+  float* C::*grad = nullptr;
+  const double* CompressedDoubleParts::*f64 = nullptr;
+  double* CompressedDoubleParts::*f64_grad = nullptr;
 };
 
 template <class E>
@@ -176,16 +181,24 @@ std::vector<Field<CompressedConfig>> fields() {
       return std::vector<std::int64_t>{s.heads, c.rank, s.*last};
     };
   };
+  using D = CompressedDoubleParts;
   return {{"kind", Choice<C, Compression>{&C::kind, kCompressions}},
           {"rank", &C::rank},
-          {"projection_e", Learned<C>{&C::projection_e, h_rank(&Sizes::nk), "[H, rank, Nk]"}},
-          {"projection_f", Learned<C>{&C::projection_f, h_rank(&Sizes::nk), "[H, rank, Nk]"}},
+          {"projection_e", Learned<C>{&C::projection_e, h_rank(&Sizes::nk), "[H, rank, Nk]",
+                                      &C::grad_projection_e, &D::projection_e,
+                                      &D::grad_projection_e}},
+          {"projection_f", Learned<C>{&C::projection_f, h_rank(&Sizes::nk), "[H, rank, Nk]",
+                                      &C::grad_projection_f, &D::projection_f,
+                                      &D::grad_projection_f}},
           {"pinv_iterations", &C::pinv_iterations},
           {"stride", &C::stride},
-          {"inducing", Learned<C>{&C::inducing, h_rank(&Sizes::d), "[H, rank, d]"}},
+          {"inducing", Learned<C>{&C::inducing, h_rank(&Sizes::d), "[H, rank, d]",
+                                  &C::grad_inducing, &D::inducing, &D::grad_inducing}},
           {"window", &C::window},
-          {"memory_k", Learned<C>{&C::memory_k, h_rank(&Sizes::d), "[H, rank, d]"}},
-          {"memory_v", Learned<C>{&C::memory_v, h_rank(&Sizes::dv), "[H, rank, dv]"}}};
+          {"memory_k", Learned<C>{&C::memory_k, h_rank(&Sizes::d), "[H, rank, d]",
+                                  &C::grad_memory_k, &D::memory_k, &D::grad_memory_k}},
+          {"memory_v", Learned<C>{&C::memory_v, h_rank(&Sizes::dv), "[H, rank, dv]",
+                                  &C::grad_memory_v, &D::memory_v, &D::grad_memory_v}}};
 }
 template <>
 std::vector<Field<InformerConfig>> fields() {
@@ -356,7 +369,19 @@ void set_learned(const Field<C>& field, const Learned<C>& learned, C& config, py
                     shape_text(shape), ", got ", t.sizes());
   at::Tensor f = t.to(at::kFloat).contiguous();
   config.*(learned.member) = f.data_ptr<float>();
-  options.learned.emplace_back(name, std::move(f));
+  // Autograd differentiates `source`: the tensor given (a contiguous view of it in float64,
+  // whose exact values the double-precision path reads).
+  LearnedPart part{name, std::move(f), {}, {}, t.scalar_type() == at::kDouble ? t.contiguous() : t};
+  if (learned.grad != nullptr)
+    part.set_grad = [grad = learned.grad](MethodConfig& m, float* g) { std::get<C>(m).*grad = g; };
+  if (learned.f64 != nullptr) {
+    part.set_f64 = [value = learned.f64, grad = learned.f64_grad](
+                       CompressedDoubleParts& parts, const double* v, double* g) {
+      parts.*value = v;
+      parts.*grad = g;
+    };
+  }
+  options.learned.push_back(std::move(part));
 }
 
 template <class C>
@@ -542,12 +567,15 @@ void fill_description(const MethodConfig& config, py::dict& d) {
   d["method"] = smyrf::method_name(config);
   d["capabilities"] = capabilities_dict(smyrf::capabilities(config));
   py::dict values, learned;
+  py::list learned_grad;
   std::visit(
       [&](const auto& c) {
         using C = std::decay_t<decltype(c)>;
         for (const Field<C>& f : fields<C>()) {
-          if (const auto* l = std::get_if<Learned<C>>(&f.kind))
+          if (const auto* l = std::get_if<Learned<C>>(&f.kind)) {
             learned[f.name] = l->layout;
+            if (l->grad != nullptr) learned_grad.append(f.name);
+          }
           else
             values[f.name] = value_of(f, c);
         }
@@ -555,6 +583,7 @@ void fill_description(const MethodConfig& config, py::dict& d) {
       config);
   d["fields"] = values;
   d["learned"] = learned;
+  d["learned_grad"] = learned_grad;
 }
 
 }  // namespace
@@ -573,21 +602,9 @@ py::list describe_methods() {
     d["config"] = m.config;
     d["specs"] = m.specs;
     d["summary"] = m.summary;
+    fill_description(m.example, d);
+    d["method"] = m.name;
     d["capabilities"] = capabilities_dict(m.caps);
-    py::dict values, learned;
-    std::visit(
-        [&](const auto& c) {
-          using C = std::decay_t<decltype(c)>;
-          for (const Field<C>& f : fields<C>()) {
-            if (const auto* l = std::get_if<Learned<C>>(&f.kind))
-              learned[f.name] = l->layout;
-            else
-              values[f.name] = value_of(f, c);
-          }
-        },
-        m.example);
-    d["fields"] = values;
-    d["learned"] = learned;
     out.append(d);
   }
   return out;

@@ -160,8 +160,8 @@ def test_module_dropout_must_be_a_number(dropout):
     ("linformer", dict(rank=2, projection_e=torch.zeros(2, 2, 6)), ValueError,
      r"^projection_e: expected shape \[H, rank, Nk\] = \[2, 2, 5\]"),
     ("routing", dict(n_clusters=3, centroids=torch.zeros(2, 3, 4, requires_grad=True)), ValueError,
-     r"^centroids: requires grad, but the library computes no gradient for the learned parts of "
-     r"routing yet"),
+     r"^centroids: requires grad, but the library computes no gradient for the learned part "
+     r"centroids of routing yet"),
     ("dense", dict(causal="yes"), TypeError, r"^causal: expected a bool, got str"),
     ("linear/efficient", dict(causal=True), ValueError, r"params\.causal = true"),
     ("sinkhorn", dict(dropout=0.1, training=True), ValueError, r"params\.dropout = 0\.1"),

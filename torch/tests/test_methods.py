@@ -331,3 +331,74 @@ def test_variant_and_attention_info_errors_name_the_argument():
     q, k, v = inputs(b=1, h=1, nq=8, nk=8, d=4, dv=4, seed=1)
     with pytest.raises(TypeError, match="float64"):
         smyrf_torch.attention_info(q, k, v, "dense")
+
+
+# ---- gradients of learned parts --------------------------------------------------------------
+
+# (kind, parts given, extra fields): every compressed kind whose parts are learned.
+LEARNED_CASES = [
+    ("linformer", ("projection_e", "projection_f"), {}),
+    ("induced_points", ("inducing",), {}),
+    ("global_memory", ("memory_k", "memory_v"), dict(window=1)),
+]
+B, H, N, D, DV, RANK = 2, 2, 9, 4, 3, 3
+
+
+def learned_parts(names, dtype, seed=11):
+    g = torch.Generator().manual_seed(seed)
+    shapes = dict(projection_e=(H, RANK, N), projection_f=(H, RANK, N), inducing=(H, RANK, D),
+                  memory_k=(H, RANK, D), memory_v=(H, RANK, DV))
+    # Values exact in float32, so the float32 and float64 calls see the same numbers.
+    return {n: (torch.randn(*shapes[n], generator=g) * 0.5).to(dtype).requires_grad_()
+            for n in names}
+
+
+@pytest.mark.parametrize("kind,names,extra", LEARNED_CASES, ids=[c[0] for c in LEARNED_CASES])
+def test_learned_parts_gradcheck_in_float64(kind, names, extra):
+    q, k, v = inputs(requires_grad=True, b=B, h=H, nq=N, nk=N, d=D, dv=DV, seed=4)
+    parts = learned_parts(names, torch.float64)
+    assert set(names) <= set(smyrf_torch.describe("compressed", kind=kind)["learned_grad"])
+
+    def fn(q, k, v, *ps):
+        return attention(q, k, v, "compressed", kind=kind, rank=RANK, **extra,
+                         **dict(zip(names, ps)))
+    assert gradcheck(fn, (q, k, v, *parts.values()), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind,names,extra", LEARNED_CASES, ids=[c[0] for c in LEARNED_CASES])
+def test_learned_parts_float32_gradients_match_float64(kind, names, extra):
+    """The float32 backward's learned-part gradients against the double-precision definition's,
+    relative in Frobenius norm (the suite's gradient rule for sums over the sequence and batch:
+    a few hundred float32 roundings of products of O(1) terms)."""
+    grads = {}
+    for dtype in (torch.float64, torch.float32):
+        q, k, v = (t.to(dtype).requires_grad_() for t in
+                   inputs(b=B, h=H, nq=N, nk=N, d=D, dv=DV, seed=4))
+        parts = learned_parts(names, dtype)
+        o = attention(q, k, v, "compressed", kind=kind, rank=RANK, **extra, **parts)
+        g = torch.Generator().manual_seed(2)
+        o.backward(torch.randn(o.shape, generator=g, dtype=torch.float64).to(dtype))
+        for n, t in parts.items():
+            assert t.grad is not None and t.grad.dtype == dtype, n
+        grads[dtype] = {n: t.grad for n, t in parts.items()}
+    for n in names:
+        assert rel_frobenius(grads[torch.float32][n], grads[torch.float64][n]) < 1e-5, n
+
+
+def test_learned_parts_without_a_gradient_are_refused_by_name():
+    q, k, v = inputs(b=1, h=2, nq=8, nk=8, d=4, dv=3, seed=6)
+    centroids = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="centroids: requires grad.*routing"):
+        attention(q, k, v, "routing", n_clusters=3, window=3, centroids=centroids)
+    assert smyrf_torch.describe("routing")["learned_grad"] == []
+
+
+def test_module_holds_differentiable_parts_as_parameters():
+    torch.manual_seed(0)
+    m = smyrf_torch.nn.CompressedLinformerAttention(num_heads=H, seq_len=N, rank=RANK)
+    assert {n for n, _ in m.named_parameters()} == {"projection_e", "projection_f"}
+    q, k, v = (t.float() for t in inputs(b=B, h=H, nq=N, nk=N, d=D, dv=DV, seed=4))
+    m(q, k, v).sum().backward()
+    assert m.projection_e.grad is not None and m.projection_e.grad.abs().sum() > 0
+    r = smyrf_torch.nn.RoutingAttention(n_clusters=3, window=3, centroids=torch.randn(2, 3, 4))
+    assert list(r.named_parameters()) == [] and "centroids" in dict(r.named_buffers())

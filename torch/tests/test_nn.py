@@ -40,18 +40,18 @@ def test_config_is_checked_at_construction():
         snn.DenseAttention(dropout=1.5)
 
 
-def test_linformer_projections_are_buffers_drawn_once():
+def test_linformer_projections_are_parameters_drawn_once():
     torch.manual_seed(0)
     attn = snn.CompressedLinformerAttention(num_heads=2, seq_len=10, rank=3)
     e = attn.projection_e
     assert e.shape == (2, 3, 10) and e.unique().numel() == 2
     assert torch.allclose(e.abs(), torch.full_like(e, 3**-0.5))
-    assert "projection_e" in dict(attn.named_buffers()) and not list(attn.parameters())
+    assert {n for n, _ in attn.named_parameters()} == {"projection_e", "projection_f"}
     q, k, v = qkv(b=2, h=2, nq=10, nk=10, d=4, dv=3, dtype=torch.float32)
     a, b = attn(q, k, v), attn(q, k, v)
     assert torch.equal(a, b)  # fixed projections: a new seed per call changes nothing
-    assert torch.equal(a, attention(q, k, v, "linformer", rank=3, projection_e=e,
-                                    projection_f=attn.projection_f))
+    assert torch.equal(a, attention(q, k, v, "linformer", rank=3, projection_e=e.detach(),
+                                    projection_f=attn.projection_f.detach()))
     with pytest.raises(ValueError, match=r"^seq_len: required to initialise compressed/linformer"):
         snn.CompressedLinformerAttention(num_heads=2, rank=3)
 
@@ -73,7 +73,7 @@ def test_learned_parts_requiring_grad_are_refused_by_name():
     centroids = torch.nn.Parameter(torch.randn(2, 3, 4))
     attn = snn.RoutingAttention(n_clusters=3, window=4, centroids=centroids)
     with pytest.raises(ValueError, match=r"^centroids: requires grad, but the library computes "
-                                         r"no gradient for the learned parts of routing yet"):
+                                         r"no gradient for the learned part centroids of routing yet"):
         attn(q, k, v)
     with torch.no_grad():
         assert attn(q, k, v).shape == (1, 2, 8, 3)

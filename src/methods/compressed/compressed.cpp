@@ -989,20 +989,32 @@ RunInfo linformer_backward(const Problem& pr, const GradientParams& g, const Com
       chain(F, dvp.data(), dv, t, gv);
     }
   });
-  // dE[h, r, j] = sum_b dK'[b, h, r] . K[b, h, j] over the batch elements where j is visible.
+  // dE[h, r, j] = sum_b dK'[b, h, r] . K[b, h, j] over the batch elements where j is visible:
+  // each element one running double sum over b, then t, in order. One task per (h, block of
+  // kRanks rows r), so that each K row read serves kRanks sums (K is read M / kRanks times, not
+  // M times).
+  constexpr std::int64_t kRanks = 32;
+  const std::int64_t rank_blocks = (M + kRanks - 1) / kRanks;
   auto projection_gradient = [&](float* grad, const float* grad_rows, int which, std::int64_t w) {
     if (grad == nullptr) return;
-    parallel_for(pr.H * M, pr.threads, [&](std::int64_t hr) {
-      const std::int64_t h = hr / M, r = hr % M;
+    parallel_for(pr.H * rank_blocks, pr.threads, [&](std::int64_t task) {
+      const std::int64_t h = task / rank_blocks, r0 = (task % rank_blocks) * kRanks;
+      const std::int64_t nr = std::min(kRanks, M - r0);
+      double acc[kRanks];
       for (std::int64_t j = 0; j < Nk; ++j) {
-        double acc = 0.0;
+        std::fill_n(acc, nr, 0.0);
         for (std::int64_t b = 0; b < pr.B; ++b) {
           if (!pr.key_visible(b, j)) continue;
           const float* x = which == 1 ? pr.k_row<float>(b, h, j) : pr.v_row<float>(b, h, j);
-          const float* gr = grad_rows + ((b * pr.H + h) * M + r) * w;
-          for (std::int64_t t = 0; t < w; ++t) acc += static_cast<double>(gr[t]) * static_cast<double>(x[t]);
+          const float* gr = grad_rows + ((b * pr.H + h) * M + r0) * w;
+          for (std::int64_t r = 0; r < nr; ++r) {
+            double a = acc[r];
+            for (std::int64_t t = 0; t < w; ++t)
+              a += static_cast<double>(gr[r * w + t]) * static_cast<double>(x[t]);
+            acc[r] = a;
+          }
         }
-        grad[(h * M + r) * Nk + j] = static_cast<float>(acc);
+        for (std::int64_t r = 0; r < nr; ++r) grad[(h * M + r0 + r) * Nk + j] = static_cast<float>(acc[r]);
       }
     });
   };

@@ -5,6 +5,7 @@
 //     options.method = smyrf::SmyrfConfig{.n_hashes = 4, .q_cluster_size = 32, .k_cluster_size = 32};
 //     at::Tensor o = smyrf::torch::attention(q, k, v, options);   // q [B,H,Nq,d] ...
 //     o.sum().backward();                                          // grads of q, k, v
+//     (and of the learned parts in Options::learned whose set_grad is given)
 //
 // CMake: link the `smyrf_torch` target (built by torch/CMakeLists.txt when Torch is found).
 #pragma once
@@ -13,6 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -21,6 +23,25 @@
 #include "smyrf/smyrf.h"
 
 namespace smyrf::torch {
+
+// A learned part of a method config, e.g. CompressedConfig::projection_e.
+struct LearnedPart {
+  std::string name;  // as errors give it: "projection_e"
+  // The values the config's pointer addresses: a CPU, contiguous float32 tensor. It may be the
+  // parameter itself or a float32 copy of it (source below).
+  at::Tensor tensor;
+  // Where the library writes this part's gradient, or empty when it computes none (a part
+  // that requires grad is then refused, c10::ValueError): sets the config's float grad
+  // pointer (e.g. CompressedConfig::grad_projection_e) ...
+  std::function<void(smyrf::MethodConfig&, float* grad)> set_grad;
+  // ... and, for float64 calls, the double-precision parts' value and gradient pointers
+  // (CompressedDoubleParts; grad nullptr in the forward).
+  std::function<void(smyrf::CompressedDoubleParts&, const double* value, double* grad)> set_f64;
+  // The tensor autograd sees (the parameter, any float dtype; its gradient comes back in its
+  // dtype); undefined: `tensor` itself. A float64 source gives the float64 path its exact
+  // values through set_f64.
+  at::Tensor source;
+};
 
 struct Options {
   smyrf::MethodConfig method = smyrf::DenseConfig{};
@@ -31,11 +52,9 @@ struct Options {
   std::optional<double> scale;   // softmax scale; default 1/sqrt(d)
   bool causal = false;           // AttentionParams::causal: query i sees keys j <= i + Nk - Nq
   // The tensors the method's learned-part pointers (e.g. RoutingConfig::centroids) point into,
-  // with the names errors give them ("centroids"). Each must be a CPU, contiguous float32
-  // tensor whose data the pointer addresses. The autograd node keeps them alive until its
-  // backward has run (the config's raw pointers alone would dangle). The library computes no
-  // gradient for learned parts yet: one that requires grad is refused (c10::ValueError).
-  std::vector<std::pair<std::string, at::Tensor>> learned;
+  // with the names errors give them ("centroids"): see LearnedPart. The autograd node keeps
+  // them alive until its backward has run (the config's raw pointers alone would dangle).
+  std::vector<LearnedPart> learned;
   // How errors name the method ("smyrf/centroid"); empty: smyrf::method_name(method).
   std::string label;
   // When set, the forward's RunInfo (scores computed, scratch bytes, seconds) is written here

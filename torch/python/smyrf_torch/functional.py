@@ -67,6 +67,8 @@ def methods():
                   cross_lengths, broadcast, learned, seeded (of the form's default config)
     fields        each scalar config field (C++ name) with the form's value (enums as str)
     learned       each learned part (a tensor field) with its shape, e.g. "[H, rank, Nk]"
+    learned_grad  the learned parts the library differentiates (a tensor given for one of them
+                  that requires grad gets its gradient; the others are refused then)
     """
     return _C.methods()
 
@@ -104,8 +106,9 @@ def attention(q, k, v, method="dense", *, causal=False, key_mask=None, query_mas
 
     method: a name from methods() ("smyrf/lsh", "sparse/bigbird", ...), an alias, or a method
     name alone ("linear": its config's defaults, every field free). **config sets the config's
-    fields by their C++ names (enums by name as str; learned parts as tensors, never requiring
-    grad: the library computes no gradient for them yet). causal: query i sees keys
+    fields by their C++ names (enums by name as str; learned parts as tensors, in float32 or
+    the inputs' dtype: those in describe(method)["learned_grad"] are differentiated when they
+    require grad, the others must not require it). causal: query i sees keys
     j <= i + Nk - Nq. key_mask [B, Nk], query_mask [B, Nq]: bool/uint8, True = takes part.
     Dropout on the attention weights only when training. seed: every random choice (hashes,
     random features, dropout masks). scale: softmax scale (default 1/sqrt(d), as float32).

@@ -77,8 +77,9 @@ class Attention(nn.Module):
     and those the module initialises (the papers' initialisations where the method header
     documents a seeded default: Linformer's E, F; the Synthesizer's weights; these need
     num_heads, head_dim, seq_len (Nk) and query_len (Nq, default seq_len) as the shapes
-    require), are buffers: the library computes no gradient for them yet (they will become
-    Parameters when it does). dropout applies in training mode (self.training). Each call
+    require), are nn.Parameters where the library computes their gradient
+    (describe(...)["learned_grad"]: every compressed kind's parts) and buffers elsewhere
+    (freeze a Parameter with requires_grad_(False)). dropout applies in training mode (self.training). Each call
     draws its seed from torch's default generator unless forward(seed=...) is given.
     """
 
@@ -104,8 +105,14 @@ class Attention(nn.Module):
             if (info["method"] == m and info["fields"].get(field) == value
                     and any(n not in given for n in parts)):
                 drawn = {n: t for n, t in init(info["fields"], sizes).items() if n not in given}
+        trainable = set(info["learned_grad"])
         for name in info["learned"]:
-            self.register_buffer(name, given.get(name, drawn.get(name)))
+            t = given.get(name, drawn.get(name))
+            if name in trainable and t is not None:
+                self.register_parameter(
+                    name, t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach().clone()))
+            else:
+                self.register_buffer(name, t)
         self._learned = list(info["learned"])
 
     def forward(self, q, k, v, key_mask=None, query_mask=None, causal=False, seed=None,
