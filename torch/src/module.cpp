@@ -34,6 +34,22 @@ at::Tensor run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return smyrf::torch::attention(q, k, v, options, to_c10(key_mask), to_c10(query_mask));
 }
 
+// The options of a call by method name and config (learned parts shaped by q, k, v, which are
+// checked first).
+smyrf::torch::Options call_options(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const std::string& method, const py::dict& config, bool causal,
+                                   std::uint64_t seed, int num_threads) {
+  smyrf::torch::check_inputs(q, k, v);
+  smyrf::torch::python::Sizes sizes{q.size(0), q.size(1), q.size(2),    k.size(2),
+                                    q.size(3), v.size(3), q.scalar_type()};
+  smyrf::torch::Options options;
+  smyrf::torch::python::build_method(method, config, sizes, options);
+  options.causal = causal;
+  options.seed = seed;
+  options.num_threads = num_threads;
+  return options;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -60,17 +76,10 @@ PYBIND11_MODULE(_C, m) {
          const py::dict& config, bool causal, const std::optional<at::Tensor>& key_mask,
          const std::optional<at::Tensor>& query_mask, double dropout, bool training,
          std::uint64_t seed, std::optional<double> scale, int num_threads) {
-        // The learned parts are shaped by the call's sizes: check q, k, v first.
-        smyrf::torch::check_inputs(q, k, v);
-        smyrf::torch::python::Sizes sizes{q.size(0), q.size(1), q.size(2),    k.size(2),
-                                          q.size(3), v.size(3), q.scalar_type()};
-        smyrf::torch::Options options;
-        smyrf::torch::python::build_method(method, config, sizes, options);
-        options.causal = causal;
+        smyrf::torch::Options options =
+            call_options(q, k, v, method, config, causal, seed, num_threads);
         options.dropout = dropout;
         options.training = training;
-        options.seed = seed;
-        options.num_threads = num_threads;
         options.scale = scale;
         py::gil_scoped_release release;
         return smyrf::torch::attention(q, k, v, options, to_c10(key_mask), to_c10(query_mask));
@@ -84,14 +93,8 @@ PYBIND11_MODULE(_C, m) {
       "attention_info",
       [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::string& method,
          const py::dict& config, bool causal, std::uint64_t seed, int num_threads) {
-        smyrf::torch::check_inputs(q, k, v);
-        smyrf::torch::python::Sizes sizes{q.size(0), q.size(1), q.size(2),    k.size(2),
-                                          q.size(3), v.size(3), q.scalar_type()};
-        smyrf::torch::Options options;
-        smyrf::torch::python::build_method(method, config, sizes, options);
-        options.causal = causal;
-        options.seed = seed;
-        options.num_threads = num_threads;
+        smyrf::torch::Options options =
+            call_options(q, k, v, method, config, causal, seed, num_threads);
         smyrf::RunInfo info;
         options.info = &info;
         {
