@@ -85,6 +85,11 @@ namespace smyrf::detail {
 HWY_EXPORT(CompressedProject);
 HWY_EXPORT(CompressedMatMul);
 
+void compressed_matmul(const double* A, const double* B, double* C, std::int64_t n, std::int64_t k,
+                       std::int64_t m) {
+  HWY_DYNAMIC_DISPATCH(CompressedMatMul)(A, B, C, 0, n, k, m);
+}
+
 namespace {
 
 
@@ -505,7 +510,7 @@ struct ViewSlots {
 // C = A B, A [n, k], B [k, m], row-major, double, each sum in index order.
 void matmul(const double* A, const double* Bm, double* C, std::int64_t n, std::int64_t k,
             std::int64_t m) {
-  HWY_DYNAMIC_DISPATCH(CompressedMatMul)(A, Bm, C, 0, n, k, m);
+  compressed_matmul(A, Bm, C, n, k, m);
 }
 // X <- x I - X (square n x n).
 void shift(double x, double* X, std::int64_t n) {

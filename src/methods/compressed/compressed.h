@@ -40,9 +40,16 @@ inline const char* compression_name(Compression k) {
   return "?";
 }
 
+// C = A B (A [n, k], B [k, m], row-major, double): each element one sum over t in index order
+// by multiply-adds (fused where the target has them), on the register-tiled SIMD kernel of the
+// float path (compressed.cpp, CompressedMatMul).
+void compressed_matmul(const double* A, const double* B, double* C, std::int64_t n, std::int64_t k,
+                       std::int64_t m);
+
 // Nystrom's pseudo-inverse iteration (smyrf/methods/compressed.h) on A2 [mq, mk] (double,
-// row-major), in plain loops: Zs receives the iterates Z_0 .. Z_T (T = iterations), [mk, mq]
-// each. Used by the double definition and the float backward (compressed_f64.cpp).
+// row-major), its products by compressed_matmul: Zs receives the iterates Z_0 .. Z_T
+// (T = iterations), [mk, mq] each. Used by the double definition and the float backward
+// (compressed_f64.cpp).
 void nystrom_pinv_iterates(const double* A2, std::int64_t mq, std::int64_t mk, int iterations, double* Zs);
 // The iteration's gradient: dZ = dL/dZ_T on entry (overwritten: scratch); dL/dA2 is added to
 // dA2. Through Z_0 = A2^T / (max_row max_col) the first maximal row and column carry the

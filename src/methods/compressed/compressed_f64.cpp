@@ -90,14 +90,10 @@ void mean_backward(const GradRows& drows, std::int64_t lo, std::int64_t hi, std:
 
 // ---- Nystrom ----
 
-// C = A B (A [n, k], B [k, m]; row-major, double), each sum in index order.
+// C = A B (A [n, k], B [k, m]; row-major, double), each sum in index order (compressed_matmul).
 std::vector<double> mul(const double* A, const double* Bm, std::int64_t n, std::int64_t k, std::int64_t m) {
-  std::vector<double> C(static_cast<std::size_t>(n * m), 0.0);
-  for (std::int64_t i = 0; i < n; ++i)
-    for (std::int64_t t = 0; t < k; ++t) {
-      const double a = A[i * k + t];
-      for (std::int64_t j = 0; j < m; ++j) C[static_cast<std::size_t>(i * m + j)] += a * Bm[t * m + j];
-    }
+  std::vector<double> C(static_cast<std::size_t>(n * m));
+  compressed_matmul(A, Bm, C.data(), n, k, m);
   return C;
 }
 std::vector<double> transpose(const double* A, std::int64_t n, std::int64_t m) {
