@@ -5,6 +5,7 @@ optimiser and seeds for every method, each trained from scratch at the same atte
 (variant specs at F = 0.25; dense and local attention are the references).
 
     python3 tools/lra/lra.py run       # every task and method (resumable), then table + plot
+    python3 tools/lra/lra.py time      # time per training step of every method, alone
     python3 tools/lra/lra.py table     # results/table.md and the plots from results/runs.jsonl
     python3 tools/lra/lra.py run --tasks image --specs dense,local:0.25 --seeds 0
 
@@ -439,6 +440,49 @@ def interchange(task, sizes, args, specs):
               f"{with_dense:.4f}, dense model with it {dense_with:.4f}", flush=True)
 
 
+def time_one(task, spec, sizes, warmup=3, steps=10):
+    """Median seconds of a training step (forward, backward, optimiser) of a fresh model on the
+    task's first batches, after warm-up steps: the table's time per step, measured apart from
+    the training runs so that it can be taken alone on a quiet machine."""
+    variant = Variant(spec)
+    torch.manual_seed(0)
+    model = Classifier(task, variant, **MODEL)
+    opt = torch.optim.AdamW(model.parameters(), lr=TRAIN["lr"])
+    pooled = bool(sizes.get("trim"))
+    trim = pooled and not model.fixed_length()
+    g = torch.Generator().manual_seed(0)
+    plan = batches(task, warmup + steps, TRAIN["batch"], g, pooled)
+    model.train()
+    times = []
+    for i, idx in enumerate(plan):
+        x, y = batch_tokens(task, task.train, idx, trim)
+        model.set_seed(i)
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cmd_time(args):
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "timing.jsonl")
+    specs = [spec_at(s, args.budget) for s in (args.specs.split(",") if args.specs else SPECS)]
+    for task_name in args.tasks.split(","):
+        sizes = dict(TASK_SIZES[task_name])
+        task = load_task(task_name, sizes, args)
+        progress = Progress(f"timing {task_name}", len(specs))
+        for i, spec in enumerate(specs):
+            seconds = time_one(task, spec, sizes)
+            append_jsonl(path, dict(task=task_name, spec=spec, seconds_per_step=seconds,
+                                    threads=torch.get_num_threads(), sizes=sizes))
+            progress.update(i + 1, f"{spec} {seconds * 1e3:.0f} ms")
+    cmd_table(args)
+
+
 def cmd_table(args):
     import table
     table.write(args.out)
@@ -466,14 +510,21 @@ def main(argv=None):
     r.add_argument("--spam-package", default=os.path.join(ROOT, tasks.SPAM_PACKAGE))
     r.add_argument("--out", default=os.path.join(HERE, "results"))
     r.add_argument("--model-dir", default=os.path.join(ROOT, "build", "lra-models"))
+    tm = sub.add_parser("time", help="time per training step of every method, alone (the "
+                        "table's ms/step column; run it on a quiet machine)")
+    tm.add_argument("--tasks", default=",".join(tasks.TASKS))
+    tm.add_argument("--specs", default="")
+    tm.add_argument("--budget", type=float, default=BUDGET)
+    tm.add_argument("--threads", type=int, default=2)
+    tm.add_argument("--fashion-dir", default=tasks.FASHION_DIR)
+    tm.add_argument("--spam-package", default=os.path.join(ROOT, tasks.SPAM_PACKAGE))
+    tm.add_argument("--out", default=os.path.join(HERE, "results"))
     t = sub.add_parser("table", help="the table and plots from <out>/runs.jsonl")
     t.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "time"):
         torch.set_num_threads(args.threads)
-        cmd_run(args)
-    else:
-        cmd_table(args)
+    {"run": cmd_run, "time": cmd_time, "table": cmd_table}[args.command](args)
 
 
 if __name__ == "__main__":

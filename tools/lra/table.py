@@ -31,17 +31,26 @@ def _latest(rows):
     return [r for r in rows if json.dumps(r.get("sizes"), sort_keys=True) == newest[r["task"]]]
 
 
-def summarise(rows):
-    """{(task, spec): dict(accs, ms, memory, label)}"""
+def summarise(rows, timing=()):
+    """{(task, spec): dict(accs, ms, memory, label, capped, timed)}: ms from `lra.py time`
+    (timed = True; its latest row per task and spec) where it has the pair, else the training
+    runs' medians."""
     out = {}
     for r in _latest(rows):
         e = out.setdefault((r["task"], r["spec"]), dict(accs={}, ms=[], memory=r["memory"],
                                                         label=r["label"], capped=[]))
         e["accs"][r["seed"]] = r["accuracy"]
+        e.setdefault("timed", False)
         if r.get("capped") or r.get("diverged"):
             e["capped"].append(f"{'diverged' if r.get('diverged') else 'capped'} at step "
                                f"{r['steps']} of {r['sizes']['steps']}")
         e["ms"].append(r["seconds_per_step"] * 1e3)
+    timed = {}
+    for r in timing:
+        timed[(r["task"], r["spec"])] = r["seconds_per_step"] * 1e3
+    for key, e in out.items():
+        if key in timed:
+            e["ms"], e["timed"] = [timed[key]], True
     return out
 
 
@@ -59,7 +68,7 @@ def write(out):
     if not rows:
         print(f"table: no runs in {out}/runs.jsonl")
         return
-    s = summarise(rows)
+    s = summarise(rows, _read(os.path.join(out, "timing.jsonl")))
     task_list = [t for t in TASK_ORDER if any(k[0] == t for k in s)]
     specs = []
     for (t, spec) in s:
@@ -86,6 +95,13 @@ def write(out):
     for _, label, cells, avg in ranked:
         lines.append(f"| {label} | " + " | ".join(cells) + " | "
                      + (f"{avg:.1f}" if avg is not None else "–") + " |")
+    n_timed = sum(e["timed"] for e in s.values())
+    note = ("ms/step: one training step (forward, backward, AdamW) at batch 16, 2 threads; "
+            + ("every figure measured alone by `lra.py time` (median of 10 steps after 3)."
+               if n_timed == len(s) else
+               f"{n_timed} of {len(s)} figures measured alone by `lra.py time`, the others the "
+               "median step of the training runs."))
+    lines += ["", note]
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

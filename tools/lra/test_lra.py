@@ -113,7 +113,8 @@ def test_runner_resumes_and_writes_the_tables(tmp_path):
         assert abs(row["memory"] - want) < 0.03, row
     inter = [json.loads(line) for line in open(out / "interchange.jsonl")]
     assert {r["spec"] for r in inter} == {"local:0.25", "performer:0.25"}
-    assert (out / "table.md").read_text().count("\n") == 2 + 3 and "†" not in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert table.count("\n") == 2 + 3 + 2 and "†" not in table and "0 of 6 figures" in table
     # Nothing left to run: the same rows, same bits.
     before = (out / "runs.jsonl").read_text()
     r = run(args, out, models)
@@ -145,3 +146,17 @@ def test_a_run_over_the_time_cap_stops_and_is_marked(tmp_path):
     row = json.loads(open(out / "runs.jsonl").readline())
     assert row["capped"] and row["steps"] == 1
     assert "† (capped at step 1 of 3)" in (out / "table.md").read_text()
+
+
+def test_timing_alone_replaces_the_training_medians(tmp_path):
+    out = tmp_path / "o"
+    r = run(["--tasks", "listops", "--specs", "dense,local:F", "--top", "0"], out, tmp_path / "m")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, os.path.join(HERE, "lra.py"), "time", "--tasks", "listops",
+                        "--specs", "dense,local:F", "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in open(out / "timing.jsonl")]
+    assert [r["spec"] for r in rows] == ["dense", "local:0.25"]
+    assert all(r["seconds_per_step"] > 0 for r in rows)
+    assert "every figure measured alone" in (out / "table.md").read_text()
