@@ -196,10 +196,14 @@ TEST(TorchGlue, EdgeErrorsNameTheArgument) {
   bad = options;
   const at::Tensor centroids = randn({2, 3, 4}).requires_grad_();
   bad.method = smyrf::RoutingConfig{.n_clusters = 3, .centroids = centroids.data_ptr<float>()};
-  bad.learned = {{.name = "centroids", .tensor = centroids}};
+  smyrf::torch::LearnedPart part;
+  part.name = "centroids";
+  part.tensor = centroids;
+  bad.learned = {part};
   expect_error<c10::ValueError>([&] { attention(q, k, v, bad); },
                                 {"centroids: requires grad", "routing"});
-  bad.learned = {{.name = "centroids", .tensor = centroids.to(at::kDouble)}};
+  part.tensor = centroids.to(at::kDouble);
+  bad.learned = {part};
   expect_error<c10::TypeError>([&] { attention(q, k, v, bad); }, {"centroids:", "float32"});
   // What the library itself rejects arrives as smyrf::Error naming the config field.
   bad.learned.clear();
