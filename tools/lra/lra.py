@@ -418,12 +418,14 @@ def interchange(task, sizes, args, specs):
     dense_run = next((r for r in runs if r["spec"] == "dense"), None)
     if dense_run is None:
         return
+    todo = [r for r in runs
+            if r["spec"] in specs and r["key"] not in done and r["spec"] != "dense"]
+    if not todo:
+        return
     dense = Variant("dense")
     dense_model = Classifier(task, dense, **MODEL)
     dense_model.load_state_dict(torch.load(dense_run["model_path"]))
-    for r in runs:
-        if r["spec"] not in specs or r["key"] in done or r["spec"] == "dense":
-            continue
+    for r in todo:
         variant = Variant(r["spec"])
         model = Classifier(task, variant, **MODEL)
         model.load_state_dict(torch.load(r["model_path"]))
