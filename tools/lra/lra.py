@@ -49,15 +49,16 @@ except ImportError:
     import smyrf_torch  # noqa: E402
 
 # Every method form with a backward, as a variant spec at F = 0.25 (fixed-size feature maps
-# take no budget: their memory is what they use). Methods without a backward (Sinkhorn, the
-# Synthesizers, gated RFA) cannot be trained: `smyrf methods` says why.
+# take no budget: their memory is what they use; the Synthesizers are quadratic by definition,
+# like dense). Methods without a backward (Sinkhorn, gated RFA) cannot be trained: `smyrf
+# methods` says why.
 BUDGET = 0.25
 SPECS = [
     "dense", "local:F", "smyrf:2:F", "smyrf-c:F", "reformer:2:F", "clustered:F", "iclustered:F",
     "routing:F", "dilated:F", "strided:F", "fixed:F", "longformer:F", "bigbird:F",
     "axial-rows:F", "criss-cross:F", "performer:F", "favor:F", "rfa:F", "linear", "l2",
     "efficient", "dpfp", "linformer:F", "nystrom:F", "mca:F", "isab:F", "star:F", "gmat:F",
-    "informer:F",
+    "informer:F", "synthesizer-dense", "synthesizer-random",
 ]
 
 
@@ -93,7 +94,8 @@ class Variant:
 
     def learned(self, n):
         """The learned parts the library differentiates and smyrf_torch.nn initialises (the
-        papers' initialisations: Linformer's E and F), as tensors for length n; {} for the
+        papers' initialisations: Linformer's E and F, the Synthesizers' W1, b1, W2, b2 and R),
+        as tensors for length n; {} for the
         others (parts with a parameter-free default, e.g. segment-mean inducing points and
         memory tokens, keep it)."""
         method, fields, _ = self.at(n)
@@ -105,8 +107,8 @@ class Variant:
 
 class Attention(torch.nn.Module):
     """Multi-head self-attention whose core is smyrf_torch.attention by a variant spec. A method
-    with learned parts (Linformer) holds them as Parameters for the task's full length, and then
-    runs every batch at that length (its parts are shaped by it)."""
+    with learned parts (Linformer, the Synthesizers) holds them as Parameters for the task's
+    full length, and then runs every batch at that length (its parts are shaped by it)."""
 
     def __init__(self, dim, heads, variant, length):
         super().__init__()

@@ -156,7 +156,7 @@ struct SavedOptions : ::torch::CustomClassHolder {
 // The double-precision parts of a float64 call's learned parts (those with set_f64 whose
 // source is float64), with gradient pointers into `grads` when given; the config's f64 pointer
 // set to `parts` when any is.
-MethodConfig with_f64_parts(const Options& options, CompressedDoubleParts& parts,
+MethodConfig with_f64_parts(const Options& options, DoubleParts& parts,
                             std::vector<at::Tensor>* grads) {
   MethodConfig method = options.method;
   bool any = false;
@@ -168,7 +168,8 @@ MethodConfig with_f64_parts(const Options& options, CompressedDoubleParts& parts
     part.set_f64(parts, part.source.data_ptr<double>(), grad);
     any = true;
   }
-  if (auto* c = std::get_if<CompressedConfig>(&method); c != nullptr && any) c->f64 = &parts;
+  if (auto* c = std::get_if<CompressedConfig>(&method); c != nullptr && any) c->f64 = &parts.compressed;
+  if (auto* c = std::get_if<SynthesizerConfig>(&method); c != nullptr && any) c->f64 = &parts.synthesizer;
   return method;
 }
 
@@ -216,7 +217,7 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
       const RunInfo info = smyrf::attention(p, options.method, &thread_workspace());
       if (options.info) *options.info = info;
     } else {
-      CompressedDoubleParts parts;
+      DoubleParts parts;
       smyrf::attention_f64(p, DoubleTensors{q.data_ptr<double>(), k.data_ptr<double>(),
                                             v.data_ptr<double>()},
                            with_f64_parts(options, parts, nullptr), o.data_ptr<double>(),
@@ -277,7 +278,7 @@ struct AttentionFunction : public ag::Function<AttentionFunction> {
           TORCH_CHECK_VALUE(false, part.name, ": a float64 call differentiates learned parts "
                             "given in float64 only; got ", source_of(part).scalar_type());
       }
-      CompressedDoubleParts parts;
+      DoubleParts parts;
       smyrf::attention_backward_f64(
           p, DoubleTensors{q.data_ptr<double>(), k.data_ptr<double>(), v.data_ptr<double>()},
           with_f64_parts(options, parts, &grad_learned), o.data_ptr<double>(),

@@ -37,9 +37,23 @@ struct Learned {
   std::function<std::vector<std::int64_t>(const C&, const Sizes&)> shape;
   const char* layout;  // how errors spell the shape: "[H, n_clusters, d]"
   float* C::*grad = nullptr;
-  const double* CompressedDoubleParts::*f64 = nullptr;
-  double* CompressedDoubleParts::*f64_grad = nullptr;
+  std::function<void(DoubleParts&, const double*, double*)> f64 = nullptr;
 };
+
+// The double-precision value and gradient fields of a learned part (D: CompressedDoubleParts or
+// SynthesizerDoubleParts), set in a call's DoubleParts.
+template <class D>
+std::function<void(DoubleParts&, const double*, double*)> f64_part(const double* D::*value, double* D::*grad) {
+  return [value, grad](DoubleParts& parts, const double* v, double* g) {
+    D* d = nullptr;
+    if constexpr (std::is_same_v<D, CompressedDoubleParts>)
+      d = &parts.compressed;
+    else
+      d = &parts.synthesizer;
+    d->*value = v;
+    d->*grad = g;
+  };
+}
 
 template <class E>
 using Names = std::vector<std::pair<const char*, E>>;
@@ -185,20 +199,18 @@ std::vector<Field<CompressedConfig>> fields() {
   return {{"kind", Choice<C, Compression>{&C::kind, kCompressions}},
           {"rank", &C::rank},
           {"projection_e", Learned<C>{&C::projection_e, h_rank(&Sizes::nk), "[H, rank, Nk]",
-                                      &C::grad_projection_e, &D::projection_e,
-                                      &D::grad_projection_e}},
+                                      &C::grad_projection_e, f64_part(&D::projection_e, &D::grad_projection_e)}},
           {"projection_f", Learned<C>{&C::projection_f, h_rank(&Sizes::nk), "[H, rank, Nk]",
-                                      &C::grad_projection_f, &D::projection_f,
-                                      &D::grad_projection_f}},
+                                      &C::grad_projection_f, f64_part(&D::projection_f, &D::grad_projection_f)}},
           {"pinv_iterations", &C::pinv_iterations},
           {"stride", &C::stride},
           {"inducing", Learned<C>{&C::inducing, h_rank(&Sizes::d), "[H, rank, d]",
-                                  &C::grad_inducing, &D::inducing, &D::grad_inducing}},
+                                  &C::grad_inducing, f64_part(&D::inducing, &D::grad_inducing)}},
           {"window", &C::window},
           {"memory_k", Learned<C>{&C::memory_k, h_rank(&Sizes::d), "[H, rank, d]",
-                                  &C::grad_memory_k, &D::memory_k, &D::grad_memory_k}},
+                                  &C::grad_memory_k, f64_part(&D::memory_k, &D::grad_memory_k)}},
           {"memory_v", Learned<C>{&C::memory_v, h_rank(&Sizes::dv), "[H, rank, dv]",
-                                  &C::grad_memory_v, &D::memory_v, &D::grad_memory_v}}};
+                                  &C::grad_memory_v, f64_part(&D::memory_v, &D::grad_memory_v)}}};
 }
 template <>
 std::vector<Field<InformerConfig>> fields() {
@@ -221,31 +233,24 @@ std::vector<Field<SinkhornConfig>> fields() {
 template <>
 std::vector<Field<SynthesizerConfig>> fields() {
   using C = SynthesizerConfig;
-  const auto shape = [](auto f) {
-    return std::function<std::vector<std::int64_t>(const C&, const Sizes&)>(f);
+  using D = SynthesizerDoubleParts;
+  using Shape = std::function<std::vector<std::int64_t>(const C&, const Sizes&)>;
+  const auto part = [](const float* C::*member, Shape shape, const char* layout, float* C::*grad,
+                       const double* D::*value, double* D::*value_grad) {
+    return Learned<C>{member, std::move(shape), layout, grad, f64_part(value, value_grad)};
   };
   return {{"kind", Choice<C, SynthesizerKind>{&C::kind, kSynthesizerKinds}},
           {"hidden", &C::hidden},
-          {"w1", Learned<C>{&C::w1, shape([](const C& c, const Sizes& s) {
-                              return std::vector<std::int64_t>{s.heads, s.d, c.hidden};
-                            }),
-                            "[H, d, hidden]"}},
-          {"b1", Learned<C>{&C::b1, shape([](const C& c, const Sizes& s) {
-                              return std::vector<std::int64_t>{s.heads, c.hidden};
-                            }),
-                            "[H, hidden]"}},
-          {"w2", Learned<C>{&C::w2, shape([](const C& c, const Sizes& s) {
-                              return std::vector<std::int64_t>{s.heads, c.hidden, s.nk};
-                            }),
-                            "[H, hidden, Nk]"}},
-          {"b2", Learned<C>{&C::b2, shape([](const C&, const Sizes& s) {
-                              return std::vector<std::int64_t>{s.heads, s.nk};
-                            }),
-                            "[H, Nk]"}},
-          {"logits", Learned<C>{&C::logits, shape([](const C&, const Sizes& s) {
-                                  return std::vector<std::int64_t>{s.heads, s.nq, s.nk};
-                                }),
-                                "[H, Nq, Nk]"}}};
+          {"w1", part(&C::w1, [](const C& c, const Sizes& s) { return std::vector<std::int64_t>{s.heads, s.d, c.hidden}; },
+                      "[H, d, hidden]", &C::grad_w1, &D::w1, &D::grad_w1)},
+          {"b1", part(&C::b1, [](const C& c, const Sizes& s) { return std::vector<std::int64_t>{s.heads, c.hidden}; },
+                      "[H, hidden]", &C::grad_b1, &D::b1, &D::grad_b1)},
+          {"w2", part(&C::w2, [](const C& c, const Sizes& s) { return std::vector<std::int64_t>{s.heads, c.hidden, s.nk}; },
+                      "[H, hidden, Nk]", &C::grad_w2, &D::w2, &D::grad_w2)},
+          {"b2", part(&C::b2, [](const C&, const Sizes& s) { return std::vector<std::int64_t>{s.heads, s.nk}; },
+                      "[H, Nk]", &C::grad_b2, &D::b2, &D::grad_b2)},
+          {"logits", part(&C::logits, [](const C&, const Sizes& s) { return std::vector<std::int64_t>{s.heads, s.nq, s.nk}; },
+                          "[H, Nq, Nk]", &C::grad_logits, &D::logits, &D::grad_logits)}};
 }
 
 // ---- values ------------------------------------------------------------------------------
@@ -374,13 +379,7 @@ void set_learned(const Field<C>& field, const Learned<C>& learned, C& config, py
   LearnedPart part{name, std::move(f), {}, {}, t.scalar_type() == at::kDouble ? t.contiguous() : t};
   if (learned.grad != nullptr)
     part.set_grad = [grad = learned.grad](MethodConfig& m, float* g) { std::get<C>(m).*grad = g; };
-  if (learned.f64 != nullptr) {
-    part.set_f64 = [value = learned.f64, grad = learned.f64_grad](
-                       CompressedDoubleParts& parts, const double* v, double* g) {
-      parts.*value = v;
-      parts.*grad = g;
-    };
-  }
+  part.set_f64 = learned.f64;
   options.learned.push_back(std::move(part));
 }
 

@@ -55,21 +55,67 @@ namespace smyrf {
 // O(Nq Nk dv); attention_scores = the (active query, visible key) pairs.
 //
 // Capabilities.
-//   causal:        supported (forward).
-//   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: synthesizer attention
-//                  has no dropout" (with params.causal: "... only the reference method has
-//                  causal dropout").
-//   backward:      refused: attention_backward throws "smyrf: synthesizer attention has no
-//                  backward".
-//   attention_f64: refused: attention_f64 and attention_backward_f64 throw "smyrf: synthesizer
-//                  attention has no double-precision path".
+//   causal:        supported (forward and backward).
+//   dropout:       supported without params.causal (both kinds): weight (b, h, 0, i, j) of the
+//                  softmax over the visible keys, the keep decision of smyrf.h, as dense's; with
+//                  params.causal: smyrf::Error "... only the reference method has causal
+//                  dropout".
+//   backward:      both kinds, causal included (see Backward below).
+//   attention_f64: both kinds (see Backward below).
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes.
 //   stride 0:      yes (forward).
 //   learned parts: w1, b1, w2, b2 (dense) and logits (random), each optional with the seeded
 //                  default above; the validation rules above (smyrf::Error naming the field).
+//   gradients of learned parts: grad_<field> beside each learned input (below).
 //   complexity:    O(Nq Nk dv) (random), O(Nq hidden (d + Nk) + Nq Nk dv) (dense): quadratic.
+//
+// Backward (attention_backward) and double-precision definition (attention_f64,
+// attention_backward_f64), both kinds.
+//   The double-precision definition is the definition above computed in double from the
+//   inputs (the seeded defaults are the same floats, widened). Constants of the gradient: which
+//   keys are visible and which queries active, the dropout mask, and relu's derivative at 0
+//   (0: the hidden unit counts as off).
+//   The gradient: with P_ij the softmax weights, M_ij the dropout factor (1 without dropout),
+//   D_i = dO_i . O_i and dS_ij = P_ij (M_ij dO_i . V_j - D_i) over the keys query i sees:
+//     dV_j = sum_i P_ij M_ij dO_i; dK = 0 (the keys are not read);
+//     random: dlogits[h][i][j] = sum_b dS_bij, dQ = 0 (the queries are not read);
+//     dense:  with a_i = relu(W1^T q_i + b1): dw2[h][u][j] = sum_b sum_i dS_bij a_iu,
+//             db2[h][j] = sum_b sum_i dS_bij, g_iu = [a_iu > 0] sum_j dS_ij w2[u][j],
+//             dq_i = W1 g_i, dw1[h][t][u] = sum_b sum_i q_it g_iu, db1[h][u] = sum_b sum_i g_iu.
+//   Learned parts' gradients: each learned input X has an output grad_X beside it, same layout,
+//   written (overwritten, not accumulated) by attention_backward when non-null: dL/dX summed
+//   over the batch elements. A non-null grad_X whose X is nullptr (a seeded default is not a
+//   parameter) or whose kind does not read X throws smyrf::Error naming grad_X.
+//   attention() ignores the grad_ pointers.
+//   Double precision: `f64` (SynthesizerDoubleParts below), read only by attention_f64 and
+//   attention_backward_f64. f64->X, when non-null, holds learned part X's values in double
+//   (X must be given too: whether a part is given, and so the definition's form, is said by
+//   the float pointers alone); otherwise the double path reads X's floats widened.
+//   attention_backward_f64 writes f64->grad_X (when non-null; same rules as grad_X), and throws
+//   naming SynthesizerConfig.grad_X when a float gradient is asked of it.
+//   f32 backward. random: tasks (head, block of 32 queries) recompute P = exp(R - lse) from the
+//   forward's lse, dO.V^T with the tile kernel, dS, and sum dlogits over the batch in batch
+//   order (double); tasks (batch, head, block of 64 keys) then dV = (P M)^T dO. dense: the
+//   sub-problem of the forward (queries [a_i, 1], keys [w2[:, j], b2_j]) through the dense
+//   backward, then the chain above with sums over the sequence in double, per head in batch
+//   order. The same bits at every thread count. Memory: random, per thread a block's rows of
+//   P and dS (32 Nk floats each); dense, the sub-problem's rows and their gradients,
+//   O(N hidden) per head.
+struct SynthesizerDoubleParts {
+  const double* w1 = nullptr;      // [H, d, hidden]
+  const double* b1 = nullptr;      // [H, hidden]
+  const double* w2 = nullptr;      // [H, hidden, Nk]
+  const double* b2 = nullptr;      // [H, Nk]
+  const double* logits = nullptr;  // [H, Nq, Nk]
+  double* grad_w1 = nullptr;
+  double* grad_b1 = nullptr;
+  double* grad_w2 = nullptr;
+  double* grad_b2 = nullptr;
+  double* grad_logits = nullptr;
+};
+
 enum class SynthesizerKind : std::uint8_t { dense = 0, random };
 struct SynthesizerConfig {
   SynthesizerKind kind = SynthesizerKind::random;
@@ -79,6 +125,14 @@ struct SynthesizerConfig {
   const float* w2 = nullptr;
   const float* b2 = nullptr;
   const float* logits = nullptr;
+  // Gradients of the learned parts (attention_backward; see Backward above), X's layout.
+  float* grad_w1 = nullptr;
+  float* grad_b1 = nullptr;
+  float* grad_w2 = nullptr;
+  float* grad_b2 = nullptr;
+  float* grad_logits = nullptr;
+  // The double-precision path's learned parts and their gradients (see Backward above).
+  const SynthesizerDoubleParts* f64 = nullptr;
 };
 
 }  // namespace smyrf

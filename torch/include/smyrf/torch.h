@@ -24,6 +24,13 @@
 
 namespace smyrf::torch {
 
+// The double-precision values and gradients of a float64 call's learned parts, one struct per
+// method with learned parts the library differentiates (the config's `f64` points into it).
+struct DoubleParts {
+  smyrf::CompressedDoubleParts compressed;
+  smyrf::SynthesizerDoubleParts synthesizer;
+};
+
 // A learned part of a method config, e.g. CompressedConfig::projection_e.
 struct LearnedPart {
   std::string name;  // as errors give it: "projection_e"
@@ -35,8 +42,8 @@ struct LearnedPart {
   // pointer (e.g. CompressedConfig::grad_projection_e) ...
   std::function<void(smyrf::MethodConfig&, float* grad)> set_grad;
   // ... and, for float64 calls, the double-precision parts' value and gradient pointers
-  // (CompressedDoubleParts; grad nullptr in the forward).
-  std::function<void(smyrf::CompressedDoubleParts&, const double* value, double* grad)> set_f64;
+  // (DoubleParts below; grad nullptr in the forward).
+  std::function<void(DoubleParts&, const double* value, double* grad)> set_f64;
   // The tensor autograd sees (the parameter, any float dtype; its gradient comes back in its
   // dtype); undefined: `tensor` itself. A float64 source gives the float64 path its exact
   // values through set_f64.
