@@ -57,6 +57,15 @@ void CompressedMatMul(const double* A, const double* Bm, double* Cm, std::int64_
                   tile::RowMajor<double>{Bm, m}, i1 - i0, k, m, Cm + i0 * m, m);
 }
 
+// out[t * ldo + c] = sum_{r < k} P[r * ldp + t] * X[r * rs + c] for t < n, c < width (P^T X,
+// Linformer's chain dK = E^T dK'): each sum in double over r in order, the same bits as
+// CompressedProject's (exact products of floats in double).
+void CompressedProjectT(const double* P, std::int64_t ldp, std::int64_t n, std::int64_t k, const float* X,
+                        std::int64_t rs, std::int64_t width, double* out, std::int64_t ldo) {
+  tile::MatMul<4>(hn::ScalableTag<double>(), tile::Strided<double>{P, 1, ldp}, tile::RowMajor<float>{X, rs}, n, k,
+                  width, out, ldo);
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
 HWY_AFTER_NAMESPACE();
@@ -83,6 +92,7 @@ HWY_AFTER_NAMESPACE();
 
 namespace smyrf::detail {
 HWY_EXPORT(CompressedProject);
+HWY_EXPORT(CompressedProjectT);
 HWY_EXPORT(CompressedMatMul);
 
 void compressed_matmul(const double* A, const double* B, double* C, std::int64_t n, std::int64_t k,
@@ -951,7 +961,8 @@ RunInfo linformer_backward(const Problem& pr, const GradientParams& g, const Com
                                 grad_output_rows(pr, g), g.lse, g.grad_o, g.grad_q, dkp.data(), dvp.data()),
             &inner);
   // dK[j] = sum_r E[h, r, j] dK'[r], dV[j] = sum_r F[h, r, j] dV'[r]: one task per (b, h, block
-  // of 32 keys, one random word of the default projections per row), sums in double over r.
+  // of 32 keys, one random word of the default projections per row), E_block^T dK' on the
+  // register-tiled kernel, sums in double over r in order.
   constexpr std::int64_t kKeys = 32;
   const std::int64_t blocks = (Nk + kKeys - 1) / kKeys;
   auto entries = [&](std::int64_t h, std::int64_t j0, std::int64_t n, double* E, double* F) {
@@ -964,35 +975,26 @@ RunInfo linformer_backward(const Problem& pr, const GradientParams& g, const Com
         F[r * kKeys + t] = c.projection_f != nullptr ? c.projection_f[at] : f;
       }
   };
+  const std::int64_t wmax = std::max(d, dv);
   std::vector<double> ef(static_cast<std::size_t>(pr.threads * 2 * M * kKeys));
-  std::vector<double> accs(static_cast<std::size_t>(pr.threads * std::max(d, dv)));
+  std::vector<double> accs(static_cast<std::size_t>(pr.threads * kKeys * wmax));
   parallel_for_tid(BH * blocks, pr.threads, [&](std::int64_t task, int tid) {
     const std::int64_t bh = task / blocks, j0 = (task % blocks) * kKeys, b = bh / pr.H, h = bh % pr.H;
     const std::int64_t n = std::min(kKeys, Nk - j0);
     double* E = ef.data() + static_cast<std::int64_t>(tid) * 2 * M * kKeys;
     double* F = E + M * kKeys;
-    double* acc = accs.data() + static_cast<std::int64_t>(tid) * std::max(d, dv);
+    double* acc = accs.data() + static_cast<std::int64_t>(tid) * kKeys * wmax;
     entries(h, j0, n, E, F);
-    auto chain = [&](const double* P, const float* grad_rows, std::int64_t w, std::int64_t t, float* out) {
-      std::fill_n(acc, w, 0.0);
-      for (std::int64_t r = 0; r < M; ++r) {
-        const double e = P[r * kKeys + t];
-        const float* gr = grad_rows + (bh * M + r) * w;
-        for (std::int64_t x = 0; x < w; ++x) acc[x] += e * static_cast<double>(gr[x]);
+    auto chain = [&](const double* P, const float* grad_rows, std::int64_t w, int which) {
+      HWY_DYNAMIC_DISPATCH(CompressedProjectT)(P, kKeys, n, M, grad_rows + bh * M * w, w, w, acc, w);
+      for (std::int64_t t = 0; t < n; ++t) {
+        float* out = grad_row(pr, g, which, b, h, j0 + t);
+        const bool visible = pr.key_visible(b, j0 + t);
+        for (std::int64_t x = 0; x < w; ++x) out[x] = visible ? static_cast<float>(acc[t * w + x]) : 0.0f;
       }
-      for (std::int64_t x = 0; x < w; ++x) out[x] = static_cast<float>(acc[x]);
     };
-    for (std::int64_t t = 0; t < n; ++t) {
-      float* gk = grad_row(pr, g, 1, b, h, j0 + t);
-      float* gv = grad_row(pr, g, 2, b, h, j0 + t);
-      if (!pr.key_visible(b, j0 + t)) {
-        std::fill_n(gk, d, 0.0f);
-        std::fill_n(gv, dv, 0.0f);
-        continue;
-      }
-      chain(E, dkp.data(), d, t, gk);
-      chain(F, dvp.data(), dv, t, gv);
-    }
+    chain(E, dkp.data(), d, 1);
+    chain(F, dvp.data(), dv, 2);
   });
   // dE[h, r, j] = sum_b dK'[b, h, r] . K[b, h, j] over the batch elements where j is visible:
   // each element one running double sum over b, then t, in order. One task per (h, block of
