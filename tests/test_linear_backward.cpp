@@ -13,7 +13,8 @@
 //     sum_j |a_ij| / |sum_j a_ij| (non-causal: sum_r |phi_q,r| sum_j |phi_k,jr| / |den|, the
 //     oracle's cond_abs and cond), i.e. tol = 6 (K + 2) 2^-24 kappa max|ref|;
 //   - masked tokens get zero gradients; same bits at 1, 2 and 7 threads;
-//   - gated RFA (no training path yet) is refused with errors naming it.
+//   - gated RFA: the same checks, with the gates' gradient (finite differences in the gates,
+//     positions over several checkpoint chunks), and errors naming the field.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,6 +22,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ostream>
+#include <random>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -116,10 +119,12 @@ TEST_P(LinearBackward, DoubleDefinitionWithMasksMatchesFiniteDifferences) {
 }
 
 // The rule of the file's header.
-void expect_float_matches(TrainCase& c, const LinearConfig& config, const std::string& what) {
+// oracle_config: the double path's config when it differs (gated RFA: its f64 parts).
+void expect_float_matches(TrainCase& c, const LinearConfig& config, const std::string& what,
+                          const LinearConfig* oracle_config = nullptr) {
   c.forward(config);
   c.backward(config);
-  const Oracle ref(c, config);
+  const Oracle ref(c, oracle_config != nullptr ? *oracle_config : config);
   const std::int64_t m = config.map == FeatureMap::favor_plus || config.map == FeatureMap::favor ||
                                  config.map == FeatureMap::rfa
                              ? config.n_features
@@ -247,22 +252,146 @@ TEST(LinearBackwardCases, CoverEveryLinearForm) {
   }
 }
 
-// Gated RFA has no training path yet: refused, naming it.
-TEST(LinearBackwardCases, GatedRfaIsRefused) {
+// ---- Gated RFA (contract: linear.h, "Gated RFA's gradient") ----
+
+// Gates in [0.05, 0.95], with some exactly 0 and 1 (a key that resets the state, one that is
+// ignored), as floats, their doubles and both gradients.
+struct Gates {
+  std::vector<float> f, g32;
+  std::vector<double> x, g64;
+  LinearDoubleParts dbl;
+  LinearConfig config32, config64;
+  Gates(std::int64_t B, std::int64_t H, std::int64_t Nk, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> u(0.05f, 0.95f);
+    for (std::int64_t i = 0; i < B * H * Nk; ++i) f.push_back(i % 23 == 7 ? 0.0f : i % 29 == 11 ? 1.0f : u(rng));
+    x.assign(f.begin(), f.end());
+    g32.assign(f.size(), std::nanf(""));
+    g64.assign(f.size(), kInf);
+    config32 = {.map = FeatureMap::rfa, .n_features = 16, .rfa_sigma = 1.5f, .gates = f.data(), .grad_gates = g32.data()};
+    dbl = {x.data(), g64.data()};
+    config64 = {.map = FeatureMap::rfa, .n_features = 16, .rfa_sigma = 1.5f, .gates = f.data(), .f64 = &dbl};
+  }
+  Gates(const Gates&) = delete;
+  Gates& operator=(const Gates&) = delete;
+};
+
+// The double definition's O equals the oracle's (the recurrence unrolled pair by pair), over
+// several checkpoint chunks.
+TEST(GatedRfa, DoubleDefinitionIsTheOracle) {
+  TrainCase c(2, 2, 100, 150, 8, 6, true, 51);
+  c.pr.random_masks(52, 0.85, 0.9);
+  c.pr.params.causal = true;
+  const Gates g(2, 2, 150, 53);
+  const Oracle f64(c, g.config64);
+  const reference::Output ref = reference::attention(c.pr.params, g.config32);
+  ASSERT_EQ(ref.o.size(), f64.o.size());
+  const double omax = std::max(1.0, max_abs(ref.o));
+  for (std::size_t x = 0; x < ref.o.size(); ++x)
+    ASSERT_NEAR(f64.o[x], ref.o[x], 1e-12 * omax * (1 + ref.cond[x / 6])) << "o " << x;
+}
+
+// Central finite differences of attention_f64 in Q, K, V and the gates (masks, positions over
+// three checkpoint chunks, Nq < Nk).
+TEST(GatedRfa, DoubleDefinitionMatchesFiniteDifferences) {
+  FdCase f(2, 1, 120, 140, 3, 2, 61);
+  f.km.assign(2 * 140, 1);
+  f.qm.assign(2 * 120, 1);
+  f.km[3] = f.km[70] = f.km[140 + 64] = f.km[140 + 139] = 0;
+  f.qm[5] = f.qm[120 + 90] = 0;
+  f.params.with_masks(f.km.data(), f.qm.data());
+  f.params.causal = true;
+  Gates g(2, 1, 140, 62);
+  std::vector<double> o(f.go.size()), lse(static_cast<std::size_t>(2 * 120));
+  attention_f64(f.params, {f.q.data(), f.k.data(), f.v.data()}, g.config64, o.data(), lse.data());
+  std::vector<double> gq(f.q.size()), gk(f.k.size()), gv(f.v.size());
+  attention_backward_f64(f.params, {f.q.data(), f.k.data(), f.v.data()}, g.config64, o.data(), lse.data(),
+                         f.go.data(), gq.data(), gk.data(), gv.data());
+  const double h = 1e-6;
+  for (auto [x, grad, name] : {std::tuple{&f.q, &gq, "dQ"}, std::tuple{&f.k, &gk, "dK"}, std::tuple{&f.v, &gv, "dV"},
+                               std::tuple{&g.x, &g.g64, "dgates"}}) {
+    const double gmax = max_abs(*grad);
+    EXPECT_GT(gmax, 1e-3) << name;
+    for (std::size_t i = 0; i < x->size(); ++i) {
+      const double keep = (*x)[i];
+      (*x)[i] = keep + h;
+      const double up = f.loss(g.config64);
+      (*x)[i] = keep - h;
+      const double down = f.loss(g.config64);
+      (*x)[i] = keep;
+      ASSERT_NEAR((*grad)[i], (up - down) / (2 * h), 1e-6 * (1 + gmax)) << name << "[" << i << "]";
+    }
+  }
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t j = 0; j < 140; ++j)
+      if (!f.km[static_cast<std::size_t>(b * 140 + j)]) {
+        EXPECT_EQ(g.g64[static_cast<std::size_t>(b * 140 + j)], 0.0);
+      }
+}
+
+// The f32 backward against the double definition: the rule of the file's header (the causal
+// sweeps run in double on the float inputs widened, so the gates' gradient too).
+TEST(GatedRfa, FloatMatchesTheDoubleDefinition) {
+  struct Shape {
+    std::int64_t B, H, Nq, Nk, d, dv;
+  };
+  for (const Shape& s : {Shape{2, 2, 36, 36, 8, 6}, Shape{1, 3, 150, 150, 16, 16}, Shape{2, 1, 40, 130, 12, 9}}) {
+    TrainCase c(s.B, s.H, s.Nq, s.Nk, s.d, s.dv, true, static_cast<std::uint64_t>(s.Nq * 5 + s.H));
+    c.pr.random_masks(static_cast<std::uint64_t>(s.Nk), 0.85, 0.9);
+    c.pr.params.causal = true;
+    Gates g(s.B, s.H, s.Nk, 71);
+    const std::string what = "gated " + std::to_string(s.Nq) + "x" + std::to_string(s.Nk);
+    expect_float_matches(c, g.config32, what, &g.config64);
+    const reference::Output exact = reference::attention(c.pr.params, g.config32);
+    double kappa = 1.0;
+    for (std::size_t i = 0; i < exact.saw.size(); ++i)
+      if (exact.saw[i]) kappa = std::max(kappa, exact.cond[i]);
+    const double big = max_abs(g.g64);
+    EXPECT_GT(big, 0.0) << what;
+    const double tol = 6.0 * (std::max<double>(128, s.dv + 1) + 2.0) * kappa * std::ldexp(big, -24);
+    EXPECT_LE(max_abs_err(g.g32, g.g64), tol) << what << " dgates";
+  }
+}
+
+TEST(GatedRfa, SameBitsForEveryThreadCount) {
+  std::vector<std::vector<float>> first;
+  for (int threads : {1, 2, 7}) {
+    TrainCase c(2, 3, 150, 130, 16, 16, false, 5);
+    c.pr.random_masks(6, 0.9, 0.9);
+    c.pr.params.causal = true;
+    Gates g(2, 3, 130, 7);
+    c.forward(g.config32, threads);
+    c.backward(g.config32, threads);
+    const std::vector<std::vector<float>> got = {c.pr.o, c.gq, c.gk, c.gv, g.g32};
+    if (threads == 1) first = got;
+    for (std::size_t t = 0; t < got.size(); ++t)
+      EXPECT_TRUE(bitwise_equal(first[t], got[t])) << "tensor " << t << " threads " << threads;
+  }
+}
+
+TEST(GatedRfa, ErrorsNameTheField) {
   TrainCase c(1, 1, 8, 8, 4, 4, false, 3);
   c.pr.params.causal = true;
-  std::vector<float> gates(8, 0.5f);
-  const LinearConfig config{.map = FeatureMap::rfa, .n_features = 8, .gates = gates.data()};
-  EXPECT_FALSE(capabilities(config).backward);
-  c.forward(config);
-  try {
-    c.backward(config);
-    FAIL() << "gated rfa backward ran";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("linear attention has no backward"), std::string::npos) << e.what();
-  }
-  std::vector<double> q(32, 0.1), o(32), lse(8);
-  EXPECT_THROW(attention_f64(c.pr.params, {q.data(), q.data(), q.data()}, config, o.data(), lse.data()), Error);
+  std::vector<float> gates(8, 0.5f), grad(8);
+  std::vector<double> g64(8);
+  auto expect_error = [&](const LinearConfig& config, const std::string& field, bool f64_call) {
+    try {
+      if (f64_call) {
+        const Oracle ref(c, config);
+      } else {
+        c.forward(LinearConfig{.map = FeatureMap::rfa, .n_features = 8, .gates = config.gates});
+        c.backward(config);
+      }
+      ADD_FAILURE() << "no error for " << field;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+  };
+  expect_error({.map = FeatureMap::rfa, .n_features = 8, .grad_gates = grad.data()}, "LinearConfig.grad_gates", false);
+  LinearDoubleParts values{.gates = g64.data()};
+  expect_error({.map = FeatureMap::rfa, .n_features = 8, .f64 = &values}, "LinearConfig.f64->gates", true);
+  expect_error({.map = FeatureMap::rfa, .n_features = 8, .gates = gates.data(), .grad_gates = grad.data()},
+               "LinearConfig.grad_gates", true);
 }
 
 }  // namespace

@@ -40,16 +40,18 @@ struct Learned {
   std::function<void(DoubleParts&, const double*, double*)> f64 = nullptr;
 };
 
-// The double-precision value and gradient fields of a learned part (D: CompressedDoubleParts or
-// SynthesizerDoubleParts), set in a call's DoubleParts.
+// The double-precision value and gradient fields of a learned part (D: CompressedDoubleParts,
+// SynthesizerDoubleParts or LinearDoubleParts), set in a call's DoubleParts.
 template <class D>
 std::function<void(DoubleParts&, const double*, double*)> f64_part(const double* D::*value, double* D::*grad) {
   return [value, grad](DoubleParts& parts, const double* v, double* g) {
     D* d = nullptr;
     if constexpr (std::is_same_v<D, CompressedDoubleParts>)
       d = &parts.compressed;
-    else
+    else if constexpr (std::is_same_v<D, SynthesizerDoubleParts>)
       d = &parts.synthesizer;
+    else
+      d = &parts.linear;
     d->*value = v;
     d->*grad = g;
   };
@@ -185,7 +187,8 @@ std::vector<Field<LinearConfig>> fields() {
                                [](const C&, const Sizes& s) {
                                  return std::vector<std::int64_t>{s.batch, s.heads, s.nk};
                                },
-                               "[B, H, Nk]"}}};
+                               "[B, H, Nk]", &C::grad_gates,
+                               f64_part(&LinearDoubleParts::gates, &LinearDoubleParts::grad_gates)}}};
 }
 template <>
 std::vector<Field<CompressedConfig>> fields() {

@@ -337,17 +337,18 @@ def test_variant_and_attention_info_errors_name_the_argument():
 
 # ---- gradients of learned parts --------------------------------------------------------------
 
-# (method, kind, parts given, extra fields): every form whose learned parts the library
+# (method, fields and call options, parts given): every form whose learned parts the library
 # differentiates (describe()["learned_grad"]; test_every_differentiable_part_has_a_case checks
 # the list is whole).
 LEARNED_CASES = [
-    ("compressed", "linformer", ("projection_e", "projection_f"), {}),
-    ("compressed", "induced_points", ("inducing",), {}),
-    ("compressed", "global_memory", ("memory_k", "memory_v"), dict(window=1)),
-    ("synthesizer", "dense", ("w1", "b1", "w2", "b2"), {}),
-    ("synthesizer", "random", ("logits",), {}),
+    ("compressed", dict(kind="linformer", rank=3), ("projection_e", "projection_f")),
+    ("compressed", dict(kind="induced_points", rank=3), ("inducing",)),
+    ("compressed", dict(kind="global_memory", rank=3, window=1), ("memory_k", "memory_v")),
+    ("synthesizer", dict(kind="dense", hidden=5), ("w1", "b1", "w2", "b2")),
+    ("synthesizer", dict(kind="random"), ("logits",)),
+    ("linear", dict(map="rfa", n_features=8, causal=True), ("gates",)),
 ]
-LEARNED_IDS = [f"{c[0]}-{c[1]}" for c in LEARNED_CASES]
+LEARNED_IDS = [f"{c[0]}-{c[1].get('kind', c[1].get('map'))}" for c in LEARNED_CASES]
 B, H, N, D, DV, RANK, HIDDEN = 2, 2, 9, 4, 3, 3, 5
 
 
@@ -355,32 +356,33 @@ def learned_parts(names, dtype, seed=11):
     g = torch.Generator().manual_seed(seed)
     shapes = dict(projection_e=(H, RANK, N), projection_f=(H, RANK, N), inducing=(H, RANK, D),
                   memory_k=(H, RANK, D), memory_v=(H, RANK, DV), w1=(H, D, HIDDEN),
-                  b1=(H, HIDDEN), w2=(H, HIDDEN, N), b2=(H, N), logits=(H, N, N))
-    # Values exact in float32, so the float32 and float64 calls see the same numbers.
-    return {n: (torch.randn(*shapes[n], generator=g) * 0.5).to(dtype).requires_grad_()
-            for n in names}
+                  b1=(H, HIDDEN), w2=(H, HIDDEN, N), b2=(H, N), logits=(H, N, N), gates=(B, H, N))
+    # Values exact in float32, so the float32 and float64 calls see the same numbers; gates
+    # in [0.05, 0.95].
+    draw = lambda n: (torch.rand(*shapes[n], generator=g) * 0.9 + 0.05 if n == "gates"
+                      else torch.randn(*shapes[n], generator=g) * 0.5)
+    return {n: draw(n).to(dtype).requires_grad_() for n in names}
 
 
-def learned_call(method, kind, extra, q, k, v, parts):
-    size = dict(rank=RANK) if method == "compressed" else dict(hidden=HIDDEN)
-    return attention(q, k, v, method, kind=kind, **size, **extra, **parts)
+def learned_call(method, fields, q, k, v, parts):
+    return attention(q, k, v, method, **fields, **parts)
 
 
 def test_every_differentiable_part_has_a_case():
     for f in FORMS:
         names = set(smyrf_torch.describe(f["name"])["learned_grad"])
-        covered = {n for m, _, ns, _ in LEARNED_CASES if m == f["method"] for n in ns}
+        covered = {n for m, _, ns in LEARNED_CASES if m == f["method"] for n in ns}
         assert names <= covered, (f["name"], names - covered)
 
 
-@pytest.mark.parametrize("method,kind,names,extra", LEARNED_CASES, ids=LEARNED_IDS)
-def test_learned_parts_gradcheck_in_float64(method, kind, names, extra):
+@pytest.mark.parametrize("method,fields,names", LEARNED_CASES, ids=LEARNED_IDS)
+def test_learned_parts_gradcheck_in_float64(method, fields, names):
     q, k, v = inputs(requires_grad=True, b=B, h=H, nq=N, nk=N, d=D, dv=DV, seed=4)
     parts = learned_parts(names, torch.float64)
-    assert set(names) <= set(smyrf_torch.describe(method, kind=kind)["learned_grad"])
+    assert set(names) <= set(smyrf_torch.describe(method)["learned_grad"])
 
     def fn(q, k, v, *ps):
-        return learned_call(method, kind, extra, q, k, v, dict(zip(names, ps)))
+        return learned_call(method, fields, q, k, v, dict(zip(names, ps)))
     assert gradcheck(fn, (q, k, v, *parts.values()), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
@@ -393,8 +395,8 @@ def learned_rule(t):
     return 8 * EPS_F32 * (1 + math.log2(n + 1)) * math.sqrt(t.numel())
 
 
-@pytest.mark.parametrize("method,kind,names,extra", LEARNED_CASES, ids=LEARNED_IDS)
-def test_learned_parts_float32_gradients_match_float64(method, kind, names, extra):
+@pytest.mark.parametrize("method,fields,names", LEARNED_CASES, ids=LEARNED_IDS)
+def test_learned_parts_float32_gradients_match_float64(method, fields, names):
     """The float32 backward's learned-part gradients against the double-precision definition's,
     relative in Frobenius norm under learned_rule."""
     grads = {}
@@ -402,7 +404,7 @@ def test_learned_parts_float32_gradients_match_float64(method, kind, names, extr
         q, k, v = (t.to(dtype).requires_grad_() for t in
                    inputs(b=B, h=H, nq=N, nk=N, d=D, dv=DV, seed=4))
         parts = learned_parts(names, dtype)
-        o = learned_call(method, kind, extra, q, k, v, parts)
+        o = learned_call(method, fields, q, k, v, parts)
         g = torch.Generator().manual_seed(2)
         o.backward(torch.randn(o.shape, generator=g, dtype=torch.float64).to(dtype))
         for n, t in parts.items():

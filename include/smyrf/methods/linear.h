@@ -40,7 +40,7 @@ namespace smyrf {
 // A normaliser of exactly 0 gives O = 0. elu, dpfp, efficient and l2 do not use the softmax
 // scale. lse: NaN for active queries that see a key (no softmax), -inf otherwise. No learned
 // parts except the optional RFA gates. No dropout (no softmax weights to drop). Backward and
-// the double-precision definition for every map, causal forms included (not gated RFA): below.
+// the double-precision definition for every map, causal and gated forms included: below.
 //
 // Exact definitions.
 //
@@ -174,20 +174,36 @@ namespace smyrf {
 //   dropout:       refused: smyrf::Error "smyrf: params.dropout = <p>: linear attention
 //                  has no dropout" (with params.causal: "... only the reference method has
 //                  causal dropout").
-//   backward:      every map, causal forms included (above); gated RFA refused:
-//                  attention_backward throws "smyrf: linear attention has no backward".
-//   attention_f64: every map (above); gated RFA refused: "smyrf: linear attention has no
-//                  double-precision path".
+//   backward:      every map, causal and gated forms included (above).
+//   attention_f64: every map, gated RFA included (above).
 //   bf16 inputs:   yes (forward).
 //   masks:         key and query masks.
 //   Nq != Nk:      yes.
 //   stride 0:      yes (forward).
 //   learned parts: the optional RFA gates (the gate of each visible key finite and in [0, 1],
 //                  else smyrf::Error naming LinearConfig.gates[b, h, j]); the random features are
-//                  seeded draws.
+//                  seeded draws. The gates' gradient: grad_gates (below).
 //   complexity:    above. Config checks (smyrf::Error naming the field): map a FeatureMap value,
 //                  n_features in [1, 65536] (even for favor and rfa), rfa_sigma finite and > 0,
 //                  dpfp_nu in [1, 2 d], chunk >= 1.
+// Gated RFA's gradient. Per (b, h) the adjoint of the state, R~ (of S) and r~ (of z), runs in
+// reverse position order: at key t it holds the gradient of S_t (queries reading S_t add their
+// phi_q g_i^T and gden_i phi_q as in the causal sweep above); key t then gets
+//   d phi_k(k_t) = (1 - g_t) (R~ v_t + r~),  dv_t = (1 - g_t) R~^T phi_k(k_t),
+//   dg_t = <R~, S_{t-1} - phi_k(k_t) v_t^T> + r~ . (z_{t-1} - phi_k(k_t)),
+// and R~, r~ are multiplied by g_t before the previous visible key. S_{t-1} is recomputed from
+// checkpoints of the forward sweep every 64 positions (the states of one 64-position chunk at a
+// time): memory O((Nk / 64 + 64) m dv) doubles per thread beyond the causal sweep's. Masked keys
+// get dg = 0. grad_gates (floats, [B, H, Nk], overwritten by attention_backward when non-null)
+// and f64->grad_gates (the double path's) need gates given: a non-null grad_gates without
+// gates throws smyrf::Error naming LinearConfig.grad_gates. f64->gates, when non-null, holds the
+// gates in double for the double path (gates must be given too; otherwise it reads the floats
+// widened). attention_backward_f64 throws naming LinearConfig.grad_gates when a float gradient
+// is asked of it.
+struct LinearDoubleParts {
+  const double* gates = nullptr;  // [B, H, Nk]
+  double* grad_gates = nullptr;   // [B, H, Nk]
+};
 enum class FeatureMap : std::uint8_t { elu = 0, favor_plus, favor, rfa, dpfp, efficient, l2 };
 struct LinearConfig {
   FeatureMap map = FeatureMap::elu;
@@ -197,6 +213,10 @@ struct LinearConfig {
   int dpfp_nu = 1;               // dpfp: 1 <= nu <= 2d
   int chunk = 64;                // causal: positions per chunk, >= 1
   const float* gates = nullptr;  // rfa with causal only: [B, H, Nk] contiguous, each in [0, 1]
+  // The gates' gradient (attention_backward; see "Gated RFA's gradient" above), gates' layout.
+  float* grad_gates = nullptr;
+  // The double-precision path's gates and their gradient (see "Gated RFA's gradient" above).
+  const LinearDoubleParts* f64 = nullptr;
 };
 
 }  // namespace smyrf

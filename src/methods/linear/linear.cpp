@@ -558,6 +558,14 @@ void Method<LinearConfig>::check(const LinearConfig& config, const Problem& pr) 
                         ": must be finite and in [0, 1] ([B, H, Nk] floats, contiguous)");
         }
   }
+  // The gates' gradient and double values: only of given gates.
+  const LinearDoubleParts none;
+  const LinearDoubleParts& f64 = config.f64 != nullptr ? *config.f64 : none;
+  const std::pair<const char*, const void*> need_gates[] = {
+      {"grad_gates", config.grad_gates}, {"f64->gates", f64.gates}, {"f64->grad_gates", f64.grad_gates}};
+  for (const auto& [field, ptr] : need_gates)
+    if (ptr != nullptr && config.gates == nullptr)
+      fail(field, ptr_str(ptr), "LinearConfig.gates = nullptr (no gates to differentiate): must be nullptr");
 }
 
 RunInfo linear_forward(const Problem& pr, const LinearConfig& config, Workspace* workspace) {

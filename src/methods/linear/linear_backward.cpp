@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/call_scratch.h"
+#include "common/error.h"
 #include "common/parallel.h"
 #include "common/problem.h"
 #include "common/timer.h"
@@ -55,6 +56,17 @@ struct Head {
   const double* wt;  // this head's W^T [dp][dirs_p], or null
 
   std::int64_t bh() const { return b * pr->H + h; }
+  // Gated RFA: the gate of key j (double path: its doubles when given) and its gradient.
+  bool gated() const { return a->gates32 != nullptr || a->gates64 != nullptr; }
+  double gate(std::int64_t j) const {
+    const std::int64_t at = bh() * pr->Nk + j;
+    return a->gates64 != nullptr ? a->gates64[at] : static_cast<double>(a->gates32[at]);
+  }
+  void store_ggate(std::int64_t j, double x) const {
+    const std::int64_t at = bh() * pr->Nk + j;
+    if (a->ggates64 != nullptr) a->ggates64[at] = x;
+    if (a->ggates32 != nullptr) a->ggates32[at] = static_cast<float>(x);
+  }
   // x[0..dp) = the row, zero padded.
   void load_q(std::int64_t i, double* x) const {
     std::fill_n(x, a->dp, 0.0);
@@ -255,6 +267,100 @@ void FeaturesBack(const LinearTrainArgs& a, const Head& hd, const double* x, boo
   }
 }
 
+// The state (S [m][dvp], z [mp]) absorbs a key's features f and value row v: S += f v^T,
+// z += f; gated with gate g: S = g S + (1 - g) f v^T, z = g z + (1 - g) f.
+void Absorb(const double* f, const double* v, std::int64_t m, std::int64_t mp, std::int64_t dvp, bool gated,
+            double g, double* S, double* z) {
+  if (!gated) {
+    for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], v, S + r * dvp, dvp);
+    Axpy(1.0, f, z, mp);
+    return;
+  }
+  const double keep = 1.0 - g;
+  for (std::int64_t r = 0; r < m; ++r) {
+    const double fr = keep * f[r];
+    double* sr = S + r * dvp;
+    for (std::int64_t c = 0; c < dvp; ++c) sr[c] = g * sr[c] + fr * v[c];
+  }
+  for (std::int64_t r = 0; r < mp; ++r) z[r] = g * z[r] + keep * f[r];
+}
+
+// Gated RFA's reverse sweep for one (b, h) (contract: linear.h, "Gated RFA's gradient"): the
+// checkpoints of the state every kGateChunk positions, then the keys in reverse order, each
+// chunk's states recomputed from its checkpoint when the sweep enters it.
+void GatedReverse(const LinearTrainArgs& a, const Head& hd, const detail::LinearTrainScratch& l, double* ws) {
+  const detail::Problem& pr = *a.pr;
+  const std::int64_t b = hd.b, Nq = pr.Nq, Nk = pr.Nk, m = a.s.m, mp = a.s.mp, dvp = a.dvp;
+  const std::int64_t C = detail::kGateChunk, st = l.state, sz = m * dvp;
+  double *x = ws + l.x, *xs = ws + l.xs, *dx = ws + l.dx, *dxh = ws + l.dxh, *u = ws + l.a, *du = ws + l.da;
+  double *dphi = ws + l.dphi, *vrow = ws + l.vrow, *num = ws + l.num, *R = ws + l.R, *rr = ws + l.rr;
+  double *phk = ws + l.phk, *phq = ws + l.phq, *gst = ws + l.gst, *gden_st = ws + l.gden;
+  double *ck = ws + l.ck, *cs = ws + l.cs;
+  // Checkpoints: the state before positions 0, C, 2C, ...
+  double* S = ws + l.S;
+  double* z = ws + l.z;
+  std::fill_n(S, sz, 0.0);
+  std::fill_n(z, mp, 0.0);
+  for (std::int64_t t = 0; t < Nk; ++t) {
+    if (t % C == 0) {
+      std::copy_n(S, sz, ck + (t / C) * st);
+      std::copy_n(z, mp, ck + (t / C) * st + sz);
+    }
+    if (!pr.key_visible(b, t)) continue;
+    hd.load_v(t, vrow);
+    Absorb(phk + t * mp, vrow, m, mp, dvp, true, hd.gate(t), S, z);
+  }
+  std::fill_n(R, sz, 0.0);
+  std::fill_n(rr, mp, 0.0);
+  std::int64_t next = Nq - 1, loaded = -1;
+  for (std::int64_t j = Nk - 1; j >= 0; --j) {
+    for (; next >= 0 && pr.key_position(next) >= j; --next) {
+      const double* f = phq + next * mp;
+      for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], gst + next * dvp, R + r * dvp, dvp);
+      Axpy(gden_st[next], f, rr, mp);
+    }
+    if (!pr.key_visible(b, j)) {
+      hd.store_gk(j, nullptr);
+      hd.store_gv(j, nullptr);
+      hd.store_ggate(j, 0.0);
+      continue;
+    }
+    const std::int64_t c = j / C, c0 = c * C;
+    if (c != loaded) {  // this chunk's states: cs[t - c0] is the state before position t
+      std::copy_n(ck + c * st, st, cs);
+      for (std::int64_t t = c0; t < std::min(Nk, c0 + C); ++t) {
+        double* next_state = cs + (t - c0 + 1) * st;
+        std::copy_n(cs + (t - c0) * st, st, next_state);
+        if (!pr.key_visible(b, t)) continue;
+        hd.load_v(t, vrow);
+        Absorb(phk + t * mp, vrow, m, mp, dvp, true, hd.gate(t), next_state, next_state + sz);
+      }
+      loaded = c;
+    }
+    const double* Sp = cs + (j - c0) * st;  // S_{j-1}
+    const double* zp = Sp + sz;
+    const double* f = phk + j * mp;
+    const double g = hd.gate(j), keep = 1.0 - g;
+    hd.load_v(j, vrow);
+    double dg = 0.0;
+    for (std::int64_t r = 0; r < m; ++r) {
+      const double rv = Dot(R + r * dvp, vrow, dvp);
+      dphi[r] = keep * (rv + rr[r]);
+      dg += Dot(R + r * dvp, Sp + r * dvp, dvp) - f[r] * rv + rr[r] * (zp[r] - f[r]);
+    }
+    std::fill(dphi + m, dphi + mp, 0.0);
+    std::fill_n(num, dvp, 0.0);
+    for (std::int64_t r = 0; r < m; ++r) Axpy(keep * f[r], R + r * dvp, num, dvp);
+    hd.store_gv(j, num);
+    hd.store_ggate(j, dg);
+    hd.load_k(j, x);
+    FeaturesBack(a, hd, x, false, f, dphi, dx, xs, u, du, dxh, nullptr);
+    hd.store_gk(j, dx);
+    for (std::int64_t r = 0; r < sz; ++r) R[r] *= g;
+    for (std::int64_t r = 0; r < mp; ++r) rr[r] *= g;
+  }
+}
+
 // Causal, one (b, h): the forward (o64, lse64) or the gradients, by the two sweeps.
 void CausalHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
   const detail::Problem& pr = *a.pr;
@@ -300,10 +406,8 @@ void CausalHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     const std::int64_t pos = pr.key_position(i);
     for (; t < Nk && t <= pos; ++t) {
       if (!pr.key_visible(b, t)) continue;
-      const double* f = phk + t * mp;
       hd.load_v(t, vrow);
-      for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], vrow, S + r * dvp, dvp);
-      Axpy(1.0, f, z, mp);
+      Absorb(phk + t * mp, vrow, m, mp, dvp, hd.gated(), hd.gated() ? hd.gate(t) : 0.0, S, z);
       ++seen;
     }
     double* f = phq + i * mp;
@@ -340,6 +444,10 @@ void CausalHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     hd.store_gq(i, dx);
   }
   if (!a.backward) return;
+  if (hd.gated()) {
+    GatedReverse(a, hd, l, ws);
+    return;
+  }
 
   // Reverse sweep: R, r absorb the queries that see key j; key j reads them.
   std::fill_n(R, m * dvp, 0.0);
@@ -793,6 +901,8 @@ struct TrainSetup {
       a.w = w.data();
       a.s.wt = wt.data();
     }
+    a.gates32 = config.gates;
+    a.gates64 = config.f64 != nullptr ? config.f64->gates : nullptr;
     const bool causal = pr.p->causal;
     a.per_thread = LinearTrainScratch::make(a, pr.Nq, pr.Nk, causal).total;
     if (!causal) {
@@ -830,6 +940,8 @@ RunInfo linear_backward(const Problem& pr, const GradientParams& grads, const Li
   a.gq32 = grads.grad_q;
   a.gk32 = grads.grad_k;
   a.gv32 = grads.grad_v;
+  a.gates64 = nullptr;  // the float path reads the float gates
+  a.ggates32 = config.grad_gates;
   a.backward = true;
   CallScratch scratch(pr, workspace, CallScratch::Lists::none);
   const std::size_t slot = scratch.arena().add<double>(setup.scratch_doubles());
@@ -860,6 +972,10 @@ void linear_forward_f64(const Problem& pr, const DoubleTensors& in, const Linear
 
 void linear_backward_f64(const Problem& pr, const DoubleTensors& in, const LinearConfig& config,
                          const double* grad_o, double* grad_q, double* grad_k, double* grad_v) {
+  if (config.grad_gates != nullptr)
+    fail("LinearConfig.grad_gates", ptr_str(config.grad_gates),
+         "written by attention_backward; attention_backward_f64 writes LinearConfig.f64->grad_gates: must be "
+         "nullptr");
   TrainSetup setup(pr, config);
   LinearTrainArgs& a = setup.args;
   a.q64 = in.q;
@@ -869,6 +985,7 @@ void linear_backward_f64(const Problem& pr, const DoubleTensors& in, const Linea
   a.gq64 = grad_q;
   a.gk64 = grad_k;
   a.gv64 = grad_v;
+  a.ggates64 = config.f64 != nullptr ? config.f64->grad_gates : nullptr;
   a.backward = true;
   std::vector<double> scratch(setup.scratch_doubles());
   std::vector<std::int32_t> rows(setup.row_ints());

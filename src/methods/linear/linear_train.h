@@ -34,6 +34,12 @@ struct LinearTrainArgs {
   // Float backward: dO in O's layout, gradients in the layouts of Q, K and V.
   const float* go32 = nullptr;
   float *gq32 = nullptr, *gk32 = nullptr, *gv32 = nullptr;
+  // Gated RFA: the gates ([B, H, Nk]; doubles for the double path when given, else floats)
+  // and their gradient (float or double), or nullptr.
+  const float* gates32 = nullptr;
+  const double* gates64 = nullptr;
+  float* ggates32 = nullptr;
+  double* ggates64 = nullptr;
   bool backward = false;           // gradients (else: the forward's O and lse)
   double* scratch = nullptr;       // per thread: `per_thread` doubles
   std::int64_t per_thread = 0;
@@ -113,11 +119,16 @@ struct LinearTrainRows {
   }
 };
 
+// Positions per checkpoint of gated RFA's state (the backward recomputes one such chunk of
+// states at a time from its checkpoint).
+constexpr std::int64_t kGateChunk = 64;
+
 // Per-thread scratch of the training path (doubles; each region a multiple of 8): row
-// temporaries, and for the causal sweeps their states.
+// temporaries, and for the causal sweeps their states (gated: the checkpoints and one chunk's
+// states, each state m dvp + mp doubles: S then z).
 struct LinearTrainScratch {
   std::int64_t x, xs, dx, dxh, a, da, phi, dphi, vrow, gorow, num, g, S, z, R, rr, kmax, ksum;
-  std::int64_t phk, phq, gst, gden, total;
+  std::int64_t phk, phq, gst, gden, state, ck, cs, total;
   static LinearTrainScratch make(const LinearTrainArgs& s, std::int64_t Nq, std::int64_t Nk,
                                  bool causal) {
     LinearTrainScratch l{};
@@ -153,6 +164,10 @@ struct LinearTrainScratch {
     l.phq = take(c * Nq * s.s.mp);
     l.gst = take(c * Nq * s.dvp);
     l.gden = take(c * Nq);
+    const bool gated = causal && (s.gates32 != nullptr || s.gates64 != nullptr);
+    l.state = linear_pad8(s.s.m * s.dvp + s.s.mp);
+    l.ck = take(gated ? (Nk + kGateChunk - 1) / kGateChunk * l.state : 0);
+    l.cs = take(gated ? (kGateChunk + 1) * l.state : 0);
     l.total = at;
     return l;
   }

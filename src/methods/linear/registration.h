@@ -18,8 +18,7 @@ struct Method<LinearConfig> {
     caps.causal = c.map != FeatureMap::efficient;
     caps.seeded = c.map == FeatureMap::favor_plus || c.map == FeatureMap::favor || c.map == FeatureMap::rfa;
     caps.learned = c.map == FeatureMap::rfa;  // the gates
-    // The gated recurrence has no training path yet.
-    caps.backward = caps.f64 = c.gates == nullptr;
+    caps.backward = caps.f64 = true;
     caps.causal_backward = caps.causal && caps.backward;
     return caps;
   }

@@ -29,6 +29,7 @@ namespace smyrf::torch {
 struct DoubleParts {
   smyrf::CompressedDoubleParts compressed;
   smyrf::SynthesizerDoubleParts synthesizer;
+  smyrf::LinearDoubleParts linear;
 };
 
 // A learned part of a method config, e.g. CompressedConfig::projection_e.
