@@ -456,5 +456,116 @@ TEST(Routing, BadConfigsThrowNamingTheParameter) {
   expect_error(rcfg(4, 16, 3), "params.dropout");
 }
 
+// ---- The online k-means step (routing_update_centroids) ----
+
+// The expected step, computed here from the routes in plain double: per head and centroid the
+// members' unit vectors summed, their mean, the moving average with the unit centroid, its
+// unit vector; an empty centroid keeps its row.
+std::vector<float> expected_update(Problem& pr, const RoutingConfig& config, double decay) {
+  const auto routes = detail::routing_routes(pr.params, config);
+  const std::int64_t K = config.n_clusters, d = pr.d;
+  std::vector<float> out(config.centroids, config.centroids + pr.H * K * d);
+  auto unit = [&](const float* x, double* u) {
+    double n2 = 0;
+    for (std::int64_t j = 0; j < d; ++j) n2 += double(x[j]) * double(x[j]);
+    for (std::int64_t j = 0; j < d; ++j) u[j] = n2 > 0 ? double(x[j]) / std::sqrt(n2) : 0.0;
+  };
+  for (std::int64_t h = 0; h < pr.H; ++h)
+    for (std::int64_t c = 0; c < K; ++c) {
+      std::vector<double> sum(static_cast<std::size_t>(d), 0.0), u(static_cast<std::size_t>(d));
+      double n = 0;
+      for (std::int64_t b = 0; b < pr.B; ++b) {
+        for (std::int64_t i = 0; i < pr.Nq; ++i)
+          if (routes.q_cluster[static_cast<std::size_t>((b * pr.H + h) * pr.Nq + i)] == c) {
+            unit(pr.q_at(b, h, i), u.data());
+            for (std::int64_t j = 0; j < d; ++j) sum[j] += u[j];
+            ++n;
+          }
+        for (std::int64_t i = 0; i < pr.Nk; ++i)
+          if (routes.k_cluster[static_cast<std::size_t>((b * pr.H + h) * pr.Nk + i)] == c) {
+            unit(pr.k_at(b, h, i), u.data());
+            for (std::int64_t j = 0; j < d; ++j) sum[j] += u[j];
+            ++n;
+          }
+      }
+      if (n == 0) continue;
+      std::vector<double> mu(static_cast<std::size_t>(d)), x(static_cast<std::size_t>(d));
+      unit(config.centroids + (h * K + c) * d, mu.data());
+      for (std::int64_t j = 0; j < d; ++j) x[j] = decay * mu[j] + (1 - decay) * sum[j] / n;
+      double n2 = 0;
+      for (double e : x) n2 += e * e;
+      for (std::int64_t j = 0; j < d; ++j) out[static_cast<std::size_t>((h * K + c) * d + j)] = float(x[j] / std::sqrt(n2));
+    }
+  return out;
+}
+
+TEST(RoutingCentroidUpdate, IsTheMovingAverageOfTheMembersMean) {
+  for (const bool causal : {false, true}) {
+    Problem pr(2, 2, 60, 70, 8, 4, true, 31);
+    pr.random_masks(32, 0.8, 0.9);
+    pr.params.causal = causal;
+    const auto cent = random_centroids(2, 5, 8, 33);
+    const RoutingConfig config = rcfg(5, 8, 0, cent.data());
+    for (const double decay : {0.0, 0.9, 0.999, 1.0}) {
+      const std::vector<float> want = expected_update(pr, config, decay);
+      std::vector<float> got(want.size(), std::nanf(""));
+      routing_update_centroids(pr.params, config, static_cast<float>(decay), got.data());
+      for (std::size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 4e-7 * (1 + std::abs(want[i]))) << "decay " << decay << " at " << i;
+    }
+    // In place: the same result.
+    std::vector<float> in_place = cent, copy(cent.size());
+    routing_update_centroids(pr.params, config, 0.9f, copy.data());
+    routing_update_centroids(pr.params, rcfg(5, 8, 0, in_place.data()), 0.9f, in_place.data());
+    EXPECT_TRUE(bitwise_equal(copy, in_place));
+  }
+}
+
+TEST(RoutingCentroidUpdate, EmptyCentroidsKeepTheirRows) {
+  // Every token has a positive first coordinate: centroid 1 (-e0, scaled) has none.
+  Problem pr(1, 1, 30, 30, 4, 4, false, 41);
+  for (std::int64_t i = 0; i < 30; ++i) {
+    pr.q_at(0, 0, i)[0] = 5.0f + std::abs(pr.q_at(0, 0, i)[0]);
+    pr.k_at(0, 0, i)[0] = 5.0f + std::abs(pr.k_at(0, 0, i)[0]);
+  }
+  const std::vector<float> cent = {1, 0, 0, 0, -3, 0, 0, 0};
+  std::vector<float> out(8);
+  routing_update_centroids(pr.params, rcfg(2, 8, 0, cent.data()), 0.5f, out.data());
+  for (std::size_t j = 4; j < 8; ++j) EXPECT_EQ(out[j], cent[j]);
+  EXPECT_NE(out[1], 0.0f);  // centroid 0 moved towards its members
+}
+
+TEST(RoutingCentroidUpdate, SameBitsForEveryThreadCount) {
+  Problem pr(3, 2, 200, 180, 16, 8, false, 51);
+  const auto cent = random_centroids(2, 7, 16, 52);
+  std::vector<float> first;
+  for (int threads : {1, 2, 7}) {
+    pr.params.num_threads = threads;
+    std::vector<float> out(cent.size());
+    routing_update_centroids(pr.params, rcfg(7, 16, 0, cent.data()), 0.99f, out.data());
+    if (threads == 1) first = out;
+    EXPECT_TRUE(bitwise_equal(first, out)) << threads;
+  }
+}
+
+TEST(RoutingCentroidUpdate, ErrorsNameTheParameter) {
+  Problem pr(1, 1, 8, 8, 4, 4, false, 61);
+  const auto cent = random_centroids(1, 2, 4, 62);
+  std::vector<float> out(8);
+  auto expect_error = [&](const RoutingConfig& c, float decay, float* o, const std::string& name) {
+    try {
+      routing_update_centroids(pr.params, c, decay, o);
+      ADD_FAILURE() << "no error for " << name;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  };
+  expect_error(rcfg(2, 4, 0), 0.9f, out.data(), "RoutingConfig.centroids");
+  expect_error(rcfg(2, 4, 0, cent.data()), 1.5f, out.data(), "decay");
+  expect_error(rcfg(2, 4, 0, cent.data()), std::nanf(""), out.data(), "decay");
+  expect_error(rcfg(2, 4, 0, cent.data()), 0.9f, nullptr, "out");
+  expect_error(rcfg(0, 4, 0, cent.data()), 0.9f, out.data(), "n_clusters");
+}
+
 }  // namespace
 }  // namespace smyrf::test

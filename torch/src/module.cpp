@@ -1,6 +1,7 @@
 // The Python extension smyrf_torch._C: attention (every method form, configured by keyword),
 // methods(), and the older smyrf_attention and dense_attention, on torch tensors through the
 // autograd-aware glue of smyrf/torch.h. The package smyrf_torch wraps and re-exports them.
+#include <ATen/ATen.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
@@ -111,6 +112,45 @@ PYBIND11_MODULE(_C, m) {
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("method"), py::arg("config"),
       py::arg("causal"), py::arg("seed"), py::arg("num_threads"),
       "One forward (no grad) and what it did; see smyrf_torch.attention_info.");
+
+  m.def(
+      "routing_update_centroids",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& centroids, double decay, int window,
+         const std::optional<at::Tensor>& key_mask, const std::optional<at::Tensor>& query_mask, bool causal,
+         int num_threads) {
+        TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && q.size(0) == k.size(0) && q.size(1) == k.size(1) &&
+                              q.size(3) == k.size(3),
+                          "q, k: expected [B, H, Nq, d] and [B, H, Nk, d], got ", q.sizes(), " and ", k.sizes());
+        TORCH_CHECK_VALUE(centroids.dim() == 3 && centroids.size(0) == q.size(1) && centroids.size(2) == q.size(3),
+                          "centroids: expected [H, n_clusters, d] = [", q.size(1), ", n_clusters, ", q.size(3),
+                          "], got ", centroids.sizes());
+        const at::Tensor qf = q.detach().to(at::kFloat).contiguous(), kf = k.detach().to(at::kFloat).contiguous();
+        const at::Tensor cf = centroids.detach().to(at::kFloat).contiguous();
+        auto mask = [](const std::optional<at::Tensor>& given) {
+          return given ? std::optional<at::Tensor>(given->to(at::kByte).contiguous()) : std::nullopt;
+        };
+        const std::optional<at::Tensor> km = mask(key_mask), qm = mask(query_mask);
+        at::Tensor out = at::empty_like(cf);
+        smyrf::AttentionParams p = smyrf::AttentionParams::contiguous(
+            q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), q.size(3), qf.data_ptr<float>(),
+            kf.data_ptr<float>(), kf.data_ptr<float>(), nullptr);
+        p.with_masks(km ? km->data_ptr<std::uint8_t>() : nullptr, qm ? qm->data_ptr<std::uint8_t>() : nullptr);
+        p.causal = causal;
+        p.num_threads = num_threads;
+        smyrf::RoutingConfig config;
+        config.n_clusters = static_cast<int>(cf.size(1));
+        config.window = window;
+        config.centroids = cf.data_ptr<float>();
+        {
+          py::gil_scoped_release release;
+          smyrf::routing_update_centroids(p, config, static_cast<float>(decay), out.data_ptr<float>());
+        }
+        return out.to(centroids.scalar_type());
+      },
+      py::arg("q"), py::arg("k"), py::arg("centroids"), py::arg("decay"), py::arg("window"),
+      py::arg("key_mask") = py::none(), py::arg("query_mask") = py::none(), py::arg("causal") = false,
+      py::arg("num_threads") = 0,
+      "Routing attention's online k-means step (smyrf::routing_update_centroids): the new centroids.");
 
   m.def("describe", &smyrf::torch::python::describe_method, py::arg("method"), py::arg("config"),
         "What a method name and config amount to: canonical name, capabilities, field values.");

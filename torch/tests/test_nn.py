@@ -89,3 +89,23 @@ def test_per_call_learned_parts():
         o = attn(q, k, v, causal=True, gates=gates, seed=1)
     assert torch.equal(o, attention(q, k, v, "linear/rfa", n_features=8, causal=True,
                                     gates=gates, seed=1))
+
+
+def test_routing_centroids_follow_the_online_kmeans_step():
+    """Routing's centroids have no gradient (the routes are constants); the module moves them by
+    the library's moving-average step, in place, and decay 1 leaves their unit vectors."""
+    torch.manual_seed(0)
+    q, k, v = qkv(b=2, h=2, nq=16, nk=16, d=4, dv=3, dtype=torch.float32)
+    start = torch.randn(2, 3, 4)
+    attn = snn.RoutingAttention(n_clusters=3, window=4, centroids=start.clone())
+    attn.update_centroids(q, k, decay=0.9)
+    want = smyrf_torch.routing_update_centroids(q, k, start, decay=0.9, window=4)
+    assert torch.equal(attn.centroids, want)
+    assert not torch.allclose(want, start / start.norm(dim=-1, keepdim=True))
+    assert torch.allclose(want.norm(dim=-1), torch.ones(2, 3))
+    same = smyrf_torch.routing_update_centroids(q, k, start, decay=1.0, window=4)
+    assert torch.allclose(same, start / start.norm(dim=-1, keepdim=True), atol=1e-6)
+    with pytest.raises(ValueError, match="decay"):
+        smyrf_torch.routing_update_centroids(q, k, start, decay=2.0)
+    with pytest.raises(AttributeError, match="holds no centroids"):
+        snn.Attention("dense").update_centroids(q, k)

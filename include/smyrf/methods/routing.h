@@ -4,7 +4,11 @@
 // draws random_bits, uniform_open01 and standard_normal used below.
 #pragma once
 
+#include <cstdint>
+
 namespace smyrf {
+
+struct AttentionParams;
 
 // Routing attention (Roy, Saffar, Vaswani & Grangier, TACL 2021). Shared centroids mu_c
 // (K = n_clusters of them, d dims): given per head in `centroids` ([H, n_clusters, d] floats,
@@ -40,7 +44,7 @@ namespace smyrf {
 //   dropout:       yes, causal too: weight (b, h, 0, i, j).
 //   backward:      attention_backward (f32, no broadcast strides): centroids (fitted or given)
 //                  and routes are constants of the gradient (no gradient for
-//                  RoutingConfig.centroids).
+//                  RoutingConfig.centroids: they train by routing_update_centroids below).
 //   attention_f64: attention_f64 and attention_backward_f64 over the same pairs (routes from
 //                  the inputs rounded to f32).
 //   bf16 inputs:   yes (forward).
@@ -57,5 +61,22 @@ struct RoutingConfig {
   int iterations = 4;
   const float* centroids = nullptr;
 };
+
+// The Routing Transformer's online k-means step for given centroids: an explicit update, not a
+// gradient (the routes are constants of attention's gradient, and the centroids act on the
+// output only through them, so their gradient is zero wherever it exists). Every active query
+// and visible key of the call is routed as attention routes it (the unit-vector and similarity
+// rules above); then for each head h and centroid c with members, m = the mean of its members'
+// unit vectors over the batch (per batch element its queries then its keys, in position order,
+// summed in double), and
+//   out[h][c] = unit(decay * mu_c + (1 - decay) * m)
+// with mu_c the unit vector of the given row and unit() the rule above; a centroid without
+// members keeps its given row. This is the moving average of the paper's mini-batch k-means
+// (decay = its lambda). out: [H, n_clusters, d] floats, contiguous; it may be
+// config.centroids itself (an in-place step). Same checks as attention() (the call's
+// params.o and params.v are not read), plus config.centroids non-null and decay in [0, 1]
+// (smyrf::Error naming RoutingConfig.centroids or decay). Same bits whatever the thread count.
+void routing_update_centroids(const AttentionParams& params, const RoutingConfig& config, float decay,
+                              float* out);
 
 }  // namespace smyrf

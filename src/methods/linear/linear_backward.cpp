@@ -285,80 +285,60 @@ void Absorb(const double* f, const double* v, std::int64_t m, std::int64_t mp, s
   for (std::int64_t r = 0; r < mp; ++r) z[r] = g * z[r] + keep * f[r];
 }
 
-// Gated RFA's reverse sweep for one (b, h) (contract: linear.h, "Gated RFA's gradient"): the
-// checkpoints of the state every kGateChunk positions, then the keys in reverse order, each
-// chunk's states recomputed from its checkpoint when the sweep enters it.
-void GatedReverse(const LinearTrainArgs& a, const Head& hd, const detail::LinearTrainScratch& l, double* ws) {
+// Gated RFA's checkpoints for the reverse sweep (contract: linear.h, "Gated RFA's gradient"):
+// the state before positions 0, C, 2C, ... (C = kGateChunk) into ck.
+void GateCheckpoints(const LinearTrainArgs& a, const Head& hd, const detail::LinearTrainScratch& l, double* ws) {
   const detail::Problem& pr = *a.pr;
-  const std::int64_t b = hd.b, Nq = pr.Nq, Nk = pr.Nk, m = a.s.m, mp = a.s.mp, dvp = a.dvp;
-  const std::int64_t C = detail::kGateChunk, st = l.state, sz = m * dvp;
-  double *x = ws + l.x, *xs = ws + l.xs, *dx = ws + l.dx, *dxh = ws + l.dxh, *u = ws + l.a, *du = ws + l.da;
-  double *dphi = ws + l.dphi, *vrow = ws + l.vrow, *num = ws + l.num, *R = ws + l.R, *rr = ws + l.rr;
-  double *phk = ws + l.phk, *phq = ws + l.phq, *gst = ws + l.gst, *gden_st = ws + l.gden;
-  double *ck = ws + l.ck, *cs = ws + l.cs;
-  // Checkpoints: the state before positions 0, C, 2C, ...
-  double* S = ws + l.S;
-  double* z = ws + l.z;
+  const std::int64_t m = a.s.m, mp = a.s.mp, dvp = a.dvp, C = detail::kGateChunk, sz = m * dvp;
+  double *S = ws + l.S, *z = ws + l.z, *ck = ws + l.ck, *vrow = ws + l.vrow, *phk = ws + l.phk;
   std::fill_n(S, sz, 0.0);
   std::fill_n(z, mp, 0.0);
-  for (std::int64_t t = 0; t < Nk; ++t) {
+  for (std::int64_t t = 0; t < pr.Nk; ++t) {
     if (t % C == 0) {
-      std::copy_n(S, sz, ck + (t / C) * st);
-      std::copy_n(z, mp, ck + (t / C) * st + sz);
+      std::copy_n(S, sz, ck + (t / C) * l.state);
+      std::copy_n(z, mp, ck + (t / C) * l.state + sz);
     }
-    if (!pr.key_visible(b, t)) continue;
+    if (!pr.key_visible(hd.b, t)) continue;
     hd.load_v(t, vrow);
     Absorb(phk + t * mp, vrow, m, mp, dvp, true, hd.gate(t), S, z);
   }
-  std::fill_n(R, sz, 0.0);
-  std::fill_n(rr, mp, 0.0);
-  std::int64_t next = Nq - 1, loaded = -1;
-  for (std::int64_t j = Nk - 1; j >= 0; --j) {
-    for (; next >= 0 && pr.key_position(next) >= j; --next) {
-      const double* f = phq + next * mp;
-      for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], gst + next * dvp, R + r * dvp, dvp);
-      Axpy(gden_st[next], f, rr, mp);
+}
+
+// Gated RFA, key j of the reverse sweep, with R, r the gradient of S_j, z_j and v its value row:
+// d phi_k into dphi, dv into num, and returns dg. The state before j, S_{j-1}, comes from this
+// chunk's states (cs), recomputed from the chunk's checkpoint when the sweep enters the chunk
+// (*loaded: the chunk cs holds).
+double GatedKey(const LinearTrainArgs& a, const Head& hd, const detail::LinearTrainScratch& l, double* ws,
+                std::int64_t j, const double* v, std::int64_t* loaded, double* dphi, double* num) {
+  const detail::Problem& pr = *a.pr;
+  const std::int64_t m = a.s.m, mp = a.s.mp, dvp = a.dvp, C = detail::kGateChunk, st = l.state, sz = m * dvp;
+  const double *R = ws + l.R, *rr = ws + l.rr, *phk = ws + l.phk, *ck = ws + l.ck;
+  double *cs = ws + l.cs, *tmp_v = ws + l.g;
+  const std::int64_t c = j / C, c0 = c * C;
+  if (c != *loaded) {  // cs[t - c0] is the state before position t
+    std::copy_n(ck + c * st, st, cs);
+    for (std::int64_t t = c0; t < std::min(pr.Nk, c0 + C); ++t) {
+      double* next_state = cs + (t - c0 + 1) * st;
+      std::copy_n(cs + (t - c0) * st, st, next_state);
+      if (!pr.key_visible(hd.b, t)) continue;
+      hd.load_v(t, tmp_v);
+      Absorb(phk + t * mp, tmp_v, m, mp, dvp, true, hd.gate(t), next_state, next_state + sz);
     }
-    if (!pr.key_visible(b, j)) {
-      hd.store_gk(j, nullptr);
-      hd.store_gv(j, nullptr);
-      hd.store_ggate(j, 0.0);
-      continue;
-    }
-    const std::int64_t c = j / C, c0 = c * C;
-    if (c != loaded) {  // this chunk's states: cs[t - c0] is the state before position t
-      std::copy_n(ck + c * st, st, cs);
-      for (std::int64_t t = c0; t < std::min(Nk, c0 + C); ++t) {
-        double* next_state = cs + (t - c0 + 1) * st;
-        std::copy_n(cs + (t - c0) * st, st, next_state);
-        if (!pr.key_visible(b, t)) continue;
-        hd.load_v(t, vrow);
-        Absorb(phk + t * mp, vrow, m, mp, dvp, true, hd.gate(t), next_state, next_state + sz);
-      }
-      loaded = c;
-    }
-    const double* Sp = cs + (j - c0) * st;  // S_{j-1}
-    const double* zp = Sp + sz;
-    const double* f = phk + j * mp;
-    const double g = hd.gate(j), keep = 1.0 - g;
-    hd.load_v(j, vrow);
-    double dg = 0.0;
-    for (std::int64_t r = 0; r < m; ++r) {
-      const double rv = Dot(R + r * dvp, vrow, dvp);
-      dphi[r] = keep * (rv + rr[r]);
-      dg += Dot(R + r * dvp, Sp + r * dvp, dvp) - f[r] * rv + rr[r] * (zp[r] - f[r]);
-    }
-    std::fill(dphi + m, dphi + mp, 0.0);
-    std::fill_n(num, dvp, 0.0);
-    for (std::int64_t r = 0; r < m; ++r) Axpy(keep * f[r], R + r * dvp, num, dvp);
-    hd.store_gv(j, num);
-    hd.store_ggate(j, dg);
-    hd.load_k(j, x);
-    FeaturesBack(a, hd, x, false, f, dphi, dx, xs, u, du, dxh, nullptr);
-    hd.store_gk(j, dx);
-    for (std::int64_t r = 0; r < sz; ++r) R[r] *= g;
-    for (std::int64_t r = 0; r < mp; ++r) rr[r] *= g;
+    *loaded = c;
   }
+  const double* Sp = cs + (j - c0) * st;  // S_{j-1}
+  const double* zp = Sp + sz;
+  const double* f = phk + j * mp;
+  const double keep = 1.0 - hd.gate(j);
+  double dg = 0.0;
+  for (std::int64_t r = 0; r < m; ++r) {
+    const double rv = Dot(R + r * dvp, v, dvp);
+    dphi[r] = keep * (rv + rr[r]);
+    dg += Dot(R + r * dvp, Sp + r * dvp, dvp) - f[r] * rv + rr[r] * (zp[r] - f[r]);
+  }
+  std::fill_n(num, dvp, 0.0);
+  for (std::int64_t r = 0; r < m; ++r) Axpy(keep * f[r], R + r * dvp, num, dvp);
+  return dg;
 }
 
 // Causal, one (b, h): the forward (o64, lse64) or the gradients, by the two sweeps.
@@ -444,15 +424,14 @@ void CausalHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     hd.store_gq(i, dx);
   }
   if (!a.backward) return;
-  if (hd.gated()) {
-    GatedReverse(a, hd, l, ws);
-    return;
-  }
+  const bool gated = hd.gated();
+  if (gated) GateCheckpoints(a, hd, l, ws);
 
-  // Reverse sweep: R, r absorb the queries that see key j; key j reads them.
+  // Reverse sweep: R, r absorb the queries that see key j; key j reads them. Gated: R, r are the
+  // gradient of the state S_j, z_j, multiplied by g_j after key j (towards S_{j-1}).
   std::fill_n(R, m * dvp, 0.0);
   std::fill_n(rr, mp, 0.0);
-  std::int64_t next = Nq - 1;
+  std::int64_t next = Nq - 1, loaded = -1;
   for (std::int64_t j = Nk - 1; j >= 0; --j) {
     for (; next >= 0 && pr.key_position(next) >= j; --next) {
       const double* f = phq + next * mp;
@@ -462,18 +441,28 @@ void CausalHead(const LinearTrainArgs& a, std::int64_t bh, double* ws) {
     if (!pr.key_visible(b, j)) {
       hd.store_gk(j, nullptr);
       hd.store_gv(j, nullptr);
+      if (gated) hd.store_ggate(j, 0.0);
       continue;
     }
     const double* f = phk + j * mp;
     hd.load_v(j, vrow);
-    for (std::int64_t r = 0; r < m; ++r) dphi[r] = Dot(R + r * dvp, vrow, dvp) + rr[r];
+    if (gated) {
+      hd.store_ggate(j, GatedKey(a, hd, l, ws, j, vrow, &loaded, dphi, num));
+    } else {
+      for (std::int64_t r = 0; r < m; ++r) dphi[r] = Dot(R + r * dvp, vrow, dvp) + rr[r];
+      std::fill_n(num, dvp, 0.0);
+      for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], R + r * dvp, num, dvp);
+    }
     std::fill(dphi + m, dphi + mp, 0.0);
-    std::fill_n(num, dvp, 0.0);
-    for (std::int64_t r = 0; r < m; ++r) Axpy(f[r], R + r * dvp, num, dvp);
     hd.store_gv(j, num);
     hd.load_k(j, x);
     FeaturesBack(a, hd, x, false, f, dphi, dx, xs, u, du, dxh, nullptr);
     hd.store_gk(j, dx);
+    if (gated) {
+      const double g = hd.gate(j);
+      for (std::int64_t r = 0; r < m * dvp; ++r) R[r] *= g;
+      for (std::int64_t r = 0; r < mp; ++r) rr[r] *= g;
+    }
   }
 }
 

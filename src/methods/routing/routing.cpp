@@ -595,6 +595,59 @@ RoutingRoutes routing_routes(const Problem& pr, const RoutingConfig& config) {
   return r;
 }
 
+void routing_update_centroids(const Problem& pr, const RoutingConfig& config, double decay, float* out) {
+  const RoutingRoutes routes = routing_routes(pr, config);
+  const std::int64_t B = pr.B, H = pr.H, K = config.n_clusters, d = pr.d;
+  // Each head's sums and counts, batch elements then queries then keys in order (the unit
+  // vector rule of the definition: the fma chain of the squared norm, one rounded inverse).
+  std::vector<double> sums(static_cast<std::size_t>(H * K * d), 0.0), counts(static_cast<std::size_t>(H * K), 0.0);
+  with_input_type(pr.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    parallel_for(H, pr.threads, [&](std::int64_t h) {
+      auto add = [&](const T* row, std::int32_t c) {
+        double n2 = 0.0;
+        for (std::int64_t j = 0; j < d; ++j) n2 = std::fma(to_double(row[j]), to_double(row[j]), n2);
+        const double inv = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
+        double* s = sums.data() + (h * K + c) * d;
+        for (std::int64_t j = 0; j < d; ++j) s[j] += to_double(row[j]) * inv;
+        counts[static_cast<std::size_t>(h * K + c)] += 1.0;
+      };
+      for (std::int64_t b = 0; b < B; ++b) {
+        const std::int64_t bh = b * H + h;
+        for (std::int64_t i = 0; i < pr.Nq; ++i) {
+          const std::int32_t c = routes.q_cluster[static_cast<std::size_t>(bh * pr.Nq + i)];
+          if (c >= 0) add(pr.q_row<T>(b, h, i), c);
+        }
+        for (std::int64_t j = 0; j < pr.Nk; ++j) {
+          const std::int32_t c = routes.k_cluster[static_cast<std::size_t>(bh * pr.Nk + j)];
+          if (c >= 0) add(pr.k_row<T>(b, h, j), c);
+        }
+      }
+    });
+  });
+  // The moving average of the unit centroid (routes.centroids: the given rows normalised, the
+  // same for every batch element) and the members' mean, normalised.
+  for (std::int64_t h = 0; h < H; ++h)
+    for (std::int64_t c = 0; c < K; ++c) {
+      const double n = counts[static_cast<std::size_t>(h * K + c)];
+      float* o = out + (h * K + c) * d;
+      if (n == 0.0) {
+        if (o != config.centroids + (h * K + c) * d) std::copy_n(config.centroids + (h * K + c) * d, d, o);
+        continue;
+      }
+      const double* mu = routes.centroids.data() + (h * K + c) * d;  // batch element 0 of head h
+      const double* s = sums.data() + (h * K + c) * d;
+      std::vector<double> x(static_cast<std::size_t>(d));
+      double n2 = 0.0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        x[static_cast<std::size_t>(j)] = decay * mu[j] + (1.0 - decay) * (s[j] / n);
+        n2 = std::fma(x[static_cast<std::size_t>(j)], x[static_cast<std::size_t>(j)], n2);
+      }
+      const double inv = n2 > 0.0 ? 1.0 / std::sqrt(n2) : 0.0;
+      for (std::int64_t j = 0; j < d; ++j) o[j] = static_cast<float>(x[static_cast<std::size_t>(j)] * inv);
+    }
+}
+
 // The forward's chunks (queries of chunk c attend to key chunk c; causal queries that see no key
 // of their chunk attend to their own position's key instead, a second launch), centroids and
 // assignments held constant.

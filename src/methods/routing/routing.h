@@ -25,6 +25,10 @@ void validate_routing_centroids(const Problem& pr, const RoutingConfig& config);
 // routing_forward) and returns its results. Does not write params.o.
 RoutingRoutes routing_routes(const Problem& pr, const RoutingConfig& config);
 
+// The online k-means step of smyrf/methods/routing.h (routing_update_centroids) on a checked
+// problem with given centroids and decay in [0, 1].
+void routing_update_centroids(const Problem& pr, const RoutingConfig& config, double decay, float* out);
+
 // ---- Internals shared by the per-target code and the driver (routing.cpp). ----
 
 // Tokens per task of the norm and assignment passes.

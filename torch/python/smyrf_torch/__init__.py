@@ -19,7 +19,8 @@ import numbers
 from . import _C
 from . import nn
 from .attn import SmyrfAttention
-from .functional import attention, attention_info, describe, methods, scaled_dot_product_attention, variant
+from .functional import (attention, attention_info, describe, methods, routing_update_centroids,
+                         scaled_dot_product_attention, variant)
 
 _INT32_MAX = 2**31 - 1
 
@@ -68,4 +69,4 @@ smyrf_attention = _checked(_C.smyrf_attention, {
 })
 
 __all__ = ["SmyrfAttention", "attention", "attention_info", "dense_attention", "describe", "methods", "nn",
-           "scaled_dot_product_attention", "smyrf_attention", "variant"]
+           "routing_update_centroids", "scaled_dot_product_attention", "smyrf_attention", "variant"]

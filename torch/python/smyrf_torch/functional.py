@@ -144,6 +144,25 @@ def attention_info(q, k, v, method="dense", *, causal=False, seed=0, num_threads
                                       "must be >= 0 and <= 1024"))
 
 
+def routing_update_centroids(q, k, centroids, *, decay=0.999, window=64, key_mask=None,
+                             query_mask=None, causal=False, num_threads=0):
+    """Routing attention's online k-means step (the Routing Transformer trains its centroids by
+    this moving average, not by a gradient: the routes are constants of attention's gradient).
+    q [B, H, Nq, d], k [B, H, Nk, d] (the call's queries and keys, routed as attention routes
+    them), centroids [H, n_clusters, d]: returns the new centroids, unit(decay * mu + (1 - decay)
+    * the mean of each centroid's members' unit vectors) (a centroid without members keeps its
+    row). decay in [0, 1] (the paper's lambda, 0.999 in its experiments); window: the routing
+    window (it plays no part in the update, only in the checks attention() makes)."""
+    for name, t in (("q", q), ("k", k), ("centroids", centroids)):
+        _tensor_arg(name, t)
+    return _C.routing_update_centroids(
+        q, k, centroids, _number_arg("decay", decay),
+        _int_arg("window", window, 1, _INT32_MAX, "must be >= 1"),
+        _tensor_arg("key_mask", key_mask, optional=True),
+        _tensor_arg("query_mask", query_mask, optional=True), _bool_arg("causal", causal),
+        _int_arg("num_threads", num_threads, 0, 1024, "must be >= 0 and <= 1024"))
+
+
 # ---- scaled_dot_product_attention ----------------------------------------------------------
 
 _PER_KEY = ("the library's masks are per key: attn_mask must broadcast to [B, 1, 1, Nk] "

@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-from .functional import _int_arg, _number_arg, attention, describe, draw_seed, methods
+from .functional import (_int_arg, _number_arg, attention, describe, draw_seed, methods,
+                         routing_update_centroids)
 
 __all__ = ["Attention"]
 
@@ -127,6 +128,21 @@ class Attention(nn.Module):
                          query_mask=query_mask, dropout=self.dropout, training=self.training,
                          seed=draw_seed() if seed is None else seed, scale=self.scale,
                          num_threads=self.num_threads, **self.config, **learned)
+
+    @torch.no_grad()
+    def update_centroids(self, q, k, decay=0.999, key_mask=None, query_mask=None, causal=False):
+        """Routing attention: one online k-means step of the held centroids on this batch's
+        queries and keys (smyrf_torch.routing_update_centroids), in place; the Routing
+        Transformer calls it once per training step. Other methods: AttributeError."""
+        centroids = getattr(self, "centroids", None) if "centroids" in self._learned else None
+        if centroids is None:
+            raise AttributeError(f"update_centroids: {self.name} holds no centroids (routing "
+                                 "attention given centroids=... has them)")
+        new = routing_update_centroids(q, k, centroids, decay=decay,
+                                       window=self.config.get("window", 64), key_mask=key_mask,
+                                       query_mask=query_mask, causal=causal,
+                                       num_threads=self.num_threads)
+        centroids.copy_(new)
 
     def extra_repr(self):
         fields = "".join(f", {n}={v!r}" for n, v in self.config.items())
