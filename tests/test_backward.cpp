@@ -239,11 +239,11 @@ TEST(BackwardCases, CoverEveryFormWithABackward) {
   const std::set<std::string> elsewhere = {"reference/reference", "dense/dense", "smyrf/lsh"};
   for (const MethodInfo& m : methods()) {
     const std::string form = m.name + "/" + m.form;
-    // Feature-map attention: test_linear_backward.cpp; compressed attention and the
+    // Feature-map attention: test_linear_backward.cpp; compressed attention, Sinkhorn and the
     // Synthesizer (learned parts, not a softmax over key sets of the inputs):
-    // test_compressed_backward.cpp, test_synthesizer_backward.cpp.
+    // test_compressed_backward.cpp, test_sinkhorn_backward.cpp, test_synthesizer_backward.cpp.
     if (!m.caps.backward || elsewhere.count(form) != 0 || m.name == "linear" || m.name == "compressed" ||
-        m.name == "synthesizer")
+        m.name == "synthesizer" || m.name == "sinkhorn")
       continue;
     EXPECT_TRUE(covered.count(form) != 0) << form << " has a backward but no case in test_backward.cpp";
   }

@@ -171,6 +171,7 @@ MethodConfig with_f64_parts(const Options& options, DoubleParts& parts,
   if (auto* c = std::get_if<CompressedConfig>(&method); c != nullptr && any) c->f64 = &parts.compressed;
   if (auto* c = std::get_if<SynthesizerConfig>(&method); c != nullptr && any) c->f64 = &parts.synthesizer;
   if (auto* c = std::get_if<LinearConfig>(&method); c != nullptr && any) c->f64 = &parts.linear;
+  if (auto* c = std::get_if<SinkhornConfig>(&method); c != nullptr && any) c->f64 = &parts.sinkhorn;
   return method;
 }
 

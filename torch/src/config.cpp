@@ -41,7 +41,7 @@ struct Learned {
 };
 
 // The double-precision value and gradient fields of a learned part (D: CompressedDoubleParts,
-// SynthesizerDoubleParts or LinearDoubleParts), set in a call's DoubleParts.
+// SynthesizerDoubleParts, SinkhornDoubleParts or LinearDoubleParts), set in a call's DoubleParts.
 template <class D>
 std::function<void(DoubleParts&, const double*, double*)> f64_part(const double* D::*value, double* D::*grad) {
   return [value, grad](DoubleParts& parts, const double* v, double* g) {
@@ -50,6 +50,8 @@ std::function<void(DoubleParts&, const double*, double*)> f64_part(const double*
       d = &parts.compressed;
     else if constexpr (std::is_same_v<D, SynthesizerDoubleParts>)
       d = &parts.synthesizer;
+    else if constexpr (std::is_same_v<D, SinkhornDoubleParts>)
+      d = &parts.sinkhorn;
     else
       d = &parts.linear;
     d->*value = v;
@@ -231,7 +233,8 @@ std::vector<Field<SinkhornConfig>> fields() {
                                     return std::vector<std::int64_t>{s.heads, s.d,
                                                                      ceil_div(s.nk, c.block_size)};
                                   },
-                                  "[H, d, ceil(Nk / block_size)]"}}};
+                                  "[H, d, ceil(Nk / block_size)]", &C::grad_sort_net,
+                                  f64_part(&SinkhornDoubleParts::sort_net, &SinkhornDoubleParts::grad_sort_net)}}};
 }
 template <>
 std::vector<Field<SynthesizerConfig>> fields() {

@@ -164,7 +164,7 @@ def test_module_dropout_must_be_a_number(dropout):
      r"centroids of routing yet"),
     ("dense", dict(causal="yes"), TypeError, r"^causal: expected a bool, got str"),
     ("linear/efficient", dict(causal=True), ValueError, r"params\.causal = true"),
-    ("sinkhorn", dict(dropout=0.1, training=True), ValueError, r"params\.dropout = 0\.1"),
+    ("linear", dict(dropout=0.1, training=True), ValueError, r"params\.dropout = 0\.1"),
     ("dense", dict(key_mask=[1]), TypeError, r"^key_mask: expected a torch\.Tensor or None, got list"),
     ("dense", dict(seed=-1), ValueError, r"^seed = -1: must be in \[0, 2\^64\)"),
     ("dense", dict(dropout="x"), TypeError, r"^dropout: expected a number, got str"),

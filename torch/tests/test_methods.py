@@ -347,8 +347,9 @@ LEARNED_CASES = [
     ("synthesizer", dict(kind="dense", hidden=5), ("w1", "b1", "w2", "b2")),
     ("synthesizer", dict(kind="random"), ("logits",)),
     ("linear", dict(map="rfa", n_features=8, causal=True), ("gates",)),
+    ("sinkhorn", dict(block_size=3, iterations=4), ("sort_net",)),
 ]
-LEARNED_IDS = [f"{c[0]}-{c[1].get('kind', c[1].get('map'))}" for c in LEARNED_CASES]
+LEARNED_IDS = [f"{c[0]}-{c[1].get('kind', c[1].get('map', c[2][0]))}" for c in LEARNED_CASES]
 B, H, N, D, DV, RANK, HIDDEN = 2, 2, 9, 4, 3, 3, 5
 
 
@@ -356,7 +357,8 @@ def learned_parts(names, dtype, seed=11):
     g = torch.Generator().manual_seed(seed)
     shapes = dict(projection_e=(H, RANK, N), projection_f=(H, RANK, N), inducing=(H, RANK, D),
                   memory_k=(H, RANK, D), memory_v=(H, RANK, DV), w1=(H, D, HIDDEN),
-                  b1=(H, HIDDEN), w2=(H, HIDDEN, N), b2=(H, N), logits=(H, N, N), gates=(B, H, N))
+                  b1=(H, HIDDEN), w2=(H, HIDDEN, N), b2=(H, N), logits=(H, N, N), gates=(B, H, N),
+                  sort_net=(H, D, 3))
     # Values exact in float32, so the float32 and float64 calls see the same numbers; gates
     # in [0.05, 0.95].
     draw = lambda n: (torch.rand(*shapes[n], generator=g) * 0.9 + 0.05 if n == "gates"

@@ -12,14 +12,27 @@ struct Method<SinkhornConfig> {
   static Capabilities capabilities(const SinkhornConfig&) {
     Capabilities caps;
     caps.learned = true;  // the sort net
+    caps.dropout = caps.backward = caps.f64 = true;
     return caps;
-  }
-  static std::string no_backward(const SinkhornConfig&) {
-    return "not implemented yet: the gradient through the Sinkhorn iterations and of the sort net";
   }
   static void check(const SinkhornConfig& config, const Problem& pr);
   static RunInfo forward(const Problem& pr, const SinkhornConfig& config, Workspace* workspace) {
     return sinkhorn_forward(pr, config, workspace);
+  }
+  static RunInfo backward(const Problem& pr, const GradientParams& grads, const SinkhornConfig& config,
+                          Workspace* workspace) {
+    return sinkhorn_backward(pr, grads, config, workspace);
+  }
+  // The double-precision definition is not a softmax over key sets of the inputs (the sorted
+  // rows are mixtures of keys): its own forward and backward.
+  static void forward_f64(const Problem& pr, const SinkhornConfig& config, const DoubleTensors& in, double* o,
+                          double* lse) {
+    sinkhorn_forward_f64(pr, in, config, o, lse);
+  }
+  static void backward_f64(const Problem& pr, const SinkhornConfig& config, const DoubleTensors& in,
+                           const double*, const double*, const double* grad_o, double* grad_q, double* grad_k,
+                           double* grad_v) {
+    sinkhorn_backward_f64(pr, in, config, grad_o, grad_q, grad_k, grad_v);
   }
   static std::vector<MethodInfo> forms() {
     return {form("sinkhorn", SinkhornConfig{}, "SinkhornConfig{}", {"sinkhorn:F"},

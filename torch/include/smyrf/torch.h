@@ -30,6 +30,7 @@ struct DoubleParts {
   smyrf::CompressedDoubleParts compressed;
   smyrf::SynthesizerDoubleParts synthesizer;
   smyrf::LinearDoubleParts linear;
+  smyrf::SinkhornDoubleParts sinkhorn;
 };
 
 // A learned part of a method config, e.g. CompressedConfig::projection_e.

@@ -62,6 +62,19 @@ def _synthesizer_random(cfg, sizes):
     return {"logits": torch.randn(h, nq, n)}
 
 
+def _sinkhorn_sort_net(cfg, sizes):
+    # The sort net is a linear layer from a block's summed keys (d) to the block logits of
+    # ceil(Nk / block_size) blocks: torch.nn.Linear's initialisation, U(-1/sqrt(d), 1/sqrt(d)).
+    h, d, n = _need("sinkhorn's sort_net [H, d, ceil(Nk / block_size)]", sizes,
+                    ["num_heads", "head_dim", "seq_len"])
+    nb = -(-n // cfg["block_size"])
+    return {"sort_net": (torch.rand(h, d, nb) * 2 - 1) / math.sqrt(d)}
+
+
+# Parts whose library default is parameter-free, drawn only when asked for by the value "init"
+# (sort_net="init"): method -> (part, initialiser).
+_OPTIONAL_INITS = {"sinkhorn": ("sort_net", _sinkhorn_sort_net)}
+
 # (method, enum field, value) -> (the parts it draws, initialiser).
 _INITS = {
     ("compressed", "kind", "linformer"): (("projection_e", "projection_f"), _linformer),
@@ -76,9 +89,10 @@ class Attention(nn.Module):
     method: a name from smyrf_torch.methods() (or an alias, or a method name alone); **config:
     the config's fields by their C++ names (checked here, once). Learned parts given as tensors,
     and those the module initialises (the papers' initialisations where the method header
-    documents a seeded default: Linformer's E, F; the Synthesizer's weights; these need
-    num_heads, head_dim, seq_len (Nk) and query_len (Nq, default seq_len) as the shapes
-    require), are nn.Parameters where the library computes their gradient
+    documents a seeded default: Linformer's E, F; the Synthesizer's weights; and, asked for by
+    the value "init", a part whose default is parameter-free: Sinkhorn's sort_net="init", a
+    linear layer's U(-1/sqrt(d), 1/sqrt(d)); these need num_heads, head_dim, seq_len (Nk) and
+    query_len (Nq, default seq_len) as the shapes require), are nn.Parameters where the library computes their gradient
     (describe(...)["learned_grad"]: every compressed kind's parts) and buffers elsewhere
     (freeze a Parameter with requires_grad_(False)). dropout applies in training mode (self.training). Each call
     draws its seed from torch's default generator unless forward(seed=...) is given.
@@ -87,7 +101,15 @@ class Attention(nn.Module):
     def __init__(self, method="dense", *, num_heads=None, head_dim=None, seq_len=None,
                  query_len=None, dropout=0.0, scale=None, num_threads=0, **config):
         super().__init__()
+        asked = {n for n, v in config.items() if isinstance(v, str) and v == "init"}
+        config = {n: v for n, v in config.items() if n not in asked}
         info = describe(method, **config)  # unknown names and bad values raise here
+        optional = _OPTIONAL_INITS.get(info["method"])
+        for n in asked:
+            if optional is None or optional[0] != n:
+                raise ValueError(f"{n}=\"init\": {info['name']} draws no {n} (only "
+                                 + ", ".join(f"{m}'s {p}" for m, (p, _) in _OPTIONAL_INITS.items())
+                                 + " is drawn on request)")
         dropout = _number_arg("dropout", dropout)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout = {dropout!r}: must be in [0, 1)")
@@ -106,6 +128,8 @@ class Attention(nn.Module):
             if (info["method"] == m and info["fields"].get(field) == value
                     and any(n not in given for n in parts)):
                 drawn = {n: t for n, t in init(info["fields"], sizes).items() if n not in given}
+        if asked:
+            drawn.update(optional[1](info["fields"], sizes))
         trainable = set(info["learned_grad"])
         for name in info["learned"]:
             t = given.get(name, drawn.get(name))
