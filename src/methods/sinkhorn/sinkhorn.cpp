@@ -16,6 +16,8 @@
 #include "common/problem.h"
 #include "common/timer.h"
 #include "hwy/highway.h"
+#include "kernels/attention_tile-inl.h"
+#include "kernels/tile_matmul-inl.h"
 #include "methods/sinkhorn/sinkhorn.h"
 #include "methods/sinkhorn/registration.h"
 #include "methods/train/train.h"
@@ -116,21 +118,28 @@ void BlockLogits(const detail::Problem& pr, const SinkhornConfig& c,
   }
 }
 
-// The per-thread buffers of one query block's keys (pass 2 and the backward).
+// Queries per chunk of a block's products (forward and backward).
+constexpr std::int64_t kChunk = 32;
+
+// The per-thread buffers of one query block (pass 2 and the backward); ldn = 2 bs_eff.
 struct BlockBuffers {
-  float* kc;   // [d][2 be]: keys transposed (own rows, then sorted rows)
-  float* vc;   // [2 be][dv]
-  float* qf;   // [d]
-  float* s;    // [2 be]
-  float* acc;  // [dv]
-  BlockBuffers(const detail::Problem& pr, const detail::SinkhornPlan& plan, int tid) {
-    const std::int64_t be = plan.bs_eff;
-    kc = plan.pass2 + static_cast<std::size_t>(tid) * plan.pass2_floats;
-    vc = kc + 2 * be * pr.d;
-    qf = vc + 2 * be * pr.dv;
-    s = qf + pr.d;
-    acc = s + 2 * be;
+  float* kc;  // [d][ldn]: keys transposed (own rows, then sorted rows)
+  float* vc;  // [ldn][dv]
+  float* qc;  // [kChunk][d]: a chunk's queries
+  float* S;   // [kChunk][ldn]: scores, then weights
+  float* oc;  // [kChunk][dv]: the chunk's outputs (forward)
+  static std::size_t floats(std::int64_t be, std::int64_t d, std::int64_t dv) {
+    return static_cast<std::size_t>(2 * be * (d + dv) + kChunk * (d + 2 * be + dv));
   }
+  BlockBuffers(const detail::Problem& pr, const detail::SinkhornPlan& plan, int tid) {
+    const std::int64_t ldn = 2 * plan.bs_eff;
+    kc = plan.pass2 + static_cast<std::size_t>(tid) * plan.pass2_floats;
+    vc = kc + ldn * pr.d;
+    qc = vc + ldn * pr.dv;
+    S = qc + kChunk * pr.d;
+    oc = S + kChunk * ldn;
+  }
+  float* end(std::int64_t dv) const { return oc + kChunk * dv; }
 };
 
 // Query block a of (b, h) with its blocks' geometry.
@@ -205,25 +214,6 @@ std::int64_t BuildBlock(const detail::Problem& pr, const detail::TokenLists& lis
   return n;
 }
 
-// Query row i's scores against the block's n keys: s[j] = scale q_i . k_j, and their max.
-template <class T>
-HWY_INLINE float Scores(const detail::Problem& pr, const T* q, const BlockBuffers& buf, std::int64_t ldk,
-                        std::int64_t n) {
-  for (std::int64_t e = 0; e < pr.d; ++e) buf.qf[e] = detail::to_float(q[e]);
-  std::fill_n(buf.s, n, 0.0f);
-  for (std::int64_t e = 0; e < pr.d; ++e) {
-    const float qe = buf.qf[e];
-    const float* k = buf.kc + e * ldk;
-    for (std::int64_t j = 0; j < n; ++j) buf.s[j] += qe * k[j];
-  }
-  float mx = -std::numeric_limits<float>::infinity();
-  for (std::int64_t j = 0; j < n; ++j) {
-    buf.s[j] *= pr.scale;
-    mx = std::max(mx, buf.s[j]);
-  }
-  return mx;
-}
-
 // The dropout column of the block's key n: its position (own rows) or Nk + t (sorted row t).
 HWY_INLINE std::int64_t DropColumn(const detail::Problem& pr, const detail::TokenLists& lists,
                                    const detail::SinkhornPlan& plan, const BlockTask& t, std::int64_t n) {
@@ -231,6 +221,23 @@ HWY_INLINE std::int64_t DropColumn(const detail::Problem& pr, const detail::Toke
   return n < own ? lists.keys(t.b, pr.Nk)[t.a * plan.bs + n] : pr.Nk + (n - own);
 }
 
+// The chunk's rows r < m of queries[r0 ..]: queries into qc; S = qc K^T (scale applied).
+template <class T>
+HWY_INLINE void ChunkScores(const detail::Problem& pr, const BlockTask& t, const std::int32_t* queries,
+                            std::int64_t r0, std::int64_t m, std::int64_t n, std::int64_t ldn,
+                            const BlockBuffers& buf) {
+  const std::int64_t d = pr.d;
+  for (std::int64_t r = 0; r < m; ++r) {
+    const T* q = pr.q_row<T>(t.b, t.h, queries[r0 + r]);
+    for (std::int64_t e = 0; e < d; ++e) buf.qc[r * d + e] = detail::to_float(q[e]);
+  }
+  tile::MatMul<4>(DF(), tile::Strided<float>{buf.qc, d, 1}, tile::RowMajor<float>{buf.kc, ldn}, m, d, n, buf.S, ldn);
+  for (std::int64_t r = 0; r < m; ++r)
+    for (std::int64_t j = 0; j < n; ++j) buf.S[r * ldn + j] *= pr.scale;
+}
+
+// Per (b, h, query block): the block's keys, then per chunk of its queries S = Q K^T, one
+// softmax per row (max, exp, sum; dropout on the weights of P V), O = P V on the tile kernel.
 template <class T>
 void AttendBlock(const detail::Problem& pr, const detail::TokenLists& lists, const detail::SinkhornPlan& plan,
                  const spec::Dropout& drop, std::int64_t task, int tid) {
@@ -242,34 +249,74 @@ void AttendBlock(const detail::Problem& pr, const detail::TokenLists& lists, con
   const BlockBuffers buf(pr, plan, tid);
   double* dacc = plan.acc + static_cast<std::size_t>(tid) * plan.acc_doubles;
   const std::int64_t n = BuildBlock<T>(pr, lists, plan, t, buf, dacc);
-  const std::int64_t ldk = 2 * plan.bs_eff, dv = pr.dv;
+  const std::int64_t ldn = 2 * plan.bs_eff, dv = pr.dv;
   const std::int32_t* queries = lists.queries(t.b, pr.Nq);
-  for (std::int64_t r = t.r0; r < t.r1; ++r) {
-    const std::int64_t i = queries[r];
-    const float mx = Scores<T>(pr, pr.q_row<T>(t.b, t.h, i), buf, ldk, n);
-    const std::uint64_t stream = drop.active() ? drop.row(t.b, t.h, 0, i) : 0;
-    float sum = 0.0f;
-    std::fill_n(buf.acc, dv, 0.0f);
-    for (std::int64_t j = 0; j < n; ++j) {
-      const float w = std::exp(buf.s[j] - mx);
-      sum += w;
-      const float wm = drop.active() ? w * drop.factor(stream, DropColumn(pr, lists, plan, t, j)) : w;
-      const float* v = buf.vc + j * dv;
-      for (std::int64_t e = 0; e < dv; ++e) buf.acc[e] += wm * v[e];
+  const DF df;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(df));
+  float sums[kChunk], maxes[kChunk];
+  for (std::int64_t r0 = t.r0; r0 < t.r1; r0 += kChunk) {
+    const std::int64_t m = std::min(kChunk, t.r1 - r0);
+    ChunkScores<T>(pr, t, queries, r0, m, n, ldn, buf);
+    for (std::int64_t r = 0; r < m; ++r) {
+      float* srow = buf.S + r * ldn;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (std::int64_t j = 0; j < n; ++j) mx = std::max(mx, srow[j]);
+      const VF vmx = hn::Set(df, mx);
+      VF vsum = hn::Zero(df);
+      std::int64_t j = 0;
+      for (; j + L <= n; j += L) {
+        const VF e = hn::Exp(df, hn::Sub(hn::LoadU(df, srow + j), vmx));
+        hn::StoreU(e, df, srow + j);
+        vsum = hn::Add(vsum, e);
+      }
+      float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+      for (; j < n; ++j) {
+        srow[j] = std::exp(srow[j] - mx);
+        sum += srow[j];
+      }
+      if (drop.active()) {
+        const std::uint64_t stream = drop.row(t.b, t.h, 0, queries[r0 + r]);
+        for (j = 0; j < n; ++j) srow[j] *= drop.factor(stream, DropColumn(pr, lists, plan, t, j));
+      }
+      sums[r] = sum;
+      maxes[r] = mx;
     }
-    float* o = pr.o_row(t.b, t.h, i);
-    const float inv = 1.0f / sum;
-    for (std::int64_t e = 0; e < dv; ++e) o[e] = buf.acc[e] * inv;
-    if (pr.p->lse != nullptr) pr.p->lse[t.bh * pr.Nq + i] = mx + std::log(sum);
+    tile::MatMul<4>(df, tile::Strided<float>{buf.S, ldn, 1}, tile::RowMajor<float>{buf.vc, dv}, m, n, dv, buf.oc, dv);
+    for (std::int64_t r = 0; r < m; ++r) {
+      const std::int64_t i = queries[r0 + r];
+      float* o = pr.o_row(t.b, t.h, i);
+      const float inv = 1.0f / sums[r];
+      for (std::int64_t e = 0; e < dv; ++e) o[e] = buf.oc[r * dv + e] * inv;
+      if (pr.p->lse != nullptr) pr.p->lse[t.bh * pr.Nq + i] = maxes[r] + std::log(sums[r]);
+    }
   }
   plan.scores[task] += n * (t.r1 - t.r0);
 }
 
 // ---- backward ----------------------------------------------------------------------------
 
-// Per (b, h, query block): the block's keys again, then per query p_j = exp(s_j - lse_i),
-// dS_j = p_j (m_j dO_i . v_j - D_i), dQ_i = scale sum_j dS_j k_j (written), and the rows'
-// gradients dk_j += scale dS_j q_i, dv_j += p_j m_j dO_i kept for the key pass, with
+// The backward's per-thread buffers beyond BlockBuffers (whose qc holds the chunk's queries and
+// S its scores, then P M); ldn = 2 bs_eff.
+struct BackwardBuffers {
+  float *kr, *vt, *doc, *dP, *dq;
+  static std::size_t floats(std::int64_t be, std::int64_t d, std::int64_t dv) {
+    const std::int64_t ldn = 2 * be;
+    return static_cast<std::size_t>(ldn * d + dv * ldn + kChunk * (dv + ldn + d));
+  }
+  BackwardBuffers(float* base, std::int64_t be, std::int64_t d, std::int64_t dv) {
+    const std::int64_t ldn = 2 * be;
+    kr = base;               // [ldn][d]: the block's keys by row
+    vt = kr + ldn * d;       // [dv][ldn]: its values transposed
+    doc = vt + dv * ldn;     // [kChunk][dv]: the chunk's dO rows
+    dP = doc + kChunk * dv;  // [kChunk][ldn]: dO V^T, then scale dS
+    dq = dP + kChunk * ldn;  // [kChunk][d]
+  }
+};
+
+// Per (b, h, query block): the block's keys again, then per chunk of its queries, with
+// P = exp(S - lse) recomputed from the forward's lse, as block products on the tile kernel:
+// dP = dO V^T, dS = P (M dP - D), dQ = scale dS K (written), and the rows' gradients
+// dK += scale dS^T Q, dV += (P M)^T dO kept for the key pass, with
 // c_t = dK~_t . K~_t + dV~_t . V~_t per sorted row.
 template <class T>
 void BlockBackward(const detail::SinkhornBackwardArgs& x, const spec::Dropout& drop, std::int64_t task, int tid) {
@@ -278,62 +325,90 @@ void BlockBackward(const detail::SinkhornBackwardArgs& x, const spec::Dropout& d
   const detail::SinkhornPlan& plan = *x.plan;
   const BlockTask t(pr, lists, plan, task);
   if (!t.active()) return;
-  const std::int64_t d = pr.d, dv = pr.dv, be = plan.bs_eff, ldk = 2 * be;
+  const std::int64_t d = pr.d, dv = pr.dv, be = plan.bs_eff, ldn = 2 * be;
   const BlockBuffers buf(pr, plan, tid);
-  float* ds = buf.acc + dv;  // [2 be], after the block's buffers (the backward's per-thread stride holds it)
-  float* dq = ds + 2 * be;   // [d]
+  const BackwardBuffers w(buf.end(dv), be, d, dv);
   double* dacc = plan.acc + static_cast<std::size_t>(tid) * plan.acc_doubles;
   const std::int64_t n = BuildBlock<T>(pr, lists, plan, t, buf, dacc);
-  float* gk = x.gk_rows + task * 2 * be * d;
-  float* gv = x.gv_rows + task * 2 * be * dv;
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t e = 0; e < d; ++e) w.kr[j * d + e] = buf.kc[e * ldn + j];
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t e = 0; e < dv; ++e) w.vt[e * ldn + j] = buf.vc[j * dv + e];
+  float* gk = x.gk_rows + task * ldn * d;
+  float* gv = x.gv_rows + task * ldn * dv;
   std::fill_n(gk, n * d, 0.0f);
   std::fill_n(gv, n * dv, 0.0f);
   const AttentionParams& p = *pr.p;
   const GradientParams& g = *x.g;
   const std::int32_t* queries = lists.queries(t.b, pr.Nq);
-  for (std::int64_t r = t.r0; r < t.r1; ++r) {
-    const std::int64_t i = queries[r];
-    Scores<T>(pr, pr.q_row<T>(t.b, t.h, i), buf, ldk, n);
-    const float lse = g.lse[t.bh * pr.Nq + i];
-    const float D = x.delta[t.bh * pr.Nq + i];
-    const std::int64_t off = t.b * p.o_batch_stride + t.h * p.o_head_stride + i * p.o_row_stride;
-    const float* go = g.grad_o + off;
-    const std::uint64_t stream = drop.active() ? drop.row(t.b, t.h, 0, i) : 0;
-    for (std::int64_t j = 0; j < n; ++j) {
-      const float pj = std::exp(buf.s[j] - lse);
-      const float m = drop.active() ? drop.factor(stream, DropColumn(pr, lists, plan, t, j)) : 1.0f;
-      const float* v = buf.vc + j * dv;
-      float* gvj = gv + j * dv;
-      float dp = 0.0f;
-      const float pm = pj * m;
-      for (std::int64_t e = 0; e < dv; ++e) {
-        dp += go[e] * v[e];
-        gvj[e] += pm * go[e];
+  const DF df;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(df));
+  for (std::int64_t r0 = t.r0; r0 < t.r1; r0 += kChunk) {
+    const std::int64_t m = std::min(kChunk, t.r1 - r0);
+    ChunkScores<T>(pr, t, queries, r0, m, n, ldn, buf);
+    for (std::int64_t r = 0; r < m; ++r) {
+      const std::int64_t i = queries[r0 + r];
+      std::copy_n(g.grad_o + t.b * p.o_batch_stride + t.h * p.o_head_stride + i * p.o_row_stride, dv,
+                  w.doc + r * dv);
+    }
+    tile::MatMul<4>(df, tile::Strided<float>{w.doc, dv, 1}, tile::RowMajor<float>{w.vt, ldn}, m, dv, n, w.dP, ldn);
+    for (std::int64_t r = 0; r < m; ++r) {
+      const std::int64_t i = queries[r0 + r];
+      const float lse = g.lse[t.bh * pr.Nq + i];
+      const float D = x.delta[t.bh * pr.Nq + i];
+      float* srow = buf.S + r * ldn;
+      float* dprow = w.dP + r * ldn;
+      const VF vlse = hn::Set(df, lse);
+      std::int64_t j = 0;
+      for (; j + L <= n; j += L) hn::StoreU(hn::Exp(df, hn::Sub(hn::LoadU(df, srow + j), vlse)), df, srow + j);
+      for (; j < n; ++j) srow[j] = std::exp(srow[j] - lse);
+      const std::uint64_t stream = drop.active() ? drop.row(t.b, t.h, 0, i) : 0;
+      for (j = 0; j < n; ++j) {
+        const float pj = srow[j];
+        const float mj = drop.active() ? drop.factor(stream, DropColumn(pr, lists, plan, t, j)) : 1.0f;
+        dprow[j] = pr.scale * (pj * (mj * dprow[j] - D));  // scale dS
+        srow[j] = pj * mj;                                 // P M
       }
-      ds[j] = pj * (m * dp - D);
     }
-    for (std::int64_t e = 0; e < d; ++e) {
-      const float* k = buf.kc + e * ldk;
-      float acc = 0.0f;
-      for (std::int64_t j = 0; j < n; ++j) acc += ds[j] * k[j];
-      dq[e] = pr.scale * acc;
+    tile::MatMul<4>(df, tile::Strided<float>{w.dP, ldn, 1}, tile::RowMajor<float>{w.kr, d}, m, n, d, w.dq, d);
+    for (std::int64_t r = 0; r < m; ++r) {
+      const std::int64_t i = queries[r0 + r];
+      std::copy_n(w.dq + r * d, d, g.grad_q + t.b * p.q_batch_stride + t.h * p.q_head_stride + i * p.q_row_stride);
     }
-    float* out = g.grad_q + t.b * p.q_batch_stride + t.h * p.q_head_stride + i * p.q_row_stride;
-    std::copy_n(dq, d, out);
-    for (std::int64_t j = 0; j < n; ++j) {
-      const float c = pr.scale * ds[j];
-      float* gkj = gk + j * d;
-      for (std::int64_t e = 0; e < d; ++e) gkj[e] += c * buf.qf[e];
-    }
+    tile::MatMul<4, tile::Start::out>(df, tile::Strided<float>{w.dP, 1, ldn}, tile::RowMajor<float>{buf.qc, d}, n,
+                                      m, d, gk, d);
+    tile::MatMul<4, tile::Start::out>(df, tile::Strided<float>{buf.S, 1, ldn}, tile::RowMajor<float>{w.doc, dv}, n,
+                                      m, dv, gv, dv);
   }
   const std::int64_t own = t.own_len(plan.bs);
   double* cdot = x.cdot + task * be;
   for (std::int64_t j = own; j < n; ++j) {
     double c = 0.0;
-    for (std::int64_t e = 0; e < d; ++e) c += static_cast<double>(gk[j * d + e]) * static_cast<double>(buf.kc[e * ldk + j]);
+    for (std::int64_t e = 0; e < d; ++e) c += static_cast<double>(gk[j * d + e]) * static_cast<double>(w.kr[j * d + e]);
     for (std::int64_t e = 0; e < dv; ++e) c += static_cast<double>(gv[j * dv + e]) * static_cast<double>(buf.vc[j * dv + e]);
     cdot[j - own] = c;
   }
+}
+
+// acc[0, n) += w g[0, n) (g widened to double) and the dot product of g and x in double, in
+// double lanes (a fixed order: the same bits whatever the thread).
+HWY_INLINE double AxpyDot(double w, const float* g, const float* x, double* acc, std::int64_t n) {
+  const hn::ScalableTag<double> dd;
+  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(dd));
+  const auto vw = hn::Set(dd, w);
+  auto vdot = hn::Zero(dd);
+  std::int64_t e = 0;
+  for (; e + L <= n; e += L) {
+    const auto vg = LoadAs(dd, g + e);
+    hn::StoreU(hn::MulAdd(vw, vg, hn::LoadU(dd, acc + e)), dd, acc + e);
+    vdot = hn::MulAdd(vg, LoadAs(dd, x + e), vdot);
+  }
+  double dot = hn::GetLane(hn::SumOfLanes(dd, vdot));
+  for (; e < n; ++e) {
+    acc[e] += w * static_cast<double>(g[e]);
+    dot += static_cast<double>(g[e]) * static_cast<double>(x[e]);
+  }
+  return dot;
 }
 
 // Per (b, h, key block col): each key's dK, dV = its own row's gradient (task col) plus, in
@@ -346,46 +421,51 @@ void KeyBlockBackward(const detail::SinkhornBackwardArgs& x, std::int64_t task, 
   const detail::SinkhornPlan& plan = *x.plan;
   const BlockTask t(pr, lists, plan, task);  // t.a: the key block
   if (t.nkv == 0 || t.nq == 0 || t.a >= t.nb) return;
-  const std::int64_t d = pr.d, dv = pr.dv, be = plan.bs_eff, bs = plan.bs, NB = plan.NB, nb = t.nb, col = t.a;
+  const std::int64_t d = pr.d, dv = pr.dv, be = plan.bs_eff, ldn = 2 * be, bs = plan.bs, NB = plan.NB, nb = t.nb,
+                     col = t.a;
   const std::int64_t last_len = t.nkv - (nb - 1) * bs;
   const std::int32_t* keys = lists.keys(t.b, pr.Nk);
   const AttentionParams& p = *pr.p;
   const GradientParams& g = *x.g;
   double* dL = x.dL + t.bh * NB * NB;
-  for (std::int64_t a = 0; a < nb; ++a) dL[a * NB + col] = 0.0;
   double* acc = plan.acc + static_cast<std::size_t>(tid) * plan.acc_doubles;  // [d + dv]
+  // Per query block a: the weight of this block in its sorted rows below the last block's
+  // length and past it (0: the block has no queries, or the row is left out), and where its
+  // sorted rows start.
+  double* w_full = acc + d + dv;
+  double* w_short = w_full + NB;
+  double* start = w_short + NB;
+  for (std::int64_t a = 0; a < nb; ++a) {
+    dL[a * NB + col] = 0.0;
+    const BlockTask qb(pr, lists, plan, t.bh * NB + a);
+    w_full[a] = w_short[a] = 0.0;
+    start[a] = static_cast<double>(qb.own_len(bs));
+    if (!qb.active()) continue;
+    const double* P = plan.P + (t.bh * NB + a) * NB;
+    double den_full, den_short;
+    SortedDenominators(P, nb, &den_full, &den_short);
+    w_full[a] = P[col] / den_full;  // den_full >= 1: the row max of P is 1
+    if (den_short > 0.0) w_short[a] = P[col] / den_short;
+  }
+  float* kv = plan.pass2 + static_cast<std::size_t>(tid) * plan.pass2_floats;  // [d + dv]: the key's K, V rows
   for (std::int64_t r = 0; r < t.own_len(bs); ++r) {
     const std::int64_t j = keys[col * bs + r];
     const T* kj = pr.k_row<T>(t.b, t.h, j);
     const T* vj = pr.v_row<T>(t.b, t.h, j);
+    for (std::int64_t e = 0; e < d; ++e) kv[e] = detail::to_float(kj[e]);
+    for (std::int64_t e = 0; e < dv; ++e) kv[d + e] = detail::to_float(vj[e]);
     // Its own row's gradient (when query block col has queries), then the sorted rows it enters.
-    for (std::int64_t e = 0; e < d; ++e) acc[e] = t.active() ? static_cast<double>(x.gk_rows[(task * 2 * be + r) * d + e]) : 0.0;
+    for (std::int64_t e = 0; e < d; ++e) acc[e] = t.active() ? static_cast<double>(x.gk_rows[(task * ldn + r) * d + e]) : 0.0;
     for (std::int64_t e = 0; e < dv; ++e)
-      acc[d + e] = t.active() ? static_cast<double>(x.gv_rows[(task * 2 * be + r) * dv + e]) : 0.0;
-    const bool full = r < last_len;
+      acc[d + e] = t.active() ? static_cast<double>(x.gv_rows[(task * ldn + r) * dv + e]) : 0.0;
+    const double* wa = r < last_len ? w_full : w_short;
     for (std::int64_t a = 0; a < nb; ++a) {
-      const std::int64_t qt = t.bh * NB + a;
-      const BlockTask qb(pr, lists, plan, qt);
-      if (!qb.active()) continue;
-      const double* P = plan.P + qt * NB;
-      double den_full, den_short;
-      SortedDenominators(P, nb, &den_full, &den_short);
-      const double den = full ? den_full : den_short;
-      if (!(den > 0.0)) continue;
-      const double w = P[col] / den;
-      const std::int64_t row = qb.own_len(bs) + r;
-      const float* gk = x.gk_rows + (qt * 2 * be + row) * d;
-      const float* gv = x.gv_rows + (qt * 2 * be + row) * dv;
-      double dot = -x.cdot[qt * be + r];
-      for (std::int64_t e = 0; e < d; ++e) {
-        acc[e] += w * static_cast<double>(gk[e]);
-        dot += static_cast<double>(gk[e]) * static_cast<double>(detail::to_float(kj[e]));
-      }
-      for (std::int64_t e = 0; e < dv; ++e) {
-        acc[d + e] += w * static_cast<double>(gv[e]);
-        dot += static_cast<double>(gv[e]) * static_cast<double>(detail::to_float(vj[e]));
-      }
-      dL[a * NB + col] += w * dot;
+      const double w = wa[a];
+      if (w == 0.0) continue;  // no queries, a left-out row, or no weight: adds nothing
+      const std::int64_t qt = t.bh * NB + a, row = static_cast<std::int64_t>(start[a]) + r;
+      const double dot = AxpyDot(w, x.gk_rows + (qt * ldn + row) * d, kv, acc, d) +
+                         AxpyDot(w, x.gv_rows + (qt * ldn + row) * dv, kv + d, acc + d, dv);
+      dL[a * NB + col] += w * (dot - x.cdot[qt * be + r]);
     }
     float* ok = g.grad_k + t.b * p.k_batch_stride + t.h * p.k_head_stride + j * p.k_row_stride;
     float* ov = g.grad_v + t.b * p.v_batch_stride + t.h * p.v_head_stride + j * p.v_row_stride;
@@ -527,6 +607,13 @@ void SinkhornRun(const detail::SinkhornArgs& a) {
   detail::with_input_type(a.pr->dtype, [&](auto tag) { sinkhorn::RunT<decltype(tag)>(a); });
 }
 
+std::size_t SinkhornBlockFloats(std::int64_t be, std::int64_t d, std::int64_t dv) {
+  return sinkhorn::BlockBuffers::floats(be, d, dv);
+}
+std::size_t SinkhornBackwardFloats(std::int64_t be, std::int64_t d, std::int64_t dv) {
+  return sinkhorn::BackwardBuffers::floats(be, d, dv);
+}
+
 void SinkhornBackward(const detail::SinkhornBackwardArgs& a) {
   detail::with_input_type(a.pr->dtype, [&](auto tag) { sinkhorn::BackwardT<decltype(tag)>(a); });
 }
@@ -544,6 +631,8 @@ HWY_AFTER_NAMESPACE();
 namespace smyrf::detail {
 HWY_EXPORT(SinkhornRun);
 HWY_EXPORT(SinkhornBackward);
+HWY_EXPORT(SinkhornBackwardFloats);
+HWY_EXPORT(SinkhornBlockFloats);
 
 namespace {
 
@@ -591,6 +680,14 @@ void Method<SinkhornConfig>::check(const SinkhornConfig& c, const Problem& pr) {
                 "replaces SinkhornConfig.sort_net, which is nullptr: give both or neither");
 }
 
+// The per-thread floats of a query block's buffers (forward), and the backward's beyond them.
+std::size_t sinkhorn_block_floats(std::int64_t be, std::int64_t d, std::int64_t dv) {
+  return HWY_DYNAMIC_DISPATCH(SinkhornBlockFloats)(be, d, dv);
+}
+std::size_t sinkhorn_backward_floats(std::int64_t be, std::int64_t d, std::int64_t dv) {
+  return HWY_DYNAMIC_DISPATCH(SinkhornBackwardFloats)(be, d, dv);
+}
+
 RunInfo sinkhorn_forward(const Problem& pr, const SinkhornConfig& config, Workspace* workspace) {
   Timer timer;
   const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
@@ -599,8 +696,7 @@ RunInfo sinkhorn_forward(const Problem& pr, const SinkhornConfig& config, Worksp
   plan.bs_eff = std::min<std::int64_t>(config.block_size, pr.Nk);
   plan.NB = sinkhorn_blocks(pr.Nk, config.block_size);
   plan.pass1_doubles = static_cast<std::size_t>(2 * plan.NB * d);
-  plan.pass2_floats =
-      static_cast<std::size_t>(2 * plan.bs_eff * (d + dv) + d + 2 * plan.bs_eff + dv);
+  plan.pass2_floats = sinkhorn_block_floats(plan.bs_eff, d, dv);
   plan.acc_doubles = static_cast<std::size_t>(d + dv);
   const std::size_t T = static_cast<std::size_t>(pr.threads);
 
@@ -640,9 +736,9 @@ RunInfo sinkhorn_backward(const Problem& pr, const GradientParams& g, const Sink
   plan.NB = sinkhorn_blocks(pr.Nk, config.block_size);
   const std::int64_t NB = plan.NB, be = plan.bs_eff;
   plan.pass1_doubles = static_cast<std::size_t>(2 * NB * d);
-  plan.pass2_floats = static_cast<std::size_t>(2 * be * (d + dv) + d + 2 * be + dv);
-  plan.acc_doubles = static_cast<std::size_t>(d + dv);
-  const std::size_t per_thread = plan.pass2_floats + static_cast<std::size_t>(2 * be + d);  // + dS, dQ
+  plan.pass2_floats = sinkhorn_block_floats(be, d, dv);
+  plan.acc_doubles = static_cast<std::size_t>(d + dv + 3 * NB);  // + the key pass's weights
+  const std::size_t per_thread = plan.pass2_floats + sinkhorn_backward_floats(be, d, dv);
   const std::size_t T = static_cast<std::size_t>(pr.threads);
   const bool want_gw = config.grad_sort_net != nullptr;
 
@@ -667,7 +763,7 @@ RunInfo sinkhorn_backward(const Problem& pr, const GradientParams& g, const Sink
   plan.lse_log = arena.at<double>(log_slot);
   plan.pass1 = arena.at<double>(p1_slot);
   plan.pass2 = arena.at<float>(p2_slot);
-  plan.pass2_floats = per_thread;  // the per-thread stride: BlockBuffers, then dS and dQ
+  plan.pass2_floats = per_thread;  // the per-thread stride: BlockBuffers, then BackwardBuffers
   plan.acc = arena.at<double>(acc_slot);
   plan.scores = arena.at<std::int64_t>(scores_slot);
   double* gw = want_gw ? arena.at<double>(gw_slot) : nullptr;
