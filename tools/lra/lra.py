@@ -50,15 +50,15 @@ except ImportError:
 
 # Every method form with a backward, as a variant spec at F = 0.25 (fixed-size feature maps
 # take no budget: their memory is what they use; the Synthesizers are quadratic by definition,
-# like dense). Methods without a backward (Sinkhorn, gated RFA) cannot be trained: `smyrf
-# methods` says why.
+# like dense). Gated RFA's gates are a per-call input the model does not produce (no gate
+# network here), so its plain form stands for it.
 BUDGET = 0.25
 SPECS = [
     "dense", "local:F", "smyrf:2:F", "smyrf-c:F", "reformer:2:F", "clustered:F", "iclustered:F",
     "routing:F", "dilated:F", "strided:F", "fixed:F", "longformer:F", "bigbird:F",
     "axial-rows:F", "criss-cross:F", "performer:F", "favor:F", "rfa:F", "linear", "l2",
     "efficient", "dpfp", "linformer:F", "nystrom:F", "mca:F", "isab:F", "star:F", "gmat:F",
-    "informer:F", "synthesizer-dense", "synthesizer-random",
+    "informer:F", "sinkhorn:F", "synthesizer-dense", "synthesizer-random",
 ]
 
 
@@ -94,14 +94,15 @@ class Variant:
 
     def learned(self, n):
         """The learned parts the library differentiates and smyrf_torch.nn initialises (the
-        papers' initialisations: Linformer's E and F, the Synthesizers' W1, b1, W2, b2 and R),
-        as tensors for length n; {} for the
+        papers' initialisations: Linformer's E and F, the Synthesizers' W1, b1, W2, b2 and R,
+        Sinkhorn's sort net, which the paper learns), as tensors for length n; {} for the
         others (parts with a parameter-free default, e.g. segment-mean inducing points and
         memory tokens, keep it)."""
         method, fields, _ = self.at(n)
         dh = MODEL["dim"] // MODEL["heads"]
+        asked = {"sort_net": "init"} if method == "sinkhorn" else {}
         core = smyrf_torch.nn.Attention(method, num_heads=MODEL["heads"], head_dim=dh,
-                                        seq_len=n, **fields)
+                                        seq_len=n, **fields, **asked)
         return {name: p.detach() for name, p in core.named_parameters()}
 
 

@@ -432,5 +432,15 @@ def test_module_holds_differentiable_parts_as_parameters():
     q, k, v = (t.float() for t in inputs(b=B, h=H, nq=N, nk=N, d=D, dv=DV, seed=4))
     m(q, k, v).sum().backward()
     assert m.projection_e.grad is not None and m.projection_e.grad.abs().sum() > 0
+    # A part whose library default is parameter-free, drawn on request: Sinkhorn's sort net.
+    s = smyrf_torch.nn.SinkhornAttention(sort_net="init", num_heads=H, head_dim=D, seq_len=N,
+                                         block_size=3)
+    assert [n for n, _ in s.named_parameters()] == ["sort_net"]
+    assert s.sort_net.shape == (H, D, 3) and s.sort_net.abs().max() <= 1 / math.sqrt(D)
+    s(q, k, v).sum().backward()
+    assert s.sort_net.grad is not None and s.sort_net.grad.abs().sum() > 0
+    assert list(smyrf_torch.nn.SinkhornAttention(block_size=3).named_parameters()) == []
+    with pytest.raises(ValueError, match='sort_net="init": dense draws no sort_net'):
+        smyrf_torch.nn.DenseAttention(sort_net="init")
     r = smyrf_torch.nn.RoutingAttention(n_clusters=3, window=3, centroids=torch.randn(2, 3, 4))
     assert list(r.named_parameters()) == [] and "centroids" in dict(r.named_buffers())
