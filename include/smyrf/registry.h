@@ -29,6 +29,7 @@ struct Capabilities {
   bool cross_lengths = true;     // nq != nk
   bool broadcast = true;         // stride-0 (broadcast) Q, K, V in the forward (e.g. one K/V head for all heads)
   bool learned = false;          // learned parts taken as config inputs (seeded defaults when absent)
+  bool key_bias = false;         // params.key_bias (an additive per-key bias: ALiBi, position biases)
   bool seeded = false;           // the output depends on params.seed
 };
 

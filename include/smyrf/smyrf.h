@@ -100,6 +100,20 @@ struct AttentionParams {
   const std::uint8_t* query_mask = nullptr;  // [B, Nq] or nullptr (every query active)
   std::int64_t query_mask_batch_stride = 0;
 
+  // Additive per-key bias, or nullptr: the score of query i on key j becomes
+  //   scale * Q[b,h,i] . K[b,h,j] + key_bias[b,h,j]
+  // at key_bias + b * key_bias_batch_stride + h * key_bias_head_stride + j (strides >= 0; 0
+  // broadcasts). What pretrained models with position biases need where the bias depends on the
+  // key only: a learned bias per key, a soft mask, and ALiBi in its causal form (BLOOM's
+  // slope_h * j, which differs from -slope_h * (i - j) by a constant per row, so O is the same
+  // and lse includes the bias as given). A constant of the gradient (no gradient is computed for
+  // it). Every addressed value must be finite with |value| <= 2^32 (smyrf::Error naming
+  // params.key_bias[b, h, j]). Methods: those whose capabilities say key_bias (the reference
+  // method and dense attention); the others throw smyrf::Error "smyrf: params.key_bias: <method>
+  // has no additive key bias".
+  const float* key_bias = nullptr;
+  std::int64_t key_bias_batch_stride = 0, key_bias_head_stride = 0;
+
   // Softmax scale; empty means 1/sqrt(d). Must be finite.
   std::optional<float> scale;
   // Seed of every random choice a method makes. Same seed, same inputs -> same bits,

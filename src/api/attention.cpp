@@ -117,6 +117,8 @@ void check_method(const Problem& pr, const C& c) {
   if (p.dropout > 0.0f && !caps.dropout)
     throw Error("smyrf: params.dropout = " + std::to_string(p.dropout) + ": " + subject(c) +
                 " has no dropout");
+  if (p.key_bias != nullptr && !caps.key_bias)
+    throw Error("smyrf: params.key_bias: " + subject(c) + " has no additive key bias");
 }
 
 Problem check_call(const AttentionParams& params, const MethodConfig& config) {
@@ -225,6 +227,9 @@ struct FloatShadow {
     c.query_mask_batch_stride = p.query_mask_batch_stride;
     c.scale = p.scale;
     c.seed = p.seed;
+    c.key_bias = p.key_bias;
+    c.key_bias_batch_stride = p.key_bias_batch_stride;
+    c.key_bias_head_stride = p.key_bias_head_stride;
     c.num_threads = p.num_threads;
     c.dropout = p.dropout;
     c.causal = p.causal;

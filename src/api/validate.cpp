@@ -113,6 +113,20 @@ void check_params(const AttentionParams& p) {
   check_output_strides(p);
   check_mask("key_mask", p.key_mask, p.key_mask_batch_stride, p.nk);
   check_mask("query_mask", p.query_mask, p.query_mask_batch_stride, p.nq);
+  if (p.key_bias != nullptr) {
+    if (p.key_bias_batch_stride < 0)
+      fail("params.key_bias_batch_stride", str(p.key_bias_batch_stride), "must be >= 0");
+    if (p.key_bias_head_stride < 0)
+      fail("params.key_bias_head_stride", str(p.key_bias_head_stride), "must be >= 0");
+    for (std::int64_t b = 0; b < p.batch; ++b)
+      for (std::int64_t h = 0; h < p.heads; ++h)
+        for (std::int64_t j = 0; j < p.nk; ++j) {
+          const float x = p.key_bias[b * p.key_bias_batch_stride + h * p.key_bias_head_stride + j];
+          if (!(std::abs(x) <= 0x1p32f))
+            fail("params.key_bias[" + str(b) + ", " + str(h) + ", " + str(j) + "]", str(static_cast<double>(x)),
+                 "must be finite with |value| <= 2^32");
+        }
+  }
   if (p.scale && !std::isfinite(*p.scale))
     fail("params.scale", str(static_cast<double>(*p.scale)), "must be finite");
   if (p.num_threads < 0 || p.num_threads > kMaxThreads)

@@ -61,6 +61,11 @@ struct Problem {
   bool key_visible(std::int64_t b, std::int64_t j) const {
     return p->key_mask == nullptr || p->key_mask[b * p->key_mask_batch_stride + j] != 0;
   }
+  // params.key_bias at (b, h, j): 0 without one.
+  float key_bias(std::int64_t b, std::int64_t h, std::int64_t j) const {
+    return p->key_bias == nullptr ? 0.0f
+                                  : p->key_bias[b * p->key_bias_batch_stride + h * p->key_bias_head_stride + j];
+  }
   // Query i in key coordinates (causal alignment: the last query faces the last key).
   std::int64_t key_position(std::int64_t i) const { return i + Nk - Nq; }
   // Whether query i may see key j under the key mask and params.causal.

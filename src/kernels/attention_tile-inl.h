@@ -370,6 +370,18 @@ HWY_INLINE void MaskColumnsFrom(float* s, size_t lds, size_t m, size_t n, const 
     for (size_t c = visible[r]; c < n; ++c) s[r * lds + c] = ninf;
 }
 
+// An additive per-key bias (params.key_bias) on a tile of scores: s[r][c] += bias[c] for m rows
+// of n key columns (row stride lds), or, on a transposed tile whose rows are keys,
+// s[r][c] += bias[r] for n key rows of m columns.
+HWY_INLINE void AddKeyBiasColumns(float* s, size_t lds, size_t m, size_t n, const float* bias) {
+  for (size_t r = 0; r < m; ++r)
+    for (size_t c = 0; c < n; ++c) s[r * lds + c] += bias[c];
+}
+HWY_INLINE void AddKeyBiasRows(float* s, size_t lds, size_t n, size_t m, const float* bias) {
+  for (size_t r = 0; r < n; ++r)
+    for (size_t c = 0; c < m; ++c) s[r * lds + c] += bias[r];
+}
+
 // Starts m rows of online-softmax state (row_max, row_sum hold PadToLanes(m) floats).
 HWY_INLINE void ResetTileState(size_t m, size_t ldacc, float* row_max, float* row_sum,
                                float* acc) {

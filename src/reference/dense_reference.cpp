@@ -29,7 +29,7 @@ void reference_rows(const Problem& pr) {
           double dot = 0;
           for (std::int64_t t = 0; t < pr.d; ++t)
             dot += static_cast<double>(to_float(q[t])) * to_float(k[t]);
-          logits[static_cast<std::size_t>(j)] = static_cast<double>(pr.scale) * dot;
+          logits[static_cast<std::size_t>(j)] = static_cast<double>(pr.scale) * dot + pr.key_bias(b, h, j);
           max_logit = std::max(max_logit, logits[static_cast<std::size_t>(j)]);
           any = true;
         }

@@ -111,7 +111,7 @@ struct Row {
       double dot = 0;
       if (!uniform)
         for (std::int64_t t = 0; t < pr.d; ++t) dot += q[t] * k[t];
-      p[e] = static_cast<double>(pr.scale) * dot;
+      p[e] = static_cast<double>(pr.scale) * dot + (uniform ? 0.0 : pr.key_bias(b, h, pairs[e].second));
       mx = std::max(mx, p[e]);
     }
     double sum = 0;

@@ -143,6 +143,17 @@ AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, const at::
   p.num_threads = options.num_threads;
   p.dropout = options.training ? static_cast<float>(options.dropout) : 0.0f;
   p.causal = options.causal;
+  if (options.key_bias.defined()) {
+    const at::Tensor& kb = options.key_bias;
+    TORCH_CHECK_TYPE(kb.scalar_type() == at::kFloat && kb.device().is_cpu() && kb.is_contiguous(),
+                     "key_bias: expected a contiguous CPU float32 tensor");
+    TORCH_CHECK_VALUE(kb.dim() == 3 && kb.size(0) == q.size(0) && kb.size(1) == q.size(1) && kb.size(2) == k.size(2),
+                      "key_bias: expected shape [B, H, Nk] = [", q.size(0), ", ", q.size(1), ", ", k.size(2),
+                      "], got ", kb.sizes());
+    p.key_bias = kb.data_ptr<float>();
+    p.key_bias_batch_stride = kb.stride(0);
+    p.key_bias_head_stride = kb.stride(1);
+  }
   return p;
 }
 

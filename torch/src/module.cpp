@@ -76,18 +76,21 @@ PYBIND11_MODULE(_C, m) {
       [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::string& method,
          const py::dict& config, bool causal, const std::optional<at::Tensor>& key_mask,
          const std::optional<at::Tensor>& query_mask, double dropout, bool training,
-         std::uint64_t seed, std::optional<double> scale, int num_threads) {
+         std::uint64_t seed, std::optional<double> scale, int num_threads,
+         const std::optional<at::Tensor>& key_bias) {
         smyrf::torch::Options options =
             call_options(q, k, v, method, config, causal, seed, num_threads);
         options.dropout = dropout;
         options.training = training;
         options.scale = scale;
+        if (key_bias) options.key_bias = *key_bias;
         py::gil_scoped_release release;
         return smyrf::torch::attention(q, k, v, options, to_c10(key_mask), to_c10(query_mask));
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("method"), py::arg("config"),
       py::arg("causal"), py::arg("key_mask"), py::arg("query_mask"), py::arg("dropout"),
       py::arg("training"), py::arg("seed"), py::arg("scale"), py::arg("num_threads"),
+      py::arg("key_bias") = py::none(),
       "Attention by any method form; see smyrf_torch.attention (which checks the scalars).");
 
   m.def(

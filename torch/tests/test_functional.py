@@ -145,3 +145,39 @@ def test_dropout_only_in_training_and_unbiased():
     assert (o - 1).abs().max().item() > 0.05
     assert abs(o.mean().item() - 1) < 0.05
     assert not torch.equal(o, dense_attention(q, k, v, dropout=0.5, training=True, seed=2))
+
+
+def test_key_bias_and_alibi_through_attention():
+    """attention(key_bias=..., alibi_slopes=...): the float64 definition equals plain torch with
+    the bias added to the scores, gradcheck passes with the bias a constant, float32 matches
+    float64 under the rule widened by max|bias|; a form without a key bias refuses it by name,
+    and so do a bias that requires grad and ALiBi without causal."""
+    from helpers import EPS_F32
+    from smyrf_torch import attention
+    q, k, v = qkv(b=2, h=3, nq=9, nk=12, d=4, dv=3, seed=8)
+    g = torch.Generator().manual_seed(9)
+    bias = (torch.randn(2, 1, 12, generator=g) * 2).float().double()  # exact in float32
+    o64 = attention(q, k, v, "dense", key_bias=bias)
+    s = q @ k.transpose(-1, -2) / 2.0 + bias[:, :, None, :]
+    assert (o64 - torch.softmax(s, -1) @ v).abs().max().item() <= 1e-12
+    o32 = attention(q.float(), k.float(), v.float(), "dense", key_bias=bias.float())
+    tol = tolerance(q, k, v) + 16 * EPS_F32 * v.abs().max().item() * bias.abs().max().item()
+    assert (o32.double() - o64).abs().max().item() <= tol
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+    assert gradcheck(lambda a, b, c: attention(a, b, c, "dense", key_bias=bias, causal=True),
+                     (qg, kg, vg), eps=1e-6, atol=1e-8, rtol=1e-6)
+    slopes = torch.tensor([0.5, 0.25, 0.125], dtype=torch.float64)
+    o = attention(q, k, v, "dense", causal=True, alibi_slopes=slopes)
+    pos = torch.arange(12, dtype=torch.float64)
+    qpos = pos[3:]  # the 9 queries face the last 9 keys
+    explicit = -slopes[:, None, None] * (qpos[:, None] - pos[None, :])
+    s = (q @ k.transpose(-1, -2) / 2.0 + explicit).masked_fill(pos[None, :] > qpos[:, None], -float("inf"))
+    assert (o - torch.softmax(s, -1) @ v).abs().max().item() <= 1e-12
+    with pytest.raises(RuntimeError, match=r"params\.key_bias: smyrf attention has no additive key bias"):
+        attention(q.float(), k.float(), v.float(), "smyrf/lsh", key_bias=bias.float())
+    with pytest.raises(ValueError, match=r"^key_bias: requires grad"):
+        attention(q, k, v, "dense", key_bias=bias.clone().requires_grad_())
+    with pytest.raises(ValueError, match=r"^alibi_slopes: need causal=True"):
+        attention(q, k, v, "dense", alibi_slopes=slopes)
+    with pytest.raises(ValueError, match=r"^alibi_slopes: expected shape \[H\] = \[3\]"):
+        attention(q, k, v, "dense", causal=True, alibi_slopes=slopes[:2])

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import qkv, tolerance
+from helpers import EPS_F32, qkv, tolerance
 import smyrf_torch
 from smyrf_torch import scaled_dot_product_attention as sdpa
 
@@ -112,6 +112,36 @@ def test_dropout_is_training_mode_dropout_seeded_by_torch():
                        smyrf_torch.attention(q, k, v, dropout=0.4, training=True, seed=5))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_additive_per_key_bias_and_alibi_equal_torch(dtype):
+    """A floating-point attn_mask with finite per-(batch, head, key) values (and -inf masked
+    keys) is the library's key bias: equal to PyTorch's sdpa with that mask, in float64 to 1e-12
+    and float32 under the rule with L widened by max|bias|; gradients too. ALiBi slopes with
+    is_causal equal PyTorch's sdpa with the explicit bias -slope * (i - j)."""
+    nq = nk = 11
+    q, k, v = qkv(b=2, h=3, nq=nq, nk=nk, d=16, dv=5, dtype=dtype, seed=5, requires_grad=True)
+    g = torch.Generator().manual_seed(6)
+    bias = (torch.randn(2, 3, 1, nk, generator=g) * 2).to(dtype)  # exact in float32, as the library takes it
+    bias[:, :, :, 3] = -math.inf  # a masked key, every head
+    o = sdpa(q, k, v, attn_mask=bias)
+    ref = torch_sdpa(q, k, v, attn_mask=bias)
+    bmax = bias[torch.isfinite(bias)].abs().max().item()
+    tol = 1e-12 if dtype == torch.float64 else tolerance(q, k, v) + 16 * EPS_F32 * v.abs().max().item() * bmax
+    assert (o - ref).abs().max().item() <= tol
+    go = torch.randn(o.shape, generator=g).to(dtype)
+    grads = torch.autograd.grad(o, (q, k, v), go)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), go)
+    for a, b in zip(grads, ref_grads):
+        assert (a - b).abs().max().item() <= (1e-11 if dtype == torch.float64 else 1e-4)
+    slopes = torch.tensor([0.5, 0.25, 0.125], dtype=dtype)
+    pos = torch.arange(nk, dtype=dtype)
+    explicit = -slopes[:, None, None] * (pos[:, None] - pos[None, :]).clamp(min=0)
+    explicit = explicit.masked_fill(torch.ones(nq, nk, dtype=torch.bool).triu(1), -math.inf)
+    o = sdpa(q, k, v, is_causal=True, alibi_slopes=slopes)
+    ref = torch_sdpa(q, k, v, attn_mask=explicit.expand(2, 3, nq, nk))
+    assert (o - ref).abs().max().item() <= (1e-12 if dtype == torch.float64 else 1e-5)
+
+
 def test_other_methods_and_gradients():
     q, k, v = qkv(b=1, h=2, nq=9, nk=9, d=4, dv=3, seed=4, requires_grad=True)
     o = sdpa(q, k, v, is_causal=True, method="smyrf/lsh", n_hashes=2, q_cluster_size=3,
@@ -127,15 +157,21 @@ def test_other_methods_and_gradients():
      r"^attn_mask: shape \[2, 1, 5, 6\]: the library's masks are per key"),
     (dict(attn_mask=torch.ones(2, 3, 1, 6, dtype=torch.bool)), ValueError,
      r"^attn_mask: shape \[2, 3, 1, 6\]: the library's masks are per key"),
-    (dict(attn_mask=torch.full((2, 1, 1, 6), 0.5)), ValueError,
-     r"^attn_mask: value 0\.5 unsupported: additive masks must be 0 or -inf"),
+    (dict(attn_mask=torch.full((2, 1, 1, 6), math.nan)), ValueError,
+     r"^attn_mask: value nan unsupported: additive masks must be finite \(a key bias\) or -inf"),
+    (dict(attn_mask=torch.zeros(2, 3, 1, 6).index_fill_(1, torch.tensor([1]), -math.inf)),
+     ValueError, r"^attn_mask: -inf entries that differ between heads"),
+    (dict(attn_mask=torch.full((2, 1, 1, 6), 0.5), method="smyrf/lsh"), RuntimeError,
+     r"params\.key_bias: smyrf attention has no additive key bias"),
     (dict(attn_mask=torch.zeros(2, 1, 1, 6, dtype=torch.int32)), TypeError,
      r"^attn_mask: expected dtype bool or a floating-point"),
     (dict(attn_mask=torch.ones(1, 1, 1, 1, 6, dtype=torch.bool)), ValueError,
      r"^attn_mask: shape \[1, 1, 1, 1, 6\] has more dims"),
     (dict(attn_mask=[True]), TypeError, r"^attn_mask: expected a torch\.Tensor"),
-    (dict(bias=torch.zeros(2, 6)), ValueError, r"^bias: .*not supported yet"),
-    (dict(alibi_slopes=torch.zeros(3)), ValueError, r"^alibi_slopes: .*not supported yet"),
+    (dict(bias=torch.zeros(4, 6)), ValueError, r"^key_bias: expected a shape broadcastable to \[B, H, Nk\]"),
+    (dict(alibi_slopes=torch.zeros(3)), ValueError, r"^alibi_slopes: need causal=True"),
+    (dict(alibi_slopes=torch.zeros(3, requires_grad=True), is_causal=True), ValueError,
+     r"^is_causal = True with Nq = 5 != Nk = 6"),
     (dict(dropout_p=1.0), ValueError, r"^dropout_p = 1\.0: must be in \[0, 1\)"),
     (dict(dropout_p="x"), TypeError, r"^dropout_p: expected a number"),
     (dict(is_causal=1), TypeError, r"^is_causal: expected a bool"),

@@ -89,6 +89,12 @@ void AttendT(const detail::Problem& pr, const detail::TokenLists& lists, float* 
           static_cast<std::size_t>(std::min<std::int64_t>(kDenseKeyTile, nkeys - j0));
       TileScores(pairs, tile_q, m, d, kt, ldk, static_cast<std::size_t>(j0), n, pr.scale, s,
                  kDenseKeyTile);
+      if (pr.p->key_bias != nullptr) {
+        float bias[kDenseKeyTile];
+        const std::int32_t* keys = lists.keys(b, pr.Nk) + j0;
+        for (std::size_t c = 0; c < n; ++c) bias[c] = pr.key_bias(b, h, keys[c]);
+        AddKeyBiasColumns(s, kDenseKeyTile, m, n, bias);
+      }
       if (pr.p->causal && seen[0] < static_cast<std::size_t>(j0) + n) {
         std::size_t visible[kDenseQueryTile];
         for (std::size_t r = 0; r < m; ++r)

@@ -12,7 +12,7 @@ struct Method<DenseConfig> {
   static std::string subject(const DenseConfig&) { return "dense attention"; }
   static Capabilities capabilities(const DenseConfig&) {
     Capabilities c;
-    c.causal = c.dropout = c.backward = c.causal_backward = c.f64 = true;
+    c.causal = c.dropout = c.backward = c.causal_backward = c.f64 = c.key_bias = true;
     return c;
   }
   static void check(const DenseConfig&, const Problem&) {}

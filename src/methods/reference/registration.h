@@ -15,7 +15,7 @@ struct Method<ReferenceConfig> {
   static std::string subject(const ReferenceConfig&) { return "reference attention"; }
   static Capabilities capabilities(const ReferenceConfig&) {
     Capabilities c;
-    c.causal = c.dropout = c.causal_dropout = c.backward = c.causal_backward = c.f64 = true;
+    c.causal = c.dropout = c.causal_dropout = c.backward = c.causal_backward = c.f64 = c.key_bias = true;
     return c;
   }
   static void check(const ReferenceConfig&, const Problem&) {}

@@ -139,9 +139,11 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
       const std::int32_t* keys = lists.keys(b, pr.Nk) + k0;
       std::fill_n(dk, n * ldd, 0.0f);
       std::fill_n(dvacc, n * ldv, 0.0f);
+      float bias[kTrainKeyTile];
       for (std::size_t j = 0; j < n; ++j) {
         krows[j] = v.kp + (k0 + j) * ldd;
         vrows[j] = v.vp + (k0 + j) * ldv;
+        bias[j] = pr.key_bias(b, h, keys[j]);
       }
       const std::int64_t offset = pr.Nk - pr.Nq;
       for (std::size_t q0 = 0; q0 < nq; q0 += M) {
@@ -153,6 +155,7 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
           delta[c] = c < m ? a.delta[bh * pr.Nq + queries[q0 + c]] : 0.0f;
         }
         ScoreTile(krows, n, d, v.qt + q0, ldq, m, pr.scale, st, M);
+        if (p.key_bias != nullptr) AddKeyBiasRows(st, M, n, m, bias);
         Probabilities<true>(st, M, n, m, lse);
         // Causal, on tiles that cross the diagonal: pairs (key r, query c) with the key after the
         // query get P = 0 (written after exp, which may have overflowed for a query whose lse is
@@ -247,6 +250,11 @@ void DenseDropoutImpl(const detail::TrainArgs& a, const detail::TokenLists& list
     for (std::size_t k0 = 0; k0 < nk; k0 += N) {
       const std::size_t n = std::min(N, nk - k0);
       ScoreTile(qrows, m, d, kt + k0, ldk, n, pr.scale, s, N);
+      if (pr.p->key_bias != nullptr) {
+        float bias[kTrainKeyTile];
+        for (std::size_t c = 0; c < n; ++c) bias[c] = pr.key_bias(b, h, keys[k0 + c]);
+        AddKeyBiasColumns(s, N, m, n, bias);
+      }
       Probabilities(s, N, m, n, lse);
       for (std::size_t r = 0; r < m; ++r) {
         const std::uint64_t stream = a.dropout.row(b, h, 0, queries[r]);

@@ -60,6 +60,10 @@ struct Options {
   int num_threads = 0;           // 0 = all threads OpenMP offers
   std::optional<double> scale;   // softmax scale; default 1/sqrt(d)
   bool causal = false;           // AttentionParams::causal: query i sees keys j <= i + Nk - Nq
+  // AttentionParams::key_bias: a CPU, contiguous float32 tensor [B, H, Nk] (the score of query i
+  // on key j gains key_bias[b, h, j]), or undefined. A constant: it gets no gradient. Only for
+  // methods whose capabilities say key_bias (smyrf::Error otherwise).
+  at::Tensor key_bias;
   // The tensors the method's learned-part pointers (e.g. RoutingConfig::centroids) point into,
   // with the names errors give them ("centroids"): see LearnedPart. The autograd node keeps
   // them alive until its backward has run (the config's raw pointers alone would dangle).

@@ -95,8 +95,43 @@ def variant(spec, n):
     return _C.variant(spec, _int_arg("n", n, 1, 2**62, "must be >= 1"))
 
 
+def _key_bias(q, k, key_bias, alibi_slopes, causal):
+    """The call's additive per-key bias [B, H, Nk] in float32 (None without one): key_bias
+    broadcast to [B, H, Nk], plus ALiBi's slope_h * j (its causal form)."""
+    if key_bias is None and alibi_slopes is None:
+        return None
+    b, h, nk = q.shape[0], q.shape[1], k.shape[2]
+    total = torch.zeros(b, h, nk, dtype=torch.float32)
+    if key_bias is not None:
+        _tensor_arg("key_bias", key_bias)
+        if key_bias.requires_grad and torch.is_grad_enabled():
+            raise ValueError("key_bias: requires grad, but the library computes no gradient for "
+                             "the key bias (a constant); detach it")
+        try:
+            total = total + key_bias.detach().to(torch.float32).expand(b, h, nk)
+        except RuntimeError:
+            raise ValueError(f"key_bias: expected a shape broadcastable to [B, H, Nk] = "
+                             f"[{b}, {h}, {nk}], got {list(key_bias.shape)}") from None
+    if alibi_slopes is not None:
+        _tensor_arg("alibi_slopes", alibi_slopes)
+        if not causal:
+            raise ValueError("alibi_slopes: need causal=True (ALiBi's bias -slope * (i - j) is "
+                             "a per-key bias slope * j only where each query sees keys j <= i; "
+                             "pass key_bias for another per-key bias)")
+        if tuple(alibi_slopes.shape) != (h,):
+            raise ValueError(f"alibi_slopes: expected shape [H] = [{h}], got "
+                             f"{list(alibi_slopes.shape)}")
+        if alibi_slopes.requires_grad and torch.is_grad_enabled():
+            raise ValueError("alibi_slopes: requires grad, but the library computes no gradient "
+                             "for the slopes (constants); detach them")
+        pos = torch.arange(nk, dtype=torch.float64)
+        total = total + (alibi_slopes.detach().to(torch.float64)[:, None] * pos).to(torch.float32)
+    return total.contiguous()
+
+
 def attention(q, k, v, method="dense", *, causal=False, key_mask=None, query_mask=None,
-              dropout=0., training=False, seed=0, scale=None, num_threads=0, **config):
+              dropout=0., training=False, seed=0, scale=None, num_threads=0, key_bias=None,
+              alibi_slopes=None, **config):
     """Attention by any method form, differentiable w.r.t. q, k, v where the form has a backward.
 
     q [B, H, Nq, d], k [B, H, Nk, d], v [B, H, Nk, dv]: CPU tensors of one dtype: float32 (the
@@ -112,6 +147,11 @@ def attention(q, k, v, method="dense", *, causal=False, key_mask=None, query_mas
     j <= i + Nk - Nq. key_mask [B, Nk], query_mask [B, Nq]: bool/uint8, True = takes part.
     Dropout on the attention weights only when training. seed: every random choice (hashes,
     random features, dropout masks). scale: softmax scale (default 1/sqrt(d), as float32).
+    key_bias: an additive per-key bias broadcastable to [B, H, Nk] (score + key_bias[b, h, j];
+    rounded to float32; a constant: it must not require grad); alibi_slopes [H]: ALiBi (Press et
+    al. 2022) in its causal form, the per-key bias slope_h * j (needs causal=True; O as with
+    -slope_h * (i - j), lse including the bias as given); both only for forms whose capabilities
+    say key_bias (dense, reference), a ValueError naming the method otherwise.
     """
     if not isinstance(method, str):
         raise TypeError(f"method: expected a str, got {type(method).__name__}")
@@ -119,11 +159,13 @@ def attention(q, k, v, method="dense", *, causal=False, key_mask=None, query_mas
         _tensor_arg(name, t)
     _tensor_arg("key_mask", key_mask, optional=True)
     _tensor_arg("query_mask", query_mask, optional=True)
+    causal = _bool_arg("causal", causal)
+    bias = _key_bias(q, k, key_bias, alibi_slopes, causal)
     return _C.attention(
-        q, k, v, method, config, _bool_arg("causal", causal), key_mask, query_mask,
+        q, k, v, method, config, causal, key_mask, query_mask,
         _number_arg("dropout", dropout), _bool_arg("training", training), _seed_arg(seed),
         None if scale is None else _number_arg("scale", scale),
-        _int_arg("num_threads", num_threads, 0, 1024, "must be >= 0 and <= 1024"))
+        _int_arg("num_threads", num_threads, 0, 1024, "must be >= 0 and <= 1024"), bias)
 
 
 def attention_info(q, k, v, method="dense", *, causal=False, seed=0, num_threads=0, **config):
@@ -169,8 +211,11 @@ _PER_KEY = ("the library's masks are per key: attn_mask must broadcast to [B, 1,
             "(True / 0 = attend, False / -inf = masked)")
 
 
-def _key_mask_from_attn_mask(attn_mask, batch, nk, ndim):
-    """attn_mask -> bool [B, Nk] key mask (True = attend), or ValueError when it is not one."""
+def _attn_mask_parts(attn_mask, batch, heads, nk, ndim):
+    """attn_mask -> (bool [B, Nk] key mask or None, float32 [B, H, Nk] key bias or None), or
+    ValueError when it is not a per-key mask: bool (True = attend) broadcastable to
+    [B, 1, 1, Nk]; floating-point broadcastable to [B, H, 1, Nk], its -inf entries a key mask
+    (the same for every head) and its finite entries an additive key bias."""
     if not isinstance(attn_mask, torch.Tensor):
         raise TypeError(f"attn_mask: expected a torch.Tensor or None, got "
                         f"{type(attn_mask).__name__}")
@@ -182,22 +227,32 @@ def _key_mask_from_attn_mask(attn_mask, batch, nk, ndim):
     if ndim == 3:
         m = m.unsqueeze(1)
     b, h, nq, k_len = m.shape
-    if h != 1 or nq != 1 or b not in (1, batch) or k_len not in (1, nk):
+    float_mask = attn_mask.is_floating_point()
+    if (nq != 1 or b not in (1, batch) or k_len not in (1, nk)
+            or h not in ((1, heads) if float_mask else (1,))):
         raise ValueError(f"attn_mask: shape {shape}: {_PER_KEY}; per query-key masks are not "
                          "supported")
     if attn_mask.dtype == torch.bool:
-        keep = m
-    elif attn_mask.is_floating_point():
-        keep = m == 0
-        bad = ~(keep | (m == -math.inf))
-        if bool(bad.any()):
-            raise ValueError(f"attn_mask: value {m[bad][0].item()!r} unsupported: additive masks "
-                             f"must be 0 or -inf; {_PER_KEY}; general additive biases are not "
-                             "supported")
-    else:
+        return m.reshape(b, k_len).expand(batch, nk), None
+    if not float_mask:
         raise TypeError(f"attn_mask: expected dtype bool or a floating-point additive mask, got "
                         f"{attn_mask.dtype}")
-    return keep.reshape(b, k_len).expand(batch, nk)
+    m = m.reshape(b, h, k_len)
+    masked = m == -math.inf
+    bad = ~(masked | torch.isfinite(m))
+    if bool(bad.any()):
+        raise ValueError(f"attn_mask: value {m[bad][0].item()!r} unsupported: additive masks "
+                         "must be finite (a key bias) or -inf (a masked key)")
+    keep = None
+    if bool(masked.any()):
+        if h != 1 and not bool((masked == masked[:, :1]).all()):
+            raise ValueError("attn_mask: -inf entries that differ between heads: a masked key is "
+                             "masked for every head (the library's key mask is [B, Nk])")
+        keep = (~masked[:, 0]).expand(batch, nk)
+    bias = torch.where(masked, torch.zeros((), dtype=m.dtype), m)
+    if not bool((bias != 0).any()):
+        return keep, None
+    return keep, bias.to(torch.float32).expand(batch, heads, nk)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
@@ -214,13 +269,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     top left, the library at the bottom right: attention(..., causal=True)). scale: default
     1/sqrt(d), rounded to float32. enable_gqa: key/value heads Hk dividing the query heads H,
     query head h reading key head h // (H / Hk) (PyTorch 2.5's grouped-query attention).
-    method and **config: as for attention(). bias and
-    alibi_slopes are not supported yet (ValueError when given).
+    method and **config: as for attention(). A floating-point attn_mask may also carry an
+    additive per-key bias (finite entries, broadcastable to [B, H, 1, Nk]; -inf entries are the
+    key mask); bias (broadcastable to [B, H, Nk]) and alibi_slopes [H] (with is_causal) are
+    attention()'s key_bias and alibi_slopes; a bias needs a form whose capabilities say
+    key_bias (dense, reference).
     """
-    if bias is not None:
-        raise ValueError("bias: an additive per-key bias is not supported yet by the library")
-    if alibi_slopes is not None:
-        raise ValueError("alibi_slopes: ALiBi slopes are not supported yet by the library")
     for name, t in (("query", query), ("key", key), ("value", value)):
         _tensor_arg(name, t)
         if t.dim() not in (3, 4):
@@ -249,12 +303,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                          "aligns the causal mask at the top left (j <= i), the library at the "
                          "bottom right (j <= i + Nk - Nq); use smyrf_torch.attention(..., "
                          "causal=True) for the latter")
-    key_mask = (None if attn_mask is None
-                else _key_mask_from_attn_mask(attn_mask, q.shape[0], k.shape[2], ndim))
+    key_mask, mask_bias = ((None, None) if attn_mask is None
+                           else _attn_mask_parts(attn_mask, q.shape[0], q.shape[1], k.shape[2],
+                                                 ndim))
+    if mask_bias is not None:
+        bias = mask_bias if bias is None else mask_bias + _tensor_arg("bias", bias)
     if seed is None:
         seeded = dropout_p > 0 or describe(method, **config)["capabilities"]["seeded"]
         seed = draw_seed() if seeded else 0
     out = attention(q, k, v, method, causal=is_causal, key_mask=key_mask, dropout=dropout_p,
                     training=dropout_p > 0, seed=seed, scale=scale, num_threads=num_threads,
-                    **config)
+                    key_bias=bias, alibi_slopes=alibi_slopes, **config)
     return out.squeeze(1) if ndim == 3 else out
