@@ -173,7 +173,7 @@ def test_key_bias_and_alibi_through_attention():
     explicit = -slopes[:, None, None] * (qpos[:, None] - pos[None, :])
     s = (q @ k.transpose(-1, -2) / 2.0 + explicit).masked_fill(pos[None, :] > qpos[:, None], -float("inf"))
     assert (o - torch.softmax(s, -1) @ v).abs().max().item() <= 1e-12
-    with pytest.raises(RuntimeError, match=r"params\.key_bias: smyrf attention has no additive key bias"):
+    with pytest.raises(ValueError, match=r"params\.key_bias: smyrf attention has no additive key bias"):
         attention(q.float(), k.float(), v.float(), "smyrf/lsh", key_bias=bias.float())
     with pytest.raises(ValueError, match=r"^key_bias: requires grad"):
         attention(q, k, v, "dense", key_bias=bias.clone().requires_grad_())

@@ -161,7 +161,7 @@ def test_other_methods_and_gradients():
      r"^attn_mask: value nan unsupported: additive masks must be finite \(a key bias\) or -inf"),
     (dict(attn_mask=torch.zeros(2, 3, 1, 6).index_fill_(1, torch.tensor([1]), -math.inf)),
      ValueError, r"^attn_mask: -inf entries that differ between heads"),
-    (dict(attn_mask=torch.full((2, 1, 1, 6), 0.5), method="smyrf/lsh"), RuntimeError,
+    (dict(attn_mask=torch.full((2, 1, 1, 6), 0.5), method="smyrf/lsh"), ValueError,
      r"params\.key_bias: smyrf attention has no additive key bias"),
     (dict(attn_mask=torch.zeros(2, 1, 1, 6, dtype=torch.int32)), TypeError,
      r"^attn_mask: expected dtype bool or a floating-point"),
