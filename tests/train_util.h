@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <limits>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -149,6 +150,32 @@ inline void expect_gradients_match(TrainCase& c, const MethodConfig& config, std
       EXPECT_NEAR(c.lse[i], ref.lse[i], 1e-4 * (1 + std::abs(ref.lse[i]))) << what << " lse " << i;
     }
   }
+}
+
+// After a backward with masks: masked queries have dQ = 0, masked keys dK = dV = 0, and every
+// gradient is finite.
+inline void expect_masked_tokens_have_zero_gradients(const TrainCase& tc, const std::string& what) {
+  const Problem& pr = tc.pr;
+  const auto at = [](const std::vector<float>& g, const std::vector<float>& x, const float* row) {
+    return g.data() + (row - x.data());
+  };
+  for (std::int64_t b = 0; b < pr.B; ++b)
+    for (std::int64_t h = 0; h < pr.H; ++h) {
+      for (std::int64_t i = 0; i < pr.Nq; ++i)
+        if (!pr.query_mask.empty() && !pr.query_mask[static_cast<std::size_t>(b * pr.Nq + i)]) {
+          const float* g = at(tc.gq, pr.q, const_cast<Problem&>(pr).q_at(b, h, i));
+          for (std::int64_t t = 0; t < pr.d; ++t) ASSERT_EQ(g[t], 0.0f) << what << " dQ";
+        }
+      for (std::int64_t j = 0; j < pr.Nk; ++j)
+        if (!pr.key_mask.empty() && !pr.key_mask[static_cast<std::size_t>(b * pr.Nk + j)]) {
+          const float* gk = at(tc.gk, pr.k, const_cast<Problem&>(pr).k_at(b, h, j));
+          const float* gv = at(tc.gv, pr.v, const_cast<Problem&>(pr).v_at(b, h, j));
+          for (std::int64_t t = 0; t < pr.d; ++t) ASSERT_EQ(gk[t], 0.0f) << what << " dK";
+          for (std::int64_t t = 0; t < pr.dv; ++t) ASSERT_EQ(gv[t], 0.0f) << what << " dV";
+        }
+    }
+  for (const auto& buf : {tc.q_layout(tc.gq), tc.k_layout(tc.gk), tc.v_layout(tc.gv)})
+    for (float x : buf) ASSERT_TRUE(std::isfinite(x)) << what;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -474,6 +474,23 @@ void KeyBlockBackward(const detail::SinkhornBackwardArgs& x, std::int64_t task, 
   }
 }
 
+// One normalisation L' = L - lse over each of n lines (line l: elements l * line_stride +
+// t * elem_stride, t < n), back: dL = dL' - exp(L') * (sum of dL' over the line); then L' is
+// turned back into L by adding the line's logsumexp.
+HWY_INLINE void NormalisationBackward(double* dL, double* L, const double* lse, std::int64_t n,
+                                      std::int64_t line_stride, std::int64_t elem_stride) {
+  for (std::int64_t l = 0; l < n; ++l) {
+    double* dl = dL + l * line_stride;
+    double* ll = L + l * line_stride;
+    double s = 0.0;
+    for (std::int64_t t = 0; t < n; ++t) s += dl[t * elem_stride];
+    for (std::int64_t t = 0; t < n; ++t) {
+      dl[t * elem_stride] -= std::exp(ll[t * elem_stride]) * s;
+      ll[t * elem_stride] += lse[l];
+    }
+  }
+}
+
 // Per (b, h): back through the normalisations (rebuilding each stage's L from the next by
 // adding back its logsumexps), dR = dL / temperature, and the block logits' chain into dK, dQ
 // and this (b, h)'s share of the sort net's gradient.
@@ -491,24 +508,8 @@ void SortBackward(const detail::SinkhornBackwardArgs& x, std::int64_t bh) {
   double* dL = x.dL + bh * NB * NB;
   const double* log = plan.lse_log + bh * 2 * c.iterations * NB;
   for (int it = c.iterations - 1; it >= 0; --it) {
-    const double* col_lse = log + (2 * it + 1) * NB;
-    for (std::int64_t col = 0; col < nb; ++col) {
-      double s = 0.0;
-      for (std::int64_t a = 0; a < nb; ++a) s += dL[a * NB + col];
-      for (std::int64_t a = 0; a < nb; ++a) {
-        dL[a * NB + col] -= std::exp(L[a * NB + col]) * s;
-        L[a * NB + col] += col_lse[col];
-      }
-    }
-    const double* row_lse = log + 2 * it * NB;
-    for (std::int64_t a = 0; a < nb; ++a) {
-      double s = 0.0;
-      for (std::int64_t col = 0; col < nb; ++col) s += dL[a * NB + col];
-      for (std::int64_t col = 0; col < nb; ++col) {
-        dL[a * NB + col] -= std::exp(L[a * NB + col]) * s;
-        L[a * NB + col] += row_lse[a];
-      }
-    }
+    NormalisationBackward(dL, L, log + (2 * it + 1) * NB, nb, 1, NB);  // the columns
+    NormalisationBackward(dL, L, log + 2 * it * NB, nb, NB, 1);        // the rows
   }
   const double inv_temp = 1.0 / static_cast<double>(c.temperature);
   for (std::int64_t a = 0; a < nb; ++a)
