@@ -12,6 +12,8 @@
 //   - the backward with a bias: the f32 gradients against the double definition under the
 //     gradient rule (dropout too), and the double definition against finite differences (the
 //     bias a constant);
+//   - every key-set form with the capability (SMYRF's LSH clusters, Reformer, routing, every
+//     sparse pattern), forward and backward against its double definition, causal and dropout;
 //   - the same bits at 1, 2 and 7 threads; the errors name the element, the stride, or the
 //     method that has no key bias (every form whose capabilities say so refuses it).
 #include <gtest/gtest.h>
@@ -19,7 +21,9 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "method_cases.h"
@@ -184,6 +188,54 @@ TEST(KeyBias, DenseBackwardMatchesTheDoubleDefinition) {
     }
 }
 
+// Every key-set form with the capability (SMYRF's clusters, Reformer's chunks, routing, the
+// sparse patterns: the shared group engines add the bias of each key of a group): forward and
+// backward against its double definition (attention over the same key sets, the bias added to
+// each score), causal where the form has it, dropout, and the bias changes the gradients.
+std::vector<Case> keyset_cases() {
+  using P = SparsePattern;
+  std::vector<Case> c;
+  for (const Case& x : cases())
+    if (capabilities(x.config).key_bias && x.name != "reference" && x.name.rfind("dense", 0) != 0) c.push_back(x);
+  c.push_back({"reformer_shared_qk", ReformerConfig{.n_hashes = 2, .n_buckets = 8, .chunk_size = 8}, true, true});
+  c.push_back({"local", SparseConfig{.pattern = P::local, .window = 4}, true});
+  c.push_back({"dilated", SparseConfig{.pattern = P::dilated, .window = 3, .dilation = 2}});
+  c.push_back({"strided", SparseConfig{.pattern = P::strided, .stride = 5}, true});
+  c.push_back({"fixed", SparseConfig{.pattern = P::fixed, .stride = 5, .summary = 1}});
+  c.push_back({"longformer", SparseConfig{.pattern = P::longformer, .window = 3, .global_tokens = 2}});
+  c.push_back({"axial_rows", SparseConfig{.pattern = P::axial_rows, .width = 6}});
+  c.push_back({"axial_columns", SparseConfig{.pattern = P::axial_columns, .width = 6}, true});
+  c.push_back({"criss_cross", SparseConfig{.pattern = P::criss_cross, .width = 6}});
+  return c;
+}
+
+class KeyBiasKeySets : public ::testing::TestWithParam<Case> {};
+
+TEST_P(KeyBiasKeySets, MatchesTheDoubleDefinition) {
+  const Case& c = GetParam();
+  ASSERT_TRUE(capabilities(c.config).key_bias) << c.name;
+  for (float dropout : {0.0f, 0.15f}) {
+    if (dropout > 0.0f && c.causal && !capabilities(c.config).causal_dropout) continue;
+    TrainCase tc(2, 2, 40, 40, 8, 8, true, 51);
+    tc.pr.random_masks(52, 0.85, 0.9);
+    tc.pr.params.causal = c.causal;
+    tc.pr.params.dropout = dropout;
+    tc.pr.params.seed = 9;
+    const Bias bias(2, 2, 40, true, true, 2.0f, 53);
+    bias.set(tc.pr.params);
+    const bool k_read = c.name != "reformer_shared_qk";
+    const std::string what = c.name + (dropout > 0 ? " dropout" : "");
+    expect_gradients_match(tc, c.config, 40 * 4, what.c_str(), k_read, 2.0 * bias.max_abs());
+    const Oracle biased(tc, c.config);
+    tc.pr.params.key_bias = nullptr;
+    const Oracle plain(tc, c.config);
+    EXPECT_GT(max_abs_err(std::vector<float>(biased.gv.begin(), biased.gv.end()), plain.gv), 1e-3) << what;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Forms, KeyBiasKeySets, ::testing::ValuesIn(keyset_cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
 TEST(KeyBias, DoubleDefinitionMatchesFiniteDifferences) {
   FdCase f(2, 2, 7, 9, 4, 3, 41);
   const Bias bias(2, 2, 9, true, true, 1.0f, 42);
@@ -244,9 +296,20 @@ TEST(KeyBias, ErrorsNameTheElementTheStrideOrTheMethod) {
     }
   }
   pr.params.causal = false;
-  int with = 0;
-  for (const MethodInfo& m : methods()) with += m.caps.key_bias ? 1 : 0;
-  EXPECT_EQ(with, 2);  // reference and dense
+  // The forms with the capability: the reference, dense, and the key-set forms on the shared
+  // group engines (SMYRF's LSH clusters, Reformer, routing, every sparse pattern).
+  std::set<std::string> with, want = {"reference/reference", "dense/dense", "smyrf/lsh", "reformer/reformer",
+                                      "routing/routing"};
+  for (const MethodInfo& m : methods()) {
+    if (m.caps.key_bias) with.insert(m.name + "/" + m.form);
+    if (m.name == "sparse") want.insert(m.name + "/" + m.form);
+  }
+  EXPECT_EQ(with, want);
+  // Every sparse pattern has a case above.
+  std::set<std::string> patterns;
+  for (const Case& c : keyset_cases())
+    if (const auto* sp = std::get_if<SparseConfig>(&c.config)) patterns.insert(std::to_string(int(sp->pattern)));
+  EXPECT_EQ(patterns.size(), 9u);
 }
 
 }  // namespace

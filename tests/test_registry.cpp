@@ -30,7 +30,7 @@ std::vector<std::string> expected_rows() {
     rows.push_back("| " + m.name + " | " + m.form + " | `" + m.config + "` | " + yes(c.causal) + " | " +
                    yes(c.dropout) + " | " + yes(c.backward) + " | " + yes(c.causal_backward) + " | " +
                    yes(c.f64) + " | " + yes(c.bf16) + " | " + yes(c.learned) + " | " + yes(c.seeded) + " | " +
-                   specs + " |");
+                   yes(c.key_bias) + " | " + specs + " |");
   }
   return rows;
 }

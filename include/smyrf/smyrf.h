@@ -108,9 +108,11 @@ struct AttentionParams {
   // slope_h * j, which differs from -slope_h * (i - j) by a constant per row, so O is the same
   // and lse includes the bias as given). A constant of the gradient (no gradient is computed for
   // it). Every addressed value must be finite with |value| <= 2^32 (smyrf::Error naming
-  // params.key_bias[b, h, j]). Methods: those whose capabilities say key_bias (the reference
-  // method and dense attention); the others throw smyrf::Error "smyrf: params.key_bias: <method>
-  // has no additive key bias".
+  // params.key_bias[b, h, j]). Methods: those whose capabilities say key_bias — the reference
+  // method, dense attention, and the key-set methods on the shared group engines (SMYRF's LSH
+  // clusters, Reformer, routing, every sparse pattern: the bias is added to each score of a
+  // group; their key selections do not see it) —; the others throw smyrf::Error "smyrf:
+  // params.key_bias: <method> has no additive key bias".
   const float* key_bias = nullptr;
   std::int64_t key_bias_batch_stride = 0, key_bias_head_stride = 0;
 

@@ -135,6 +135,9 @@ HWY_INLINE void TrainGroup(const detail::TrainArgs& a, const detail::Group& gr, 
       std::fill_n(dk, n * L.ldd, 0.0f);
       std::fill_n(dvacc, n * L.ldv, 0.0f);
     }
+    float bias[kTrainKeyTile];  // params.key_bias of the tile's keys
+    if (p.key_bias != nullptr)
+      for (std::size_t j = 0; j < n; ++j) bias[j] = pr.key_bias(b, h, kidx[j]);
 
     for (std::size_t q0 = 0; q0 < mq; q0 += M) {
       const std::size_t m = std::min(M, mq - q0);
@@ -144,6 +147,7 @@ HWY_INLINE void TrainGroup(const detail::TrainArgs& a, const detail::Group& gr, 
         lse[r] = WeightLse(a.lse[bh * pr.Nq + qidx[r]]);
       }
       ScoreTile(q_rows, m, d, kt, ldk, n, pr.scale, s, N);
+      if (p.key_bias != nullptr) AddKeyBiasColumns(s, N, m, n, bias);
       if constexpr (!kIsNoMask(static_cast<const Mask*>(nullptr))) mask(qidx, m, kidx, n, s, N);
       Probabilities(s, N, m, n, lse);
       if (want_out) {

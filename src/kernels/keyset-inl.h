@@ -144,7 +144,8 @@ HWY_INLINE std::size_t CountVisible(const float* s, std::size_t lds, std::size_t
 }
 
 // Queries at positions qpos[0, mq) of (b, h) attend to the keys at positions kpos[0, nk) (any
-// order; every key listed must be visible under the key mask), subject to `mask`. nk may
+// order; every key listed must be visible under the key mask), subject to `mask`, with
+// params.key_bias added to the scores when given. nk may
 // exceed layout.key_cap: the keys are then packed key_cap at a time for each query tile.
 // `scratch` is one thread's layout.total() floats. Returns the (query, key) pairs attended
 // (scores not masked out).
@@ -197,6 +198,11 @@ std::size_t AttendGroup(const detail::Problem& pr, std::int64_t b, std::int64_t 
       for (std::size_t j0 = 0; j0 < kn; j0 += kDenseKeyTile) {
         const std::size_t n = std::min(kDenseKeyTile, kn - j0);
         TileScores(pairs, tile_q, m, d, kt, ldk, j0, n, pr.scale, s, kDenseKeyTile);
+        if (pr.p->key_bias != nullptr) {
+          float bias[kDenseKeyTile];
+          for (std::size_t c = 0; c < n; ++c) bias[c] = pr.key_bias(b, h, kpos[k0 + j0 + c]);
+          AddKeyBiasColumns(s, kDenseKeyTile, m, n, bias);
+        }
         if constexpr (!kIsNoMask(static_cast<const Mask*>(nullptr))) {
           mask(rows, m, kpos + k0 + j0, n, s, kDenseKeyTile);
           visible += CountVisible(s, kDenseKeyTile, m, n);

@@ -24,7 +24,8 @@ std::vector<std::pair<const char*, bool>> fields(const Capabilities& c) {
           {"cross_lengths", c.cross_lengths},
           {"broadcast", c.broadcast},
           {"learned", c.learned},
-          {"seeded", c.seeded}};
+          {"seeded", c.seeded},
+          {"key_bias", c.key_bias}};
 }
 
 std::string join(const std::vector<std::string>& v) {

@@ -514,6 +514,7 @@ py::dict capabilities_dict(const Capabilities& c) {
   d["broadcast"] = c.broadcast;
   d["learned"] = c.learned;
   d["seeded"] = c.seeded;
+  d["key_bias"] = c.key_bias;
   return d;
 }
 

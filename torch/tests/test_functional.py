@@ -150,8 +150,9 @@ def test_dropout_only_in_training_and_unbiased():
 def test_key_bias_and_alibi_through_attention():
     """attention(key_bias=..., alibi_slopes=...): the float64 definition equals plain torch with
     the bias added to the scores, gradcheck passes with the bias a constant, float32 matches
-    float64 under the rule widened by max|bias|; a form without a key bias refuses it by name,
-    and so do a bias that requires grad and ALiBi without causal."""
+    float64 under the rule widened by max|bias|; SMYRF with whole clusters equals dense with
+    the bias; a form without a key bias refuses it by name, and so do a bias that requires grad
+    and ALiBi without causal."""
     from helpers import EPS_F32
     from smyrf_torch import attention
     q, k, v = qkv(b=2, h=3, nq=9, nk=12, d=4, dv=3, seed=8)
@@ -173,8 +174,11 @@ def test_key_bias_and_alibi_through_attention():
     explicit = -slopes[:, None, None] * (qpos[:, None] - pos[None, :])
     s = (q @ k.transpose(-1, -2) / 2.0 + explicit).masked_fill(pos[None, :] > qpos[:, None], -float("inf"))
     assert (o - torch.softmax(s, -1) @ v).abs().max().item() <= 1e-12
-    with pytest.raises(ValueError, match=r"params\.key_bias: smyrf attention has no additive key bias"):
-        attention(q.float(), k.float(), v.float(), "smyrf/lsh", key_bias=bias.float())
+    with pytest.raises(ValueError, match=r"params\.key_bias: linear attention has no additive key bias"):
+        attention(q.float(), k.float(), v.float(), "linear", key_bias=bias.float())
+    # A key-set form honours it: SMYRF with whole clusters is dense attention, bias included.
+    whole = dict(n_hashes=1, q_cluster_size=9, k_cluster_size=12)
+    assert (attention(q, k, v, "smyrf/lsh", key_bias=bias, **whole) - o64).abs().max().item() <= 1e-12
     with pytest.raises(ValueError, match=r"^key_bias: requires grad"):
         attention(q, k, v, "dense", key_bias=bias.clone().requires_grad_())
     with pytest.raises(ValueError, match=r"^alibi_slopes: need causal=True"):

@@ -11,7 +11,7 @@ struct Method<ReformerConfig> {
   static std::string subject(const ReformerConfig&) { return "reformer attention"; }
   static Capabilities capabilities(const ReformerConfig& c) {
     Capabilities caps;
-    caps.causal = caps.seeded = true;
+    caps.causal = caps.seeded = caps.key_bias = true;
     caps.dropout = caps.causal_dropout = caps.backward = caps.causal_backward = caps.f64 = true;
     caps.cross_lengths = !c.shared_qk;
     return caps;

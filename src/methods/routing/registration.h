@@ -12,7 +12,7 @@ struct Method<RoutingConfig> {
   static std::string subject(const RoutingConfig&) { return "routing attention"; }
   static Capabilities capabilities(const RoutingConfig&) {
     Capabilities caps;
-    caps.causal = caps.learned = true;
+    caps.causal = caps.learned = caps.key_bias = true;
     caps.dropout = caps.causal_dropout = caps.backward = caps.causal_backward = caps.f64 = true;
     return caps;
   }

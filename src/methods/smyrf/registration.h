@@ -17,7 +17,7 @@ struct Method<SmyrfConfig> {
     Capabilities caps;
     caps.dropout = caps.backward = caps.f64 = true;
     if (c.keys == KeySelection::centroid) return caps;
-    caps.causal = caps.seeded = true;
+    caps.causal = caps.seeded = caps.key_bias = true;
     caps.causal_backward = caps.causal_dropout = true;
     return caps;
   }

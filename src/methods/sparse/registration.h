@@ -13,6 +13,7 @@ struct Method<SparseConfig> {
   static Capabilities capabilities(const SparseConfig& c) {
     Capabilities caps;
     caps.causal = caps.dropout = caps.causal_dropout = caps.backward = caps.causal_backward = caps.f64 = true;
+    caps.key_bias = true;
     caps.seeded = c.pattern == SparsePattern::bigbird;
     return caps;
   }

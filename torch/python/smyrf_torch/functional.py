@@ -151,7 +151,8 @@ def attention(q, k, v, method="dense", *, causal=False, key_mask=None, query_mas
     rounded to float32; a constant: it must not require grad); alibi_slopes [H]: ALiBi (Press et
     al. 2022) in its causal form, the per-key bias slope_h * j (needs causal=True; O as with
     -slope_h * (i - j), lse including the bias as given); both only for forms whose capabilities
-    say key_bias (dense, reference), a ValueError naming the method otherwise.
+    say key_bias (dense, reference, SMYRF's LSH form, Reformer, routing, the sparse patterns), a
+    ValueError naming the method otherwise.
     """
     if not isinstance(method, str):
         raise TypeError(f"method: expected a str, got {type(method).__name__}")
@@ -273,7 +274,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     additive per-key bias (finite entries, broadcastable to [B, H, 1, Nk]; -inf entries are the
     key mask); bias (broadcastable to [B, H, Nk]) and alibi_slopes [H] (with is_causal) are
     attention()'s key_bias and alibi_slopes; a bias needs a form whose capabilities say
-    key_bias (dense, reference).
+    key_bias.
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
         _tensor_arg(name, t)
