@@ -111,6 +111,36 @@ inline double max_abs_err(const std::vector<float>& a, const std::vector<double>
   return m;
 }
 
+// The float forward's lse against the double definition's: -inf where it is -inf, else within
+// 1e-4 relative.
+inline void expect_lse_matches(const std::vector<float>& got, const std::vector<double>& want,
+                               const std::string& what) {
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::isinf(want[i])) {
+      EXPECT_TRUE(std::isinf(got[i]) && got[i] < 0) << what << " lse " << i;
+    } else {
+      EXPECT_NEAR(got[i], want[i], 1e-4 * (1 + std::abs(want[i]))) << what << " lse " << i;
+    }
+  }
+}
+
+// A training call that must throw smyrf::Error whose text holds `field`: the double definition
+// (f64_call) or the f32 forward with `forward_config` then the backward with `config`.
+inline void expect_training_error(TrainCase& tc, const MethodConfig& forward_config, const MethodConfig& config,
+                                  const std::string& field, bool f64_call) {
+  try {
+    if (f64_call) {
+      const Oracle ref(tc, config);
+    } else {
+      tc.forward(forward_config);
+      tc.backward(config);
+    }
+    ADD_FAILURE() << "no error for " << field;
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find(field), std::string::npos) << err.what();
+  }
+}
+
 // The gradient rule above; returns the three errors / tolerances (each must be <= 1).
 // k_read = false: a method that does not read K (Reformer's shared_qk), whose dK is zero.
 // extra_logits: a widening of the logit range L the data does not show (an additive key bias's).
@@ -143,13 +173,7 @@ inline void expect_gradients_match(TrainCase& c, const MethodConfig& config, std
   }
   // The forward's O and lse against the oracle too.
   EXPECT_LE(max_abs_err(c.o_layout(c.pr.o), ref.o), c.pr.tolerance(n_keys) + widen * v_max) << what << " O";
-  for (std::size_t i = 0; i < c.lse.size(); ++i) {
-    if (std::isinf(ref.lse[i])) {
-      EXPECT_TRUE(std::isinf(c.lse[i]) && c.lse[i] < 0) << what << " lse " << i;
-    } else {
-      EXPECT_NEAR(c.lse[i], ref.lse[i], 1e-4 * (1 + std::abs(ref.lse[i]))) << what << " lse " << i;
-    }
-  }
+  expect_lse_matches(c.lse, ref.lse, what);
 }
 
 // After a backward with masks: masked queries have dQ = 0, masked keys dK = dV = 0, and every
