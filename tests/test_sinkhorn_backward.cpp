@@ -141,15 +141,8 @@ TEST_P(SinkhornBackward, DoubleDefinitionMatchesFiniteDifferences) {
     for (auto& [x, g, name] : items) {
       const double gmax = max_abs(*g);
       EXPECT_GT(gmax, 1e-3) << what << " " << name;
-      for (std::size_t i = 0; i < x->size(); ++i) {
-        const double keep = (*x)[i];
-        (*x)[i] = keep + h;
-        const double up = f.loss(net.config64);
-        (*x)[i] = keep - h;
-        const double down = f.loss(net.config64);
-        (*x)[i] = keep;
-        ASSERT_NEAR((*g)[i], (up - down) / (2 * h), 1e-6 * (1 + gmax)) << what << " " << name << "[" << i << "]";
-      }
+      expect_matches_central_differences(*x, *g, [&] { return f.loss(net.config64); }, h, 1e-6 * (1 + gmax),
+                                         what + " " + name);
     }
   }
 }

@@ -207,15 +207,7 @@ TEST_P(SynthesizerBackward, DoubleDefinitionMatchesFiniteDifferences) {
       } else {
         EXPECT_EQ(gmax, 0.0) << what << " " << name;
       }
-      for (std::size_t i = 0; i < x->size(); ++i) {
-        const double keep = (*x)[i];
-        (*x)[i] = keep + h;
-        const double up = loss();
-        (*x)[i] = keep - h;
-        const double down = loss();
-        (*x)[i] = keep;
-        ASSERT_NEAR((*g)[i], (up - down) / (2 * h), 1e-6 * (1 + gmax)) << what << " " << name << "[" << i << "]";
-      }
+      expect_matches_central_differences(*x, *g, loss, h, 1e-6 * (1 + gmax), what + " " + name);
     }
   }
 }

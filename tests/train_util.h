@@ -176,6 +176,22 @@ inline void expect_gradients_match(TrainCase& c, const MethodConfig& config, std
   expect_lse_matches(c.lse, ref.lse, what);
 }
 
+// Central differences of loss() (a function of x) with step h, element by element, against the
+// gradient g, each within tol; x is restored.
+template <class Loss>
+void expect_matches_central_differences(std::vector<double>& x, const std::vector<double>& g, const Loss& loss,
+                                        double h, double tol, const std::string& what) {
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double keep = x[i];
+    x[i] = keep + h;
+    const double up = loss();
+    x[i] = keep - h;
+    const double down = loss();
+    x[i] = keep;
+    ASSERT_NEAR(g[i], (up - down) / (2 * h), tol) << what << "[" << i << "]";
+  }
+}
+
 // After a backward with masks: masked queries have dQ = 0, masked keys dK = dV = 0, and every
 // gradient is finite.
 inline void expect_masked_tokens_have_zero_gradients(const TrainCase& tc, const std::string& what) {
