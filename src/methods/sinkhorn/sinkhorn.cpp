@@ -252,31 +252,17 @@ void AttendBlock(const detail::Problem& pr, const detail::TokenLists& lists, con
   const std::int64_t ldn = 2 * plan.bs_eff, dv = pr.dv;
   const std::int32_t* queries = lists.queries(t.b, pr.Nq);
   const DF df;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(df));
   float sums[kChunk], maxes[kChunk];
   for (std::int64_t r0 = t.r0; r0 < t.r1; r0 += kChunk) {
     const std::int64_t m = std::min(kChunk, t.r1 - r0);
     ChunkScores<T>(pr, t, queries, r0, m, n, ldn, buf);
     for (std::int64_t r = 0; r < m; ++r) {
       float* srow = buf.S + r * ldn;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (std::int64_t j = 0; j < n; ++j) mx = std::max(mx, srow[j]);
-      const VF vmx = hn::Set(df, mx);
-      VF vsum = hn::Zero(df);
-      std::int64_t j = 0;
-      for (; j + L <= n; j += L) {
-        const VF e = hn::Exp(df, hn::Sub(hn::LoadU(df, srow + j), vmx));
-        hn::StoreU(e, df, srow + j);
-        vsum = hn::Add(vsum, e);
-      }
-      float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
-      for (; j < n; ++j) {
-        srow[j] = std::exp(srow[j] - mx);
-        sum += srow[j];
-      }
+      float sum;
+      const float mx = SoftmaxRow(srow, srow, n, &sum);
       if (drop.active()) {
         const std::uint64_t stream = drop.row(t.b, t.h, 0, queries[r0 + r]);
-        for (j = 0; j < n; ++j) srow[j] *= drop.factor(stream, DropColumn(pr, lists, plan, t, j));
+        for (std::int64_t j = 0; j < n; ++j) srow[j] *= drop.factor(stream, DropColumn(pr, lists, plan, t, j));
       }
       sums[r] = sum;
       maxes[r] = mx;

@@ -23,33 +23,6 @@ namespace smyrf {
 namespace HWY_NAMESPACE {
 namespace synthesizer {
 
-// out[0, n) <- exp(row - max); returns the max and (in *sum) the sum of the exponentials.
-// out may be row.
-HWY_INLINE float SoftmaxRow(const float* row, float* out, std::int64_t n, float* sum) {
-  const DF df;
-  const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(df));
-  const float ninf = -std::numeric_limits<float>::infinity();
-  VF vmax = hn::Set(df, ninf);
-  std::int64_t t = 0;
-  for (; t + L <= n; t += L) vmax = hn::Max(vmax, hn::LoadU(df, row + t));
-  float mx = hn::GetLane(hn::MaxOfLanes(df, vmax));
-  for (std::int64_t r = t; r < n; ++r) mx = std::max(mx, row[r]);
-  const VF vm = hn::Set(df, mx);
-  VF vsum = hn::Zero(df);
-  for (t = 0; t + L <= n; t += L) {
-    const VF e = hn::Exp(df, hn::Sub(hn::LoadU(df, row + t), vm));
-    hn::StoreU(e, df, out + t);
-    vsum = hn::Add(vsum, e);
-  }
-  float total = hn::GetLane(hn::SumOfLanes(df, vsum));
-  for (; t < n; ++t) {
-    out[t] = std::exp(row[t] - mx);
-    total += out[t];
-  }
-  *sum = total;
-  return mx;
-}
-
 // ---- random kind: task (h, query block). The block's logit rows are drawn (default) or read
 // once, then every batch element attends with them. ----
 template <class T>
