@@ -46,6 +46,29 @@ void clustered_backward_f64(const Problem& pr, const ClusteredConfig& config, co
 void run_clustered_groups(const TrainArgs& a, const TrainGroups<CausalPairs>& set, float* pk, float* pv,
                           float* scratch, std::size_t per_thread);
 
+// The centroid part of the f32 backward (clustered_backward.cpp; the rule in clustered_train.cpp's
+// comment), on the tile kernels. The live clusters of bh are u in [begin[bh], begin[bh + 1]);
+// per cluster u: its members (positions, ascending), T_c as indices into the visible keys of b
+// (keys[b], ascending positions), its centroid query qbar[u * d ..] (f32) and dr[u * dv ..] =
+// the sum of its members' dO (f32), its dropout stream. Adds dqbar_c / |M_c| to the members'
+// dQ and the centroid parts of dK and dV of the visible keys; writes delta (the member groups'
+// D_i = E_i / m_c, improved only). Same bits whatever the thread count.
+struct ClusteredCentroidGrad {
+  const Problem* pr = nullptr;
+  const GradientParams* g = nullptr;
+  float dropout = 0.0f;
+  std::uint64_t seed = 0;
+  const std::size_t* begin = nullptr;                    // [BH + 1]
+  const std::vector<std::int32_t>* members = nullptr;    // [U]
+  const std::vector<std::int32_t>* top_index = nullptr;  // [U]
+  const std::vector<std::int32_t>* keys = nullptr;       // [B]
+  const std::uint64_t* stream = nullptr;                 // [U]
+  const float* qbar = nullptr;                           // [U * d]
+  const float* dr = nullptr;                             // [U * dv]
+  float* delta = nullptr;                                // [BH * Nq]
+};
+void clustered_centroid_backward(const ClusteredCentroidGrad& a);
+
 // ---------------------------------------------------------------------------------------
 // Internal: the buffers the per-target kernels of clustered.cpp share. Per (b, h) = bh,
 // indices are ranks among the active queries (ascending positions) unless said otherwise.

@@ -222,8 +222,8 @@ void clustered_dropout_forward(const Problem& pr, const ClusteredConfig& config,
 }
 
 // ---------------------------------------------------------------------------------------
-// f32 backward: per (b, h), the centroid parts (double, clusters in order); then the members
-// against T_c on the group engine with D_i = E_i / m_c (improved only).
+// f32 backward: the centroid parts on the tile kernels (clustered_backward.cpp), then the
+// members against T_c on the group engine with D_i = E_i / m_c (improved only).
 RunInfo clustered_backward(const Problem& pr, const GradientParams& g, const ClusteredConfig& config,
                            Workspace* workspace) {
   Timer timer;
@@ -231,58 +231,45 @@ RunInfo clustered_backward(const Problem& pr, const GradientParams& g, const Clu
   zero_gradients(pr, g);
   const Clusters cl = plan_clusters(pr, config);
   const std::int64_t d = pr.d, dv = pr.dv;
-  const double scale = static_cast<double>(pr.scale);
   const spec::Dropout drop(p.dropout, p.seed);
-  std::vector<float> delta(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), 0.0f);
-  auto o_at = [&](const float* base, std::int64_t b, std::int64_t h, std::int64_t i) {
-    return base + b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
-  };
+  const std::size_t U = cl.members.size();
+  std::vector<float> qbar(U * static_cast<std::size_t>(d)), dr(U * static_cast<std::size_t>(dv));
+  std::vector<std::vector<std::int32_t>> top_index(U);
+  std::vector<std::uint64_t> stream(U);
   parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
     const std::int64_t b = bh / pr.H, h = bh % pr.H;
     const std::vector<std::int32_t>& keys = cl.keys[static_cast<std::size_t>(b)];
-    const std::size_t nk = keys.size();
-    if (cl.begin[static_cast<std::size_t>(bh)] == cl.begin[static_cast<std::size_t>(bh) + 1]) return;
-    auto key = [&](std::size_t j) { return pr.k_row<float>(b, h, keys[j]); };
-    auto value = [&](std::size_t j) { return pr.v_row<float>(b, h, keys[j]); };
-    std::vector<double> dk(nk * static_cast<std::size_t>(d), 0.0), dvv(nk * static_cast<std::size_t>(dv), 0.0);
-    std::vector<double> dr(static_cast<std::size_t>(dv));
-    std::vector<std::uint8_t> in_top;
-    CentroidRow row;
+    std::vector<double> sum(static_cast<std::size_t>(dv));
     for (std::size_t u = cl.begin[static_cast<std::size_t>(bh)]; u < cl.begin[static_cast<std::size_t>(bh) + 1]; ++u) {
       const std::vector<std::int32_t>& members = cl.members[u];
-      const double n = static_cast<double>(members.size());
-      const std::vector<double> qbar = rounded_mean(pr, b, h, members);
-      mark_top(keys, cl.top[u], in_top);
-      centroid_row(qbar, scale, keys, in_top, drop, centroid_stream(drop, b, h, members), key, value, d, dv, row);
-      std::fill(dr.begin(), dr.end(), 0.0);
-      double e_sum = 0.0;
+      const std::vector<double> mean = rounded_mean(pr, b, h, members);
+      for (std::int64_t t = 0; t < d; ++t) qbar[u * static_cast<std::size_t>(d) + static_cast<std::size_t>(t)] = static_cast<float>(mean[static_cast<std::size_t>(t)]);
+      std::fill(sum.begin(), sum.end(), 0.0);
       for (std::int32_t i : members) {
-        const float* go = o_at(g.grad_o, b, h, i);
-        const float* o = o_at(g.o, b, h, i);
-        double e = 0.0;
-        for (std::int64_t c = 0; c < dv; ++c) {
-          dr[static_cast<std::size_t>(c)] += static_cast<double>(go[c]);
-          e += static_cast<double>(go[c]) * (static_cast<double>(o[c]) - row.r[static_cast<std::size_t>(c)]);
-        }
-        if (row.mass > 0.0) {
-          e_sum += e;
-          delta[static_cast<std::size_t>(bh * pr.Nq + i)] = static_cast<float>(e / row.mass);
-        }
+        const float* go = g.grad_o + b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
+        for (std::int64_t c = 0; c < dv; ++c) sum[static_cast<std::size_t>(c)] += static_cast<double>(go[c]);
       }
-      const std::vector<double> dq = centroid_backward(row, qbar, scale, in_top, e_sum, dr, key, value, d, dv,
-                                                       dk.data(), dvv.data());
-      for (std::int32_t i : members) {
-        float* gq = g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + i * p.q_row_stride;
-        for (std::int64_t t = 0; t < d; ++t) gq[t] += static_cast<float>(dq[static_cast<std::size_t>(t)] / n);
-      }
-    }
-    for (std::size_t j = 0; j < nk; ++j) {
-      float* gk = g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + keys[j] * p.k_row_stride;
-      float* gv = g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + keys[j] * p.v_row_stride;
-      for (std::int64_t t = 0; t < d; ++t) gk[t] += static_cast<float>(dk[j * static_cast<std::size_t>(d) + static_cast<std::size_t>(t)]);
-      for (std::int64_t c = 0; c < dv; ++c) gv[c] += static_cast<float>(dvv[j * static_cast<std::size_t>(dv) + static_cast<std::size_t>(c)]);
+      for (std::int64_t c = 0; c < dv; ++c) dr[u * static_cast<std::size_t>(dv) + static_cast<std::size_t>(c)] = static_cast<float>(sum[static_cast<std::size_t>(c)]);
+      for (std::int32_t j : cl.top[u])
+        top_index[u].push_back(static_cast<std::int32_t>(std::lower_bound(keys.begin(), keys.end(), j) - keys.begin()));
+      stream[u] = centroid_stream(drop, b, h, members);
     }
   });
+  std::vector<float> delta(static_cast<std::size_t>(pr.B * pr.H * pr.Nq), 0.0f);
+  ClusteredCentroidGrad a;
+  a.pr = &pr;
+  a.g = &g;
+  a.dropout = p.dropout;
+  a.seed = p.seed;
+  a.begin = cl.begin.data();
+  a.members = cl.members.data();
+  a.top_index = top_index.data();
+  a.keys = cl.keys.data();
+  a.stream = stream.data();
+  a.qbar = qbar.data();
+  a.dr = dr.data();
+  a.delta = delta.data();
+  clustered_centroid_backward(a);
   RunInfo info;
   if (config.topk > 0) info = groups_backward_add(pr, g, member_groups(pr, cl), delta.data(), workspace, run_clustered_groups);
   info.seconds_total = info.attention.seconds = timer.seconds();
