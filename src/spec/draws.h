@@ -247,17 +247,18 @@ inline void linformer_projection(std::uint64_t seed, std::int64_t head, std::int
   *e = (w >> b) & 1 ? s : -s;
   *f = (w >> (b + 1)) & 1 ? s : -s;
 }
-// Row r of the default E and F for keys [0, nk) (e or f may be nullptr): the same entries as
-// linformer_projection(), one random word per 32 keys, stored as float or double (exact).
+// Row r of the default E and F for keys [first, first + nk) (first a multiple of 32; e or f may
+// be nullptr), at e[0], f[0]: the same entries as linformer_projection(), one random word per
+// 32 keys, stored as float or double (exact).
 template <class T>
 void linformer_projection_row(std::uint64_t seed, std::int64_t head, std::int64_t r,
-                              std::int64_t nk, std::int64_t rank, T* e, T* f) {
+                              std::int64_t nk, std::int64_t rank, T* e, T* f, std::int64_t first = 0) {
   const T s = linformer_scale(rank);
   // sign(bit) = 2 bit - 1, multiplied (exactly) rather than selected: random signs would
   // defeat branch prediction.
   auto sign = [](std::uint64_t bit) { return static_cast<T>(2 * static_cast<int>(bit) - 1); };
   for (std::int64_t j0 = 0; j0 < nk; j0 += 32) {
-    const std::uint64_t w = linformer_word(seed, head, r, j0);
+    const std::uint64_t w = linformer_word(seed, head, r, first + j0);
     const int n = static_cast<int>(nk - j0 < 32 ? nk - j0 : 32);
     if (e != nullptr)
       for (int t = 0; t < n; ++t) e[j0 + t] = sign((w >> (2 * t)) & 1) * s;

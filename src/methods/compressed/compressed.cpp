@@ -66,6 +66,19 @@ void CompressedProjectT(const double* P, std::int64_t ldp, std::int64_t n, std::
                   width, out, ldo);
 }
 
+// out[r * ldo + c] = start + sum_{t < w} A[r * lda + t] * B[t * ldb + c] for r < m, c < n, in
+// double over t in order (exact products of floats), start = +0 or (accumulate) the value
+// already in out: a learned projection's gradient, one batch element at a time.
+void CompressedOuter(const float* A, std::int64_t lda, std::int64_t m, std::int64_t w, const float* B,
+                     std::int64_t ldb, std::int64_t n, double* out, std::int64_t ldo, bool accumulate) {
+  const hn::ScalableTag<double> dd;
+  if (accumulate)
+    tile::MatMul<4, tile::Start::out>(dd, tile::Strided<float>{A, lda, 1}, tile::RowMajor<float>{B, ldb}, m, w, n,
+                                      out, ldo);
+  else
+    tile::MatMul<4>(dd, tile::Strided<float>{A, lda, 1}, tile::RowMajor<float>{B, ldb}, m, w, n, out, ldo);
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smyrf
 HWY_AFTER_NAMESPACE();
@@ -94,6 +107,7 @@ namespace smyrf::detail {
 HWY_EXPORT(CompressedProject);
 HWY_EXPORT(CompressedProjectT);
 HWY_EXPORT(CompressedMatMul);
+HWY_EXPORT(CompressedOuter);
 
 void compressed_matmul(const double* A, const double* B, double* C, std::int64_t n, std::int64_t k,
                        std::int64_t m) {
@@ -965,15 +979,21 @@ RunInfo linformer_backward(const Problem& pr, const GradientParams& g, const Com
   // register-tiled kernel, sums in double over r in order.
   constexpr std::int64_t kKeys = 32;
   const std::int64_t blocks = (Nk + kKeys - 1) / kKeys;
+  // The block's columns of E and F: given, or the default's (one random word per row: the
+  // block is the word's 32 keys).
+  static_assert(kKeys == 32, "a block of keys is one word of the default projections");
   auto entries = [&](std::int64_t h, std::int64_t j0, std::int64_t n, double* E, double* F) {
-    for (std::int64_t r = 0; r < M; ++r)
-      for (std::int64_t t = 0; t < n; ++t) {
-        const std::int64_t j = j0 + t, at = (h * M + r) * Nk + j;
-        float e = 0.0f, f = 0.0f;
-        if (c.projection_e == nullptr || c.projection_f == nullptr) spec::linformer_projection(pr.p->seed, h, r, j, M, &e, &f);
-        E[r * kKeys + t] = c.projection_e != nullptr ? c.projection_e[at] : e;
-        F[r * kKeys + t] = c.projection_f != nullptr ? c.projection_f[at] : f;
-      }
+    for (std::int64_t r = 0; r < M; ++r) {
+      double* e = E + r * kKeys;
+      double* f = F + r * kKeys;
+      const std::int64_t at = (h * M + r) * Nk + j0;
+      if (c.projection_e == nullptr || c.projection_f == nullptr)
+        spec::linformer_projection_row(pr.p->seed, h, r, n, M, e, f, j0);
+      if (c.projection_e != nullptr)
+        for (std::int64_t t = 0; t < n; ++t) e[t] = c.projection_e[at + t];
+      if (c.projection_f != nullptr)
+        for (std::int64_t t = 0; t < n; ++t) f[t] = c.projection_f[at + t];
+    }
   };
   const std::int64_t wmax = std::max(d, dv);
   std::vector<double> ef(static_cast<std::size_t>(pr.threads * 2 * M * kKeys));
@@ -998,31 +1018,31 @@ RunInfo linformer_backward(const Problem& pr, const GradientParams& g, const Com
   });
   // dE[h, r, j] = sum_b dK'[b, h, r] . K[b, h, j] over the batch elements where j is visible:
   // each element one running double sum over b, then t, in order. One task per (h, block of
-  // kRanks rows r), so that each K row read serves kRanks sums (K is read M / kRanks times, not
-  // M times).
-  constexpr std::int64_t kRanks = 32;
-  const std::int64_t rank_blocks = (M + kRanks - 1) / kRanks;
+  // kCols keys): per b the block's K rows packed transposed (zero where not visible: a product
+  // with +0 leaves the sum as it is), then dK'_bh (M x d) times them on the tile kernel.
+  constexpr std::int64_t kCols = 64;
+  const std::int64_t col_blocks = (Nk + kCols - 1) / kCols;
   auto projection_gradient = [&](float* grad, const float* grad_rows, int which, std::int64_t w) {
     if (grad == nullptr) return;
-    parallel_for(pr.H * rank_blocks, pr.threads, [&](std::int64_t task) {
-      const std::int64_t h = task / rank_blocks, r0 = (task % rank_blocks) * kRanks;
-      const std::int64_t nr = std::min(kRanks, M - r0);
-      double acc[kRanks];
-      for (std::int64_t j = 0; j < Nk; ++j) {
-        std::fill_n(acc, nr, 0.0);
-        for (std::int64_t b = 0; b < pr.B; ++b) {
-          if (!pr.key_visible(b, j)) continue;
+    std::vector<float> packs(static_cast<std::size_t>(pr.threads * w * kCols));
+    std::vector<double> sums(static_cast<std::size_t>(pr.threads * M * kCols));
+    parallel_for_tid(pr.H * col_blocks, pr.threads, [&](std::int64_t task, int tid) {
+      const std::int64_t h = task / col_blocks, j0 = (task % col_blocks) * kCols;
+      const std::int64_t nj = std::min(kCols, Nk - j0);
+      float* xt = packs.data() + static_cast<std::int64_t>(tid) * w * kCols;
+      double* out = sums.data() + static_cast<std::int64_t>(tid) * M * kCols;
+      for (std::int64_t b = 0; b < pr.B; ++b) {
+        for (std::int64_t u = 0; u < nj; ++u) {
+          const std::int64_t j = j0 + u;
+          const bool visible = pr.key_visible(b, j);
           const float* x = which == 1 ? pr.k_row<float>(b, h, j) : pr.v_row<float>(b, h, j);
-          const float* gr = grad_rows + ((b * pr.H + h) * M + r0) * w;
-          for (std::int64_t r = 0; r < nr; ++r) {
-            double a = acc[r];
-            for (std::int64_t t = 0; t < w; ++t)
-              a += static_cast<double>(gr[r * w + t]) * static_cast<double>(x[t]);
-            acc[r] = a;
-          }
+          for (std::int64_t t = 0; t < w; ++t) xt[t * kCols + u] = visible ? x[t] : 0.0f;
         }
-        for (std::int64_t r = 0; r < nr; ++r) grad[(h * M + r0 + r) * Nk + j] = static_cast<float>(acc[r]);
+        HWY_DYNAMIC_DISPATCH(CompressedOuter)(grad_rows + (b * pr.H + h) * M * w, w, M, w, xt, kCols, nj, out,
+                                              kCols, b > 0);
       }
+      for (std::int64_t r = 0; r < M; ++r)
+        for (std::int64_t u = 0; u < nj; ++u) grad[(h * M + r) * Nk + j0 + u] = static_cast<float>(out[r * kCols + u]);
     });
   };
   projection_gradient(c.grad_projection_e, dkp.data(), 1, d);
