@@ -202,8 +202,9 @@ TEST(TrainBackward, SmyrfWithWholeClustersIsDense) {
 
 TEST(TrainBackward, SameBitsForEveryThreadCount) {
   // (2, 3, 150, 300): many heads, one dense task per head; (1, 1, 200, 1100): one head whose
-  // dense key tiles are split into groups with partial dQ sums.
-  for (auto [B, H, Nq, Nk] : {std::tuple{2, 3, 150, 300}, std::tuple{1, 1, 200, 1100}})
+  // dense key tiles are split into groups with partial dQ sums; (1, 2, 300, 200): one key tile
+  // per head, its query tiles split into 4 with partial dK and dV sums.
+  for (auto [B, H, Nq, Nk] : {std::tuple{2, 3, 150, 300}, std::tuple{1, 1, 200, 1100}, std::tuple{1, 2, 300, 200}})
   for (float dropout : {0.0f, 0.2f})
     for (const MethodConfig& config :
          {MethodConfig{DenseConfig{}}, MethodConfig{SmyrfConfig{.n_hashes = 3, .q_cluster_size = 16, .k_cluster_size = 16}}}) {

@@ -58,10 +58,13 @@ namespace smyrf {
 //                  shared weights once per cluster (Dropout above), so the cost stays
 //                  O(C n_k (d + dv) + n_q topk (d + dv)).
 //   backward:      attention_backward (f32, no broadcast strides): clusters and T_c constant,
-//                  dQ through the centroid (Training above). Extra memory O(n_k (d + dv)) per
-//                  thread (the centroid rows' key gradients, in double), O(n_q) per head, and
-//                  for improved O(C min(topk, n_k) (d + dv)) per head (the members' key
-//                  gradients per cluster, added in cluster order).
+//                  dQ through the centroid (Training above). The centroid rows in f32 on the
+//                  tile kernel, in two passes: tiles of 32 centroids against every visible key
+//                  (their dQ), then blocks of 32 keys against every centroid (the same scores
+//                  again; their dK and dV). Extra memory O(32 (n_k + C)) per thread, the
+//                  visible keys packed (O(n_k (d + dv)) per head), O(n_q) per head, and for
+//                  improved O(C min(topk, n_k) (d + dv)) per head (the members' key gradients
+//                  per cluster, added in cluster order).
 //   attention_f64: attention_f64 and attention_backward_f64 with the clusters and T_c of the
 //                  f32 path (from the inputs rounded to f32) and the centroid the exact mean in
 //                  double (not rounded to f32, so the definition is differentiable in Q).

@@ -44,23 +44,27 @@ std::int64_t Pad(std::int64_t n) {
   return (n + L - 1) / L * L;
 }
 
-// dst[j] = exp(scale * src[j] - lse_at(j)) for j < n, the padded tail up to Pad(n) set to 0
-// (dst may be src). One vector at a time, so an element's bits do not depend on its lane.
-template <class LseAt>
-HWY_INLINE void ScaledExp(const float* src, float* dst, std::int64_t n, float scale, LseAt lse_at) {
+// dst[j] = exp(scale * src[j] - l_j) for j < n, with l_j = lse[j] (lse != nullptr, readable
+// up to Pad(n)) or l_j = lse0; the padded tail up to Pad(n) set to 0 (dst may be src). One
+// vector at a time, so an element's bits do not depend on its lane.
+HWY_INLINE void ScaledExp(const float* src, float* dst, std::int64_t n, float scale, const float* lse, float lse0) {
   const DF df;
   const std::int64_t L = static_cast<std::int64_t>(hn::Lanes(df));
+  const auto vs = hn::Set(df, scale), vl = hn::Set(df, lse0);
+  std::int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    const auto l = lse != nullptr ? hn::LoadU(df, lse + j) : vl;
+    hn::StoreU(hn::Exp(df, hn::Sub(hn::Mul(hn::LoadU(df, src + j), vs), l)), df, dst + j);
+  }
+  if (j == Pad(n)) return;
   HWY_ALIGN float x[hn::MaxLanes(df)];
   HWY_ALIGN float l[hn::MaxLanes(df)];
-  for (std::int64_t j = 0; j < Pad(n); j += L) {
-    for (std::int64_t t = 0; t < L; ++t) {
-      const bool in = j + t < n;
-      x[t] = in ? src[j + t] : 0.0f;
-      l[t] = in ? lse_at(j + t) : std::numeric_limits<float>::infinity();
-    }
-    const auto s = hn::Mul(hn::Load(df, x), hn::Set(df, scale));
-    hn::StoreU(hn::Exp(df, hn::Sub(s, hn::Load(df, l))), df, dst + j);
+  for (std::int64_t t = 0; t < L; ++t) {
+    const bool in = j + t < n;
+    x[t] = in ? src[j + t] : 0.0f;
+    l[t] = in ? (lse != nullptr ? lse[j + t] : lse0) : std::numeric_limits<float>::infinity();
   }
+  hn::StoreU(hn::Exp(df, hn::Sub(hn::Mul(hn::Load(df, x), vs), hn::Load(df, l))), df, dst + j);
 }
 
 // The largest of scale * x[j], j < n (-inf when n = 0).
@@ -184,10 +188,10 @@ void CentroidBackward(const detail::ClusteredCentroidGrad& a) {
       float* s = S + c * ldn;
       const float mx = MaxScaled(s, nk, scale);
       float* e = G + c * ldn;  // exp(scale s - max), for the sum
-      ScaledExp(s, e, nk, scale, [&](std::int64_t) { return mx; });
+      ScaledExp(s, e, nk, scale, nullptr, mx);
       const float lse = static_cast<float>(static_cast<double>(mx) + std::log(SumAsDouble(e, nk)));
       tb.lse[u] = lse;
-      ScaledExp(s, s, nk, scale, [&](std::int64_t) { return lse; });  // S <- A
+      ScaledExp(s, s, nk, scale, nullptr, lse);  // S <- A
       // W = A f outside T_c, into G.
       float* w = G + c * ldn;
       const std::uint64_t stream = a.stream[u];
@@ -288,7 +292,7 @@ void CentroidBackward(const detail::ClusteredCentroidGrad& a) {
     for (std::int64_t r = 0; r < kb; ++r) {
       float* x = A + r * ldu;
       float* y = G + r * ldu;
-      ScaledExp(x, x, C, scale, [&](std::int64_t c) { return lse[c]; });
+      ScaledExp(x, x, C, scale, lse, 0.0f);
       const std::int32_t key = keys[static_cast<std::size_t>(j0 + r)];
       const auto first = it;
       a_top.clear();

@@ -882,11 +882,14 @@ template <class Bounds>
 void add_mean_gradient(const Problem& pr, const GradientParams& g, const TokenLists& lists, int which,
                        std::int64_t M, const float* grad_rows, Bounds&& bounds) {
   const std::int64_t w = which == 2 ? pr.dv : pr.d;
-  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
-    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+  // Segments are disjoint: tasks of kSegments segments each.
+  constexpr std::int64_t kSegments = 32;
+  const std::int64_t chunks = (M + kSegments - 1) / kSegments;
+  parallel_for(pr.B * pr.H * chunks, pr.threads, [&](std::int64_t task) {
+    const std::int64_t bh = task / chunks, b = bh / pr.H, h = bh % pr.H, t0 = (task % chunks) * kSegments;
     const std::int32_t* keys = lists.keys(b, pr.Nk);
     const std::int64_t n = lists.k_count[b];
-    for (std::int64_t t = 0; t < M; ++t) {
+    for (std::int64_t t = t0; t < std::min(M, t0 + kSegments); ++t) {
       const auto [lo, hi] = bounds(t, n);
       if (lo >= hi) continue;
       const float* gt = grad_rows + (bh * M + t) * w;
@@ -923,9 +926,9 @@ void add_query_mean_gradient(const Problem& pr, const GradientParams& g, const T
 // Gradient rows of every key of (b, h) (visible or not) set to zero (which: 1 = dK, 2 = dV).
 void zero_key_gradients(const Problem& pr, const GradientParams& g, int which) {
   const std::int64_t w = which == 2 ? pr.dv : pr.d;
-  for (std::int64_t b = 0; b < pr.B; ++b)
-    for (std::int64_t h = 0; h < pr.H; ++h)
-      for (std::int64_t j = 0; j < pr.Nk; ++j) std::fill_n(grad_row(pr, g, which, b, h, j), w, 0.0f);
+  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
+    for (std::int64_t j = 0; j < pr.Nk; ++j) std::fill_n(grad_row(pr, g, which, bh / pr.H, bh % pr.H, j), w, 0.0f);
+  });
 }
 
 // grad rows (in Q's, K's or V's layout) += the contiguous parts [B, H, n, w], in the order given.

@@ -48,16 +48,18 @@ void RunGroupsImpl(const detail::TrainArgs& a, const detail::Group* groups, std:
 // visible keys; Q^T, dO^T, Q and dO rows of the active queries — then one pass: for a tile of
 // 256 keys and a tile of 48 queries, S^T = K Q^T and dP^T = V dO^T come out transposed, so
 // dV += P^T dO and dK += dS^T Q need no transposition and dQ += dS K reads dS^T transposed
-// (PVAccumulate<true>). Tasks are (b, h, group of key tiles): a task owns its keys' dK and dV
-// rows and a dQ partial sum; the G partial sums are added in group order afterwards. G depends
-// on the shape only (not on the thread count), so the bits do not either.
+// (PVAccumulate<true>). Tasks are (b, h, group of key tiles, split of the query tiles): a task
+// owns a dQ partial sum of its queries and its keys' dK and dV rows (with S > 1 splits, a
+// partial sum of them); the G dQ partial sums are added in group order afterwards, the S dK and
+// dV ones in split order. G and S depend on the shape only (not on the thread count), so the
+// bits do not either.
 struct DensePacked {
   const float *kt, *vt, *kp, *vp, *qt, *dot, *qp, *dop;
 };
 
 void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lists, float* packed,
-                       std::size_t per_bh, float* dq_parts, std::int64_t key_groups, float* scratch,
-                       std::size_t per_thread) {
+                       std::size_t per_bh, float* dq_parts, std::int64_t key_groups, std::int64_t splits,
+                       float* kv_parts, float* scratch, std::size_t per_thread) {
   using detail::kTrainKeyTile;
   using detail::kTrainQueryTile;
   const detail::Problem& pr = *a.pr;
@@ -86,8 +88,9 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
   auto grad_o_row = [&](std::int64_t b, std::int64_t h, std::int64_t i) {
     return g.grad_o + b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
   };
-  detail::parallel_for(BH, pr.threads, [&](std::int64_t bh) {
-    const std::int64_t b = bh / pr.H, h = bh % pr.H;
+  // The eight packings of each (b, h) are separate tasks (parallel even when B * H = 1).
+  detail::parallel_for(BH * 8, pr.threads, [&](std::int64_t task) {
+    const std::int64_t bh = task / 8, b = bh / pr.H, h = bh % pr.H;
     const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]), nk = static_cast<std::size_t>(lists.k_count[b]);
     if (nq == 0 || nk == 0) return;
     const std::int32_t* keys = lists.keys(b, pr.Nk);
@@ -97,14 +100,16 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
     auto v_row = [&](std::size_t j) { return pr.v_row<float>(b, h, keys[j]); };
     auto q_row = [&](std::size_t i) { return pr.q_row<float>(b, h, queries[i]); };
     auto do_row = [&](std::size_t i) { return grad_o_row(b, h, queries[i]); };
-    PackKeysTransposed(k_row, nk, d, const_cast<float*>(v.kt), ldk);
-    PackKeysTransposed(v_row, nk, dv, const_cast<float*>(v.vt), ldk);
-    PackValues(k_row, nk, d, const_cast<float*>(v.kp), ldd);
-    PackValues(v_row, nk, dv, const_cast<float*>(v.vp), ldv);
-    PackKeysTransposed(q_row, nq, d, const_cast<float*>(v.qt), ldq);
-    PackKeysTransposed(do_row, nq, dv, const_cast<float*>(v.dot), ldq);
-    PackValues(q_row, nq, d, const_cast<float*>(v.qp), ldd);
-    PackValues(do_row, nq, dv, const_cast<float*>(v.dop), ldv);
+    switch (task % 8) {
+      case 0: PackKeysTransposed(k_row, nk, d, const_cast<float*>(v.kt), ldk); break;
+      case 1: PackKeysTransposed(v_row, nk, dv, const_cast<float*>(v.vt), ldk); break;
+      case 2: PackValues(k_row, nk, d, const_cast<float*>(v.kp), ldd); break;
+      case 3: PackValues(v_row, nk, dv, const_cast<float*>(v.vp), ldv); break;
+      case 4: PackKeysTransposed(q_row, nq, d, const_cast<float*>(v.qt), ldq); break;
+      case 5: PackKeysTransposed(do_row, nq, dv, const_cast<float*>(v.dot), ldq); break;
+      case 6: PackValues(q_row, nq, d, const_cast<float*>(v.qp), ldd); break;
+      default: PackValues(do_row, nq, dv, const_cast<float*>(v.dop), ldv); break;
+    }
   });
 
   // Per-thread scratch: two N x M transposed tiles (+ one for dropped weights), dK and dV
@@ -114,12 +119,19 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
   // One pass: task (bh, g) runs key tiles [g T / G, (g + 1) T / G) of the T tiles against every
   // query tile; it owns its keys' dK and dV rows and its own dQ partial sum.
   const std::int64_t key_tiles = (pr.Nk + static_cast<std::int64_t>(N) - 1) / static_cast<std::int64_t>(N);
-  const std::int64_t G = key_groups;
-  detail::parallel_for_tid(BH * G, pr.threads, [&](std::int64_t task, int tid) {
-    const std::int64_t bh = task / G, group = task % G, b = bh / pr.H, h = bh % pr.H;
+  const std::int64_t G = key_groups, S = splits;
+  const std::size_t ldkv = ldd + ldv;  // a row of kv_parts: dK then dV
+  detail::parallel_for_tid(BH * G * S, pr.threads, [&](std::int64_t task, int tid) {
+    const std::int64_t bh = task / (G * S), group = task / S % G, split = task % S;
+    const std::int64_t b = bh / pr.H, h = bh % pr.H;
     const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]), nk = static_cast<std::size_t>(lists.k_count[b]);
+    // This split's query tiles, as query rows [q_begin, q_end).
+    const std::int64_t q_tiles = static_cast<std::int64_t>((nq + M - 1) / M);
+    const std::size_t q_begin = static_cast<std::size_t>(split * q_tiles / S) * M;
+    const std::size_t q_end = std::min(nq, static_cast<std::size_t>((split + 1) * q_tiles / S) * M);
     float* dq_part = dq_parts + (static_cast<std::size_t>(bh) * static_cast<std::size_t>(G) + static_cast<std::size_t>(group)) * Nq * ldd;
-    std::fill_n(dq_part, nq * ldd, 0.0f);
+    if (q_end > q_begin) std::fill(dq_part + q_begin * ldd, dq_part + q_end * ldd, 0.0f);
+    float* kv_part = S > 1 ? kv_parts + static_cast<std::size_t>(bh * S + split) * Nk * ldkv : nullptr;
     if (nq == 0) return;
     const DensePacked v = view(bh);
     const std::int32_t* queries = lists.queries(b, pr.Nq);
@@ -146,7 +158,7 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
         bias[j] = pr.key_bias(b, h, keys[j]);
       }
       const std::int64_t offset = pr.Nk - pr.Nq;
-      for (std::size_t q0 = 0; q0 < nq; q0 += M) {
+      for (std::size_t q0 = q_begin; q0 < q_end; q0 += M) {
         const std::size_t m = std::min(M, nq - q0);
         // Causal: query tiles that end before this key tile's first key see none of it.
         if (p.causal && queries[q0 + m - 1] + offset < keys[0]) continue;
@@ -183,12 +195,40 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
         PVAccumulate<true>(dpt, M, m, n, v.kp + k0 * ldd, ldd, dq_part + q0 * ldd, ldd);  // dQ += dS K
       }
       for (std::size_t j = 0; j < n; ++j) {
+        if (kv_part != nullptr) {
+          std::copy_n(dk + j * ldd, d, kv_part + (k0 + j) * ldkv);
+          std::copy_n(dvacc + j * ldv, dv, kv_part + (k0 + j) * ldkv + ldd);
+          continue;
+        }
         const std::int64_t pos = keys[j];
         std::copy_n(dk + j * ldd, d, g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + pos * p.k_row_stride);
         std::copy_n(dvacc + j * ldv, dv, g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + pos * p.v_row_stride);
       }
     }
   });
+
+  // dK, dV: the S partial sums added in split order.
+  if (S > 1) {
+    const std::int64_t key_chunks = (pr.Nk + static_cast<std::int64_t>(M) - 1) / static_cast<std::int64_t>(M);
+    detail::parallel_for(BH * key_chunks, pr.threads, [&](std::int64_t task) {
+      const std::int64_t bh = task / key_chunks, b = bh / pr.H, h = bh % pr.H;
+      const std::size_t k0 = static_cast<std::size_t>(task % key_chunks) * M;
+      const std::size_t nk = static_cast<std::size_t>(lists.k_count[b]);
+      if (k0 >= nk || lists.q_count[b] == 0) return;
+      const std::int32_t* keys = lists.keys(b, pr.Nk);
+      const float* parts = kv_parts + static_cast<std::size_t>(bh * S) * Nk * ldkv;
+      for (std::size_t j = k0; j < std::min(nk, k0 + M); ++j) {
+        float* gk = g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + keys[j] * p.k_row_stride;
+        float* gv = g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + keys[j] * p.v_row_stride;
+        std::copy_n(parts + j * ldkv, d, gk);
+        std::copy_n(parts + j * ldkv + ldd, dv, gv);
+        for (std::int64_t sp = 1; sp < S; ++sp) {
+          AddRow(parts + (static_cast<std::size_t>(sp) * Nk + j) * ldkv, gk, d);
+          AddRow(parts + (static_cast<std::size_t>(sp) * Nk + j) * ldkv + ldd, gv, dv);
+        }
+      }
+    });
+  }
 
   // dQ: the G partial sums added in group order.
   const std::int64_t query_tiles = (pr.Nq + static_cast<std::int64_t>(M) - 1) / static_cast<std::int64_t>(M);
@@ -387,17 +427,25 @@ void dense_backward(const TrainArgs& args, const GroupPlan& plan, Workspace* wor
   const std::int64_t key_tiles =
       (pr.Nk + static_cast<std::int64_t>(kTrainKeyTile) - 1) / static_cast<std::int64_t>(kTrainKeyTile);
   const std::int64_t groups = std::clamp<std::int64_t>(8 / static_cast<std::int64_t>(BH), 1, key_tiles);
+  // Splits of the query tiles when the key tiles alone give fewer than 8 tasks (few keys: the
+  // compressed methods' sub-problems), each with its own partial dK and dV.
+  const std::int64_t query_tiles =
+      (pr.Nq + static_cast<std::int64_t>(kTrainQueryTile) - 1) / static_cast<std::int64_t>(kTrainQueryTile);
+  const std::int64_t splits =
+      std::clamp<std::int64_t>(8 / (static_cast<std::int64_t>(BH) * groups), 1, std::max<std::int64_t>(query_tiles, 1));
   CallScratch scratch(pr, workspace, CallScratch::Lists::none);
   Arena& arena = scratch.arena();
   const std::size_t packed_slot = arena.add<float>(per_bh * BH);
   const std::size_t dq_slot =
       arena.add<float>(BH * static_cast<std::size_t>(groups) * static_cast<std::size_t>(pr.Nq) * ldd);
+  const std::size_t kv_slot =
+      arena.add<float>(splits > 1 ? BH * static_cast<std::size_t>(splits) * static_cast<std::size_t>(pr.Nk) * (ldd + ldv) : 0);
   const std::size_t scratch_slot = arena.add<float>(per_thread * static_cast<std::size_t>(pr.threads));
   scratch.bind();
   info->workspace_bytes = arena.bytes();
   const TokenLists lists{plan.q_lists.data(), plan.k_lists.data(), plan.q_count.data(), plan.k_count.data()};
   HWY_DYNAMIC_DISPATCH(DenseBackwardImpl)(args, lists, arena.at<float>(packed_slot), per_bh,
-                                          arena.at<float>(dq_slot), groups,
+                                          arena.at<float>(dq_slot), groups, splits, arena.at<float>(kv_slot),
                                           arena.at<float>(scratch_slot), per_thread);
 }
 
@@ -426,9 +474,11 @@ void zero_gradients(const Problem& pr, const GradientParams& g) {
 std::vector<float> gradient_delta(const Problem& pr, const GradientParams& g) {
   const AttentionParams& p = *pr.p;
   std::vector<float> delta(static_cast<std::size_t>(pr.B * pr.H * pr.Nq));
-  parallel_for(pr.B * pr.H, pr.threads, [&](std::int64_t bh) {
-    const std::int64_t b = bh / pr.H, h = bh % pr.H;
-    for (std::int64_t i = 0; i < pr.Nq; ++i) {
+  constexpr std::int64_t kRows = 512;  // rows per task
+  const std::int64_t chunks = (pr.Nq + kRows - 1) / kRows;
+  parallel_for(pr.B * pr.H * chunks, pr.threads, [&](std::int64_t task) {
+    const std::int64_t bh = task / chunks, b = bh / pr.H, h = bh % pr.H, i0 = (task % chunks) * kRows;
+    for (std::int64_t i = i0; i < std::min(pr.Nq, i0 + kRows); ++i) {
       const std::int64_t off = b * p.o_batch_stride + h * p.o_head_stride + i * p.o_row_stride;
       double acc = 0;
       for (std::int64_t c = 0; c < pr.dv; ++c)
