@@ -1091,48 +1091,65 @@ RunInfo memory_compressed_backward(const Problem& pr, const GradientParams& g, c
 // The inner attention of star and induced_points: queries iq [B, H, M, d] (row mask imask
 // [B, M]) to the visible keys with values K (rows hk) and V (rows hv), and its backward given
 // dhk, dhv: diq [B, H, M, d], and dK, dV contributions added to the gradients (after what
-// they hold: the window part's for star, nothing for induced_points).
+// they hold: the window part's for star, nothing for induced_points). Both share their
+// weights, so each runs once with the values [K | V] (d + dv columns): each output column is
+// the same chain as in an attention with K or V alone.
 struct InnerAttention {
-  std::vector<float> kc, vc, hk, hv, lse;
-  std::size_t bytes() const { return (kc.size() + vc.size() + hk.size() + hv.size() + lse.size()) * sizeof(float); }
+  std::vector<float> kc, kvc, hkv, hk, hv, lse;
+  std::size_t bytes() const {
+    return (kc.size() + kvc.size() + hkv.size() + hk.size() + hv.size() + lse.size()) * sizeof(float);
+  }
 };
+
+// Rows [n, a + b] of the contiguous [B, H, n, a] and [B, H, n, b] side by side (or, split,
+// back): one row per (b, h, i).
+void join_columns(std::int64_t rows, std::int64_t wa, std::int64_t wb, const float* x, const float* y, float* xy) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::copy_n(x + r * wa, wa, xy + r * (wa + wb));
+    std::copy_n(y + r * wb, wb, xy + r * (wa + wb) + wa);
+  }
+}
+void split_columns(std::int64_t rows, std::int64_t wa, std::int64_t wb, const float* xy, float* x, float* y) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::copy_n(xy + r * (wa + wb), wa, x + r * wa);
+    std::copy_n(xy + r * (wa + wb) + wa, wb, y + r * wb);
+  }
+}
+
 void inner_forward(const Problem& pr, Scratch& sc, std::int64_t M, const Rows& iq, const std::uint8_t* imask,
                    InnerAttention& in, RunInfo& info, std::size_t* inner) {
-  const std::int64_t BH = pr.B * pr.H;
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv, w = d + dv;
   in.kc = contiguous_copy(pr, 1);
-  in.vc = contiguous_copy(pr, 2);
-  in.hk.assign(static_cast<std::size_t>(BH * M * pr.d), 0.0f);
-  in.hv.assign(static_cast<std::size_t>(BH * M * pr.dv), 0.0f);
+  const std::vector<float> vc = contiguous_copy(pr, 2);
+  in.kvc.resize(static_cast<std::size_t>(BH * pr.Nk * w));
+  join_columns(BH * pr.Nk, d, dv, in.kc.data(), vc.data(), in.kvc.data());
+  in.hkv.assign(static_cast<std::size_t>(BH * M * w), 0.0f);
   in.lse.assign(static_cast<std::size_t>(BH * M), 0.0f);
-  const Rows kc = contiguous_rows(in.kc.data(), pr.H, pr.Nk, pr.d), vc = contiguous_rows(in.vc.data(), pr.H, pr.Nk, pr.dv);
   add_inner(info,
-            attend_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, kc, kc, pr.d, pr.p->key_mask,
-                       pr.p->key_mask_batch_stride, contiguous_rows(in.hk.data(), pr.H, M, pr.d), in.lse.data()),
+            attend_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, contiguous_rows(in.kc.data(), pr.H, pr.Nk, d),
+                       contiguous_rows(in.kvc.data(), pr.H, pr.Nk, w), w, pr.p->key_mask,
+                       pr.p->key_mask_batch_stride, contiguous_rows(in.hkv.data(), pr.H, M, w), in.lse.data()),
             inner);
-  add_inner(info,
-            attend_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, kc, vc, pr.dv, pr.p->key_mask,
-                       pr.p->key_mask_batch_stride, contiguous_rows(in.hv.data(), pr.H, M, pr.dv), nullptr),
-            inner);
+  in.hk.resize(static_cast<std::size_t>(BH * M * d));
+  in.hv.resize(static_cast<std::size_t>(BH * M * dv));
+  split_columns(BH * M, d, dv, in.hkv.data(), in.hk.data(), in.hv.data());
 }
 void inner_backward(const Problem& pr, const GradientParams& g, Scratch& sc, std::int64_t M, const Rows& iq,
                     const std::uint8_t* imask, const InnerAttention& in, const float* dhk, const float* dhv,
                     float* diq, RunInfo& info, std::size_t* inner) {
-  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv;
-  const Rows kc = contiguous_rows(in.kc.data(), pr.H, pr.Nk, d), vc = contiguous_rows(in.vc.data(), pr.H, pr.Nk, dv);
-  std::vector<float> diq2(static_cast<std::size_t>(BH * M * d));
-  std::vector<float> dk_keys(in.kc.size()), dk_values(in.kc.size()), dk_keys2(in.kc.size()), dv_values(in.vc.size());
+  const std::int64_t BH = pr.B * pr.H, d = pr.d, dv = pr.dv, w = d + dv;
+  std::vector<float> dhkv(static_cast<std::size_t>(BH * M * w));
+  join_columns(BH * M, d, dv, dhk, dhv, dhkv.data());
+  std::vector<float> dk_keys(in.kc.size()), dkv(in.kvc.size());
   add_inner(info,
-            attend_backward_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, kc, kc, d, pr.p->key_mask,
-                                pr.p->key_mask_batch_stride, contiguous_rows(in.hk.data(), pr.H, M, d),
-                                in.lse.data(), dhk, diq, dk_keys.data(), dk_values.data()),
+            attend_backward_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, contiguous_rows(in.kc.data(), pr.H, pr.Nk, d),
+                                contiguous_rows(in.kvc.data(), pr.H, pr.Nk, w), w, pr.p->key_mask,
+                                pr.p->key_mask_batch_stride, contiguous_rows(in.hkv.data(), pr.H, M, w),
+                                in.lse.data(), dhkv.data(), diq, dk_keys.data(), dkv.data()),
             inner);
-  add_inner(info,
-            attend_backward_f32(pr, &sc.inner, M, iq, imask, M, pr.Nk, kc, vc, dv, pr.p->key_mask,
-                                pr.p->key_mask_batch_stride, contiguous_rows(in.hv.data(), pr.H, M, dv),
-                                in.lse.data(), dhv, diq2.data(), dk_keys2.data(), dv_values.data()),
-            inner);
-  for (std::size_t x = 0; x < diq2.size(); ++x) diq[x] = static_cast<float>(static_cast<double>(diq[x]) + diq2[x]);
-  add_parts(pr, g, 1, {dk_keys.data(), dk_values.data(), dk_keys2.data()});
+  std::vector<float> dk_values(in.kc.size()), dv_values(static_cast<std::size_t>(BH * pr.Nk * dv));
+  split_columns(BH * pr.Nk, d, dv, dkv.data(), dk_values.data(), dv_values.data());
+  add_parts(pr, g, 1, {dk_keys.data(), dk_values.data()});
   add_parts(pr, g, 2, {dv_values.data()});
 }
 
