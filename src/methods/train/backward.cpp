@@ -207,43 +207,36 @@ void DenseBackwardImpl(const detail::TrainArgs& a, const detail::TokenLists& lis
     }
   });
 
+  // Partial sums added in order: out = part 0 + part 1 + ... (parts `stride` floats apart).
+  auto sum_parts = [](const float* part0, std::size_t stride, std::int64_t parts, std::size_t width, float* out) {
+    std::copy_n(part0, width, out);
+    for (std::int64_t sp = 1; sp < parts; ++sp) AddRow(part0 + static_cast<std::size_t>(sp) * stride, out, width);
+  };
+  // fn(b, h, bh, rows [r0, r1)) over tiles of M rows of the first count (the other count > 0).
+  auto row_tiles = [&](std::int64_t n, const std::int32_t* count, const std::int32_t* other, auto fn) {
+    const std::int64_t tiles = (n + static_cast<std::int64_t>(M) - 1) / static_cast<std::int64_t>(M);
+    detail::parallel_for(BH * tiles, pr.threads, [&](std::int64_t task) {
+      const std::int64_t bh = task / tiles, b = bh / pr.H, h = bh % pr.H;
+      const std::size_t r0 = static_cast<std::size_t>(task % tiles) * M, rows = static_cast<std::size_t>(count[b]);
+      if (r0 < rows && other[b] > 0) fn(b, h, bh, r0, std::min(rows, r0 + M));
+    });
+  };
   // dK, dV: the S partial sums added in split order.
-  if (S > 1) {
-    const std::int64_t key_chunks = (pr.Nk + static_cast<std::int64_t>(M) - 1) / static_cast<std::int64_t>(M);
-    detail::parallel_for(BH * key_chunks, pr.threads, [&](std::int64_t task) {
-      const std::int64_t bh = task / key_chunks, b = bh / pr.H, h = bh % pr.H;
-      const std::size_t k0 = static_cast<std::size_t>(task % key_chunks) * M;
-      const std::size_t nk = static_cast<std::size_t>(lists.k_count[b]);
-      if (k0 >= nk || lists.q_count[b] == 0) return;
+  if (S > 1)
+    row_tiles(pr.Nk, lists.k_count, lists.q_count, [&](std::int64_t b, std::int64_t h, std::int64_t bh, std::size_t r0, std::size_t r1) {
       const std::int32_t* keys = lists.keys(b, pr.Nk);
       const float* parts = kv_parts + static_cast<std::size_t>(bh * S) * Nk * ldkv;
-      for (std::size_t j = k0; j < std::min(nk, k0 + M); ++j) {
-        float* gk = g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + keys[j] * p.k_row_stride;
-        float* gv = g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + keys[j] * p.v_row_stride;
-        std::copy_n(parts + j * ldkv, d, gk);
-        std::copy_n(parts + j * ldkv + ldd, dv, gv);
-        for (std::int64_t sp = 1; sp < S; ++sp) {
-          AddRow(parts + (static_cast<std::size_t>(sp) * Nk + j) * ldkv, gk, d);
-          AddRow(parts + (static_cast<std::size_t>(sp) * Nk + j) * ldkv + ldd, gv, dv);
-        }
+      for (std::size_t j = r0; j < r1; ++j) {
+        sum_parts(parts + j * ldkv, Nk * ldkv, S, d, g.grad_k + b * p.k_batch_stride + h * p.k_head_stride + keys[j] * p.k_row_stride);
+        sum_parts(parts + j * ldkv + ldd, Nk * ldkv, S, dv, g.grad_v + b * p.v_batch_stride + h * p.v_head_stride + keys[j] * p.v_row_stride);
       }
     });
-  }
-
   // dQ: the G partial sums added in group order.
-  const std::int64_t query_tiles = (pr.Nq + static_cast<std::int64_t>(M) - 1) / static_cast<std::int64_t>(M);
-  detail::parallel_for(BH * query_tiles, pr.threads, [&](std::int64_t task) {
-    const std::int64_t bh = task / query_tiles, b = bh / pr.H, h = bh % pr.H;
-    const std::size_t q0 = static_cast<std::size_t>(task % query_tiles) * M;
-    const std::size_t nq = static_cast<std::size_t>(lists.q_count[b]);
-    if (q0 >= nq || lists.k_count[b] == 0) return;
+  row_tiles(pr.Nq, lists.q_count, lists.k_count, [&](std::int64_t b, std::int64_t h, std::int64_t bh, std::size_t r0, std::size_t r1) {
     const std::int32_t* queries = lists.queries(b, pr.Nq);
     const float* parts = dq_parts + static_cast<std::size_t>(bh) * static_cast<std::size_t>(G) * Nq * ldd;
-    for (std::size_t i = q0; i < std::min(nq, q0 + M); ++i) {
-      float* out = g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + queries[i] * p.q_row_stride;
-      std::copy_n(parts + i * ldd, d, out);
-      for (std::int64_t gr = 1; gr < G; ++gr) AddRow(parts + (static_cast<std::size_t>(gr) * Nq + i) * ldd, out, d);
-    }
+    for (std::size_t i = r0; i < r1; ++i)
+      sum_parts(parts + i * ldd, Nq * ldd, G, d, g.grad_q + b * p.q_batch_stride + h * p.q_head_stride + queries[i] * p.q_row_stride);
   });
 }
 
