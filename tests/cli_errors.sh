@@ -143,6 +143,33 @@ if "$smyrf" eval --help >/dev/null 2>&1 && [[ -f $model/model.json ]]; then
   head -c $(($(stat -c %s "$last") - 1000)) "$last" >"truncated/$(basename "$last")"
   expect_error "model file truncated/model.json|truncated or missing shard data" e.json e.csv -- \
     "${eval_args[@]}" --model truncated --corpus good.jsonl
+  # embed: bad output names, then good runs (.npy with its ids, .jsonl), checked by content.
+  expect_error "--output emb.txt|must end in .npy or .jsonl" emb.txt -- embed --model "$model" --corpus good.jsonl --output emb.txt
+  expect_error "--variant|smyrf:9" emb.npy emb.npy.ids.json -- embed --model "$model" --corpus good.jsonl --output emb.npy --variant smyrf:9
+  printf '{"id": "first", "text": "The cat sat on the mat."}\n{"id": 7, "text": "Stocks fell today."}\n{"text": "Win a prize now"}\n' >ids.jsonl
+  cases=$((cases + 1))
+  if "$smyrf" embed --model "$model" --corpus ids.jsonl --output emb.npy --quiet >/dev/null 2>&1 &&
+     "$smyrf" embed --model "$model" --corpus ids.jsonl --output emb.jsonl --variant smyrf:2:0.5 --quiet >/dev/null 2>&1; then
+    python3 - emb.npy emb.npy.ids.json emb.jsonl <<'PY' || fail "embed: outputs do not hold 3 unit 512-d rows with their ids"
+import json, math, struct, sys
+raw = open(sys.argv[1], "rb").read()
+assert raw[:8] == b"\x93NUMPY\x01\x00", raw[:8]
+hlen = struct.unpack("<H", raw[8:10])[0]
+assert (10 + hlen) % 64 == 0
+header = raw[10:10 + hlen].decode()
+assert "'<f4'" in header and "(3, 512)" in header, header
+rows = [struct.unpack("<512f", raw[10 + hlen + 2048 * i:10 + hlen + 2048 * (i + 1)]) for i in range(3)]
+assert len(raw) == 10 + hlen + 3 * 2048
+for r in rows:
+    assert abs(math.sqrt(sum(x * x for x in r)) - 1) < 1e-5
+assert json.load(open(sys.argv[2])) == ["first", "7", "line 3"]
+lines = [json.loads(l) for l in open(sys.argv[3])]
+assert [l["id"] for l in lines] == ["first", "7", "line 3"]
+assert all(len(l["embedding"]) == 512 and l["variant"] == "smyrf:2:0.5" for l in lines)
+PY
+  else
+    fail "embed: a good run failed"
+  fi
 else
   echo "skipping the eval cases (no eval subcommand or no model package)"
 fi

@@ -179,6 +179,11 @@ Corpus load_jsonl(const fs::path& file) {
       throw Error("smyrf: corpus: " + where + ": no string field 'text'");
     Document d{"line " + std::to_string(line_no), j["text"].get<std::string>(), -1};
     check_utf8(d.text, "corpus: " + where);
+    if (j.contains("id")) {
+      if (!j["id"].is_string() && !j["id"].is_number_integer())
+        throw Error("smyrf: corpus: " + where + ": 'id' must be a string or an integer");
+      d.id = j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump();
+    }
     if (j.contains("label")) {
       if (!j["label"].is_string() && !j["label"].is_number() && !j["label"].is_boolean())
         throw Error("smyrf: corpus: " + where + ": 'label' must be a string, number or bool");

@@ -10,7 +10,7 @@
 namespace smyrf::models {
 
 struct Document {
-  std::string id;     // group/file or line number
+  std::string id;     // group/file, the JSONL "id", or "line N"
   std::string text;   // valid UTF-8
   int label = -1;     // 0 / 1, or -1 when the collection has no labels
 };
@@ -34,8 +34,8 @@ MailText parse_mail_text(const std::string& name);
 Corpus load_spam_assassin(const std::filesystem::path& data_dir, MailText text = MailText::subject_body);
 // Every *.txt file under `dir` (recursively), in path order; no labels.
 Corpus load_text_folder(const std::filesystem::path& dir);
-// One JSON object per line with a string "text" and an optional "label" (string, number or
-// bool). Labels, when present, must be on every line and take exactly two distinct values;
+// One JSON object per line with a string "text", an optional "id" (string or integer; else
+// "line N") and an optional "label" (string, number or bool). Labels, when present, must be on every line and take exactly two distinct values;
 // they are numbered in sorted order of their JSON text (so "ham" = 0, "spam" = 1; false = 0).
 Corpus load_jsonl(const std::filesystem::path& file);
 // Dispatches on what `path` is: a folder with *.json groups of the SpamAssassin layout, another

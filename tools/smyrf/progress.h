@@ -4,7 +4,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <exception>
+#include <mutex>
 #include <string>
 
 namespace smyrf::cli {
@@ -44,5 +48,29 @@ class Progress {
   std::size_t total_, done_ = 0;
   bool quiet_, tty_;
 };
+
+// Runs fn(i) for i in [0, n) on `threads` OpenMP threads, in blocks of 64 items (a progress
+// step per item after each block); the first exception is rethrown here.
+template <class Fn>
+void parallel_items(std::size_t n, int threads, Progress* progress, const std::string& what, Fn&& fn) {
+  std::exception_ptr error;
+  std::mutex mu;
+  const std::size_t block = 64;
+  for (std::size_t b0 = 0; b0 < n; b0 += block) {
+    const auto b1 = std::min(n, b0 + block);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (std::int64_t i = static_cast<std::int64_t>(b0); i < static_cast<std::int64_t>(b1); ++i) {
+      try {
+        fn(static_cast<std::size_t>(i));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    if (progress)
+      for (std::size_t i = b0; i < b1; ++i) progress->step(what);
+  }
+}
 
 }  // namespace smyrf::cli
