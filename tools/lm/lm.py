@@ -35,6 +35,7 @@ except ImportError:
 MODEL = dict(dim=256, heads=4, depth=4, mlp=1024, length=2048)
 TRAIN = dict(batch=4, lr=1e-3, weight_decay=0.1, warmup=0.05, steps=700, minutes=60.0, seed=0)
 HELD_OUT = "persuasion"
+CHECK_WINDOWS = 8
 TRAIN_BOOKS = ["sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey", "kjv", "web"]
 
 
@@ -177,10 +178,28 @@ def train(text_dir, out, model_cfg, cfg, log_path, books=TRAIN_BOOKS, quiet=Fals
         if elapsed > cap and done < steps:
             print(f"lm: training capped at step {done} of {steps} ({cap / 60:.0f} min)", flush=True)
             break
+    seconds = time.perf_counter() - t0
+    extra = dict(train=cfg, steps_done=done, seconds=seconds, books=list(books))
+    # The check a test repeats: dense perplexity on the held-out book's first CHECK_WINDOWS
+    # windows of the training length, with the weights as stored (float16), and those bytes
+    # saved next to the checkpoint (so the test needs neither the packages nor the books).
+    held = os.path.join(text_dir, HELD_OUT + ".txt")
+    if os.path.exists(held):
+        n = CHECK_WINDOWS * model_cfg["length"] + 1
+        head = open(held, "rb").read()[:n]
+        head_path = os.path.join(os.path.dirname(os.path.abspath(out)), HELD_OUT + "_head.txt")
+        with open(head_path, "wb") as f:
+            f.write(head)
+        save_checkpoint(model, model_cfg, out, extra)
+        stored, _ = load_checkpoint(out)
+        data = torch.frombuffer(bytearray(head), dtype=torch.uint8).long()
+        extra["held_out_check"] = dict(book=HELD_OUT, bytes=len(head), length=model_cfg["length"],
+                                       perplexity=perplexity(stored, data, model_cfg["length"])[0])
+        print(f"lm: {HELD_OUT}, first {CHECK_WINDOWS} windows: perplexity {extra['held_out_check']['perplexity']:.4f}")
     if log:
+        log.write(json.dumps(dict(final=extra)) + "\n")
         log.close()
-    save_checkpoint(model, model_cfg, out, dict(train=cfg, steps_done=done, seconds=time.perf_counter() - t0,
-                                                books=list(books)))
+    save_checkpoint(model, model_cfg, out, extra)
     return model
 
 

@@ -1,5 +1,6 @@
 """The causal language model of tools/lm/lm.py on tiny sizes: causality, rotary positions,
 training, the checkpoint round trip and perplexity with methods swapped in."""
+import json
 import math
 import os
 import sys
@@ -50,10 +51,16 @@ def test_training_lowers_the_loss_and_the_checkpoint_round_trips(tmp_path):
     cfg = dict(lm.TRAIN, steps=60, minutes=5.0, batch=8, lr=3e-3)
     out, log = tmp_path / "lm.pt", tmp_path / "log.jsonl"
     model = lm.train(str(text), str(out), TINY, cfg, str(log), books=["a"], quiet=True)
-    rows = [eval(line.replace("true", "True")) for line in open(log)]
+    rows = [json.loads(line) for line in open(log)]
+    assert rows[-1]["final"]["steps_done"] == 60
+    rows = rows[:-1]
     assert len(rows) == 60 and rows[-1]["loss"] < rows[0]["loss"] - 2.0
     loaded, ck = lm.load_checkpoint(str(out))
     assert ck["steps_done"] == 60 and ck["model"] == TINY
+    check = ck["held_out_check"]
+    head = lm.read_books(str(tmp_path), ["persuasion_head"])["persuasion_head"]
+    assert check["bytes"] == len(head)
+    assert lm.perplexity(loaded, head, TINY["length"])[0] == check["perplexity"]
     data = lm.read_books(str(text), ["persuasion"])["persuasion"]
     p1, n = lm.perplexity(loaded, data, 64)
     p2, _ = lm.perplexity(loaded, data, 64)
@@ -87,3 +94,18 @@ def test_content_clusters_see_later_bytes():
     with torch.no_grad():
         a, b = model(x), model(y)
     assert not torch.equal(a[0, :40], b[0, :40])
+
+
+CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoint", "lm.pt")
+
+
+@pytest.mark.skipif(not os.path.exists(CHECKPOINT), reason="no committed checkpoint yet (lm.py train)")
+def test_committed_checkpoint_reproduces_its_logged_perplexity():
+    model, ck = lm.load_checkpoint(CHECKPOINT)
+    assert os.path.getsize(CHECKPOINT) <= 20 * 2**20
+    check = ck["held_out_check"]
+    head = lm.read_books(os.path.dirname(CHECKPOINT), [check["book"] + "_head"])[check["book"] + "_head"]
+    got = lm.perplexity(model, head, check["length"])[0]
+    # Same machine: the same bits. Another CPU (another SIMD target of the library, another BLAS
+    # kernel in torch) rounds float32 sums differently, by far less than this.
+    assert abs(got - check["perplexity"]) <= 1e-4 * check["perplexity"]
