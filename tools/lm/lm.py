@@ -33,7 +33,7 @@ except ImportError:
     import smyrf_torch  # noqa: E402
 
 MODEL = dict(dim=256, heads=4, depth=4, mlp=1024, length=2048)
-TRAIN = dict(batch=4, lr=1e-3, weight_decay=0.1, warmup=0.05, steps=700, minutes=60.0, seed=0)
+TRAIN = dict(batch=4, lr=1e-3, weight_decay=0.1, warmup=0.05, steps=640, minutes=60.0, seed=0)
 HELD_OUT = "persuasion"
 CHECK_WINDOWS = 8
 TRAIN_BOOKS = ["sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey", "kjv", "web"]
