@@ -153,6 +153,8 @@ def train(text_dir, out, model_cfg, cfg, log_path, books=TRAIN_BOOKS, quiet=Fals
                              dict(params=no_decay, weight_decay=0.0)], lr=cfg["lr"], betas=(0.9, 0.95))
     steps, cap = cfg["steps"], cfg["minutes"] * 60
     it = batches(corpus, model_cfg["length"], cfg["batch"], cfg["seed"])
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     log = open(log_path, "w") if log_path else None
     t0, done = time.perf_counter(), 0
     model.train()
