@@ -73,12 +73,12 @@ class RReader:
         if kind in (2, 17):  # LISTSXP (pairlist) / ATTRLISTSXP
             out = {}
             while kind in (2, 17):
-                attr = self.item() if has_attr else None
+                if has_attr:
+                    self.item()  # the cell's own attributes: not needed here
                 tag = self.item() if has_tag else None
                 out[tag] = self.item()
                 flags = self.int()
                 kind, has_attr, has_tag = flags & 0xFF, bool(flags & (1 << 9)), bool(flags & (1 << 10))
-                del attr
             if kind not in (254,):
                 raise ValueError(f"pairlist ends with type {kind}")
             return out
